@@ -1,0 +1,66 @@
+"""Drive an ASGI app in-process, without a server or an HTTP client, to time the app itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def make_scope(
+    path: str = "/", headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET"
+) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench.local"), *(headers or [])],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _one(app: Callable, scope: dict) -> tuple[int, int]:
+    status = 0
+    size = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, size
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            size += len(message.get("body", b""))
+
+    await app(dict(scope), receive, send)
+    return status, size
+
+
+def requests_per_second(app: Callable, scope: dict, *, seconds: float = 2.0, warmup: int = 200) -> float:
+    """Sequential requests per second over about `seconds`, after a warm-up."""
+
+    async def run() -> float:
+        for _ in range(warmup):
+            status, _ = await _one(app, scope)
+            assert status == 200, status
+        n = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for _ in range(100):
+                await _one(app, scope)
+            n += 100
+            now = time.perf_counter()
+            if now >= deadline:
+                return n / (now - start)
+
+    return asyncio.run(run())

@@ -1,0 +1,363 @@
+"""Benchmark of the response gate: what enforcing consent on responses costs per request.
+
+    .venv/bin/python bench/bench_gate.py [--quick] [--no-http]
+
+In process (a direct ASGI call loop, no client or transport in the way), requests/s of:
+  - the bare app on a JSON response;
+  - the gated app on the same JSON response (consent cookie decoded on every request);
+  - the gated app on a 100 KB HTML page with five trackers to rewrite (plus injection), against
+    the same page passed through untouched (rewrite_html = false, no injection);
+with the ratios and the time added per response.
+
+Over HTTP: uvicorn with one worker (bare app, then gated app) loaded by wrk on loopback, server
+and load generator pinned to different cores with taskset, 5 s runs; requests/s, their ratio and
+the p99 latency of each.
+
+The gated app is the bare app behind `GateShim`, a stand-in for ConsentMiddleware that does what
+the middleware will do per request on this path: parse the Cookie header, `ConsentCodec.decode` a
+real signed cookie, `ResponseGate.wrap_send`. (Switch it to ConsentMiddleware once that exists.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from consent_banner.config import ConsentConfig
+from consent_banner.consent import Consent, ConsentCodec
+from consent_banner.gate import ResponseGate
+
+KEY = "bench-only-signing-key-0123456789abcdef"  # not a secret: signs the benchmark's own cookie
+
+CONFIG = ConsentConfig.from_dict(
+    {
+        "policy_revision": "2026-11-01",
+        "controller": "Bench AB",
+        "privacy_policy_url": "/privacy",
+        "categories": {
+            "necessary": {"label": "Necessary"},
+            "analytics": {"label": "Statistics"},
+            "marketing": {"label": "Marketing"},
+            "media": {"label": "Media"},
+        },
+        "services": [
+            {"name": "site", "category": "necessary", "origins": ["https://cdn.shop.example"],
+             "cookies": [{"name": "sessionid"}]},
+            {"name": "stats", "category": "analytics", "origins": ["https://stats.example.net"],
+             "cookies": [{"name": "_ga*", "domain": ".shop.example"}]},
+            {"name": "ads", "category": "marketing", "cookies": [{"name": "_fbp"}],
+             "origins": ["https://ads.example.org", "https://*.adnet.example"]},
+            {"name": "video", "category": "media", "origins": ["https://video.example.tv"]},
+        ],
+    }
+)
+
+TRACKERS = [
+    '<script async src="https://stats.example.net/gtag/js?id=G-XXXX"></script>',
+    '<script src="https://ads.example.org/fbevents.js"></script>',
+    '<iframe src="https://video.example.tv/embed/abc" width="560" height="315" allowfullscreen></iframe>',
+    '<img height="1" width="1" style="display:none" src="https://px.adnet.example/tr?id=1&amp;ev=PageView"/>',
+    '<script src="https://ads.example.org/pixel.js" defer></script>',
+]
+CARD = (
+    '<article class="card product" data-id="{i}"><a class="card__link" href="/products/{i}">'
+    '<img class="card__img" src="https://cdn.shop.example/img/{i}.webp" '
+    'srcset="https://cdn.shop.example/img/{i}@2x.webp 2x" alt="Product {i}" width="320" height="240" '
+    'loading="lazy"></a><div class="card__body">'
+    '<h3 class="card__title"><a href="/products/{i}">Product number {i}</a></h3>'
+    '<p class="card__text">A short description of product {i}, with <em>some</em> markup and a '
+    '<a href="/category/{i}">link</a>.</p><span class="price">{i}9.00 SEK</span>'
+    '<button type="button" class="btn" data-action="add" data-id="{i}">Add to cart</button>'
+    "</div></article>\n"
+)
+
+
+def build_page(size: int = 100_000) -> bytes:
+    """A 100 KB product listing with five trackers spread over head and body."""
+    head = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="stylesheet" href="/static/site.css"><style>.card{display:grid}</style>'
+        + TRACKERS[0] + TRACKERS[1]
+        + '<script>window.dataLayer = window.dataLayer || [];</script></head>'
+        '<body><header><nav><a href="/">Home</a> <a href="/cart">Cart</a></nav></header><main>'
+    )
+    tail = (
+        "</main>" + TRACKERS[3] + TRACKERS[4] + '<script src="/static/app.js" defer></script></body></html>\n'
+    )
+    cards, i = [], 0
+    while len(head) + sum(map(len, cards)) + len(tail) + len(TRACKERS[2]) < size:
+        cards.append(CARD.format(i=i))
+        i += 1
+    cards.insert(len(cards) // 2, TRACKERS[2])
+    return (head + "".join(cards) + tail).encode()
+
+
+PAGE = build_page()
+JSON_BODY = {"items": [{"id": i, "name": f"Product {i}", "price": i * 10} for i in range(5)]}
+
+
+async def json_endpoint(request: Any) -> Response:
+    return JSONResponse(JSON_BODY)
+
+
+async def page_endpoint(request: Any) -> Response:
+    return Response(PAGE, media_type="text/html; charset=utf-8")
+
+
+def make_app() -> Starlette:
+    return Starlette(routes=[Route("/json", json_endpoint), Route("/page", page_endpoint)])
+
+
+def inject(html_lang: str | None) -> tuple[str, str]:
+    """Stands in for the banner: a Consent Mode default for <head>, banner + script before </body>."""
+    return (
+        "<script data-consent-banner>gtag('consent','default',{ad_storage:'denied'})</script>",
+        '<div data-consent-banner class="cb">Cookies?</div>'
+        '<script src="/_consent/consent.js" defer></script>',
+    )
+
+
+class GateShim:
+    """A stand-in for ConsentMiddleware on the response path: cookie -> Consent -> wrap_send."""
+
+    def __init__(self, app: Any, config: ConsentConfig, *, inject_snippets: bool = True) -> None:
+        self.app = app
+        self.cookie_name = config.cookie.name
+        self.codec = ConsentCodec(
+            [KEY], revision=config.policy_revision, lifetime=config.cookie.lifetime_days * 86400,
+            categories=config.categories, services=[s.name for s in config.services],
+        )
+        self.gate = ResponseGate(config, own_cookie_names=frozenset({self.cookie_name}))
+        self.inject = inject if inject_snippets else None
+        self.gpc_denied = config.gpc_denied
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cookies: dict[str, str] = {}
+        gpc = False
+        for k, v in scope["headers"]:
+            if k == b"cookie":
+                for pair in v.decode("latin-1").split(";"):
+                    name, _, value = pair.strip().partition("=")
+                    if name:
+                        cookies[name] = value
+            elif k == b"sec-gpc":
+                gpc = v.strip() == b"1"
+        consent = self.codec.decode(cookies.get(self.cookie_name))
+        if gpc:
+            consent = consent.with_gpc(self.gpc_denied)
+        token: list[str] = []
+
+        def nonce() -> str:  # drawn only for responses that need it (HTML)
+            if not token:
+                token.append(secrets.token_urlsafe(16))
+            return token[0]
+
+        wrapped = self.gate.wrap_send(
+            send, scope, consent, request_cookies=cookies, nonce=nonce, inject=self.inject
+        )
+        await self.app(scope, receive, wrapped)
+
+
+def consent_cookie() -> str:
+    """A real signed cookie granting analytics only (so marketing and media trackers are rewritten)."""
+    codec = ConsentCodec([KEY], revision=CONFIG.policy_revision, lifetime=CONFIG.cookie.lifetime_days * 86400,
+                         categories=CONFIG.categories)
+    return codec.encode(Consent(id="bench-consent-id-000001", granted=frozenset(), source="banner",
+                                revision=CONFIG.policy_revision))
+
+
+COOKIE = consent_cookie()
+bare_app = make_app()
+gated_app = GateShim(make_app(), CONFIG)
+passthrough_app = GateShim(
+    make_app(), CONFIG.model_copy(update={"rewrite_html": False}), inject_snippets=False
+)
+
+
+# --- in process -------------------------------------------------------------------------------------
+
+
+def scope_for(path: str) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "https", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"host", b"www.shop.example"), (b"accept", b"*/*"),
+                    (b"cookie", f"sessionid=abc; consent={COOKIE}".encode())],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {},
+    }
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _round(app: Any, path: str, seconds: float) -> float:
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    n, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(20):
+            await app(scope_for(path), _receive, send)
+        n += 20
+        now = time.perf_counter()
+        if now >= deadline:
+            return n / (now - start)
+
+
+async def body_size(app: Any, path: str) -> int:
+    size = 0
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal size
+        if message["type"] == "http.response.body":
+            size += len(message.get("body", b""))
+
+    await app(scope_for(path), _receive, send)
+    return size
+
+
+async def compare(rows: list[tuple[Any, str]], seconds: float, rounds: int = 5) -> list[float]:
+    """Requests/s of each (app, path), the best of `rounds` interleaved rounds (the machine may be busy)."""
+    for app, path in rows:  # warm caches (consent decode, plans, policies)
+        await _round(app, path, 0.05)
+    best = [0.0] * len(rows)
+    for _ in range(rounds):
+        for i, (app, path) in enumerate(rows):
+            best[i] = max(best[i], await _round(app, path, seconds / rounds))
+    return best
+
+
+async def in_process(seconds: float) -> None:
+    print(f"In process (direct ASGI calls; best of 5 interleaved rounds, {seconds:.0f} s per row); "
+          f"page = {len(PAGE)} bytes")
+    bare_json, gated_json = await compare([(bare_app, "/json"), (gated_app, "/json")], seconds)
+    bare_page, passed, rewritten = await compare(
+        [(bare_app, "/page"), (passthrough_app, "/page"), (gated_app, "/page")], seconds
+    )
+    rows = [
+        ("bare app, JSON", bare_json, ""),
+        ("gated app, JSON", gated_json, f"{gated_json / bare_json:.2f}x bare (target >= 0.80x)"),
+        ("bare app, 100 KB page", bare_page, ""),
+        ("gated, page passed untouched", passed, f"{passed / bare_page:.2f}x bare page"),
+        ("gated, page rewritten+injected", rewritten, f"{rewritten / passed:.2f}x untouched"),
+    ]
+    for name, rps, note in rows:
+        print(f"  {name:<34}{rps:>10,.0f} req/s   {note}")
+    added = (1 / rewritten - 1 / passed) * 1000
+    sizes = await body_size(passthrough_app, "/page"), await body_size(gated_app, "/page")
+    print(f"  rewriting adds {added:.3f} ms per response (target < 1 ms); "
+          f"body {sizes[0]} -> {sizes[1]} bytes")
+    print(f"  per request: bare JSON {1e6 / bare_json:.1f} us, gated JSON {1e6 / gated_json:.1f} us "
+          f"(+{1e6 / gated_json - 1e6 / bare_json:.1f} us, cookie parse + decode + gate)")
+
+
+# --- over HTTP ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"uvicorn did not start on port {port}")
+
+
+_P99 = re.compile(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+
+
+def wrk(port: int, path: str, seconds: int, cpu: str, connections: int) -> tuple[float, float, str]:
+    """requests/s, p99 in ms, and wrk's error line (if any)."""
+    cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+           "-H", f"Cookie: sessionid=abc; consent={COOKIE}", f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
+    value, unit = _P99.search(out).groups()  # type: ignore[union-attr]
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = next((ln.strip() for ln in out.splitlines() if "Non-2xx" in ln or "Socket errors" in ln), "")
+    return rps, p99, errors
+
+
+def serve(app_name: str, cpu: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    cmd = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn", f"bench_gate:{app_name}", "--app-dir",
+           str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, port
+
+
+def over_http(seconds: int) -> None:
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        print("Over HTTP: skipped (wrk or taskset missing)")
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        print("Over HTTP: skipped (needs two cores to pin server and load apart)")
+        return
+    server_cpu, load_cpu = str(cpus[0]), str(cpus[1])
+    print(f"Over HTTP (uvicorn 1 worker on cpu {server_cpu}, wrk -t1 -c32 on cpu {load_cpu}, "
+          f"{seconds} s runs, best of two, valid consent cookie sent)")
+    for path in ("/json", "/page"):
+        results: dict[str, list[tuple[float, float, str]]] = {"bare_app": [], "gated_app": []}
+        for app_name in ("bare_app", "gated_app", "bare_app", "gated_app"):  # interleaved, best of two
+            proc, port = serve(app_name, server_cpu)
+            try:
+                wrk(port, path, 1, load_cpu, 32)  # warm-up
+                results[app_name].append(wrk(port, path, seconds, load_cpu, 32))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=10)
+        (b_rps, b_p99, b_err), (g_rps, g_p99, g_err) = (max(results[a]) for a in ("bare_app", "gated_app"))
+        print(f"  {path:<6} bare  {b_rps:>9,.0f} req/s  p99 {b_p99:7.2f} ms  {b_err}")
+        print(f"  {path:<6} gated {g_rps:>9,.0f} req/s  p99 {g_p99:7.2f} ms  {g_err}")
+        target = "  (target >= 0.90x)" if path == "/json" else ""
+        print(f"  {path:<6} ratio {g_rps / b_rps:.2f}x{target}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark)")
+    parser.add_argument("--no-http", action="store_true", help="skip the uvicorn + wrk part")
+    args = parser.parse_args()
+    asyncio.run(in_process(1.5 if args.quick else 6.0))
+    if not args.no_http:
+        over_http(1 if args.quick else 5)
+
+
+if __name__ == "__main__":
+    main()

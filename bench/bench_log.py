@@ -1,0 +1,447 @@
+"""Consent-log benchmark: append throughput, export and verify rates, peak memory.
+
+    .venv/bin/python bench/bench_log.py                 # 1,000,000 records for export/verify
+    .venv/bin/python bench/bench_log.py --records 100000  # a quick run
+
+Prints, in one run, for SQLite (and PostgreSQL when CONSENT_TEST_POSTGRES_DSN is set):
+- decisions/s appended through the log with group commit (many concurrent appends),
+  vs. one commit per decision, vs. a raw executemany in one transaction (the physical limit);
+- export (CSV, NDJSON) and verify rates over --records records, each measured in a fresh
+  subprocess so its peak memory (max RSS, interpreter included) is its own.
+Targets: group commit >= 50,000 decisions/s on SQLite; export and verify >= 100,000 records/s
+with peak memory < 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from consent_banner.log import Decision, derive_hmac_key, open_log
+from consent_banner.log.base import CHECKPOINT_EVERY
+from consent_banner.log.events import (
+    GENESIS,
+    ROW_COLUMNS,
+    chain,
+    format_at,
+    key_id,
+    prepare,
+    sign,
+    version_id_for,
+)
+
+KEY = derive_hmac_key("bench-secret-key-0123456789-0123456789")
+PG_ENV = "CONSENT_TEST_POSTGRES_DSN"
+VERSION = {
+    "language": "en",
+    "config_hash": "c" * 64,
+    "texts": {f"text_{i}": "We use cookies to count visits and to show you offers. " * 3 for i in range(25)},
+    "categories": {
+        "necessary": {"label": "Necessary"},
+        "analytics": {"label": "Statistics"},
+        "marketing": {"label": "Marketing"},
+    },
+}
+TARGET_APPEND = 50_000
+TARGET_RATE = 100_000
+TARGET_MB = 200
+
+
+def random_id() -> str:
+    """What consent_banner.consent.new_consent_id() makes today: 128 random bits."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+def ordered_id() -> str:
+    """A time-ordered id (48-bit milliseconds + 80 random bits, like ULID or UUIDv7), same length.
+
+    Random ids land all over the consent-id index, so each commit dirties (and writes to the WAL)
+    pages across the whole index; time-ordered ids append at its end."""
+    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + secrets.token_bytes(10)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decision(i: int, make_id: Any = random_id) -> Decision:
+    action = ("accept_all", "reject_all", "custom")[i % 3]
+    granted = {
+        "accept_all": ("necessary", "analytics", "marketing"),
+        "reject_all": ("necessary",),
+        "custom": ("necessary", "analytics"),
+    }[action]
+    denied = tuple(c for c in ("analytics", "marketing") if c not in granted)
+    return Decision(
+        secrets.token_urlsafe(16)[:22],
+        action,
+        granted,
+        denied,
+        {"stats": "analytics" in granted},
+        "2026-01",
+        "en",
+        "banner",
+        "203.0.113.0",
+        "Firefox",
+        VERSION,
+    )
+
+
+# --- appends -----------------------------------------------------------------------------------------
+
+
+async def append_rate(
+    url: str, n: int, concurrency: int, make_id: Any = random_id, **options: Any
+) -> tuple[float, Any]:
+    """Decisions/s through open_log().append with `concurrency` callers appending in a loop."""
+    log: Any = await open_log(url, hmac_key=KEY, **options)
+    decisions = [decision(i, make_id) for i in range(n)]
+    await log.append(decisions[0])  # schema, version row, first checkpoint: not part of the rate
+    per = n // concurrency
+
+    async def caller(k: int) -> None:
+        for d in decisions[k * per : (k + 1) * per]:
+            await log.append(d)
+
+    t, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(caller(k) for k in range(concurrency)))
+    dt, dcpu = time.perf_counter() - t, time.process_time() - cpu
+    writer = log.writer
+    writer.cpu_rate = per * concurrency / dcpu  # decisions per CPU-second of this process (all threads)
+    await log.close()
+    return per * concurrency / dt, writer
+
+
+def raw_rows(
+    n: int, start_seq: int = 1, prev: str = GENESIS, start: datetime | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Valid chained rows in chunks, as the log would write them (for the raw baseline and bulk loads)."""
+    vid, _ = version_id_for(VERSION)
+    t0 = start or datetime.now(UTC) - timedelta(days=30)
+    step = timedelta(days=30) / max(n, 1)
+    seq = start_seq
+    chunk = 20_000
+    for base in range(0, n, chunk):
+        cols = [
+            prepare(decision(i), vid).columns(format_at(t0 + step * i))
+            for i in range(base, min(n, base + chunk))
+        ]
+        links, prev = chain(prev, cols)
+        rows = [(seq + j, *c, *link) for j, (c, link) in enumerate(zip(cols, links, strict=True))]
+        seq += len(rows)
+        yield rows
+
+
+def raw_sqlite_rate(path: str, n: int) -> float:
+    """Raw sqlite3.executemany of n prepared rows in one transaction, same schema and indexes."""
+    from consent_banner.log.sqlite import _INSERT_RECORD
+
+    asyncio.run(_create(f"sqlite:///{path}"))
+    rows = [r for chunk in raw_rows(n) for r in chunk]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous = FULL")
+    t = time.perf_counter()
+    db.execute("BEGIN IMMEDIATE")
+    db.executemany(_INSERT_RECORD, rows)
+    db.execute("COMMIT")
+    dt = time.perf_counter() - t
+    db.close()
+    return n / dt
+
+
+async def _create(url: str) -> None:
+    log: Any = await open_log(url, hmac_key=KEY)
+    await log.close()
+
+
+async def raw_pg_rate(url: str, n: int) -> float:
+    """Raw asyncpg COPY of n prepared rows in one transaction (the PostgreSQL floor)."""
+    import asyncpg
+
+    from consent_banner.log.postgres import split_url
+
+    await _create(url)
+    dsn, schema = split_url(url)
+    rows = [r for chunk in raw_rows(n) for r in chunk]
+    conn = await asyncpg.connect(dsn)
+    try:
+        t = time.perf_counter()
+        async with conn.transaction():
+            await conn.copy_records_to_table("records", records=rows, columns=ROW_COLUMNS, schema_name=schema)
+        return n / (time.perf_counter() - t)
+    finally:
+        await conn.close()
+
+
+# --- bulk load for export / verify -------------------------------------------------------------------
+
+
+def _checkpoint_rows(log_id: str, heads: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
+    at = format_at(datetime.now(UTC))
+    return [(s, h, at, "periodic", key_id(KEY), sign(KEY, "checkpoint", log_id, s, h, at)) for s, h in heads]
+
+
+def bulk_sqlite(path: str, n: int) -> None:
+    """A valid n-record log (chain, checkpoints, signed head), written directly for speed."""
+    from consent_banner.log.sqlite import _INSERT_RECORD
+
+    asyncio.run(_create(f"sqlite:///{path}"))
+    db = sqlite3.connect(path, isolation_level=None)
+    (log_id,) = db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
+    vid, text = version_id_for(VERSION)
+    db.execute("BEGIN")
+    db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?)", (vid, format_at(datetime.now(UTC)), text))
+    heads: list[tuple[int, str]] = []
+    last: tuple[int, str] = (0, GENESIS)
+    for rows in raw_rows(n):
+        db.executemany(_INSERT_RECORD, rows)
+        last = (rows[-1][0], rows[-1][-1])
+        heads += [(r[0], r[-1]) for r in rows if r[0] % CHECKPOINT_EVERY == 0]
+    db.executemany(
+        "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)", _checkpoint_rows(log_id, heads)
+    )
+    at = format_at(datetime.now(UTC))
+    db.execute(
+        "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ? WHERE id = 1",
+        (*last, at, key_id(KEY), sign(KEY, "head", log_id, *last, at)),
+    )
+    db.execute("COMMIT")
+    db.close()
+
+
+async def bulk_pg(url: str, n: int) -> None:
+    import asyncpg
+
+    from consent_banner.log.postgres import split_url
+
+    await _create(url)
+    dsn, schema = split_url(url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        log_id = await conn.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
+        vid, text = version_id_for(VERSION)
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO versions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                vid,
+                format_at(datetime.now(UTC)),
+                text,
+            )
+            heads: list[tuple[int, str]] = []
+            last: tuple[int, str] = (0, GENESIS)
+            for rows in raw_rows(n):
+                await conn.copy_records_to_table(
+                    "records", records=rows, columns=ROW_COLUMNS, schema_name=schema
+                )
+                last = (rows[-1][0], rows[-1][-1])
+                heads += [(r[0], r[-1]) for r in rows if r[0] % CHECKPOINT_EVERY == 0]
+            await conn.executemany(
+                "INSERT INTO checkpoints VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                _checkpoint_rows(log_id, heads),
+            )
+            at = format_at(datetime.now(UTC))
+            await conn.execute(
+                "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",
+                *last,
+                at,
+                key_id(KEY),
+                sign(KEY, "head", log_id, *last, at),
+            )
+        await conn.execute("ANALYZE records")
+    finally:
+        await conn.close()
+
+
+# --- measured in a child process ---------------------------------------------------------------------
+
+
+async def child(task: str, url: str, out: str) -> dict[str, Any]:
+    from consent_banner.log.export import stream
+
+    log: Any = await open_log(url, hmac_key=KEY, create=False)
+    try:
+        t = time.perf_counter()
+        if task == "verify":
+            result = await log.verify()
+            n = result.records
+            if not result.ok:
+                raise SystemExit(f"verify failed: {result.message}")
+        else:
+            n = 0
+            with open(out, "w", encoding="utf-8", newline="") as f:
+                async for text in stream(log.iter_chunks(), task):
+                    f.write(text)
+            with open(out, "rb") as f:
+                n = sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b"")) - (task == "csv")
+        dt = time.perf_counter() - t
+    finally:
+        await log.close()
+    return {"task": task, "records": n, "seconds": dt, "maxrss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. Not getrusage(): Linux carries ru_maxrss over from the parent
+    across fork+exec, so a child would report the benchmark's own peak. VmHWM is per process image."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(task: str, url: str, tmp: str) -> dict[str, Any]:
+    out = os.path.join(tmp, f"export.{task}")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", task, "--url", url, "--out", out],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{task} failed:\n{proc.stderr}")
+    with_size = json.loads(proc.stdout)
+    if os.path.exists(out):
+        with_size["bytes"] = os.path.getsize(out)
+        os.remove(out)
+    return with_size
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "BELOW TARGET"
+
+
+def report_rates(name: str, url: str, tmp: str, records: int) -> None:
+    print(f"\n{name}: export and verify over {records:,} records (each in a fresh process)")
+    for task in ("csv", "ndjson", "verify"):
+        m = measure(task, url, tmp)
+        rate = m["records"] / m["seconds"]
+        size = f", {m['bytes'] / 1e6:.0f} MB written" if "bytes" in m else ""
+        label = "verify" if task == "verify" else f"export {task}"
+        print(
+            f"  {label:<14} {m['records']:>10,} records in {m['seconds']:6.2f} s = {rate:>9,.0f} records/s  "
+            f"peak RSS {m['maxrss_mb']:6.1f} MB{size}   "
+            f"[{verdict(rate >= TARGET_RATE and m['maxrss_mb'] < TARGET_MB)}]"
+        )
+
+
+def report_appends(
+    name: str,
+    group: tuple[float, Any],
+    ordered: tuple[float, Any],
+    single: tuple[float, Any],
+    raw: float,
+    concurrency: int,
+    target: int | None,
+) -> None:
+    (g, gw), (o, ow), (s, _) = group, ordered, single
+    print(f"\n{name}: appending decisions")
+    ok = f"   [{verdict(g >= target)}]" if target else ""
+    print(
+        f"  group commit        {g:>10,.0f} decisions/s  ({concurrency} concurrent callers, "
+        f"{gw.items / max(gw.batches, 1):.0f} decisions per commit on average){ok}"
+    )
+    print(
+        f"                      {gw.cpu_rate:>10,.0f} decisions per CPU-second (all threads of this process)"
+    )
+    ok = f"   [{verdict(o >= target)}]" if target else ""
+    print(f"  same, ordered ids   {o:>10,.0f} decisions/s  ({ow.cpu_rate:,.0f} per CPU-second){ok}")
+    print(f"  one commit each     {s:>10,.0f} decisions/s")
+    print(f"  raw bulk insert     {raw:>10,.0f} rows/s (one transaction, no chain, no callers)")
+    print(f"  group / one-each    {g / s:>10.1f} x")
+    print(f"  group / raw         {g / raw:>10.2f} of the physical limit")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000, help="records for export/verify")
+    ap.add_argument("--decisions", type=int, default=200_000, help="decisions for the group-commit rate")
+    ap.add_argument("--single", type=int, default=5_000, help="decisions for the one-commit-each rate")
+    ap.add_argument("--concurrency", type=int, default=2000, help="concurrent callers")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(child(args.child, args.url, args.out))))
+        return
+
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]  # progress, even into a file
+    decisions = min(args.decisions, max(args.records, 20_000))
+    print(
+        f"consent-log benchmark  (python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start)"
+    )
+    with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
+        t = Path(tmp)
+        group = asyncio.run(append_rate(f"sqlite:///{t / 'group.db'}", decisions, args.concurrency))
+        ordered = asyncio.run(
+            append_rate(f"sqlite:///{t / 'ordered.db'}", decisions, args.concurrency, ordered_id)
+        )
+        single = asyncio.run(append_rate(f"sqlite:///{t / 'single.db'}", args.single, 50, max_batch=1))
+        raw = raw_sqlite_rate(str(t / "raw.db"), decisions)
+        report_appends("SQLite", group, ordered, single, raw, args.concurrency, TARGET_APPEND)
+        for f in t.glob("*.db*"):
+            f.unlink()
+        big = t / "big.db"
+        t0 = time.perf_counter()
+        bulk_sqlite(str(big), args.records)
+        print(f"\n(loaded {args.records:,} chained records into SQLite in {time.perf_counter() - t0:.1f} s)")
+        report_rates("SQLite", f"sqlite:///{big}", tmp, args.records)
+
+        dsn = os.environ.get(PG_ENV)
+        if not dsn:
+            print(f"\nPostgreSQL: skipped ({PG_ENV} is not set)")
+            return
+        asyncio.run(run_pg(dsn, args, decisions, tmp))
+
+
+async def _drop(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def run_pg(dsn: str, args: argparse.Namespace, decisions: int, tmp: str) -> None:
+    sep = "&" if "?" in dsn else "?"
+    schemas = [f"cb_bench_{secrets.token_hex(4)}_{k}" for k in ("group", "single", "raw", "big", "ordered")]
+    urls = [f"{dsn}{sep}schema={s}" for s in schemas]
+    try:
+        group = await append_rate(urls[0], decisions, args.concurrency)
+        ordered = await append_rate(urls[4], decisions, args.concurrency, ordered_id)
+        single = await append_rate(urls[1], args.single, 50, max_batch=1)
+        raw = await raw_pg_rate(urls[2], decisions)
+        report_appends("PostgreSQL", group, ordered, single, raw, args.concurrency, None)
+        t0 = time.perf_counter()
+        await bulk_pg(urls[3], args.records)
+        print(
+            f"\n(loaded {args.records:,} chained records into PostgreSQL in {time.perf_counter() - t0:.1f} s)"
+        )
+        await asyncio.to_thread(report_rates, "PostgreSQL", urls[3], tmp, args.records)
+    finally:
+        for s in schemas:
+            await _drop(dsn, s)
+
+
+if __name__ == "__main__":
+    main()

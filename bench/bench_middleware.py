@@ -1,0 +1,122 @@
+"""Requests/s in-process: bare Starlette vs ConsentMiddleware vs SessionMiddleware (issue 2).
+
+Run: .venv/bin/python bench/bench_middleware.py [--seconds 1] [--rounds 5]
+Target: ConsentMiddleware with a valid consent cookie at least 0.8x bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from starlette.applications import Starlette
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).parent))
+from asgi_loop import make_scope, requests_per_second  # noqa: E402
+
+from consent_banner import ConsentConfig, ConsentMiddleware  # noqa: E402
+from consent_banner.consent import Consent, new_consent_id  # noqa: E402
+
+KEY = "bench-key-0123456789-0123456789-0123456789"
+
+
+async def endpoint(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
+
+
+def bare() -> Starlette:
+    return Starlette(routes=[Route("/", endpoint)])
+
+
+def naive(app: Starlette) -> Starlette:
+    """What a hand-rolled gate does: verify the signed cookie on every request, no cache."""
+    serializer = URLSafeTimedSerializer(KEY, salt="naive", signer_kwargs={"digest_method": hashlib.sha256})
+
+    async def middleware(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            cookie = dict(scope["headers"]).get(b"cookie", b"").decode()
+            value = cookie.split("naive=", 1)[1] if "naive=" in cookie else ""
+            try:
+                scope.setdefault("state", {})["consent"] = serializer.loads(value, max_age=3600)
+            except Exception:
+                scope.setdefault("state", {})["consent"] = None
+        await app(scope, receive, send)
+
+    middleware.cookie = serializer.dumps({"c": ["analytics"]})  # type: ignore[attr-defined]
+    return middleware  # type: ignore[return-value]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=1.0, help="per case and round")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds; the best of each case counts"
+    )
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp()
+    config = ConsentConfig(
+        policy_revision="r1",
+        controller="Bench AB",
+        privacy_policy_url="/privacy",
+        log=f"sqlite:///{tmp}/bench.db",
+        categories={
+            "necessary": {"label": "Necessary"},
+            "analytics": {"label": "Analytics"},
+            "marketing": {"label": "Marketing"},
+        },
+        services=[
+            {
+                "name": "stats",
+                "category": "analytics",
+                "origins": ["https://stats.example.net"],
+                "cookies": [{"name": "_st_id.*", "lifetime": "13 months"}],
+            }
+        ],
+    )
+    os.environ["CONSENT_SECRET_KEYS"] = KEY
+    gated = ConsentMiddleware(bare(), config=config)
+    consent_cookie = gated.codec.encode(
+        Consent(id=new_consent_id(), granted=frozenset({"analytics"}), revision="r1", source="banner")
+    )
+    session = SessionMiddleware(bare(), secret_key=KEY)
+    session_cookie = TimestampSigner(KEY).sign(b"eyJ1c2VyIjogMX0=").decode()  # {"user": 1}
+    naive_app = naive(bare())
+
+    cases = [
+        ("bare Starlette", bare(), []),
+        (
+            "ConsentMiddleware, valid consent cookie",
+            gated,
+            [(b"cookie", f"consent={consent_cookie}".encode())],
+        ),
+        ("ConsentMiddleware, no cookie", gated, []),
+        ("SessionMiddleware, session cookie", session, [(b"cookie", f"session={session_cookie}".encode())]),
+        (
+            "naive itsdangerous check per request",
+            naive_app,
+            [(b"cookie", f"naive={naive_app.cookie}".encode())],
+        ),  # type: ignore[attr-defined]
+    ]
+    # Interleaved rounds, best of each: a busy machine slows some rounds, never speeds one up.
+    best = [0.0] * len(cases)
+    for _ in range(args.rounds):
+        for i, (_name, app, headers) in enumerate(cases):
+            best[i] = max(best[i], requests_per_second(app, make_scope("/", headers), seconds=args.seconds))
+    results = [(name, rps) for (name, _app, _headers), rps in zip(cases, best, strict=True)]
+    base = results[0][1]
+    print(f"{'case':45} {'req/s':>10} {'ratio':>7}")
+    for name, rps in results:
+        print(f"{name:45} {rps:10.0f} {rps / base:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""What an application asks of the consent: `get_consent(request)` and `@requires_consent`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from .consent import Consent
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def get_consent(request: HTTPConnection | dict[str, Any]) -> Consent:
+    """The visitor's consent for a Starlette/FastAPI request (or an ASGI scope)."""
+    scope = request if isinstance(request, dict) else request.scope
+    try:
+        return scope["state"]["consent"]
+    except KeyError:
+        raise RuntimeError(
+            "no consent on this request: add ConsentMiddleware to the application "
+            "(app.add_middleware(ConsentMiddleware, config=...))"
+        ) from None
+
+
+def csp_nonce(request: HTTPConnection | dict[str, Any]) -> str:
+    """The nonce of this response's Content-Security-Policy, for the app's own inline scripts:
+    ``<script nonce="{{ nonce }}">``. Without it, an enforced policy refuses them."""
+    scope = request if isinstance(request, dict) else request.scope
+    try:
+        return scope["state"]["csp_nonce"]()
+    except KeyError:
+        raise RuntimeError("no CSP nonce on this request: add ConsentMiddleware to the application") from None
+
+
+def requires_consent(category: str, *, service: str | None = None) -> Callable[[F], F]:
+    """Call the endpoint only when the visitor allows `category` (and `service`); else answer 204.
+
+    This gates server-side tracking: without consent the endpoint does not run at all. The
+    endpoint must take the request (Starlette: its only argument; FastAPI: a `Request` parameter).
+    """
+
+    def decorate(endpoint: F) -> F:
+        if not inspect.iscoroutinefunction(endpoint):
+            raise TypeError(f"@requires_consent needs an async endpoint, {endpoint.__qualname__} is not")
+
+        @functools.wraps(endpoint)
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            request = next((a for a in (*args, *kwargs.values()) if isinstance(a, HTTPConnection)), None)
+            if request is None:
+                raise TypeError(
+                    f"@requires_consent: {endpoint.__qualname__} must take the request "
+                    "(add a `request: Request` parameter)"
+                )
+            consent = get_consent(request)
+            allowed = consent.allows_service(service, category) if service else consent.allows(category)
+            if not allowed:
+                return Response(status_code=204, headers={"vary": "Cookie, Sec-GPC"})
+            return await endpoint(*args, **kwargs)
+
+        return gated  # type: ignore[return-value]
+
+    return decorate

@@ -1,0 +1,122 @@
+"""`consent-banner`: demo, serve, keygen, log ..., scan. Every command takes --config PATH."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConsentConfig
+from .consent import ENV_SECRET_KEYS, secret_keys_from_env
+from .errors import ConfigError, MissingSecretKey
+
+DEFAULT_CONFIG = "consent.toml"
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="the consent.toml to use",
+)
+
+
+def load_config(path: Path) -> ConsentConfig:
+    """The config, or a CLI error naming the file and each bad key."""
+    try:
+        return ConsentConfig.from_toml(path)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def require_keys() -> list[str]:
+    try:
+        return secret_keys_from_env()
+    except MissingSecretKey as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="consent-banner")
+def cli() -> None:
+    """Cookie consent enforced on the server, with a tamper-evident consent log."""
+
+
+@cli.command()
+def keygen() -> None:
+    """Print a new signing key for CONSENT_SECRET_KEYS."""
+    click.echo(secrets.token_urlsafe(32))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="a consent.toml for the demo (default: the demo's own)",
+)
+def demo(host: str, port: int, config_path: Path | None) -> None:
+    """Run the demo site (office space booking) with the SQLite consent log."""
+    if not os.environ.get(ENV_SECRET_KEYS):
+        os.environ[ENV_SECRET_KEYS] = secrets.token_urlsafe(32)
+        click.secho(
+            f"WARNING: {ENV_SECRET_KEYS} is not set; using a key generated for this run only. "
+            "Every consent given now becomes invalid when the demo stops. Never do this in production.",
+            fg="red",
+            bold=True,
+            err=True,
+        )
+    else:
+        require_keys()
+    if not (os.environ.get("CONSENT_AUDIT_TOKEN") or os.environ.get("CONSENT_AUDIT_PASSWORD")):
+        os.environ.setdefault("CONSENT_AUDIT_USER", "auditor")
+        os.environ["CONSENT_AUDIT_PASSWORD"] = secrets.token_urlsafe(12)
+    site = _demo_module()
+    site.run(host=host, port=port, config_path=config_path)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@config_option
+def serve(host: str, port: int, config_path: Path) -> None:
+    """Run a stand-alone consent server for sites that embed the script (not Python sites)."""
+    import uvicorn
+
+    from .standalone import build_app
+
+    config = load_config(config_path)
+    app = build_app(config, require_keys())
+    click.echo(f"consent server on http://{host}:{port}{config.prefix}/consent.js")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _demo_module():  # type: ignore[no-untyped-def]
+    """The demo site: shipped in the wheel as consent_banner.demo_site, or server/ in a checkout."""
+    try:
+        return importlib.import_module("consent_banner.demo_site.app")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent
+        if (root / "server" / "app.py").exists() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        return importlib.import_module("server.app")
+
+
+def _add_subcommands() -> None:
+    from .log.commands import log
+
+    cli.add_command(log)
+
+
+_add_subcommands()
+
+
+def main() -> None:
+    cli(prog_name="consent-banner")

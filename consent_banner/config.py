@@ -1,0 +1,405 @@
+"""`ConsentConfig`: categories, services, cookie declarations, texts and settings.
+
+Loaded from a hand-written `consent.toml` (`ConsentConfig.from_toml(path)`) or built in Python
+(`ConsentConfig(policy_revision=..., categories={...}, services=[...])`). Validation is pydantic's,
+with unknown keys forbidden; every problem is reported as ``key.path: what is wrong``.
+This module knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError
+
+NECESSARY = "necessary"
+DEFAULT_PREFIX = "/_consent"
+DEFAULT_LOG = "sqlite:///consent-log.db"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+# RFC 6265 cookie-name token characters, plus the glob wildcards * ? [ ] !
+_COOKIE_GLOB = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z?\[\]]+$")
+_LIFETIME = re.compile(r"^\s*(\d+)\s*([a-z]+?)s?\s*$")
+# The longest reading of each unit, so that a real lifetime is never judged longer than declared
+# only because a month had 31 days.
+_UNIT_SECONDS = {
+    "second": 1,
+    "sec": 1,
+    "s": 1,
+    "minute": 60,
+    "min": 60,
+    "hour": 3600,
+    "h": 3600,
+    "day": 86400,
+    "d": 86400,
+    "week": 7 * 86400,
+    "w": 7 * 86400,
+    "month": 31 * 86400,
+    "m": 31 * 86400,
+    "year": 366 * 86400,
+    "y": 366 * 86400,
+}
+
+
+def parse_lifetime(text: str) -> int | None:
+    """Seconds for "13 months", "30 minutes", "1 year"; None for "session". Raises ValueError."""
+    t = text.strip().lower()
+    if t in ("session", "end of session", "browser session"):
+        return None
+    m = _LIFETIME.match(t)
+    unit = m and (_UNIT_SECONDS.get(m.group(2)) or _UNIT_SECONDS.get(m.group(2) + "s"))
+    if not m or not unit:
+        raise ValueError(
+            f"lifetime {text!r} is not understood: write a number and a unit "
+            "(seconds, minutes, hours, days, weeks, months, years) or 'session'"
+        )
+    return int(m.group(1)) * unit
+
+
+def _text_map(value: Any) -> Any:
+    """A label may be a plain string (every language) or a table {en = ..., sv = ...}."""
+    if isinstance(value, str):
+        return {"*": value}
+    return value
+
+
+Text = Annotated[dict[str, str], BeforeValidator(_text_map)]
+
+
+def localized(text: dict[str, str], language: str, default_language: str) -> str:
+    """Pick the text for a language, falling back to the default language, then to anything."""
+    for key in (language, language.split("-")[0], "*", default_language):
+        if key in text:
+            return text[key]
+    return next(iter(text.values()), "")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class CookieSettings(_Model):
+    """`[cookie]`: where and how long the signed consent cookie lives."""
+
+    name: str = "consent"
+    lifetime_days: int = Field(default=182, ge=1, le=790)  # 182 days: about six months (CNIL)
+    domain: str = ""  # empty: host-only
+    path: str = "/"
+    secure: bool = True
+    same_site: Literal["lax", "strict", "none"] = "lax"
+
+    @field_validator("name")
+    @classmethod
+    def _cookie_name(cls, v: str) -> str:
+        if not v or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", v):
+            raise ValueError(f"{v!r} is not a valid cookie name")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with '/'")
+        return v
+
+
+class CookieDeclaration(_Model):
+    """One cookie (or a glob of cookies) a service sets."""
+
+    name: str
+    lifetime: str = "session"
+    domain: str | None = None  # the parent domain it may live on, e.g. ".example.com"
+    purpose: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _glob(cls, v: str) -> str:
+        if not v:
+            raise ValueError("a cookie name pattern cannot be empty")
+        if not _COOKIE_GLOB.match(v):
+            raise ValueError(
+                f"{v!r} cannot match a cookie name: use the cookie's name, with * or ? as wildcards"
+            )
+        if not re.sub(r"[*?\[\]!]", "", v):
+            raise ValueError(f"{v!r} would match every cookie: name at least one literal character")
+        try:
+            re.compile(fnmatch.translate(v))
+        except re.error as e:
+            raise ValueError(f"{v!r} is not a valid glob ({e})") from None
+        return v
+
+    @field_validator("lifetime")
+    @classmethod
+    def _lifetime(cls, v: str) -> str:
+        parse_lifetime(v)
+        return v
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        d = v.lower()
+        if not re.fullmatch(r"\.?([a-z0-9-]+\.)*[a-z0-9-]+", d):
+            raise ValueError(f"{v!r} is not a domain name")
+        return d if d.startswith(".") else "." + d
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(fnmatch.translate(self.name))
+
+    @cached_property
+    def lifetime_seconds(self) -> int | None:
+        return parse_lifetime(self.lifetime)
+
+
+class Category(_Model):
+    """`[categories.NAME]`."""
+
+    label: Text
+    description: Text = Field(default_factory=dict)
+
+
+def _origin(value: str) -> str:
+    parts = urlsplit(value.strip())
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host or parts.path not in ("", "/") or parts.query:
+        raise ValueError(
+            f"{value!r} is not an origin: write scheme://host[:port], e.g. https://stats.example.net"
+        )
+    if not re.fullmatch(r"(\*\.)?[a-z0-9.-]+|\[[0-9a-f:]+\]", host) and not re.fullmatch(r"[0-9a-f:]+", host):
+        raise ValueError(f"{value!r} has an invalid host")
+    port = f":{parts.port}" if parts.port else ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}"
+
+
+Origin = Annotated[str, BeforeValidator(lambda v: _origin(v) if isinstance(v, str) else v)]
+
+
+class Service(_Model):
+    """`[[services]]`: a provider's scripts, hosts and cookies, in one category."""
+
+    name: str
+    category: str
+    provider: str = ""
+    purpose: str = ""
+    privacy_url: str | None = None
+    origins: tuple[Origin, ...] = ()
+    cookies: tuple[CookieDeclaration, ...] = ()
+    switch: bool = False  # offer a per-service switch in the preferences dialog
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r}: service names are lower-case letters, digits, '-' and '_'")
+        return v
+
+
+class ConsentConfig(_Model):
+    """The whole consent configuration. See the README for every key."""
+
+    policy_revision: str = Field(min_length=1, max_length=64)
+    controller: str = Field(min_length=1)
+    privacy_policy_url: str = Field(min_length=1)
+    languages: tuple[str, ...] = ("en",)
+    prefix: str = DEFAULT_PREFIX
+    log: str = DEFAULT_LOG
+    allowed_origins: tuple[Origin, ...] = ()
+    gpc_denies: tuple[str, ...] | None = None  # None: ["marketing"] when defined
+    cookie: CookieSettings = Field(default_factory=CookieSettings)
+    categories: dict[str, Category]
+    services: tuple[Service, ...] = ()
+    # the gate (response-side enforcement)
+    undeclared_cookies: Literal["block", "allow"] = "block"
+    csp: Literal["enforce", "report-only", "off"] = "enforce"
+    rewrite_html: bool = True
+    inject: bool = True
+    # the banner
+    recipients_url: str | None = None  # default: the privacy policy's #recipients
+    do_not_sell_link: bool = False  # California: show "Do Not Sell or Share My Personal Information"
+    texts: dict[str, dict[str, str]] = Field(default_factory=dict)  # per language, overrides shipped texts
+    # the log
+    retention: str | None = None  # e.g. "3y": `log purge` without --older-than uses it
+
+    @field_validator("policy_revision", mode="before")
+    @classmethod
+    def _revision(cls, v: Any) -> Any:
+        # TOML readers turn an unquoted 2026-11-01 into a date; the revision is its text.
+        return v.isoformat() if hasattr(v, "isoformat") else v
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("name at least one language")
+        for lang in v:
+            if not _LANG.match(lang):
+                raise ValueError(f"{lang!r} is not a language tag such as 'en' or 'sv'")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", v):
+            raise ValueError(f"{v!r}: the prefix is a path such as '/_consent', without a trailing '/'")
+        return v
+
+    @field_validator("log")
+    @classmethod
+    def _log(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql://", "postgres://", "memory://")):
+            raise ValueError(f"{v!r}: use sqlite:///path/to/file.db or postgresql://user@host/db")
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: dict[str, Category]) -> dict[str, Category]:
+        if NECESSARY not in v:
+            raise ValueError("a [categories.necessary] table is required (necessary cookies are declared)")
+        for name in v:
+            if not _NAME.match(name):
+                raise ValueError(f"{name!r}: category names are lower-case letters, digits, '-' and '_'")
+        return v
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ConsentConfig:
+        problems: list[str] = []
+        names: set[str] = set()
+        for i, s in enumerate(self.services):
+            if s.category not in self.categories:
+                problems.append(
+                    f"services[{i}].category: {s.category!r} is not a category "
+                    f"(defined: {', '.join(self.categories)})"
+                )
+            if s.name in names:
+                problems.append(f"services[{i}].name: {s.name!r} is declared twice")
+            names.add(s.name)
+        for c in self.gpc_denies or ():
+            if c not in self.categories:
+                problems.append(f"gpc_denies: {c!r} is not a category")
+            elif c == NECESSARY:
+                problems.append("gpc_denies: 'necessary' cannot be denied")
+        if self.cookie.same_site == "none" and not self.cookie.secure:
+            problems.append("cookie.same_site: 'none' needs cookie.secure = true")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ConsentConfig:
+        """Load and validate a consent.toml; raises ConfigError naming each bad key."""
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except OSError as e:
+            raise ConfigError([f"cannot read the config file: {e.strerror}"], str(p)) from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError([f"not valid TOML: {e}"], str(p)) from None
+        return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> ConsentConfig:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_describe(e), source) from None
+
+    # --- derived, computed once ------------------------------------------------------------
+
+    @cached_property
+    def optional_categories(self) -> tuple[str, ...]:
+        return tuple(c for c in self.categories if c != NECESSARY)
+
+    @cached_property
+    def gpc_denied(self) -> frozenset[str]:
+        if self.gpc_denies is not None:
+            return frozenset(self.gpc_denies)
+        return frozenset({"marketing"} & set(self.categories))
+
+    @cached_property
+    def services_by_name(self) -> dict[str, Service]:
+        return {s.name: s for s in self.services}
+
+    def services_in(self, category: str) -> tuple[Service, ...]:
+        return tuple(s for s in self.services if s.category == category)
+
+    @cached_property
+    def default_language(self) -> str:
+        return self.languages[0]
+
+    @cached_property
+    def config_hash(self) -> str:
+        """SHA-256 of the canonical JSON of the whole configuration (what the log's banner versions cite)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def service_for_cookie(self, name: str) -> tuple[Service, CookieDeclaration] | None:
+        """The service and declaration of the first declared pattern matching a cookie name."""
+        for service in self.services:
+            for decl in service.cookies:
+                if decl.pattern.match(name):
+                    return service, decl
+        return None
+
+    def category_for_cookie(self, name: str) -> tuple[str, CookieDeclaration] | None:
+        """The category and declaration of the first declared pattern matching a cookie name."""
+        found = self.service_for_cookie(name)
+        return (found[0].category, found[1]) if found else None
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dmy])\s*$")
+
+
+def parse_duration(text: str) -> int:
+    """Days in a retention period: "30d", "6m", "3y" (a month is 30 days, a year 365)."""
+    m = _DURATION.match(text.lower())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration: write a number and d, m or y, e.g. 3y")
+    return int(m.group(1)) * {"d": 1, "m": 30, "y": 365}[m.group(2)]
+
+
+def _describe(error: ValidationError) -> list[str]:
+    problems = []
+    for e in error.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-before[_text_map(), dict[str,str]]",))
+        loc = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", loc)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against the README's schema)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(f"{loc}: {msg}" if loc else msg)
+    return problems

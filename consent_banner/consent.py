@@ -1,0 +1,234 @@
+"""The `Consent` value and the signed cookie that carries it.
+
+The cookie is signed, not encrypted: the browser script may read the payload, only the server's
+signature makes it count. Anything that does not verify exactly (forged, tampered, truncated,
+padded, expired, signed with a key no longer listed, made for another policy revision) decodes
+as *undecided*. This module knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from itsdangerous import BadData, Serializer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
+
+from .config import NECESSARY
+from .errors import MissingSecretKey
+
+ENV_SECRET_KEYS = "CONSENT_SECRET_KEYS"
+SALT = "consent-banner.cookie.v1"
+SOURCES = ("banner", "dialog", "form", "settings", "api", "gpc")
+MAX_COOKIE_BYTES = 300
+_EMPTY: Mapping[str, bool] = MappingProxyType({})
+# payload . timestamp . signature, each unpadded URL-safe base64; SHA-256 signature is 43 chars.
+_CANONICAL = re.compile(r"^[A-Za-z0-9_-]{2,1024}\.[A-Za-z0-9_-]{2,12}\.[A-Za-z0-9_-]{43}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """A visitor's consent as the server trusts it.
+
+    `granted` holds the optional categories the visitor's signed decision grants; `categories`
+    and `allows()` give what is effectively allowed, with the Global Privacy Control signal applied.
+    """
+
+    id: str | None = None
+    granted: frozenset[str] = frozenset()
+    services: Mapping[str, bool] = field(default_factory=lambda: _EMPTY)
+    revision: str | None = None
+    decided_at: int | None = None  # unix seconds
+    source: str | None = None
+    gpc_recorded: bool = False  # the log already holds this visitor's GPC opt-out
+    gpc: bool = False  # the request carries Sec-GPC: 1
+    gpc_denied: frozenset[str] = frozenset()
+
+    @property
+    def decided(self) -> bool:
+        return self.decided_at is not None
+
+    def allows(self, category: str) -> bool:
+        if category == NECESSARY:
+            return True
+        if self.gpc and category in self.gpc_denied:
+            return False
+        return category in self.granted
+
+    def allows_service(self, name: str, category: str) -> bool:
+        return self.allows(category) and self.services.get(name, True)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Effectively allowed categories, `necessary` first."""
+        return (NECESSARY, *sorted(c for c in self.granted if self.allows(c)))
+
+    def with_gpc(self, denied: frozenset[str]) -> Consent:
+        return replace(self, gpc=True, gpc_denied=denied)
+
+
+UNDECIDED = Consent()
+
+
+def new_consent_id() -> str:
+    """128 random bits, URL-safe base64 (22 characters)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The signing keys from CONSENT_SECRET_KEYS (comma-separated, newest last)."""
+    raw = (os.environ if environ is None else environ).get(ENV_SECRET_KEYS, "")
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if not keys:
+        raise MissingSecretKey(
+            f"{ENV_SECRET_KEYS} is not set: generate a key with `consent-banner keygen` and export "
+            f"{ENV_SECRET_KEYS}=<key> (comma-separated, newest last, to rotate keys)"
+        )
+    short = [i for i, k in enumerate(keys) if len(k) < 32]
+    if short:
+        raise MissingSecretKey(f"{ENV_SECRET_KEYS}: key #{short[0] + 1} is shorter than 32 characters")
+    return keys
+
+
+class _PlainSerializer(URLSafeTimedSerializer):
+    """Never zlib-compressed: the payload stays readable by the script, and one form only."""
+
+    def dump_payload(self, obj: object) -> bytes:
+        return base64_encode(Serializer.dump_payload(self, obj))
+
+
+def _b64_canonical(part: str) -> bool:
+    padded = part + "=" * (-len(part) % 4)
+    try:
+        raw = base64.urlsafe_b64decode(padded)
+    except ValueError:
+        return False
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == part
+
+
+class ConsentCodec:
+    """Encodes and verifies consent cookies for one configuration and key list.
+
+    Verified values are kept in a bounded LRU cache, so a returning visitor's cookie is checked
+    once per process rather than on every request; expiry is still checked on every hit.
+    """
+
+    def __init__(
+        self,
+        secret_keys: Sequence[str],
+        *,
+        revision: str,
+        lifetime: int,  # seconds
+        categories: Iterable[str],
+        services: Iterable[str] = (),
+        cache_size: int = 8192,  # verified cookie values kept
+    ) -> None:
+        if not secret_keys:
+            raise MissingSecretKey("at least one signing key is required")
+        # itsdangerous signs with the last key and verifies with any of them.
+        self._serializer = _PlainSerializer(
+            list(secret_keys), salt=SALT, signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self.revision = revision
+        self.lifetime = lifetime
+        self._categories = frozenset(categories) - {NECESSARY}
+        self._services = frozenset(services)
+        self._cache: OrderedDict[str, Consent] = OrderedDict()
+        self._cache_size = cache_size
+
+    def encode(self, consent: Consent) -> str:
+        payload: dict[str, object] = {
+            "i": consent.id,
+            "c": sorted(consent.granted),
+            "r": consent.revision,
+            "o": consent.source,
+        }
+        if consent.gpc_recorded:
+            payload["g"] = 1
+        if consent.services:
+            payload["s"] = {k: int(v) for k, v in sorted(consent.services.items())}
+        # decided-at is itsdangerous's signed timestamp, set now.
+        return self._serializer.dumps(payload)
+
+    def decode(self, value: str | None) -> Consent:
+        """The consent a cookie value proves, or UNDECIDED."""
+        if not value:
+            return UNDECIDED
+        now = time.time()
+        hit = self._cache.get(value)
+        if hit is not None:
+            if hit.decided_at is not None and hit.decided_at + self.lifetime >= now:
+                self._cache.move_to_end(value)
+                return hit
+            del self._cache[value]
+            return UNDECIDED
+        consent = self._verify(value)
+        if consent.decided:
+            self._cache[value] = consent
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return consent
+
+    def _verify(self, value: str) -> Consent:
+        if len(value) > 2 * MAX_COOKIE_BYTES or not _CANONICAL.match(value):
+            return UNDECIDED
+        if not all(_b64_canonical(p) for p in value.split(".")):
+            return UNDECIDED
+        try:
+            payload, signed_at = self._serializer.loads(value, max_age=self.lifetime, return_timestamp=True)
+        except (BadData, ValueError, TypeError):
+            return UNDECIDED
+        return self._from_payload(payload, int(signed_at.timestamp()))
+
+    def stale_id(self, value: str | None) -> str | None:
+        """The consent id of an authentic cookie that no longer counts (expired or made for an older
+        policy revision): a decision made now renews that visitor's consent under the same id."""
+        if not value or not _CANONICAL.match(value) or not all(_b64_canonical(p) for p in value.split(".")):
+            return None
+        try:
+            payload = self._serializer.loads(value)
+        except (BadData, ValueError, TypeError):
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("i"), str):
+            return None
+        return payload["i"] if not self.decode(value).decided else None
+
+    def _from_payload(self, payload: object, decided_at: int) -> Consent:
+        if not isinstance(payload, dict) or payload.get("r") != self.revision:
+            return UNDECIDED
+        cid, granted, source = payload.get("i"), payload.get("c"), payload.get("o")
+        services = payload.get("s", {})
+        if not isinstance(cid, str) or not isinstance(granted, list) or not isinstance(services, dict):
+            return UNDECIDED
+        return Consent(
+            id=cid,
+            # A category dropped from the config since the decision grants nothing.
+            granted=frozenset(c for c in granted if c in self._categories),
+            services=MappingProxyType(
+                {k: bool(v) for k, v in services.items() if k in self._services and v in (0, 1)}
+            ),
+            revision=self.revision,
+            decided_at=decided_at,
+            source=source if source in SOURCES else None,
+            gpc_recorded=payload.get("g") == 1,
+        )
+
+
+def consent_json(consent: Consent, revision: str) -> dict[str, object]:
+    """The public state shape of `GET /_consent/state` and the decision endpoints."""
+    return {
+        "decided": consent.decided,
+        "consent_id": consent.id,
+        "categories": list(consent.categories),
+        "services": dict(consent.services),
+        "revision": revision,
+        "gpc": consent.gpc,
+    }

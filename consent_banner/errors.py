@@ -1,0 +1,49 @@
+"""Every error consent-banner raises on purpose, in one place.
+
+ConsentBannerError
+├── ConfigError          consent.toml (or a ConsentConfig built in Python) is invalid
+├── MissingSecretKey     CONSENT_SECRET_KEYS is not set where a key is required
+├── DecisionError        a request to record a decision is refused (carries the HTTP status)
+└── LogError             the consent log cannot be read or written
+    └── LogUnavailable   the log cannot accept a write right now (the decision is refused, 503)
+"""
+
+from __future__ import annotations
+
+
+class ConsentBannerError(Exception):
+    """Base class of every error raised on purpose by consent-banner."""
+
+
+class ConfigError(ConsentBannerError):
+    """The configuration is invalid. `problems` lists "key.path: what is wrong" lines."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(problems) == 1:
+            super().__init__(f"{where}{problems[0]}")
+        else:
+            super().__init__(f"{where}{len(problems)} problems:\n  " + "\n  ".join(problems))
+
+
+class MissingSecretKey(ConsentBannerError):
+    """No signing key: set CONSENT_SECRET_KEYS (comma-separated, newest last)."""
+
+
+class DecisionError(ConsentBannerError):
+    """A decision request is refused; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class LogError(ConsentBannerError):
+    """The consent log failed."""
+
+
+class LogUnavailable(LogError):
+    """The consent log cannot durably record a decision right now."""

@@ -1,0 +1,411 @@
+"""The response side of enforcement: what leaves the server already obeys the visitor's choice.
+
+`ResponseGate` is built once per application (everything costly is computed in `__init__`: host
+and cookie lookups, per-consent-state plans and policies are cached), and `wrap_send` wraps the
+ASGI `send` of one HTTP request. On `http.response.start` it
+
+1. drops each ``Set-Cookie`` the visitor's consent does not allow (`cookies.py`),
+2. adds expiries for the request's declared cookies of denied services (`cookies.py`),
+3. for ``text/html``: sets the Content-Security-Policy of the consent state, merged with the
+   app's own of the same disposition into one header (`csp.py`), and
+4. for ``text/html``: streams the body through `html.HtmlRewriter` (tracker tags of denied
+   services neutralised, `inject` snippets added), dropping ``Content-Length`` unless the whole
+   body came in one message, in which case it is set to the rewritten length,
+5. adds ``Vary: Cookie, Sec-GPC`` to every response whose headers or body depend on consent (HTML
+   when the gate acts on HTML at all, and any response whose cookies it changed). Other responses
+   pass untouched and stay cacheable.
+
+Compressed HTML (``Content-Encoding`` other than identity) is not rewritten: it passes with its
+cookies and CSP handled, and a warning is logged once: put the compression middleware outside
+ConsentMiddleware so that it compresses what the gate produced. HEAD requests, 1xx/204/304/206
+responses and UTF-16/32 bodies are not rewritten either.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..config import ConsentConfig
+from ..consent import Consent
+from .cookies import CookieRules
+from .csp import NONCE_PLACEHOLDER, REPORT_GROUP, build_policy, merge, parse_policies, serialize
+from .html import PLACEHOLDER_TEXTS, Blocked, HostRules, HtmlRewriter, Inject, placeholder_html, url_host
+
+__all__ = ["ResponseGate"]
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+
+logger = logging.getLogger("consent_banner.gate")
+
+VARY_TOKENS = (b"Cookie", b"Sec-GPC")
+_VARY = b", ".join(VARY_TOKENS)
+_NONCE_PLACEHOLDER = NONCE_PLACEHOLDER.encode()
+_NONCE = re.compile(r"[A-Za-z0-9+/_-]{8,128}={0,2}")
+_NO_BODY = frozenset({204, 205, 206, 304})
+_MAX_CACHED = 1024  # consent-state plans and merged policies kept (distinct states are few)
+_CHUNK = 64 * 1024  # bytes read at a time from a file sent with http.response.pathsend
+
+
+class _Plan:
+    """What one consent state allows: services, hosts to neutralise, CSP origins."""
+
+    __slots__ = ("allowed", "hosts", "origins")
+
+    def __init__(self, allowed: frozenset[str], hosts: HostRules, origins: tuple[str, ...]) -> None:
+        self.allowed = allowed
+        self.hosts = hosts
+        self.origins = origins
+
+
+class ResponseGate:
+    """Enforces consent on responses; one per application, `wrap_send` per request."""
+
+    def __init__(self, config: ConsentConfig, *, own_cookie_names: frozenset[str]) -> None:
+        self.config = config
+        self._cookies = CookieRules(config, own_cookie_names)
+        self._csp_header = {
+            "enforce": b"content-security-policy",
+            "report-only": b"content-security-policy-report-only",
+        }.get(config.csp)
+        self._report_path = config.prefix + "/csp-report"
+        # host -> services claiming it, in config order; "*.example.net" claims land in _wild.
+        self._exact: dict[str, list[str]] = {}
+        self._wild: dict[str, list[str]] = {}
+        self._blocked: dict[str, Blocked] = {}
+        for s in config.services:
+            self._blocked[s.name] = Blocked(
+                service=s.name,
+                category=s.category,
+                name=s.provider or s.name,
+                category_labels=dict(config.categories[s.category].label),
+            )
+            for origin in s.origins:
+                host = url_host(origin) or ""  # the config validated it: scheme://host[:port]
+                table, key = (self._wild, host[2:]) if host.startswith("*.") else (self._exact, host)
+                if s.name not in table.setdefault(key, []):
+                    table[key].append(s.name)
+        self._acts_on_html = self._csp_header is not None or config.rewrite_html
+        self._plans: dict[object, _Plan] = {}
+        self._by_allowed: dict[tuple[frozenset[str], frozenset[str]], _Plan] = {}
+        self._policies: dict[tuple[object, ...], bytes] = {}
+        self._endpoints: dict[str, bytes] = {}
+        self._placeholders: dict[tuple[str, str], str] = {}
+        self._warned_encoding = False
+
+    def wrap_send(
+        self,
+        send: Send,
+        scope: Scope,
+        consent: Consent,
+        *,
+        request_cookies: dict[str, str],
+        nonce: str | Callable[[], str],
+        inject: Inject | None,
+    ) -> Send:
+        """The `send` to hand to the app for one HTTP request (see the module docstring).
+
+        `nonce` may be a callable returning the same nonce on every call: it is then called only
+        for responses that carry a policy (HTML), which spares other responses the random bytes.
+        """
+        return _GatedSend(self, send, scope, self.plan(consent), request_cookies, nonce, inject)
+
+    # --- per consent state, cached ---
+
+    def plan(self, consent: Consent) -> _Plan:
+        services = consent.services
+        key = (
+            consent.decided,
+            consent.granted,
+            consent.gpc_denied if consent.gpc else None,
+            frozenset(services.items()) if services else None,
+        )
+        plan = self._plans.get(key)
+        if plan is None:
+            allowed = frozenset(
+                s.name for s in self.config.services if consent.allows_service(s.name, s.category)
+            )
+            # Before a decision the policy admits every declared service the visitor may still
+            # grant on this page (the neutralised markup and the cookie filter keep them out until
+            # then), so that a decision activates them without a reload. Once decided, only what was
+            # granted appears; what GPC denies never does.
+            if consent.decided:
+                in_policy = allowed
+            else:
+                in_policy = frozenset(
+                    s.name for s in self.config.services
+                    if not (consent.gpc and s.category in consent.gpc_denied)
+                )
+            plan = self._by_allowed.get((allowed, in_policy)) or self._build_plan(allowed, in_policy)
+            if len(self._plans) >= _MAX_CACHED:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _build_plan(self, allowed: frozenset[str], in_policy: frozenset[str]) -> _Plan:
+        def first_denied(table: dict[str, list[str]]) -> dict[str, Blocked]:
+            out = {}
+            for host, names in table.items():
+                denied = next((n for n in names if n not in allowed), None)
+                if denied is not None:
+                    out[host] = self._blocked[denied]
+            return out
+
+        origins = tuple(o for s in self.config.services if s.name in in_policy for o in s.origins)
+        plan = _Plan(allowed, HostRules(first_denied(self._exact), first_denied(self._wild)), origins)
+        if len(self._by_allowed) >= _MAX_CACHED:
+            self._by_allowed.clear()
+            self._plans.clear()
+        self._by_allowed[(allowed, in_policy)] = plan
+        return plan
+
+    def csp(self, plan: _Plan, app_values: list[bytes], *, root_path: str, self_origin: str | None,
+            nonce: str) -> bytes:
+        """The one policy header value for a response: ours, merged with the app's when it has one."""
+        if not _NONCE.fullmatch(nonce):  # checked here, off the path of responses without a policy
+            raise ValueError("nonce must be 8-128 base64 characters (use secrets.token_urlsafe(16))")
+        key = (plan.origins, root_path, *app_values, self_origin) if app_values else (plan.origins, root_path)
+        value = self._policies.get(key)
+        if value is None:
+            ours = build_policy(plan.origins, root_path + self._report_path)
+            policies = [p for v in app_values for p in parse_policies(v.decode("latin-1"))]
+            for app in policies:
+                ours = merge(app, ours, self_origin=self_origin)
+            value = serialize(ours).encode("latin-1")
+            if len(self._policies) >= _MAX_CACHED:
+                self._policies.clear()
+            self._policies[key] = value
+        return value.replace(_NONCE_PLACEHOLDER, b"'nonce-" + nonce.encode() + b"'")
+
+    def reporting_endpoints(self, root_path: str, app_values: list[bytes]) -> bytes:
+        """The Reporting-Endpoints header: the app's endpoints, and ours for the report-to group."""
+        ours = self._endpoints.get(root_path)
+        if ours is None:
+            ours = f'{REPORT_GROUP}="{root_path}{self._report_path}"'.encode("latin-1")
+            if len(self._endpoints) < _MAX_CACHED:
+                self._endpoints[root_path] = ours
+        if not app_values:
+            return ours
+        mine = REPORT_GROUP.encode() + b"="
+        return b", ".join((*(v for v in app_values if mine not in v), ours))
+
+    def placeholder(self, blocked: Blocked, html_lang: str | None) -> str:
+        language = self._language(html_lang)
+        key = (blocked.service, language)
+        found = self._placeholders.get(key)
+        if found is None:
+            shipped = PLACEHOLDER_TEXTS.get(language, PLACEHOLDER_TEXTS["en"])
+            overrides = self.config.texts.get(language, {})
+            texts = (overrides.get("placeholder", shipped[0]), overrides.get("placeholder_allow", shipped[1]))
+            found = self._placeholders[key] = placeholder_html(blocked, language, texts)
+        return found
+
+    def _language(self, html_lang: str | None) -> str:
+        languages = self.config.languages
+        if html_lang:
+            for candidate in (html_lang, html_lang.split("-")[0].lower()):
+                if candidate in languages:
+                    return candidate
+        return self.config.default_language
+
+    def warn_encoded(self) -> None:
+        if not self._warned_encoding:
+            self._warned_encoding = True
+            logger.warning(
+                "a compressed text/html response was passed through without rewriting its trackers: "
+                "put the compression middleware outside ConsentMiddleware"
+            )
+
+
+class _GatedSend:
+    """The wrapped `send` of one request."""
+
+    __slots__ = ("_gate", "_send", "_scope", "_plan", "_cookies", "_nonce", "_inject", "_rewriter", "_held")
+
+    def __init__(
+        self,
+        gate: ResponseGate,
+        send: Send,
+        scope: Scope,
+        plan: _Plan,
+        request_cookies: dict[str, str],
+        nonce: str | Callable[[], str],
+        inject: Inject | None,
+    ) -> None:
+        self._gate = gate
+        self._send = send
+        self._scope = scope
+        self._plan = plan
+        self._cookies = request_cookies
+        self._nonce = nonce
+        self._inject = inject
+        self._rewriter: HtmlRewriter | None = None
+        self._held: Message | None = None  # the start message, until the first body message
+
+    async def __call__(self, message: Message) -> None:
+        # Kept flat on purpose: this runs for every message of every response.
+        if self._rewriter is None:
+            if message["type"] == "http.response.start" and not self._start(message):
+                return  # held until the first body message
+            await self._send(message)
+            return
+        kind = message["type"]
+        if kind == "http.response.body":
+            await self._body(message.get("body", b""), message.get("more_body", False))
+        elif kind == "http.response.pathsend":
+            await self._pathsend(message["path"])
+        else:
+            await self._send(message)
+
+    def _start(self, message: Message) -> bool:
+        """Apply the cookie, CSP and Vary rules to the start message; False when it is held back."""
+        gate, plan = self._gate, self._plan
+        headers = message.get("headers") or ()
+        content_type = encoding = None
+        set_cookies: list[bytes] = []
+        for k, v in headers:
+            lk = k.lower()
+            if lk == b"set-cookie":
+                set_cookies.append(v)
+            elif lk == b"content-type":
+                content_type = v
+            elif lk == b"content-encoding":
+                encoding = v
+        denied = gate._cookies.denied_in_request(self._cookies, plan.allowed) if self._cookies else ()
+        is_html = (
+            content_type is not None
+            and content_type[:9].lower() == b"text/html"
+            and (gate._acts_on_html or self._inject is not None)
+        )
+        if not set_cookies and not denied and not is_html:
+            return True  # nothing depends on consent: untouched, still cacheable
+
+        kept, dropped = gate._cookies.filter(set_cookies, plan.allowed) if set_cookies else ([], False)
+        expiries: list[bytes] = []
+        if denied:
+            host, secure = self._host(), self._scope.get("scheme") in ("https", "wss")
+            for name, decl in denied:
+                expiries.extend(gate._cookies.expire(name, decl, host=host, secure=secure))
+        vary = dropped or bool(expiries) or is_html
+
+        app_csp: list[bytes] = []
+        endpoints: list[bytes] = []
+        varies: list[bytes] = []
+        rest: list[tuple[bytes, bytes]] = []
+        process = is_html and self._should_rewrite(message, encoding, content_type)
+        for k, v in headers:
+            lk = k.lower()
+            if lk == b"set-cookie" or (process and lk == b"content-length"):
+                continue
+            if is_html and lk == gate._csp_header:
+                app_csp.append(v)
+            elif is_html and lk == b"reporting-endpoints" and gate._csp_header:
+                endpoints.append(v)
+            elif vary and lk == b"vary":
+                varies.append(v)
+            else:
+                rest.append((k, v))
+        rest.extend((b"set-cookie", v) for v in kept)
+        rest.extend((b"set-cookie", v) for v in expiries)
+        if is_html and gate._csp_header is not None:
+            root = self._scope.get("root_path", "")
+            nonce = self._nonce if isinstance(self._nonce, str) else self._nonce()
+            policy = gate.csp(plan, app_csp, root_path=root, self_origin=self._origin() if app_csp else None,
+                              nonce=nonce)
+            rest.append((gate._csp_header, policy))
+            rest.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
+        if vary:
+            rest.append((b"vary", _merge_vary(varies) if varies else _VARY))
+        message["headers"] = rest
+        if process:
+            self._held = message
+            return False
+        return True
+
+    def _should_rewrite(self, message: Message, encoding: bytes | None, content_type: bytes) -> bool:
+        gate = self._gate
+        if not (gate.config.rewrite_html and self._plan.hosts) and self._inject is None:
+            return False
+        if self._scope.get("method") == "HEAD" or message.get("status", 200) in _NO_BODY:
+            return False
+        if message.get("status", 200) < 200:
+            return False
+        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+            gate.warn_encoded()
+            return False
+        charset = _charset(content_type)
+        if charset is None:
+            return False
+        self._rewriter = HtmlRewriter(
+            self._plan.hosts if gate.config.rewrite_html else None,
+            self._inject,
+            charset=charset,
+            placeholder=gate.placeholder,
+        )
+        return True
+
+    async def _body(self, chunk: bytes, more: bool) -> None:
+        assert self._rewriter is not None
+        data = self._rewriter.feed(chunk)
+        if not more:
+            data += self._rewriter.finish()
+        held, self._held = self._held, None
+        if held is not None:
+            if not more:  # the whole body was in this one message: its length is known
+                held["headers"].append((b"content-length", str(len(data)).encode()))
+            await self._send(held)
+        if data or not more:
+            await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def _pathsend(self, path: str) -> None:
+        # A file response (e.g. FileResponse of an .html page): read it ourselves to rewrite it.
+        import anyio
+
+        async with await anyio.open_file(path, "rb") as f:
+            chunk = await f.read(_CHUNK)
+            while True:
+                following = await f.read(_CHUNK) if chunk else b""
+                await self._body(chunk, bool(following))
+                if not following:
+                    return
+                chunk = following
+
+    def _host(self) -> str | None:
+        for k, v in self._scope.get("headers", ()):
+            if k == b"host":
+                return v.decode("latin-1")
+        return None
+
+    def _origin(self) -> str | None:
+        host = self._host()
+        return f"{self._scope.get('scheme', 'http')}://{host}".lower() if host else None
+
+
+def _charset(content_type: bytes) -> str | None:
+    """The codec to encode injected HTML with; None when the body is not ASCII-compatible."""
+    low = content_type.lower()
+    i = low.find(b"charset=")
+    if i < 0:
+        return "utf-8"
+    name = low[i + 8 :].split(b";", 1)[0].strip(b" \t\"'").decode("latin-1")
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return "ascii"  # unknown to Python: character references are safe in any ASCII superset
+    if info.name.startswith(("utf-16", "utf-32")):
+        return None
+    return info.name
+
+
+def _merge_vary(values: list[bytes]) -> bytes:
+    tokens = [t.strip() for v in values for t in v.split(b",") if t.strip()]
+    if b"*" in tokens:
+        return b"*"
+    present = {t.lower() for t in tokens}
+    tokens.extend(t for t in VARY_TOKENS if t.lower() not in present)
+    return b", ".join(tokens)

@@ -1,0 +1,138 @@
+"""Which cookies a response may set, and which cookies of the request it must expire (R3, R16).
+
+Pure functions of the configuration and a per-state set of allowed services; no ASGI here.
+
+- A ``Set-Cookie`` passes when the cookie is one of the middleware's own, or matches a declared
+  pattern (first match in config order, as `ConsentConfig.category_for_cookie`) whose service the
+  visitor allows (necessary services always are). An undeclared cookie passes only with
+  ``undeclared_cookies = "allow"``; either way its name is reported once per process.
+- A cookie that arrives in the request and is declared in a denied category is expired: one
+  ``Set-Cookie`` per path ("/" and the configured cookie path) and per domain variant (host-only,
+  and the declared parent ``domain``), with ``Max-Age=0`` and an ``Expires`` in the past.
+  Undeclared request cookies are left alone: they may belong to another application on the domain.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import NECESSARY, ConsentConfig, CookieDeclaration
+
+logger = logging.getLogger("consent_banner.gate")
+
+EXPIRED = b"Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
+_MAX_REPORTED = 1000  # undeclared names remembered for "report once"; bounds memory on a noisy app
+_MAX_CACHED = 4096  # cookie name -> declaration lookups kept
+_UNKNOWN = object()
+
+
+def set_cookie_name(value: bytes) -> str:
+    """The cookie name of a Set-Cookie header value ("" for a nameless cookie, as browsers read it)."""
+    pair = value.split(b";", 1)[0]
+    if b"=" not in pair:
+        return ""
+    return pair.split(b"=", 1)[0].strip().decode("latin-1")
+
+
+class CookieRules:
+    """Set-Cookie filtering and expiry of denied cookies, for one configuration."""
+
+    def __init__(self, config: ConsentConfig, own_cookie_names: frozenset[str]) -> None:
+        self._own = own_cookie_names
+        self._block_undeclared = config.undeclared_cookies == "block"
+        self._config = config
+        # Besides "/", the path the site's own cookies live on (the configured cookie path).
+        self._paths = tuple(dict.fromkeys(("/", config.cookie.path)))
+        self._cache: dict[str, tuple[CookieDeclaration, str, str] | None] = {}
+        self._verdicts: dict[str, tuple[str, CookieDeclaration] | None] = {}
+        self._reported: set[str] = set()
+
+    def declaration(self, name: str) -> tuple[CookieDeclaration, str, str] | None:
+        """(declaration, service, category) of the first pattern matching `name`, or None."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        match = self._config.service_for_cookie(name)
+        found = (match[1], match[0].name, match[0].category) if match else None
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[name] = found
+        return found
+
+    def allows(self, name: str, allowed_services: frozenset[str]) -> bool:
+        """May a response set the cookie `name`, given the services the visitor allows?"""
+        if name in self._own:
+            return True
+        found = self.declaration(name)
+        if found is None:
+            self._report_undeclared(name)
+            return not self._block_undeclared
+        _, service, category = found
+        return category == NECESSARY or service in allowed_services
+
+    def filter(self, values: list[bytes], allowed_services: frozenset[str]) -> tuple[list[bytes], bool]:
+        """The Set-Cookie values that pass, and whether any was dropped."""
+        kept = [v for v in values if self.allows(set_cookie_name(v), allowed_services)]
+        return kept, len(kept) != len(values)
+
+    def denied_in_request(
+        self, request_cookies: dict[str, str], allowed_services: frozenset[str]
+    ) -> list[tuple[str, CookieDeclaration]]:
+        """The request's declared cookies whose service is not allowed (undeclared ones are left alone)."""
+        out: list[tuple[str, CookieDeclaration]] = []
+        verdicts = self._verdicts
+        for name in request_cookies:
+            # name -> (service, declaration) when it could ever be expired, else None (own, necessary,
+            # undeclared); one dict lookup per cookie on the hot path.
+            found = verdicts.get(name, _UNKNOWN)
+            if found is _UNKNOWN:
+                found = self._verdict(name)
+            if found is not None and found[0] not in allowed_services:
+                out.append((name, found[1]))
+        return out
+
+    def _verdict(self, name: str) -> tuple[str, CookieDeclaration] | None:
+        declared = None if name in self._own else self.declaration(name)
+        verdict = None if declared is None or declared[2] == NECESSARY else (declared[1], declared[0])
+        if len(self._verdicts) >= _MAX_CACHED:
+            self._verdicts.clear()
+        self._verdicts[name] = verdict
+        return verdict
+
+    def expire(self, name: str, decl: CookieDeclaration, *, host: str | None, secure: bool) -> list[bytes]:
+        """Set-Cookie values deleting `name` on every path and domain variant it may live on."""
+        # A __Secure-/__Host- cookie is only replaced by a Set-Cookie with Secure, and __Host- ones
+        # may carry no Domain; on https every expiry carries Secure, which never hurts there.
+        sec = b"; Secure" if secure else b""
+        domains: list[bytes | None] = [None]
+        if decl.domain and not name.startswith("__Host-") and _within(host, decl.domain):
+            domains.append(decl.domain.encode("ascii"))
+        head = name.encode("latin-1") + b"=; " + EXPIRED
+        return [
+            head + b"; Path=" + path.encode("latin-1") + (b"; Domain=" + d if d else b"") + sec
+            for path in self._paths
+            for d in domains
+        ]
+
+    def _report_undeclared(self, name: str) -> None:
+        if name in self._reported or len(self._reported) >= _MAX_REPORTED:
+            return
+        self._reported.add(name)
+        if self._block_undeclared:
+            logger.warning(
+                "undeclared cookie %r dropped from a response (undeclared_cookies = \"block\"): "
+                "declare it under a service's cookies in consent.toml",
+                name,
+            )
+        else:
+            logger.info("undeclared cookie %r passed (undeclared_cookies = \"allow\"): declare it", name)
+
+
+def _within(host: str | None, domain: str) -> bool:
+    """Could a page on `host` set a cookie for `domain` (".example.com")? Unknown host: assume so."""
+    if not host:
+        return True
+    host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    host = host.lower().rstrip(".")
+    return host == domain[1:] or host.endswith(domain)

@@ -1,0 +1,333 @@
+"""Content-Security-Policy per consent state, merged with the app's own, and violation reports.
+
+Our policy for an HTML response names only what the visitor allows::
+
+    script-src 'self' 'nonce-N' <origins of allowed services>
+    connect-src 'self' <origins of allowed services>
+    img-src 'self' data: <origins of allowed services>
+    frame-src 'self' <origins of allowed services>
+    report-uri {root_path}{prefix}/csp-report; report-to consent-banner
+
+Necessary services are always allowed, so a site lists its CDNs as origins of a necessary service.
+Origins of denied services appear nowhere: the browser itself refuses a tracker the markup rewrite
+missed. Nothing else is restricted (no default-src, no style-src).
+
+When the app sends its own policy of the same disposition, the two become one header whose every
+directive is at least as strict as both (`merge`): for a directive either side names, the result
+allows what both sides' effective lists allow (each side's list found through the CSP fallback
+chain, e.g. script-src-elem -> script-src -> default-src). Nonces and hashes are the exception: each
+side vouches for its own inline scripts, so they are kept from both, unless one side allows nothing
+('none'). 'unsafe-*' keywords and 'strict-dynamic' survive only when both sides have them. Several
+app policies (several headers, or one comma-separated value) are folded into one the same way.
+report-uri lists both sides' endpoints; report-to keeps the app's group when it has one (a policy
+can name only one group), so Chromium then reports to the app and other browsers to both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+REPORT_GROUP = "consent-banner"
+NONCE_PLACEHOLDER = "'nonce-__consent_banner_nonce__'"
+MAX_REPORT_BYTES = 64 * 1024  # a violation report body larger than this is ignored
+MAX_REPORTS = 20  # reports read from one body (the Reporting API batches them)
+
+Policy = dict[str, list[str]]
+
+_FALLBACK: dict[str, tuple[str, ...]] = {
+    "script-src-elem": ("script-src-elem", "script-src", "default-src"),
+    "script-src-attr": ("script-src-attr", "script-src", "default-src"),
+    "style-src-elem": ("style-src-elem", "style-src", "default-src"),
+    "style-src-attr": ("style-src-attr", "style-src", "default-src"),
+    "worker-src": ("worker-src", "child-src", "script-src", "default-src"),
+    "frame-src": ("frame-src", "child-src", "default-src"),
+}
+_FETCH = frozenset(
+    {
+        "default-src", "script-src", "style-src", "img-src", "connect-src", "font-src", "media-src",
+        "object-src", "manifest-src", "child-src", "prefetch-src", "fenced-frame-src", *_FALLBACK,
+    }
+)
+_NOT_SOURCE_LISTS = frozenset(
+    {
+        "report-uri", "report-to", "sandbox", "upgrade-insecure-requests", "block-all-mixed-content",
+        "require-trusted-types-for", "trusted-types", "plugin-types", "require-sri-for", "referrer",
+    }
+)
+# Keywords that widen what a list allows: kept only when both sides have them.
+_WIDENING = frozenset(
+    {
+        "'unsafe-inline'", "'unsafe-eval'", "'wasm-unsafe-eval'", "'unsafe-hashes'", "'strict-dynamic'",
+        "'unsafe-allow-redirects'", "'inline-speculation-rules'",
+    }
+)
+_INLINE_GRANT = re.compile(r"^'(nonce-|sha256-|sha384-|sha512-)", re.I)
+_HOST_SOURCE = re.compile(
+    r"^(?:(?P<scheme>[a-z][a-z0-9+.-]*)://)?(?P<host>\*|(?:\*\.)?[a-z0-9.-]+|\[[0-9a-f:.]+\])"
+    r"(?::(?P<port>\d+|\*))?(?P<path>/[^?#]*)?$",
+    re.I,
+)
+_DEFAULT_PORT = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+_NETWORK_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+def build_policy(allowed_origins: Iterable[str], report_uri: str) -> Policy:
+    """Our policy for one consent state, with NONCE_PLACEHOLDER where the per-response nonce goes."""
+    origins = list(dict.fromkeys(allowed_origins))
+    return {
+        "script-src": ["'self'", NONCE_PLACEHOLDER, *origins],
+        "connect-src": ["'self'", *origins],
+        "img-src": ["'self'", "data:", *origins],
+        "frame-src": ["'self'", *origins],
+        "report-uri": [report_uri],
+        "report-to": [REPORT_GROUP],
+    }
+
+
+def parse_policies(value: str) -> list[Policy]:
+    """One or more policies from a header value (policies are separated by commas)."""
+    policies = []
+    for text in value.split(","):
+        policy: Policy = {}
+        for directive in text.split(";"):
+            tokens = directive.split()
+            if tokens:
+                # The first occurrence of a directive counts; browsers ignore repeats.
+                policy.setdefault(tokens[0].lower(), tokens[1:])
+        if policy:
+            policies.append(policy)
+    return policies
+
+
+def serialize(policy: Policy) -> str:
+    return "; ".join(" ".join((name, *values)) if values else name for name, values in policy.items())
+
+
+def merge(a: Policy, b: Policy, *, self_origin: str | None) -> Policy:
+    """One policy at least as strict as both `a` (the app's) and `b` (ours); see the module docstring."""
+    out: Policy = {}
+    for name in dict.fromkeys((*a, *b)):
+        if name in _NOT_SOURCE_LISTS:
+            out[name] = _merge_other(name, a.get(name), b.get(name))
+            continue
+        ea, eb = _effective(a, name), _effective(b, name)
+        if ea is None or eb is None:
+            out[name] = list(ea if eb is None else eb)  # type: ignore[arg-type]
+        else:
+            out[name] = intersect(ea, eb, self_origin=self_origin)
+    return out
+
+
+def _effective(policy: Policy, name: str) -> list[str] | None:
+    chain = _FALLBACK.get(name) or ((name, "default-src") if name in _FETCH else (name,))
+    for n in chain:
+        if n in policy:
+            return policy[n]
+    return None
+
+
+def _merge_other(name: str, a: list[str] | None, b: list[str] | None) -> list[str]:
+    if a is None or b is None:
+        return list(a if b is None else b)  # type: ignore[arg-type]
+    if name == "report-uri":
+        return list(dict.fromkeys((*a, *b)))
+    if name == "sandbox":  # fewer allow-* flags is stricter
+        return [t for t in a if t in b]
+    return list(a)  # report-to (one group only) and the rest: the app's
+
+
+def intersect(a: list[str], b: list[str], *, self_origin: str | None) -> list[str]:
+    """A source list allowing only what both `a` and `b` allow (approximated from below: never looser)."""
+    sa, sb = _sources(a), _sources(b)
+    if not sa or not sb:
+        return ["'none'"]
+    out: list[str] = []
+    for s in sa:
+        if _INLINE_GRANT.match(s) or s.lower() == "'report-sample'" or _covered(s, sb, self_origin):
+            out.append(s)
+    for s in sb:
+        if _INLINE_GRANT.match(s) or s.lower() == "'report-sample'" or _covered(s, sa, self_origin):
+            out.append(s)
+    out = list(dict.fromkeys(out))
+    return out or ["'none'"]
+
+
+def _sources(tokens: list[str]) -> list[str]:
+    # 'none' means something only alone; with other sources browsers ignore it.
+    return [t for t in tokens if t.lower() != "'none'"]
+
+
+def _covered(s: str, sources: list[str], self_origin: str | None) -> bool:
+    """Does some source in `sources` allow everything `s` allows?"""
+    low = s.lower()
+    if low in _WIDENING:
+        return any(t.lower() == low for t in sources)
+    if _INLINE_GRANT.match(s) or (low.startswith("'") and low != "'self'"):
+        return any(t.lower() == low for t in sources)
+    page_scheme = self_origin.split(":", 1)[0] if self_origin else None
+    target = _parse_source(low, self_origin)
+    if target is None:
+        return any(t.lower() == low for t in sources)
+    return any(_covers(_parse_source(t.lower(), self_origin), target, page_scheme) for t in sources)
+
+
+# A parsed source: ("*",) | ("scheme", s) | ("host", scheme|None, host, port|None, path|None)
+_Src = tuple[str, ...] | tuple[str, str | None, str, str | None, str | None]
+
+
+def _parse_source(t: str, self_origin: str | None) -> _Src | None:
+    if t == "*":
+        return ("*",)
+    if t == "'self'":
+        return _parse_source(self_origin, None) if self_origin else ("self",)
+    if re.fullmatch(r"[a-z][a-z0-9+.-]*:", t):
+        return ("scheme", t[:-1])
+    m = _HOST_SOURCE.match(t)
+    if not m:
+        return None
+    return ("host", m["scheme"], m["host"], m["port"], m["path"])
+
+
+def _covers(outer: _Src | None, inner: _Src, page_scheme: str | None) -> bool:
+    if outer is None:
+        return False
+    if outer == inner:
+        return True
+    kind = outer[0]
+    if inner[0] == "self":  # the page's origin is unknown: only 'self' and '*' cover it
+        return kind in ("self", "*")
+    if kind == "*":
+        if inner[0] == "scheme":
+            return inner[1] in _NETWORK_SCHEMES
+        if inner[0] == "host":
+            return (inner[1] or page_scheme or "https") in _NETWORK_SCHEMES
+        return False
+    if kind == "scheme":
+        if inner[0] == "scheme":
+            return _scheme_covers(outer[1], inner[1])
+        if inner[0] == "host":
+            return _scheme_covers(outer[1], inner[1] or page_scheme)
+        return False
+    if kind == "host" and inner[0] == "host":
+        _, o_scheme, o_host, o_port, o_path = outer
+        _, i_scheme, i_host, i_port, i_path = inner
+        i_scheme_eff = i_scheme or page_scheme
+        if not _scheme_covers(o_scheme or page_scheme, i_scheme_eff):
+            return False
+        if o_host.startswith("*."):
+            if not (i_host.endswith(o_host[1:]) and (i_host.startswith("*.") or i_host != o_host[2:])):
+                return False
+        elif o_host != i_host:
+            return False
+        if o_port != "*":
+            default = _DEFAULT_PORT.get(i_scheme_eff or "", None)
+            o = o_port or _DEFAULT_PORT.get((o_scheme or page_scheme) or "", None)
+            i = i_port or default
+            if i_port == "*" or o != i:
+                return False
+        if o_path and o_path != "/":
+            if not i_path:
+                return False
+            return i_path == o_path or (o_path.endswith("/") and i_path.startswith(o_path))
+        return True
+    return False
+
+
+def _scheme_covers(outer: str | None, inner: str | None) -> bool:
+    if outer is None or inner is None:
+        return outer == inner
+    # CSP3: http: also matches https:, ws: matches wss: (the secure upgrade of the same scheme).
+    return inner == outer or (outer, inner) in (("http", "https"), ("ws", "wss"))
+
+
+# --- violation reports -----------------------------------------------------------------------------
+
+
+def parse_reports(body: bytes, content_type: str) -> list[tuple[str, str, str]]:
+    """(page path, blocked origin, directive) of each CSP violation in a report body.
+
+    Reads the legacy ``application/csp-report`` shape ({"csp-report": {...}}) and the Reporting
+    API's ``application/reports+json`` (a list of {"type": "csp-violation", "body": {...}}); a plain
+    ``application/json`` body may be either. Bodies over MAX_REPORT_BYTES, malformed JSON and
+    entries without a usable page, origin or directive are skipped, never an error: the endpoint is
+    public and the result is best effort. The page is a path without query; the origin is
+    ``scheme://host[:port]`` or one of "inline", "eval", "wasm-eval", "data", "blob".
+    """
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if len(body) > MAX_REPORT_BYTES or mime not in (
+        "application/csp-report",
+        "application/reports+json",
+        "application/json",
+    ):
+        return []
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    entries: list[tuple[object, object, object]] = []
+    if isinstance(data, dict) and isinstance(data.get("csp-report"), dict):
+        r = data["csp-report"]
+        entries.append((r.get("document-uri"), r.get("blocked-uri"), r.get("effective-directive")
+                        or r.get("violated-directive")))
+    elif isinstance(data, list):
+        for item in data[:MAX_REPORTS]:
+            if not isinstance(item, dict) or item.get("type") != "csp-violation":
+                continue
+            r = item.get("body")
+            if isinstance(r, dict):
+                entries.append((r.get("documentURL") or item.get("url"), r.get("blockedURL"),
+                                r.get("effectiveDirective") or r.get("violatedDirective")))
+    out = []
+    for page, blocked, directive in entries:
+        parsed = (_page(page), _blocked_origin(blocked), _directive(directive))
+        if all(parsed):
+            out.append(parsed)  # type: ignore[arg-type]
+    return out  # type: ignore[return-value]
+
+
+def _page(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) > 4096:
+        return None
+    try:
+        path = urlsplit(value).path or "/"
+    except ValueError:
+        return None
+    return path[:512]
+
+
+_KEYWORD_ORIGINS = frozenset({"inline", "eval", "wasm-eval", "data", "blob"})
+
+
+def _blocked_origin(value: object) -> str | None:
+    if not isinstance(value, str) or len(value) > 4096:
+        return None
+    v = value.strip()
+    if v.lower() in _KEYWORD_ORIGINS:
+        return v.lower()
+    try:
+        parts = urlsplit(v)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme in ("data", "blob"):
+        return scheme
+    if scheme not in _NETWORK_SCHEMES or not parts.hostname:
+        return None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + (f":{port}" if port and str(port) != _DEFAULT_PORT[scheme] else "")
+
+
+def _directive(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    first = value.split(" ", 1)[0].strip().lower()
+    return first if re.fullmatch(r"[a-z][a-z-]{0,39}", first) else None

@@ -1,0 +1,366 @@
+"""`consent-banner log ...`: export, verify, stats, purge, migrate, blocked, checkpoints.
+
+Every command reads the log URL from `--config` (consent.toml's `log` key; a relative SQLite
+path is taken from the current directory, as the server does). The key that signs the chain
+comes from CONSENT_SECRET_KEYS; without it the read commands still work but cannot check
+signatures, and purge refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+
+from ..config import ConsentConfig, parse_duration
+from ..consent import secret_keys_from_env
+from ..errors import ConsentBannerError, MissingSecretKey
+from . import hmac_keys_from_secrets, open_log
+from .base import RecordFilter, parse_day, valid_action
+from .events import Checkpoint
+from .export import FORMATS, read_rows, stream
+from .verify import ChainVerifier, VerifyResult
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("consent.toml"),
+    show_default=True,
+    help="The consent.toml whose `log` key names the log.",
+)
+
+
+def _run(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command body; library errors become clean CLI errors (exit 1)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except (ConsentBannerError, ValueError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+def _keys(required: bool) -> tuple[bytes | None, list[bytes]]:
+    try:
+        return hmac_keys_from_secrets(secret_keys_from_env())
+    except MissingSecretKey as e:
+        if required:
+            raise click.ClickException(str(e)) from e
+        return None, []
+
+
+async def _open(config_path: Path, *, need_key: bool = False, create: bool = False) -> Any:
+    config = ConsentConfig.from_toml(config_path)
+    key, old = _keys(need_key)
+    return await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=create)
+
+
+def _filter(since: str | None, until: str | None, action: str | None, consent_id: str | None) -> RecordFilter:
+    return RecordFilter(
+        since=parse_day(since),
+        until=parse_day(until, end=True),
+        action=valid_action(action),
+        consent_id=consent_id or None,
+    )
+
+
+async def _with_log(config_path: Path, body: Callable[[Any], Awaitable[T]], **open_kw: Any) -> T:
+    log = await _open(config_path, **open_kw)
+    try:
+        return await body(log)
+    finally:
+        await log.close()
+
+
+@click.group("log")
+def log() -> None:
+    """The consent log: export, verify, stats, purge, migrate, blocked."""
+
+
+filters = [
+    click.option("--since", help="From this day (YYYY-MM-DD, UTC) or ISO time, inclusive."),
+    click.option("--until", help="Up to this day (inclusive) or ISO time (exclusive)."),
+    click.option("--action", help="Only this action (accept_all, reject_all, custom, withdraw, gpc, renew)."),
+    click.option("--consent-id", help="Only this consent id."),
+]
+
+
+def with_filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(filters):
+        fn = option(fn)
+    return fn
+
+
+@log.command()
+@config_option
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@with_filters
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="File to write (default: standard output).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on standard error (default: when it is a terminal and the data is not).",
+)
+@_run
+async def export(
+    config_path: Path,
+    fmt: str,
+    since: str | None,
+    until: str | None,
+    action: str | None,
+    consent_id: str | None,
+    output: str,
+    progress: bool | None,
+) -> None:
+    """Export records as CSV or NDJSON, streamed in constant memory."""
+    flt = _filter(since, until, action, consent_id)
+    to_stdout = output == "-"
+    if progress is None:
+        progress = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
+
+    async def body(lg: Any) -> None:
+        total = await lg.count(flt) if progress else 0
+        out: TextIO = sys.stdout if to_stdout else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        written = 0
+        try:
+            bar = (
+                click.progressbar(length=total, label=f"exporting {total} records", file=sys.stderr)
+                if progress
+                else None
+            )
+            try:
+                async for text in stream(lg.iter_chunks(flt), fmt):
+                    out.write(text)
+                    if bar is not None:
+                        n = text.count("\n")
+                        bar.update(n - 1 if written == 0 and fmt == "csv" else n)
+                    written += 1
+            finally:
+                if bar is not None:
+                    bar.render_finish()
+        finally:
+            if not to_stdout:
+                out.close()
+
+    await _with_log(config_path, body)
+
+
+def _print_verify(result: VerifyResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(result.message)
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _read_checkpoints(path: Path) -> list[Checkpoint]:
+    with open(path, encoding="utf-8") as f:
+        return [Checkpoint.from_json(json.loads(line)) for line in f if line.strip()]
+
+
+@log.command()
+@config_option
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify an export (CSV or NDJSON) instead of the database.",
+)
+@click.option(
+    "--checkpoints",
+    "pinned",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Checkpoints pinned earlier (NDJSON from `log checkpoints`) that the chain must agree with.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_run
+async def verify(config_path: Path, file_: Path | None, pinned: Path | None, as_json: bool) -> None:
+    """Recompute the hash chain: "N records, chain intact, head H", or the first bad record and why.
+
+    Exits with status 1 when the chain is broken.
+    """
+    pins = _read_checkpoints(pinned) if pinned else []
+    if file_ is not None:
+        key, old = _keys(False)
+        result = _verify_file(file_, pins, _key_map([key, *old]) if key is not None else None)
+        _print_verify(result, as_json)
+        return
+
+    async def body(lg: Any) -> VerifyResult:
+        result: VerifyResult = await lg.verify()
+        if result.ok and pins:
+            result = await _verify_pins(lg, pins)
+        return result
+
+    _print_verify(await _with_log(config_path, body), as_json)
+
+
+def _key_map(keys: list[bytes]) -> dict[str, bytes]:
+    from .events import key_id
+
+    return {key_id(k): k for k in keys}
+
+
+def _verify_file(path: Path, pins: list[Checkpoint], keys: dict[str, bytes] | None) -> VerifyResult:
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = read_rows(f)
+        first = next(rows, None)
+        v = ChainVerifier(checkpoints=pins, keys=keys, anchored=first is None or first[0] == 1 or bool(pins))
+        if first is not None and v.feed(first):
+            for row in rows:
+                if not v.feed(row):
+                    break
+    return v.finish()
+
+
+async def _verify_pins(lg: Any, pins: list[Checkpoint]) -> VerifyResult:
+    """Walk the chain again with the pinned checkpoints in place of the stored ones."""
+    stored = {cp.seq: cp for cp in await lg.checkpoints()}
+    v = ChainVerifier(checkpoints=[*stored.values(), *pins], keys=lg.keys, log_id=lg.log_id)
+    async with contextlib.aclosing(lg.iter_rows()) as rows:
+        async for row in rows:
+            if not v.feed(row):
+                break
+    return v.finish()
+
+
+@log.command()
+@config_option
+@click.option("--since")
+@click.option("--until")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@_run
+async def stats(config_path: Path, since: str | None, until: str | None, as_json: bool) -> None:
+    """Decisions per day by action, and the acceptance rate per category."""
+    s = await _with_log(config_path, lambda lg: lg.stats(_filter(since, until, None, None)))
+    if as_json:
+        click.echo(json.dumps(s.to_json(), indent=2))
+        return
+    click.echo(
+        f"{s.total} decisions by {s.consent_ids} consent ids"
+        + (f", {s.first_at[:10]} to {s.last_at[:10]}" if s.first_at and s.last_at else "")
+    )
+    if not s.total:
+        return
+    actions = sorted(s.by_action)
+    click.echo("")
+    click.echo("day         " + "".join(f"{a:>12}" for a in actions) + f"{'total':>10}")
+    for day, counts in sorted(s.per_day.items()):
+        click.echo(
+            f"{day}  " + "".join(f"{counts.get(a, 0):>12}" for a in actions) + f"{sum(counts.values()):>10}"
+        )
+    click.echo("")
+    click.echo("acceptance rate per category")
+    for c in s.categories:
+        click.echo(
+            f"  {c:<20} {s.acceptance_rate(c) * 100:6.1f}%  ({s.granted.get(c, 0)} of "
+            f"{s.granted.get(c, 0) + s.denied.get(c, 0)})"
+        )
+
+
+@log.command()
+@config_option
+@click.option(
+    "--older-than", help="Remove records older than this: 90d, 6m, 3y (default: config `retention`)."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_run
+async def purge(config_path: Path, older_than: str | None, yes: bool) -> None:
+    """Remove old records (R21); the rest stays verifiable from a signed checkpoint; the purge is logged."""
+    config = ConsentConfig.from_toml(config_path)
+    period = older_than or config.retention
+    if not period:
+        raise click.UsageError("say --older-than (e.g. 3y), or set `retention` in the config")
+    days = parse_duration(period)
+    if not yes:
+        click.confirm(f"Remove every consent record older than {period} ({days} days)?", abort=True)
+
+    async def body(lg: Any) -> Any:
+        return await lg.purge(timedelta(days=days))
+
+    result = await _with_log(config_path, body, need_key=True)
+    if result.removed:
+        click.echo(
+            f"removed {result.removed} records (up to record {result.through_seq}, older than "
+            f"{result.cutoff}); signed checkpoint at record {result.through_seq}: {result.checkpoint.hash}"
+        )
+    else:
+        click.echo(f"nothing older than {result.cutoff}")
+    click.echo(f"purge logged as record {result.record.seq}")
+
+
+@log.command()
+@config_option
+@_run
+async def migrate(config_path: Path) -> None:
+    """Create the log's schema, or bring it to this version's."""
+    config = ConsentConfig.from_toml(config_path)
+    key, old = _keys(False)
+    lg: Any = await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=True)
+    try:
+        before, after = lg.migrated_from, await lg.schema_version()
+    finally:
+        await lg.close()
+    click.echo(
+        f"schema version {after}"
+        + (" (up to date)" if before == after else " (created)" if before == 0 else f" (was {before})")
+    )
+
+
+@log.command()
+@config_option
+@click.option("--limit", default=50, show_default=True, help="Rows to show.")
+@_run
+async def blocked(config_path: Path, limit: int) -> None:
+    """Blocked attempts from CSP reports: page, blocked origin, directive, how often."""
+    rows = await _with_log(config_path, lambda lg: lg.blocked(limit=limit))
+    if not rows:
+        click.echo("no blocked attempts reported")
+        return
+    click.echo(f"{'count':>7}  {'last seen':<20} {'directive':<18} {'blocked origin':<40} page")
+    for r in rows:
+        click.echo(f"{r.count:>7}  {r.last_at[:19]:<20} {r.directive:<18} {r.origin:<40} {r.page}")
+
+
+@log.command()
+@config_option
+@click.option("--new", "make_new", is_flag=True, help="Sign the current head first.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default="-")
+@_run
+async def checkpoints(config_path: Path, make_new: bool, output: str) -> None:
+    """Signed checkpoints as NDJSON, to keep outside the server (pin them; `verify --checkpoints`)."""
+
+    async def body(lg: Any) -> list[Checkpoint]:
+        if make_new:
+            await lg.checkpoint("manual")
+        return list(await lg.checkpoints())
+
+    cps = await _with_log(config_path, body, need_key=make_new)
+    text = "".join(json.dumps(cp.to_json()) + "\n" for cp in cps)
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")

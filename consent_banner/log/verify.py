@@ -1,0 +1,333 @@
+"""Recompute the hash chain and say either "intact" or which record is the first bad one, and why.
+
+`ChainVerifier` is fed raw rows in sequence order (from the database or from an NDJSON export)
+and keeps O(1) state plus one row of look-ahead, so a million records verify in constant memory.
+It tells apart (R22):
+
+- changed:    a record's stored fields no longer match its own hash;
+- missing:    sequence numbers skip, or the tail ends before a signed checkpoint or head;
+- inserted:   a record that the next record's link steps over;
+- reordered:  a record whose link points at a record that comes after it;
+- rewritten:  the chain is self-consistent but disagrees with a signed checkpoint or head;
+- signature:  a checkpoint or the head carries a signature the server key did not make;
+- version:    a banner version was changed, or a record points at one that is not stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import GENESIS, Checkpoint, record_hash, sign
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """The single head row: the last record's seq and hash, signed at every commit."""
+
+    log_id: str
+    seq: int
+    hash: str
+    at: str | None
+    key_id: str | None
+    mac: str | None
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    records: int  # records checked
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head: str | None = None  # hash of the last record checked
+    bad_seq: int | None = None
+    problem: str | None = None  # changed | missing | inserted | reordered | rewritten | signature | version
+    reason: str | None = None
+    checkpoints: int = 0  # checkpoints compared with the chain
+    anchor: int | None = None  # seq of the purge checkpoint the chain starts from, if any
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            start = f" (from the checkpoint at record {self.anchor})" if self.anchor else ""
+            return f"{self.records} records, chain intact, head {self.head or GENESIS}{start}"
+        return f"record {self.bad_seq}: {self.problem}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head": self.head,
+            "bad_seq": self.bad_seq,
+            "problem": self.problem,
+            "reason": self.reason,
+            "checkpoints": self.checkpoints,
+            "anchor": self.anchor,
+            "notes": list(self.notes),
+            "message": self.message,
+        }
+
+
+class _Failed(Exception):
+    def __init__(self, seq: int | None, problem: str, reason: str) -> None:
+        self.seq, self.problem, self.reason = seq, problem, reason
+
+
+class ChainVerifier:
+    """Feed rows (seq, *COLUMNS, prev_hash, hash) in seq order, then call finish()."""
+
+    def __init__(
+        self,
+        *,
+        checkpoints: Iterable[Checkpoint] = (),
+        keys: Mapping[str, bytes] | None = None,  # key id -> HMAC key; None: signatures not checked
+        head: SignedHead | None = None,
+        versions: Mapping[str, str] | None = None,  # version id -> stored payload text
+        log_id: str | None = None,
+        anchored: bool = True,  # False: trust the first row's link (a partial export)
+    ) -> None:
+        self._keys = keys
+        self._head = head
+        self._versions = versions
+        self._log_id = log_id
+        self._anchored = anchored
+        self._checkpoints: dict[int, Checkpoint] = {}
+        self._result = VerifyResult(ok=True, records=0)
+        self._buffered: tuple[Any, ...] | None = None
+        self._expected_prev = GENESIS
+        self._before_prev: str | None = None  # hash of the record before the last good one
+        self._expected_seq: int | None = None
+        self._failed: _Failed | None = None
+        self._versions_ok: set[str] = set()
+        notes = self._result.notes
+        if keys is None:
+            notes.append("signatures not checked: no server key available (set CONSENT_SECRET_KEYS)")
+        try:
+            for cp in checkpoints:
+                self._add_checkpoint(cp)
+        except _Failed as f:
+            self._failed = f
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def _add_checkpoint(self, cp: Checkpoint) -> None:
+        if self._log_id is not None and cp.log_id != self._log_id:
+            raise _Failed(cp.seq, "signature", f"the checkpoint at record {cp.seq} belongs to another log")
+        if self._keys is not None:
+            valid = cp.valid(self._keys)
+            if valid is False:
+                raise _Failed(
+                    cp.seq, "signature", f"the checkpoint at record {cp.seq} is not signed by the server key"
+                )
+            if valid is None:
+                self._result.notes.append(
+                    f"checkpoint at record {cp.seq} is signed by key {cp.key_id!r}, which is not configured"
+                )
+        self._checkpoints[cp.seq] = cp
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def feed(self, row: tuple[Any, ...] | list[Any]) -> bool:
+        """Take the next row; False once a failure is found (feeding more is pointless)."""
+        if self._failed is not None:
+            return False
+        previous, self._buffered = self._buffered, tuple(row)
+        if previous is not None:
+            self._check(previous, self._buffered)
+        return self._failed is None
+
+    def finish(self) -> VerifyResult:
+        if self._failed is None and self._buffered is not None:
+            self._check(self._buffered, None)
+            self._buffered = None
+        if self._failed is None:
+            try:
+                self._check_tail()
+            except _Failed as f:
+                self._failed = f
+        r = self._result
+        if self._failed is not None:
+            r.ok = False
+            r.bad_seq, r.problem, r.reason = self._failed.seq, self._failed.problem, self._failed.reason
+        return r
+
+    # --- one row -------------------------------------------------------------------------------
+
+    def _check(self, row: tuple[Any, ...], nxt: tuple[Any, ...] | None) -> None:
+        try:
+            self._check_row(row, nxt)
+        except _Failed as f:
+            self._failed = f
+
+    def _start(self, seq: int, prev: str) -> None:
+        r = self._result
+        r.first_seq = seq
+        if not self._anchored:
+            self._expected_prev, self._expected_seq = prev, seq
+            r.notes.append(
+                f"partial chain: starts at record {seq}, its link to record {seq - 1} is taken as given"
+            )
+            return
+        if seq == 1:
+            self._expected_seq = 1
+            return
+        anchor = self._checkpoints.get(seq - 1)
+        if anchor is None:
+            raise _Failed(
+                1 if seq > 1 else seq,
+                "missing",
+                f"the log starts at record {seq}, and no signed checkpoint at record {seq - 1} "
+                "vouches for the records before it (deleted without a purge)",
+            )
+        self._expected_prev, self._expected_seq = anchor.hash, seq
+        r.anchor = anchor.seq
+        r.checkpoints += 1
+
+    def _check_row(self, row: tuple[Any, ...], nxt: tuple[Any, ...] | None) -> None:
+        seq, cols, prev, h = row[0], row[1:-2], row[-2], row[-1]
+        if not isinstance(seq, int):
+            raise _Failed(None, "changed", f"a record has the sequence number {seq!r}")
+        if self._expected_seq is None:
+            self._start(seq, prev)
+        expected_seq = self._expected_seq
+        assert expected_seq is not None
+        content_ok = record_hash(prev, cols) == h
+        link_ok = prev == self._expected_prev
+        if not (content_ok and link_ok and seq == expected_seq):
+            self._diagnose(seq, content_ok, link_ok, prev, nxt)
+        cp = self._checkpoints.get(seq)
+        if cp is not None:
+            self._result.checkpoints += 1
+            if cp.hash != h:
+                raise _Failed(
+                    seq,
+                    "rewritten",
+                    f"the signed checkpoint at record {seq} has head {cp.hash[:16]}..., the chain has "
+                    f"{str(h)[:16]}...: the log was rewritten from here or before",
+                )
+        if self._versions is not None:
+            self._check_version(seq, cols[9])
+        self._before_prev, self._expected_prev = self._expected_prev, h
+        self._expected_seq = seq + 1
+        r = self._result
+        r.records += 1
+        r.last_seq = seq
+        r.head = h
+
+    def _diagnose(
+        self, seq: int, content_ok: bool, link_ok: bool, prev: str, nxt: tuple[Any, ...] | None
+    ) -> None:
+        expected_seq = self._expected_seq
+        assert expected_seq is not None
+        before = seq - 1
+        if content_ok and not link_ok and self._before_prev is not None and prev == self._before_prev:
+            raise _Failed(
+                before,
+                "inserted",
+                f"record {seq} links to the record before {before}: record {before} was inserted",
+            )
+        if not link_ok and nxt is not None and prev == nxt[-1]:
+            raise _Failed(
+                seq,
+                "reordered",
+                f"it links to record {nxt[0]}, which comes after it: records {seq} and "
+                f"{nxt[0]} are out of order",
+            )
+        if nxt is not None and nxt[-2] == self._expected_prev and record_hash(nxt[-2], nxt[1:-2]) == nxt[-1]:
+            raise _Failed(
+                seq, "inserted", f"record {nxt[0]} links to record {before}, stepping over this one"
+            )
+        if seq > expected_seq:
+            if content_ok and link_ok:
+                raise _Failed(
+                    expected_seq,
+                    "missing",
+                    f"sequence numbers jump from {expected_seq - 1} to {seq} "
+                    "although the links are intact: records were renumbered",
+                )
+            span = (
+                f"record {expected_seq} is"
+                if seq == expected_seq + 1
+                else f"records {expected_seq}..{seq - 1} are"
+            )
+            raise _Failed(expected_seq, "missing", f"{span} missing (deleted)")
+        if seq < expected_seq:
+            raise _Failed(seq, "reordered", f"it comes after record {expected_seq - 1}")
+        if not content_ok:
+            raise _Failed(seq, "changed", "its stored fields do not match its hash")
+        raise _Failed(
+            seq,
+            "missing",
+            f"its link to record {before} is broken: a record before it was removed or replaced",
+        )
+
+    def _check_version(self, seq: int, version_id: Any) -> None:
+        if version_id is None or version_id in self._versions_ok:
+            return
+        assert self._versions is not None
+        payload = self._versions.get(version_id)
+        if payload is None:
+            raise _Failed(seq, "version", f"it points at banner version {version_id}, which is not stored")
+        if not hmac.compare_digest(hashlib.sha256(payload.encode()).hexdigest(), str(version_id)):
+            raise _Failed(seq, "version", f"banner version {version_id} was changed after it was stored")
+        self._versions_ok.add(version_id)
+
+    # --- the end of the chain --------------------------------------------------------------------
+
+    def _check_tail(self) -> None:
+        r = self._result
+        last = r.last_seq or 0
+        later = [cp for seq, cp in self._checkpoints.items() if seq > last]
+        if later and self._anchored:
+            top = max(later, key=lambda c: c.seq)
+            if not (r.records == 0 and top.seq == last):
+                raise _Failed(
+                    last + 1,
+                    "missing",
+                    f"the log ends at record {last}, but a signed checkpoint vouches for {top.seq} records: "
+                    f"records {last + 1}..{top.seq} were cut off",
+                )
+        head = self._head
+        if head is None:
+            return
+        if self._log_id is not None and head.log_id != self._log_id:
+            raise _Failed(None, "signature", "the head belongs to another log")
+        if self._keys is not None:
+            key = self._keys.get(head.key_id or "")
+            if head.mac is None:
+                if head.seq != 0:
+                    raise _Failed(head.seq, "signature", "the head is not signed")
+            elif key is None:
+                r.notes.append(
+                    f"the head is signed by key {head.key_id!r}, which is not configured: not checked"
+                )
+            elif not hmac.compare_digest(
+                sign(key, "head", head.log_id, head.seq, head.hash, head.at or ""), head.mac
+            ):
+                raise _Failed(head.seq, "signature", "the head is not signed by the server key")
+        if not self._anchored:
+            return
+        if head.seq > last:
+            raise _Failed(
+                last + 1,
+                "missing",
+                f"the log ends at record {last}, but the signed head is at record {head.seq}: "
+                f"records {last + 1}..{head.seq} were cut off",
+            )
+        if head.seq < last:
+            raise _Failed(
+                head.seq + 1,
+                "inserted",
+                f"the signed head is at record {head.seq}: records {head.seq + 1}..{last} were added "
+                "without the log's key",
+            )
+        if r.records and head.hash != r.head:
+            raise _Failed(last, "rewritten", "the chain's head differs from the signed head")

@@ -1,0 +1,238 @@
+"""`ConsentMiddleware`: reads the consent on every request and enforces it on every response.
+
+A pure ASGI middleware (no BaseHTTPMiddleware): `__init__` does every costly thing once,
+`__call__` decodes the consent, answers its own routes under the prefix, and hands the app a
+`send` wrapped by the response gate. See DESIGN.md, "The flow of one request".
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from itsdangerous import BadSignature, Signer
+from starlette.datastructures import MutableHeaders
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .banner import Banner
+from .config import ConsentConfig
+from .consent import UNDECIDED, Consent, ConsentCodec, secret_keys_from_env
+from .gate import ResponseGate
+from .routes import ConsentRoutes, set_cookie_header
+
+logger = logging.getLogger("consent_banner")
+
+CSRF_SALT = "consent-banner.csrf"
+VISITOR_CACHE_SIZE = 8192  # distinct Cookie headers whose consent and parse are kept
+
+
+class ConsentMiddleware:
+    """Keeps trackers out until the visitor consents, and records every decision.
+
+    `config` is a ConsentConfig (or a path to a consent.toml); signing keys come from the
+    CONSENT_SECRET_KEYS environment variable unless `secret_keys` is given (newest last).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: ConsentConfig | str | Path,
+        *,
+        secret_keys: Sequence[str] | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config if isinstance(config, ConsentConfig) else ConsentConfig.from_toml(config)
+        keys = list(secret_keys) if secret_keys else secret_keys_from_env()
+        cfg = self.config
+        self.codec = ConsentCodec(
+            keys,
+            revision=cfg.policy_revision,
+            lifetime=cfg.cookie.lifetime_days * 86400,
+            categories=cfg.categories,
+            services=cfg.services_by_name,
+        )
+        self.banner = Banner(cfg, prefix=cfg.prefix)
+        self.csrf_cookie = f"{cfg.cookie.name}_csrf"
+        self._csrf_signer = Signer(keys, salt=CSRF_SALT)
+        self.gate = ResponseGate(cfg, own_cookie_names=frozenset({cfg.cookie.name, self.csrf_cookie}))
+        self.routes = ConsentRoutes(cfg, self.codec, self.banner, keys=keys, csrf=self)
+        self._prefix = cfg.prefix
+        self._prefix_slash = cfg.prefix + "/"
+        self._gpc_denied = cfg.gpc_denied
+        self._visitors: dict[bytes, tuple[Consent, dict[str, str]]] = {}
+
+    # --- the request ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = self._closing_on_shutdown(send)
+            await self.app(scope, receive, send)
+            return
+
+        cookie_header = gpc = accept_language = b""
+        for key, value in scope["headers"]:
+            if key == b"cookie":
+                cookie_header = value
+            elif key == b"sec-gpc":
+                gpc = value
+            elif key == b"accept-language":
+                accept_language = value
+        consent, request_cookies = self._visitor(cookie_header)
+        if gpc.strip() == b"1":
+            consent = consent.with_gpc(self._gpc_denied)
+        scope.setdefault("state", {})["consent"] = consent
+
+        path: str = scope["path"]
+        if path == self._prefix or path.startswith(self._prefix_slash):
+            await self.routes(scope, receive, send, consent, cookie_header)
+            return
+
+        if consent.gpc and consent.decided and not consent.gpc_recorded:
+            # R26/R27: the first time a decided visitor meets the signal it is logged, and the
+            # re-issued cookie no longer grants what GPC denies, even on a later visit without it.
+            cookie = await self.routes.record_gpc(scope, consent)
+            if cookie:
+                send = _adding_set_cookie(send, cookie)
+        nonce = scope["state"]["csp_nonce"] = _Nonce()
+        inject = None
+        if self.config.inject:
+            page = _Page(self, consent, request_cookies.get(self.csrf_cookie), accept_language, path, nonce)
+            send = page.wrap_send(send)
+            inject = page.inject
+        send = self.gate.wrap_send(
+            send, scope, consent, request_cookies=request_cookies, nonce=nonce, inject=inject
+        )
+        await self.app(scope, receive, send)
+
+    def _visitor(self, cookie_header: bytes) -> tuple[Consent, dict[str, str]]:
+        """The verified consent and the parsed cookies of a Cookie header, cached per header value
+        so that a returning visitor costs a dict lookup (expiry is still checked on every hit)."""
+        if not cookie_header:
+            return UNDECIDED, {}
+        hit = self._visitors.get(cookie_header)
+        if hit is not None:
+            decided_at = hit[0].decided_at
+            if decided_at is None or decided_at + self.codec.lifetime >= time.time():
+                return hit
+        cookies = cookie_parser(cookie_header.decode("latin-1"))
+        consent = self.codec.decode(cookies.get(self.config.cookie.name))
+        if len(self._visitors) >= VISITOR_CACHE_SIZE:
+            self._visitors.clear()
+        self._visitors[cookie_header] = (consent, cookies)
+        return consent, cookies
+
+    # --- helpers for the banner's form token (R34) ----------------------------------------------
+
+    def csrf_token(self, csrf_cookie: str) -> str:
+        return self._csrf_signer.sign(csrf_cookie).decode()
+
+    def csrf_valid(self, token: str, csrf_cookie: str | None) -> bool:
+        if not csrf_cookie or not token:
+            return False
+        try:
+            value = self._csrf_signer.unsign(token).decode()
+        except (BadSignature, UnicodeDecodeError):
+            return False
+        return secrets.compare_digest(value, csrf_cookie) and token == self.csrf_token(csrf_cookie)
+
+    def csrf_set_cookie(self, value: str) -> str:
+        return set_cookie_header(
+            self.csrf_cookie, value, self.config.cookie, max_age=None, http_only=True, same_site="strict"
+        )
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.routes.close()
+            await send(message)
+
+        return wrapped
+
+
+def _adding_set_cookie(send: Send, set_cookie: str) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableHeaders(scope=message).append("set-cookie", set_cookie)
+        await send(message)
+
+    return wrapped
+
+
+class _Nonce:
+    """The response's CSP nonce, drawn only if the response carries a policy (HTML)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def __call__(self) -> str:
+        if self.value is None:
+            self.value = secrets.token_urlsafe(12)
+        return self.value
+
+
+class _Page:
+    """What one HTML page needs to carry the banner: its language and the visitor's form token.
+
+    Nothing is computed for a response that is not HTML. A visitor without a form-token cookie gets
+    one with the headers of the first HTML page (R34: the token is bound to a value the visitor
+    holds); the value is made when either the page body or the headers first need it, since the
+    gate may render the body before it releases the headers.
+    """
+
+    __slots__ = ("mw", "consent", "_csrf", "_csrf_is_new", "accept_language", "path", "nonce")
+
+    def __init__(
+        self,
+        mw: ConsentMiddleware,
+        consent: Consent,
+        csrf_value: str | None,
+        accept_language: bytes,
+        path: str,
+        nonce: _Nonce,
+    ) -> None:
+        self.mw = mw
+        self.consent = consent
+        self._csrf = csrf_value
+        self._csrf_is_new = not csrf_value
+        self.accept_language = accept_language
+        self.path = path
+        self.nonce = nonce
+
+    def csrf_value(self) -> str:
+        if not self._csrf:
+            self._csrf = secrets.token_urlsafe(16)
+        return self._csrf
+
+    def wrap_send(self, send: Send) -> Send:
+        if not self._csrf_is_new:
+            return send
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers.append("set-cookie", self.mw.csrf_set_cookie(self.csrf_value()))
+            await send(message)
+
+        return wrapped
+
+    def inject(self, html_lang: str | None) -> tuple[str, str]:
+        mw = self.mw
+        language = mw.banner.pick_language(html_lang, self.accept_language.decode("latin-1"))
+        return (
+            mw.banner.head_html(self.consent, nonce=self.nonce()),
+            mw.banner.body_html(
+                self.consent,
+                language=language,
+                nonce=self.nonce(),
+                csrf_token=mw.csrf_token(self.csrf_value()),
+                return_to=self.path,
+            ),
+        )

@@ -1,0 +1,351 @@
+"""Content-Security-Policy per consent state, merged with the app's own; CSP violation reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from consent_banner.gate import ResponseGate
+from consent_banner.gate.csp import MAX_REPORT_BYTES, intersect, merge, parse_policies, parse_reports
+
+from .conftest import NONCE, OWN, client, consent, gated, make_config
+
+PAGE = "<!doctype html><html><head><title>t</title></head><body><p>hi</p></body></html>"
+
+
+def html_app(
+    headers: dict[str, str] | None = None, raw: list[tuple[bytes, bytes]] | None = None
+) -> Starlette:
+    async def page(request):  # type: ignore[no-untyped-def]
+        r = HTMLResponse(PAGE, headers=headers)
+        if raw:
+            r.raw_headers.extend(raw)
+        return r
+
+    async def data(request):  # type: ignore[no-untyped-def]
+        return JSONResponse({"a": 1})
+
+    return Starlette(routes=[Route("/", page), Route("/api", data)])
+
+
+def directives(value: str) -> dict[str, list[str]]:
+    [policy] = parse_policies(value)
+    return policy
+
+
+async def get(gate: ResponseGate, the_consent, path: str = "/", **app_kw):  # type: ignore[no-untyped-def]
+    async with client(gated(html_app(**app_kw), gate, the_consent)) as c:
+        return await c.get(path)
+
+
+async def test_rejected_policy_names_only_self_nonce_and_necessary_origins(gate: ResponseGate) -> None:
+    """R2, R16, R32: after a refusal no tracker origin is allowed anywhere; our inline snippet has the nonce."""
+    r = await get(gate, consent())
+    policy = directives(r.headers["content-security-policy"])
+    assert policy["script-src"] == ["'self'", f"'nonce-{NONCE}'", "https://cdn.example.com"]
+    for name in ("connect-src", "frame-src"):
+        assert policy[name] == ["'self'", "https://cdn.example.com"]
+    assert policy["img-src"] == ["'self'", "data:", "https://cdn.example.com"]
+    assert "default-src" not in policy and "style-src" not in policy
+    header = r.headers["content-security-policy"]
+    assert "stats.example.net" not in header and "adnet" not in header and "video.example.tv" not in header
+
+
+async def test_undecided_policy_admits_what_this_page_may_still_grant(gate: ResponseGate) -> None:
+    """R2: before a decision the markup is neutralised (and cookies dropped), while the policy admits the
+    declared services so that a decision on this page activates them without a reload; undeclared origins
+    stay out, and what GPC denies never enters."""
+    from consent_banner.consent import UNDECIDED
+
+    header = (await get(gate, UNDECIDED)).headers["content-security-policy"]
+    for origin in ("https://stats.example.net", "https://ads.example.org", "https://video.example.tv"):
+        assert origin in header
+    gpc = (await get(gate, UNDECIDED.with_gpc(frozenset({"marketing"})))).headers["content-security-policy"]
+    assert "stats.example.net" in gpc and "ads.example.org" not in gpc and "adnet.example" not in gpc
+
+
+async def test_granted_services_origins_enter_the_four_directives(gate: ResponseGate) -> None:
+    """R2: granted services' origins go into script-src, connect-src, img-src, frame-src; denied nowhere."""
+    r = await get(gate, consent("analytics", "media"))
+    policy = directives(r.headers["content-security-policy"])
+    for name in ("script-src", "connect-src", "img-src", "frame-src"):
+        assert "https://stats.example.net" in policy[name]
+        assert "https://video.example.tv" in policy[name]
+    assert "ads.example.org" not in r.headers["content-security-policy"]
+
+
+async def test_gpc_removes_marketing_origins_after_an_opt_in(gate: ResponseGate) -> None:
+    """R26, R27: with GPC, an earlier marketing opt-in no longer opens the marketing origins."""
+    opted_in = consent("marketing")
+    assert "https://ads.example.org" in (await get(gate, opted_in)).headers["content-security-policy"]
+    r = await get(gate, opted_in.with_gpc(frozenset({"marketing"})))
+    assert "ads.example.org" not in r.headers["content-security-policy"]
+    assert "adnet.example" not in r.headers["content-security-policy"]
+
+
+async def test_reporting_endpoints_and_report_uri(gate: ResponseGate) -> None:
+    """R2: violations are reported to {prefix}/csp-report, legacy report-uri and Reporting API."""
+    r = await get(gate, consent())
+    policy = directives(r.headers["content-security-policy"])
+    assert policy["report-uri"] == ["/_consent/csp-report"]
+    assert policy["report-to"] == ["consent-banner"]
+    assert r.headers["reporting-endpoints"] == 'consent-banner="/_consent/csp-report"'
+
+
+async def test_nonce_is_per_response(gate: ResponseGate) -> None:
+    """R36: each response carries the nonce it was given, never a cached one."""
+    app = html_app()
+    seen = set()
+    for nonce in ("FirstNonce123", "SecondNonce456"):
+        async with client(gated(app, gate, consent(), nonce=nonce)) as c:
+            seen.add(directives((await c.get("/")).headers["content-security-policy"])["script-src"][1])
+    assert seen == {"'nonce-FirstNonce123'", "'nonce-SecondNonce456'"}
+
+
+async def test_a_nonce_that_could_inject_header_text_is_refused(gate: ResponseGate) -> None:
+    """R36: the nonce goes into a header; anything but base64 characters is refused."""
+    with pytest.raises(ValueError, match="nonce"):
+        async with client(gated(html_app(), gate, consent(), nonce="a'; script-src *")) as c:
+            await c.get("/")
+
+
+async def test_json_responses_get_no_policy(gate: ResponseGate) -> None:
+    """R35: a JSON response without cookies does not depend on consent: no CSP, no Vary."""
+    r = await get(gate, consent(), "/api")
+    assert "content-security-policy" not in r.headers and "vary" not in r.headers
+
+
+async def test_html_responses_vary_on_cookie_and_gpc(gate: ResponseGate) -> None:
+    """R35: the HTML's policy and body depend on consent: Vary: Cookie, Sec-GPC."""
+    r = await get(gate, consent())
+    assert r.headers["vary"] == "Cookie, Sec-GPC"
+
+
+async def test_app_policy_is_merged_into_one_stricter_header(gate: ResponseGate) -> None:
+    """R2: an app CSP is merged, not replaced: one header, per directive the stricter of both."""
+    app_csp = (
+        "default-src 'self'; script-src 'self' https://stats.example.net https://cdn.example.com "
+        "'unsafe-inline' 'nonce-AppNonce'; img-src *; object-src 'none'; frame-ancestors 'none'"
+    )
+    r = await get(gate, consent("analytics"), headers={"content-security-policy": app_csp})
+    assert len(r.headers.get_list("content-security-policy")) == 1
+    policy = directives(r.headers["content-security-policy"])
+    # both sides' inline grants survive, 'unsafe-inline' only the app had does not
+    assert set(policy["script-src"]) == {
+        "'self'",
+        "https://stats.example.net",
+        "https://cdn.example.com",
+        "'nonce-AppNonce'",
+        f"'nonce-{NONCE}'",
+    }
+    # img-src *: ours is stricter, except that * does not allow data:; connect-src: the app's
+    # default-src 'self' is stricter than ours
+    assert policy["img-src"] == ["'self'", "https://cdn.example.com", "https://stats.example.net"]
+    assert policy["connect-src"] == ["'self'"]
+    assert policy["frame-src"] == ["'self'"]
+    # directives only one side has are kept
+    assert policy["object-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
+    assert policy["default-src"] == ["'self'"]
+    assert policy["report-uri"] == ["/_consent/csp-report"]
+
+
+async def test_app_policy_allowing_a_denied_tracker_does_not_let_it_through(gate: ResponseGate) -> None:
+    """R2: an app that allows a tracker origin cannot widen our policy while the visitor refuses."""
+    app_csp = "script-src 'self' https://ads.example.org https:; connect-src *"
+    r = await get(gate, consent(), headers={"content-security-policy": app_csp})
+    header = r.headers["content-security-policy"]
+    assert "ads.example.org" not in header
+    assert directives(header)["connect-src"] == ["'self'", "https://cdn.example.com"]
+
+
+async def test_several_app_policies_fold_into_one_header(gate: ResponseGate) -> None:
+    """R2: two CSP headers from the app (two policies) end as one header as strict as both."""
+    raw = [
+        (b"content-security-policy", b"img-src 'self' https://cdn.example.com"),
+        (b"content-security-policy", b"img-src https://cdn.example.com; report-uri /app-report"),
+    ]
+    r = await get(gate, consent(), raw=raw)
+    [header] = r.headers.get_list("content-security-policy")
+    policy = directives(header)
+    assert policy["img-src"] == ["https://cdn.example.com"]
+    assert policy["report-uri"] == ["/app-report", "/_consent/csp-report"]
+
+
+async def test_report_only_mode_sends_report_only_header_and_leaves_enforced_app_policy() -> None:
+    """R2: csp = "report-only" sends the Report-Only header; the app's enforced policy stays as it is."""
+    gate = ResponseGate(make_config(csp="report-only"), own_cookie_names=OWN)
+    r = await get(gate, consent(), headers={"content-security-policy": "frame-ancestors 'none'"})
+    assert r.headers["content-security-policy"] == "frame-ancestors 'none'"
+    ro = directives(r.headers["content-security-policy-report-only"])
+    assert ro["script-src"][:2] == ["'self'", f"'nonce-{NONCE}'"]
+
+
+async def test_csp_off_sends_no_policy() -> None:
+    """R2: csp = "off" leaves the policy to the app."""
+    gate = ResponseGate(make_config(csp="off"), own_cookie_names=OWN)
+    r = await get(gate, consent(), headers={"content-security-policy": "img-src 'self'"})
+    assert r.headers.get_list("content-security-policy") == ["img-src 'self'"]
+    assert "reporting-endpoints" not in r.headers
+
+
+async def test_existing_reporting_endpoints_are_kept(gate: ResponseGate) -> None:
+    """R2: the app's Reporting-Endpoints stay; ours is added to the same header."""
+    r = await get(
+        gate,
+        consent(),
+        headers={"reporting-endpoints": 'app="/r"', "content-security-policy": "report-to app"},
+    )
+    assert r.headers["reporting-endpoints"] == 'app="/r", consent-banner="/_consent/csp-report"'
+    assert directives(r.headers["content-security-policy"])["report-to"] == ["app"]
+
+
+async def test_root_path_prefixes_the_report_endpoint(gate: ResponseGate) -> None:
+    """R2: behind a root_path the endpoint is where the browser can reach it."""
+    app = gated(html_app(), gate, consent())
+
+    async def rooted(scope, receive, send):  # type: ignore[no-untyped-def]
+        await app({**scope, "root_path": "/site"}, receive, send)
+
+    async with client(rooted) as c:
+        r = await c.get("/")
+    assert "report-uri /site/_consent/csp-report" in r.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (["https:"], ["https://x.example"], ["https://x.example"]),
+        (["*.example.com"], ["https://a.example.com", "https://example.com"], ["https://a.example.com"]),
+        (
+            ["https://x.example/js/"],
+            ["https://x.example/js/a.js", "https://x.example/b.js"],
+            ["https://x.example/js/a.js"],
+        ),
+        (["'none'"], ["'self'", "'nonce-x'"], ["'none'"]),
+        (["'self'", "'unsafe-eval'"], ["'self'"], ["'self'"]),
+        (
+            ["'self'", "'strict-dynamic'", "'nonce-a'"],
+            ["'self'", "'nonce-b'"],
+            ["'self'", "'nonce-a'", "'nonce-b'"],
+        ),
+        (["https://x.example:8443"], ["https://x.example"], ["'none'"]),
+        (["*"], ["data:", "https://a.example"], ["https://a.example"]),
+        (["'self'"], ["https://www.example.com"], ["'self'", "https://www.example.com"]),
+    ],
+)
+def test_intersection_of_source_lists(a: list[str], b: list[str], expected: list[str]) -> None:
+    """R2: the merged list never allows what either side refuses."""
+    assert intersect(a, b, self_origin="https://www.example.com") == expected
+
+
+def test_fallback_chain_applies_the_app_default_to_our_directives() -> None:
+    """R2: an app's script-src-elem (more specific than our script-src) is narrowed by ours too."""
+    app = {"script-src-elem": ["https:"], "default-src": ["'self'", "https:"]}
+    ours = {"script-src": ["'self'", "'nonce-n'", "https://stats.example.net"]}
+    merged = merge(app, ours, self_origin="https://www.example.com")
+    assert set(merged["script-src-elem"]) == {"https://stats.example.net", "'self'", "'nonce-n'"}
+    assert merged["script-src"] == ["'self'", "'nonce-n'", "https://stats.example.net"]
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+def test_parse_legacy_report() -> None:
+    """R2: the legacy application/csp-report body gives page path, blocked origin, directive."""
+    body = json.dumps(
+        {
+            "csp-report": {
+                "document-uri": "https://www.example.com/shop?q=secret#x",
+                "blocked-uri": "https://stats.example.net/collect?id=1",
+                "violated-directive": "script-src-elem",
+                "effective-directive": "script-src-elem",
+                "original-policy": "...",
+            }
+        }
+    ).encode()
+    assert parse_reports(body, "application/csp-report") == [
+        ("/shop", "https://stats.example.net", "script-src-elem")
+    ]
+
+
+def test_parse_reporting_api_batch() -> None:
+    """R2: the Reporting API's application/reports+json list; other report types are skipped."""
+    body = json.dumps(
+        [
+            {
+                "type": "csp-violation",
+                "url": "https://www.example.com/a",
+                "body": {
+                    "documentURL": "https://www.example.com/a?x=1",
+                    "blockedURL": "inline",
+                    "effectiveDirective": "script-src-elem",
+                    "disposition": "enforce",
+                },
+            },
+            {"type": "deprecation", "body": {"id": "x"}},
+            {
+                "type": "csp-violation",
+                "body": {
+                    "documentURL": "https://www.example.com/b",
+                    "blockedURL": "https://px.adnet.example:8443/p.gif",
+                    "effectiveDirective": "img-src",
+                },
+            },
+        ]
+    ).encode()
+    assert parse_reports(body, "application/reports+json; charset=utf-8") == [
+        ("/a", "inline", "script-src-elem"),
+        ("/b", "https://px.adnet.example:8443", "img-src"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"not json", "application/csp-report"),
+        (
+            b'{"csp-report": {"document-uri": "https://x/", "blocked-uri": "javascript:x", '
+            b'"violated-directive": "script-src"}}',
+            "application/csp-report",
+        ),
+        (
+            b'{"csp-report": {"document-uri": "https://x/", "blocked-uri": "https://t.example", '
+            b'"violated-directive": "script-src; DROP"}}',
+            "application/csp-report",
+        ),
+        (b'{"csp-report": {}}', "text/plain"),
+        (b"[" + b'{"type": "csp-violation", "body": {}},' * 10 + b"{}]", "application/reports+json"),
+        (b'"a string"', "application/json"),
+    ],
+)
+def test_malformed_reports_are_skipped(body: bytes, content_type: str) -> None:
+    """R2: malformed, hostile or foreign bodies yield nothing and never raise."""
+    assert parse_reports(body, content_type) == []
+
+
+def test_oversized_report_bodies_and_batches_are_bounded() -> None:
+    """R2: report bodies over the size bound are ignored; a batch is read up to a bounded count."""
+    one = {
+        "type": "csp-violation",
+        "body": {
+            "documentURL": "https://w.example/",
+            "blockedURL": "eval",
+            "effectiveDirective": "script-src",
+        },
+    }
+    assert len(parse_reports(json.dumps([one] * 100).encode(), "application/reports+json")) == 20
+    big = json.dumps(
+        {
+            "csp-report": {
+                "document-uri": "https://w/",
+                "blocked-uri": "eval",
+                "violated-directive": "script-src",
+                "pad": "x" * MAX_REPORT_BYTES,
+            }
+        }
+    )
+    assert parse_reports(big.encode(), "application/csp-report") == []

@@ -1,0 +1,141 @@
+"""consent.toml loading and validation: every error names the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from consent_banner import ConfigError, ConsentConfig
+from consent_banner.config import parse_duration, parse_lifetime
+
+BASE = {
+    "policy_revision": "r1",
+    "controller": "Example Offices AB",
+    "privacy_policy_url": "/privacy",
+    "categories": {"necessary": {"label": "Necessary"}, "analytics": {"label": "Analytics"}},
+}
+
+
+def problems(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        ConsentConfig.from_dict(data)
+    return str(e.value)
+
+
+def test_model_file_loads_with_defaults(config: ConsentConfig) -> None:
+    assert config.policy_revision == "2026-11-01"
+    assert config.prefix == "/_consent"
+    assert config.cookie.name == "consent" and config.cookie.lifetime_days == 182
+    assert config.cookie.same_site == "lax" and config.cookie.domain == ""
+    assert config.languages == ("en", "sv")
+    assert config.categories["necessary"].label == {"en": "Necessary", "sv": "Nödvändiga"}
+    assert config.categories["analytics"].description == {"*": "Counts visits."}
+    assert config.gpc_denied == frozenset({"marketing"})
+    assert config.undeclared_cookies == "block" and config.csp == "enforce"
+
+
+def test_buildable_in_python_without_a_file() -> None:
+    config = ConsentConfig(**BASE)  # type: ignore[arg-type]
+    assert config.optional_categories == ("analytics",)
+    assert config.gpc_denied == frozenset()  # no marketing category: GPC denies nothing by default
+
+
+def test_cookie_patterns_are_globs(config: ConsentConfig) -> None:
+    assert config.category_for_cookie("_st_id.1.abc")[0] == "analytics"
+    assert config.category_for_cookie("_st_ses")[0] == "analytics"
+    assert config.category_for_cookie("_st_sesX") is None
+    assert config.category_for_cookie("booking_session")[0] == "necessary"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"colour": "red"}, "colour: unknown key"),
+        ({"categories": {"analytics": {"label": "A"}}}, "categories: Value error, a [categories.necessary]"),
+        ({"languages": "en"}, "languages: Input should be a valid tuple"),
+        ({"languages": ["english"]}, "languages: 'english' is not a language tag"),
+        ({"cookie": {"lifetime_days": "long"}}, "cookie.lifetime_days"),
+        ({"cookie": {"same_site": "sometimes"}}, "cookie.same_site"),
+        ({"cookie": {"nme": "x"}}, "cookie.nme: unknown key"),
+        ({"prefix": "_consent/"}, "prefix: '_consent/'"),
+        ({"log": "mysql://x"}, "log: 'mysql://x'"),
+        ({"allowed_origins": ["partner.example"]}, "allowed_origins[0]: 'partner.example' is not an origin"),
+        ({"gpc_denies": ["ads"]}, "gpc_denies: 'ads' is not a category"),
+        ({"csp": "sometimes"}, "csp:"),
+        ({"retention": "3 eons"}, "retention: '3 eons' is not a duration"),
+        ({"services": [{"name": "s", "category": "ads"}]}, "services[0].category: 'ads' is not a category"),
+        (
+            {"services": [{"name": "s", "category": "analytics", "cookies": [{"name": "*"}]}]},
+            "services[0].cookies[0].name: '*' would match every cookie",
+        ),
+        (
+            {"services": [{"name": "s", "category": "analytics", "cookies": [{"name": "a b"}]}]},
+            "services[0].cookies[0].name: 'a b' cannot match a cookie name",
+        ),
+        (
+            {
+                "services": [
+                    {"name": "s", "category": "analytics", "cookies": [{"name": "a", "lifetime": "forever"}]}
+                ]
+            },
+            "services[0].cookies[0].lifetime: lifetime 'forever' is not understood",
+        ),
+        (
+            {"services": [{"name": "s", "category": "analytics", "origins": ["https://x.net/path"]}]},
+            "services[0].origins[0]: 'https://x.net/path' is not an origin",
+        ),
+        (
+            {"services": [{"name": "s", "category": "analytics"}, {"name": "s", "category": "analytics"}]},
+            "services[1].name: 's' is declared twice",
+        ),
+    ],
+)
+def test_each_bad_key_is_named(change: dict, expected: str) -> None:
+    data = {**BASE, **change}
+    if "categories" in change:
+        data["categories"] = change["categories"]
+    message = problems(data).replace("Value error, ", "")
+    assert expected.replace("Value error, ", "") in message, message
+
+
+def test_missing_required_keys_are_named() -> None:
+    message = problems({"categories": BASE["categories"]})
+    for key in ("policy_revision", "controller", "privacy_policy_url"):
+        assert f"{key}: required key is missing" in message
+
+
+def test_toml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "consent.toml"
+    path.write_text('policy_revision = "r1"\ncontroller = \n')
+    with pytest.raises(ConfigError) as e:
+        ConsentConfig.from_toml(path)
+    assert str(path) in str(e.value) and "line 2" in str(e.value)
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        ConsentConfig.from_toml(tmp_path / "nope.toml")
+
+
+def test_unquoted_date_revision_is_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "consent.toml"
+    path.write_text(
+        'policy_revision = 2026-11-01\ncontroller = "C"\nprivacy_policy_url = "/p"\n'
+        '[categories.necessary]\nlabel = "N"\n'
+    )
+    assert ConsentConfig.from_toml(path).policy_revision == "2026-11-01"
+
+
+def test_lifetimes_and_durations() -> None:
+    assert parse_lifetime("30 minutes") == 1800
+    assert parse_lifetime("1 year") == 366 * 86400
+    assert parse_lifetime("13 months") == 13 * 31 * 86400
+    assert parse_lifetime("session") is None
+    assert parse_duration("3y") == 3 * 365 and parse_duration("6m") == 180 and parse_duration("10d") == 10
+
+
+def test_config_hash_changes_with_content() -> None:
+    a = ConsentConfig(**BASE)  # type: ignore[arg-type]
+    b = ConsentConfig(**{**BASE, "controller": "Other AB"})  # type: ignore[arg-type]
+    assert a.config_hash != b.config_hash and len(a.config_hash) == 64

@@ -1,0 +1,194 @@
+"""ConsentMiddleware through HTTP: the consent handed to the app, pass-through of other scopes,
+the banner on pages, the form-token cookie, and the framework reach of get_consent/requires_consent."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from consent_banner import ConsentConfig, ConsentMiddleware, get_consent, requires_consent
+
+from .conftest import ORIGIN, make_app
+
+
+async def test_fresh_visitor_is_undecided_and_sees_the_banner(client) -> None:
+    """R1/R13: the banner is in the first HTML response, with a form that works without JS."""
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert (
+        'action="/_consent"' in r.text and 'value="accept_all"' in r.text and 'value="reject_all"' in r.text
+    )
+    assert "Example Offices AB" in r.text
+    names = [h.split("=")[0] for h in r.headers.get_list("set-cookie")]
+    assert names == ["consent_csrf"]  # our necessary form-token cookie, nothing else
+    csrf = next(h for h in r.headers.get_list("set-cookie"))
+    assert "HttpOnly" in csrf and "SameSite=Strict" in csrf and "Max-Age" not in csrf
+
+
+async def test_form_token_cookie_only_on_html(client) -> None:
+    r = await client.get("/whoami")
+    assert "set-cookie" not in r.headers
+
+
+async def test_swedish_accept_language_gets_swedish_banner(config) -> None:
+    """R14"""
+    app = make_app(config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        swedish = (await c.get("/plain", headers={"accept-language": "sv-SE,sv;q=0.9,en;q=0.5"})).text
+        page_says_english = (await c.get("/", headers={"accept-language": "sv"})).text
+    assert "Nödvändiga" in swedish and 'lang="sv"' in swedish
+    assert "Nödvändiga" not in page_says_english  # the page's own lang wins over the header
+
+
+async def test_get_consent_without_middleware_says_what_to_do() -> None:
+    async def endpoint(request):
+        get_consent(request)
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    with (
+        TestClient(app, raise_server_exceptions=True) as c,
+        pytest.raises(RuntimeError, match="ConsentMiddleware"),
+    ):
+        c.get("/")
+
+
+def test_websocket_and_lifespan_pass_through(config) -> None:
+    events = []
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("state" if "consent" not in websocket.scope.get("state", {}) else "touched")
+        await websocket.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    inner = Starlette(routes=[WebSocketRoute("/ws", ws)], lifespan=lifespan)
+    app = ConsentMiddleware(inner, config=config)
+    with TestClient(app) as c:
+        with c.websocket_connect("/ws") as sock:
+            assert sock.receive_text() == "state"
+    assert events == ["startup", "shutdown"]
+
+
+def test_log_is_closed_on_shutdown(config) -> None:
+    inner = Starlette(routes=[])
+    app = ConsentMiddleware(inner, config=config)
+    with TestClient(app, base_url=ORIGIN) as c:
+        assert (
+            c.post("/_consent", json={"action": "reject_all"}, headers={"origin": ORIGIN}).status_code == 200
+        )
+        assert app.routes._log is not None
+    assert app.routes._log is None
+
+
+def test_fastapi_get_consent_and_requires_consent(config) -> None:
+    api = FastAPI()
+
+    @api.get("/me")
+    async def me(request: Request) -> dict:
+        return {"analytics": get_consent(request).allows("analytics")}
+
+    @api.post("/collect")
+    @requires_consent("analytics")
+    async def collect(request: Request) -> dict:
+        return {"counted": True}
+
+    api.add_middleware(ConsentMiddleware, config=config)
+    with TestClient(api, base_url=ORIGIN) as c:
+        assert c.get("/me").json() == {"analytics": False}
+        assert c.post("/collect").status_code == 204
+        c.post(
+            "/_consent", json={"action": "custom", "categories": ["analytics"]}, headers={"origin": ORIGIN}
+        )
+        assert c.get("/me").json() == {"analytics": True}
+        assert c.post("/collect").json() == {"counted": True}
+
+
+def test_requires_consent_per_service(config) -> None:
+    @requires_consent("analytics", service="stats")
+    async def hit(request):
+        return PlainTextResponse("ok")
+
+    app = ConsentMiddleware(Starlette(routes=[Route("/hit", hit)]), config=config)
+    with TestClient(app, base_url=ORIGIN) as c:
+        c.post(
+            "/_consent",
+            json={"action": "custom", "categories": ["analytics"], "services": {"stats": False}},
+            headers={"origin": ORIGIN},
+        )
+        assert c.get("/hit").status_code == 204
+        c.post(
+            "/_consent",
+            json={"action": "custom", "categories": ["analytics"], "services": {"stats": True}},
+            headers={"origin": ORIGIN},
+        )
+        assert c.get("/hit").text == "ok"
+
+
+def test_requires_consent_refuses_sync_endpoints() -> None:
+    with pytest.raises(TypeError, match="async"):
+        requires_consent("analytics")(lambda request: None)  # type: ignore[arg-type]
+
+
+def test_missing_key_refuses_to_start(config, monkeypatch) -> None:
+    from consent_banner import MissingSecretKey
+
+    monkeypatch.delenv("CONSENT_SECRET_KEYS")
+    with pytest.raises(MissingSecretKey, match="CONSENT_SECRET_KEYS is not set"):
+        ConsentMiddleware(Starlette(), config=config)
+
+
+def test_config_path_is_accepted(toml_path) -> None:
+    app = ConsentMiddleware(Starlette(routes=[Route("/", lambda r: JSONResponse({}))]), config=toml_path)
+    assert isinstance(app.config, ConsentConfig)
+
+
+def test_public_names_are_exactly_these() -> None:
+    import consent_banner
+
+    assert sorted(consent_banner.__all__) == sorted(
+        [
+            "ConfigError",
+            "Consent",
+            "ConsentBannerError",
+            "ConsentConfig",
+            "ConsentMiddleware",
+            "DecisionError",
+            "LogError",
+            "LogUnavailable",
+            "MissingSecretKey",
+            "csp_nonce",
+            "get_consent",
+            "requires_consent",
+        ]
+    )
+    for name in consent_banner.__all__:
+        assert getattr(consent_banner, name)
+
+
+async def test_app_inline_script_runs_with_the_response_nonce(config) -> None:
+    """R36: the app's own inline script can carry the same nonce as ours."""
+    from starlette.responses import HTMLResponse
+
+    from consent_banner import csp_nonce
+
+    async def page(request):
+        return HTMLResponse(f"<html><head></head><body><script nonce='{csp_nonce(request)}'>1</script></body></html>")
+
+    app = ConsentMiddleware(Starlette(routes=[Route("/", page)]), config=config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        r = await c.get("/")
+    nonce = r.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
+    assert f"<script nonce='{nonce}'>1</script>" in r.text
