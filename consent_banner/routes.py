@@ -460,12 +460,10 @@ class ConsentRoutes:
         )
 
     def _query_language(self, request: Request) -> str:
-        lang = request.query_params.get("lang")
-        if lang is not None and lang not in self.config.languages:
-            raise DecisionError(
-                400, f"lang: {lang!r} is not configured (languages: {', '.join(self.config.languages)})"
-            )
-        return lang or self.banner.pick_language(None, request.headers.get("accept-language"))
+        # A page in a language we have no texts for still gets a banner: the nearest we have.
+        return self.banner.pick_language(
+            request.query_params.get("lang"), request.headers.get("accept-language")
+        )
 
     async def script(self, request: Request, consent: Consent) -> Response:
         return self._asset(request, self.banner.script_path, self.banner.script_hash, "text/javascript")

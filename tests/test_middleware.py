@@ -185,7 +185,9 @@ async def test_app_inline_script_runs_with_the_response_nonce(config) -> None:
     from consent_banner import csp_nonce
 
     async def page(request):
-        return HTMLResponse(f"<html><head></head><body><script nonce='{csp_nonce(request)}'>1</script></body></html>")
+        return HTMLResponse(
+            f"<html><head></head><body><script nonce='{csp_nonce(request)}'>1</script></body></html>"
+        )
 
     app = ConsentMiddleware(Starlette(routes=[Route("/", page)]), config=config)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:

@@ -428,3 +428,21 @@ async def test_first_page_form_works_for_a_brand_new_visitor(client, config) -> 
     assert token and client.cookies.get("consent_csrf")
     r = await client.post("/_consent", data={"action": "reject_all", "csrf": token}, headers=SAME)
     assert r.status_code == 303
+
+
+async def test_banner_and_declaration_fragments_follow_the_language(client) -> None:
+    """R5/R14: the fragment and the declaration table for pages that place them."""
+    sv = await client.get("/_consent/banner?lang=sv")
+    assert sv.status_code == 200 and "Nödvändiga" in sv.text and 'value="accept_all"' in sv.text
+    other = await client.get("/_consent/banner?lang=de", headers={"accept-language": "sv"})
+    assert other.status_code == 200 and "Nödvändiga" in other.text  # nearest language we have
+    table = await client.get("/_consent/declaration?lang=en")
+    assert "_st_id.*" in table.text and "13 months" in table.text and "Example Stats Ltd" in table.text
+
+
+async def test_script_is_served_with_its_content_hash_for_caching(client) -> None:
+    page = (await client.get("/")).text
+    src = re.search(r'src="(/_consent/consent\.js\?v=[0-9a-f]+)"', page).group(1)
+    r = await client.get(src)
+    assert r.status_code == 200 and "immutable" in r.headers["cache-control"]
+    assert "immutable" not in (await client.get("/_consent/consent.js")).headers["cache-control"]

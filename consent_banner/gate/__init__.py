@@ -55,9 +55,16 @@ _CHUNK = 64 * 1024  # bytes read at a time from a file sent with http.response.p
 class _Plan:
     """What one consent state allows: services, hosts to neutralise, CSP origins."""
 
-    __slots__ = ("allowed", "hosts", "origins")
+    __slots__ = ("allowed", "hosts", "script_origins", "origins")
 
-    def __init__(self, allowed: frozenset[str], hosts: HostRules, origins: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        allowed: frozenset[str],
+        hosts: HostRules,
+        script_origins: tuple[str, ...],
+        origins: tuple[str, ...],
+    ) -> None:
+        self.script_origins = script_origins  # only what is granted: scripts are activated with the nonce
         self.allowed = allowed
         self.hosts = hosts
         self.origins = origins
@@ -130,15 +137,17 @@ class ResponseGate:
             allowed = frozenset(
                 s.name for s in self.config.services if consent.allows_service(s.name, s.category)
             )
-            # Before a decision the policy admits every declared service the visitor may still
-            # grant on this page (the neutralised markup and the cookie filter keep them out until
-            # then), so that a decision activates them without a reload. Once decided, only what was
-            # granted appears; what GPC denies never does.
+            # Before a decision, connect-src, img-src and frame-src admit every declared service the
+            # visitor may still grant on this page (the neutralised markup and the cookie filter keep
+            # them out until then), so that a decision activates them without a reload; script-src
+            # never does (activated scripts carry the nonce), so no injected tracker script runs.
+            # Once decided, only what was granted appears; what GPC denies never does.
             if consent.decided:
                 in_policy = allowed
             else:
                 in_policy = frozenset(
-                    s.name for s in self.config.services
+                    s.name
+                    for s in self.config.services
                     if not (consent.gpc and s.category in consent.gpc_denied)
                 )
             plan = self._by_allowed.get((allowed, in_policy)) or self._build_plan(allowed, in_policy)
@@ -156,23 +165,36 @@ class ResponseGate:
                     out[host] = self._blocked[denied]
             return out
 
+        scripts = tuple(o for s in self.config.services if s.name in allowed for o in s.origins)
         origins = tuple(o for s in self.config.services if s.name in in_policy for o in s.origins)
-        plan = _Plan(allowed, HostRules(first_denied(self._exact), first_denied(self._wild)), origins)
+        plan = _Plan(
+            allowed, HostRules(first_denied(self._exact), first_denied(self._wild)), scripts, origins
+        )
         if len(self._by_allowed) >= _MAX_CACHED:
             self._by_allowed.clear()
             self._plans.clear()
         self._by_allowed[(allowed, in_policy)] = plan
         return plan
 
-    def csp(self, plan: _Plan, app_values: list[bytes], *, root_path: str, self_origin: str | None,
-            nonce: str) -> bytes:
+    def csp(
+        self,
+        plan: _Plan,
+        app_values: list[bytes],
+        *,
+        root_path: str,
+        self_origin: str | None,
+        secure: bool,
+        nonce: str,
+    ) -> bytes:
         """The one policy header value for a response: ours, merged with the app's when it has one."""
         if not _NONCE.fullmatch(nonce):  # checked here, off the path of responses without a policy
             raise ValueError("nonce must be 8-128 base64 characters (use secrets.token_urlsafe(16))")
-        key = (plan.origins, root_path, *app_values, self_origin) if app_values else (plan.origins, root_path)
+        key = (plan.script_origins, plan.origins, root_path, secure, *app_values, self_origin)
         value = self._policies.get(key)
         if value is None:
-            ours = build_policy(plan.origins, root_path + self._report_path)
+            ours = build_policy(
+                plan.script_origins, plan.origins, root_path + self._report_path, report_to=secure
+            )
             policies = [p for v in app_values for p in parse_policies(v.decode("latin-1"))]
             for app in policies:
                 ours = merge(app, ours, self_origin=self_origin)
@@ -315,10 +337,20 @@ class _GatedSend:
         if is_html and gate._csp_header is not None:
             root = self._scope.get("root_path", "")
             nonce = self._nonce if isinstance(self._nonce, str) else self._nonce()
-            policy = gate.csp(plan, app_csp, root_path=root, self_origin=self._origin() if app_csp else None,
-                              nonce=nonce)
+            # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
+            # to secure origins: on plain http report-uri alone, so that reports arrive at all.
+            secure = self._scope.get("scheme") == "https"
+            policy = gate.csp(
+                plan,
+                app_csp,
+                root_path=root,
+                self_origin=self._origin() if app_csp else None,
+                nonce=nonce,
+                secure=secure,
+            )
             rest.append((gate._csp_header, policy))
-            rest.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
+            if secure or endpoints:
+                rest.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
         if vary:
             rest.append((b"vary", _merge_vary(varies) if varies else _VARY))
         message["headers"] = rest

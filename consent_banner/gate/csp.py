@@ -47,21 +47,45 @@ _FALLBACK: dict[str, tuple[str, ...]] = {
 }
 _FETCH = frozenset(
     {
-        "default-src", "script-src", "style-src", "img-src", "connect-src", "font-src", "media-src",
-        "object-src", "manifest-src", "child-src", "prefetch-src", "fenced-frame-src", *_FALLBACK,
+        "default-src",
+        "script-src",
+        "style-src",
+        "img-src",
+        "connect-src",
+        "font-src",
+        "media-src",
+        "object-src",
+        "manifest-src",
+        "child-src",
+        "prefetch-src",
+        "fenced-frame-src",
+        *_FALLBACK,
     }
 )
 _NOT_SOURCE_LISTS = frozenset(
     {
-        "report-uri", "report-to", "sandbox", "upgrade-insecure-requests", "block-all-mixed-content",
-        "require-trusted-types-for", "trusted-types", "plugin-types", "require-sri-for", "referrer",
+        "report-uri",
+        "report-to",
+        "sandbox",
+        "upgrade-insecure-requests",
+        "block-all-mixed-content",
+        "require-trusted-types-for",
+        "trusted-types",
+        "plugin-types",
+        "require-sri-for",
+        "referrer",
     }
 )
 # Keywords that widen what a list allows: kept only when both sides have them.
 _WIDENING = frozenset(
     {
-        "'unsafe-inline'", "'unsafe-eval'", "'wasm-unsafe-eval'", "'unsafe-hashes'", "'strict-dynamic'",
-        "'unsafe-allow-redirects'", "'inline-speculation-rules'",
+        "'unsafe-inline'",
+        "'unsafe-eval'",
+        "'wasm-unsafe-eval'",
+        "'unsafe-hashes'",
+        "'strict-dynamic'",
+        "'unsafe-allow-redirects'",
+        "'inline-speculation-rules'",
     }
 )
 _INLINE_GRANT = re.compile(r"^'(nonce-|sha256-|sha384-|sha512-)", re.I)
@@ -77,17 +101,26 @@ _NETWORK_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 # --- building ------------------------------------------------------------------------------------
 
 
-def build_policy(allowed_origins: Iterable[str], report_uri: str) -> Policy:
-    """Our policy for one consent state, with NONCE_PLACEHOLDER where the per-response nonce goes."""
-    origins = list(dict.fromkeys(allowed_origins))
-    return {
-        "script-src": ["'self'", NONCE_PLACEHOLDER, *origins],
-        "connect-src": ["'self'", *origins],
-        "img-src": ["'self'", "data:", *origins],
-        "frame-src": ["'self'", *origins],
+def build_policy(
+    script_origins: Iterable[str], origins: Iterable[str], report_uri: str, *, report_to: bool = True
+) -> Policy:
+    """Our policy for one consent state, with NONCE_PLACEHOLDER where the per-response nonce goes.
+
+    `script_origins` enter script-src, `origins` the other three directives; `report_to` adds the
+    Reporting-API group besides report-uri.
+    """
+    scripts = list(dict.fromkeys(script_origins))
+    others = list(dict.fromkeys(origins))
+    policy: Policy = {
+        "script-src": ["'self'", NONCE_PLACEHOLDER, *scripts],
+        "connect-src": ["'self'", *others],
+        "img-src": ["'self'", "data:", *others],
+        "frame-src": ["'self'", *others],
         "report-uri": [report_uri],
-        "report-to": [REPORT_GROUP],
     }
+    if report_to:
+        policy["report-to"] = [REPORT_GROUP]
+    return policy
 
 
 def parse_policies(value: str) -> list[Policy]:
@@ -273,16 +306,26 @@ def parse_reports(body: bytes, content_type: str) -> list[tuple[str, str, str]]:
     entries: list[tuple[object, object, object]] = []
     if isinstance(data, dict) and isinstance(data.get("csp-report"), dict):
         r = data["csp-report"]
-        entries.append((r.get("document-uri"), r.get("blocked-uri"), r.get("effective-directive")
-                        or r.get("violated-directive")))
+        entries.append(
+            (
+                r.get("document-uri"),
+                r.get("blocked-uri"),
+                r.get("effective-directive") or r.get("violated-directive"),
+            )
+        )
     elif isinstance(data, list):
         for item in data[:MAX_REPORTS]:
             if not isinstance(item, dict) or item.get("type") != "csp-violation":
                 continue
             r = item.get("body")
             if isinstance(r, dict):
-                entries.append((r.get("documentURL") or item.get("url"), r.get("blockedURL"),
-                                r.get("effectiveDirective") or r.get("violatedDirective")))
+                entries.append(
+                    (
+                        r.get("documentURL") or item.get("url"),
+                        r.get("blockedURL"),
+                        r.get("effectiveDirective") or r.get("violatedDirective"),
+                    )
+                )
     out = []
     for page, blocked, directive in entries:
         parsed = (_page(page), _blocked_origin(blocked), _directive(directive))

@@ -365,9 +365,7 @@ def chain(prev_hash: str, rows: Iterable[tuple[Any, ...]]) -> tuple[list[tuple[s
     sha256 = hashlib.sha256
     prev = prev_hash
     for cols in rows:
-        h = sha256(
-            HASH_PREFIX + prev.encode("ascii") + b"\x00" + _dumps(cols).encode("ascii")
-        ).hexdigest()
+        h = sha256(HASH_PREFIX + prev.encode("ascii") + b"\x00" + _dumps(cols).encode("ascii")).hexdigest()
         links.append((prev, h))
         prev = h
     return links, prev

@@ -13,6 +13,7 @@ import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -513,27 +514,13 @@ class PostgresLog(BaseLog):
     @_reads
     async def stats(self, flt: RecordFilter = ALL_RECORDS) -> LogStats:
         where, params = flt.clauses(lambda i: f"${i}")
+        dwhere, dparams = replace(flt, decisions_only=True).clauses(lambda i: f"${i}")
         s = LogStats()
         async with self._snapshot() as conn:
-            for r in await conn.fetch(
-                f"SELECT granted, denied, action, count(*) FROM records{where} "
-                "GROUP BY granted, denied, action",
-                *params,
-            ):
-                s.add_group(r[0], r[1], r[2], r[3])
-            for day, action, n in await conn.fetch(
-                f"SELECT substr(at, 1, 10), action, count(*) FROM records{where} GROUP BY 1, 2 ORDER BY 1",
-                *params,
-            ):
-                if action in s.by_action:
-                    s.per_day.setdefault(day, {})[action] = n
-            dwhere, dparams = RecordFilter(flt.since, flt.until, flt.action, flt.consent_id, True).clauses(
-                lambda i: f"${i}"
+            s.add_rows(await conn.fetch(LogStats.GROUPS_SQL.format(where=where), *params))
+            s.consent_ids = await conn.fetchval(
+                f"SELECT count(DISTINCT consent_id) FROM records{dwhere}", *dparams
             )
-            row = await conn.fetchrow(
-                f"SELECT count(DISTINCT consent_id), min(at), max(at) FROM records{dwhere}", *dparams
-            )
-            s.consent_ids, s.first_at, s.last_at = row[0], row[1], row[2]
         return s
 
     @_reads

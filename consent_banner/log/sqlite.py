@@ -24,6 +24,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -631,27 +632,14 @@ class SQLiteLog(BaseLog):
     @_reads
     async def stats(self, flt: RecordFilter = ALL_RECORDS) -> LogStats:
         where, params = flt.clauses(lambda i: "?")
+        dwhere, dparams = replace(flt, decisions_only=True).clauses(lambda i: "?")
         s = LogStats()
         async with self._snapshot() as db:
-            for granted, denied, action, n in await db.execute_fetchall(
-                f"SELECT granted, denied, action, count(*) FROM records{where} "
-                "GROUP BY granted, denied, action",
-                params,
-            ):
-                s.add_group(granted, denied, action, n)
-            for day, action, n in await db.execute_fetchall(
-                f"SELECT substr(at, 1, 10), action, count(*) FROM records{where} GROUP BY 1, 2 ORDER BY 1",
-                params,
-            ):
-                if action in s.by_action:
-                    s.per_day.setdefault(day, {})[action] = n
-            dwhere, dparams = RecordFilter(flt.since, flt.until, flt.action, flt.consent_id, True).clauses(
-                lambda i: "?"
-            )
+            s.add_rows(await db.execute_fetchall(LogStats.GROUPS_SQL.format(where=where), params))
             rows = await db.execute_fetchall(
-                f"SELECT count(DISTINCT consent_id), min(at), max(at) FROM records{dwhere}", dparams
+                f"SELECT count(DISTINCT consent_id) FROM records{dwhere}", dparams
             )
-            s.consent_ids, s.first_at, s.last_at = next(iter(rows))
+            s.consent_ids = next(iter(rows))[0]
         return s
 
     @_reads

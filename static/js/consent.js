@@ -13,7 +13,7 @@
   const words = (s) => (s ? s.split(" ") : []);
   const find = (sel) => root.querySelector(sel);
   const gpc = () => state.gpc || !!navigator.globalPrivacyControl;
-  // The same rule as Consent.allows_service on the server.
+  // = Consent.allows_service
   const allows = (cat, svc) =>
     cat === "necessary" || (state.decided && state.categories.includes(cat) && state.services[svc] !== false);
 
@@ -51,7 +51,7 @@
       d.cookie = `${cookieName}=${s.token}; Max-Age=${s.max_age}; Path=/; SameSite=Lax` +
         (location.protocol === "https:" ? "; Secure" : "");
     }
-    const { token: _t, max_age: _m, ...rest } = s;
+    const { token: _t, max_age: _m, ...rest } = s, was = state.decided && state.categories;
     state = rest;
     const banner = find("#cb-banner"), settings = find("[data-cb-settings]");
     const wasIn = banner && banner.contains(d.activeElement);
@@ -67,6 +67,8 @@
       try { f(copy); } catch (e) { console.error(e); }
     }
     d.dispatchEvent(new CustomEvent("consent:change", { detail: copy }));
+    // a decided page's CSP lists only the old grants
+    if (was && !server && rest.categories.some((c) => !was.includes(c))) location.reload();
   }
 
   // Consent Mode v2: one call per decision, pushed as gtag.js does.
@@ -81,7 +83,6 @@
     w.gtag("consent", kind, o);
   }
 
-  // A placeholder names its service in data-consent-placeholder.
   const ok = ({ dataset: a }) => allows(a.consentCategory, a.consentService || a.consentPlaceholder);
 
   // Neutralised scripts run one after the other, in document order, as the parser would.

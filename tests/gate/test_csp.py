@@ -43,7 +43,7 @@ async def get(gate: ResponseGate, the_consent, path: str = "/", **app_kw):  # ty
 
 
 async def test_rejected_policy_names_only_self_nonce_and_necessary_origins(gate: ResponseGate) -> None:
-    """R2, R16, R32: after a refusal no tracker origin is allowed anywhere; our inline snippet has the nonce."""
+    """R2, R16, R32: after a refusal no tracker origin is allowed anywhere; our snippet has the nonce."""
     r = await get(gate, consent())
     policy = directives(r.headers["content-security-policy"])
     assert policy["script-src"] == ["'self'", f"'nonce-{NONCE}'", "https://cdn.example.com"]
@@ -61,9 +61,11 @@ async def test_undecided_policy_admits_what_this_page_may_still_grant(gate: Resp
     stay out, and what GPC denies never enters."""
     from consent_banner.consent import UNDECIDED
 
-    header = (await get(gate, UNDECIDED)).headers["content-security-policy"]
+    policy = directives((await get(gate, UNDECIDED)).headers["content-security-policy"])
     for origin in ("https://stats.example.net", "https://ads.example.org", "https://video.example.tv"):
-        assert origin in header
+        for name in ("connect-src", "img-src", "frame-src"):
+            assert origin in policy[name]
+        assert origin not in policy["script-src"]  # an injected tracker script never runs before consent
     gpc = (await get(gate, UNDECIDED.with_gpc(frozenset({"marketing"})))).headers["content-security-policy"]
     assert "stats.example.net" in gpc and "ads.example.org" not in gpc and "adnet.example" not in gpc
 
@@ -349,3 +351,12 @@ def test_oversized_report_bodies_and_batches_are_bounded() -> None:
         }
     )
     assert parse_reports(big.encode(), "application/csp-report") == []
+
+
+async def test_plain_http_reports_with_report_uri_only(gate: ResponseGate) -> None:
+    """Chromium ignores report-uri when report-to is present, and the Reporting API needs a secure
+    origin: on http the policy names report-uri alone, so violation reports reach us."""
+    async with client(gated(html_app(), gate, consent()), base_url="http://site.example") as c:
+        r = await c.get("/")
+    policy = directives(r.headers["content-security-policy"])
+    assert "report-uri" in policy and "report-to" not in policy and "reporting-endpoints" not in r.headers

@@ -42,7 +42,9 @@ needs_postgres = pytest.mark.skipif(not PG_DSN, reason=PG_SKIP_REASON)
 
 # --- hypothesis ----------------------------------------------------------------------------------
 
-_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("CONSENT_FUZZ_PROFILE") == "ci"
+_CI = (
+    os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("CONSENT_FUZZ_PROFILE") == "ci"
+)
 FUZZ_EXAMPLES = int(os.environ.get("CONSENT_FUZZ_EXAMPLES", "10000" if _CI else "1000"))
 FUZZ = settings(
     max_examples=FUZZ_EXAMPLES,

@@ -1,0 +1,185 @@
+"""`consent-banner scan`: check a running site against the consent.toml it runs with.
+
+Crawls up to N same-origin pages in Chromium (Playwright, the `scan` extra) and looks at each page
+three times, each in a fresh browser context: before any decision, after Reject all, after Accept
+all. It records the cookies in the jar (name, domain, HttpOnly, expiry, the response that set it),
+the localStorage/sessionStorage keys and every request by origin, classifies each with the config,
+and reports what breaks the site's own declaration (see `classify.py` for every finding and its
+severity). Exit status: 0 when no finding is an error (warnings allowed), 1 when one is, 2 when the
+scan could not run (bad config, browser missing, start page down).
+
+Python use: `report = run_scan(config, "https://example.com/", pages=5)`; `render(report, "json")`.
+Importing this package does not import Playwright: only running a scan does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from ..config import ConsentConfig
+from ..errors import ConfigError
+from .classify import findings_for
+from .model import Finding, PageResult, ScanReport, origin_of
+from .report import render
+from .suggest import suggest
+
+__all__ = ["Finding", "ScanReport", "render", "run_scan", "scan", "scan_site"]
+
+DEFAULT_BROWSER = "/usr/bin/chromium"
+DEFAULT_PAGES = 10
+
+
+class ScanFailed(click.ClickException):
+    """The scan could not run; exit status 2, so CI tells it apart from a site with findings (1)."""
+
+    exit_code = 2
+
+
+async def scan_site(
+    config: ConsentConfig,
+    url: str,
+    *,
+    pages: int = DEFAULT_PAGES,
+    exclude: re.Pattern[str] | None = None,
+    browser_path: str = DEFAULT_BROWSER,
+    with_suggestions: bool = False,
+    config_source: str | None = None,
+    on_page: Callable[[PageResult | None, str], None] | None = None,
+) -> ScanReport:
+    """Crawls and checks the site at `url`; raises crawl.ScanError when it cannot run at all."""
+    from .crawl import CrawlOptions, crawl  # Playwright is needed from here on only
+
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    options = CrawlOptions(pages=pages, exclude=exclude, browser_path=browser_path)
+    result = await crawl(config, url, options, on_page)
+    site_origin = origin_of(url) or url
+    report = ScanReport(url=url, config=config_source, started_at=started)
+    report.pages = result.pages
+    report.skipped = result.skipped
+    report.findings = findings_for(config, site_origin, result.pages)
+    if with_suggestions:
+        report.suggestions = suggest(config, site_origin, result.pages)
+    report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return report
+
+
+def run_scan(config: ConsentConfig, url: str, **kwargs: object) -> ScanReport:
+    """`scan_site` for code without an event loop of its own."""
+    return asyncio.run(scan_site(config, url, **kwargs))  # type: ignore[arg-type]
+
+
+def _compile(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise click.BadParameter(
+            f"{pattern!r} is not a regular expression: {e}", param_hint="--exclude"
+        ) from None
+
+
+@click.command()
+@click.argument("url")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="consent.toml",
+    show_default=True,
+    help="the consent.toml the site runs with",
+)
+@click.option(
+    "--pages",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PAGES,
+    show_default=True,
+    help="scan at most N pages",
+)
+@click.option("--exclude", metavar="REGEX", default=None, help="do not follow links whose path matches")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "junit"]),
+    default="table",
+    show_default=True,
+    help="report format",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="write the report to FILE instead of standard output",
+)
+@click.option("--browser-path", default=DEFAULT_BROWSER, show_default=True, help="the Chromium to drive")
+@click.option("--suggest", "with_suggestions", is_flag=True, help="print TOML for what is undeclared")
+def scan(
+    url: str,
+    config_path: Path,
+    pages: int,
+    exclude: str | None,
+    fmt: str,
+    output: Path | None,
+    browser_path: str,
+    with_suggestions: bool,
+) -> None:
+    """Check the site at URL against its consent.toml, before any decision, after Reject all and
+    after Accept all. Exits 1 when a finding is an error, 2 when the scan cannot run."""
+    pattern = _compile(exclude)
+    if origin_of(url) is None:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
+    try:
+        config = ConsentConfig.from_toml(config_path)
+    except ConfigError as e:
+        raise ScanFailed(str(e)) from None
+    try:
+        from .crawl import ScanError
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ScanFailed(f"the scanner needs Playwright: pip install 'consent-banner[scan]' ({e})") from None
+
+    bar = None
+    if sys.stderr.isatty():
+        bar = click.progressbar(length=pages, label="scanning", file=sys.stderr, show_pos=True)
+
+    def on_page(_: PageResult | None, page_url: str) -> None:
+        if bar is not None:
+            bar.label = f"scanning {page_url}"[:60]
+            bar.update(1)
+
+    job = scan_site(
+        config,
+        url,
+        pages=pages,
+        exclude=pattern,
+        browser_path=browser_path,
+        with_suggestions=with_suggestions,
+        config_source=str(config_path),
+        on_page=on_page,
+    )
+    try:
+        with bar if bar is not None else contextlib.nullcontext():
+            report = asyncio.run(job)
+    except ScanError as e:
+        raise ScanFailed(str(e)) from None
+
+    text = render(report, fmt)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    if report.suggestions is not None and not (fmt == "json" and output is None):
+        # JSON on standard output carries them inside; a JUnit report there must stay parseable,
+        # so they go to standard error; otherwise they follow the table or stand alone.
+        heading = "# Proposed for consent.toml from the Open Cookie Database: review before use.\n"
+        body = report.suggestions or "# Nothing to propose: every cookie, key and host is declared.\n"
+        click.echo(heading + body, nl=False, err=fmt == "junit" and output is None)
+    if report.exit_code:
+        click.get_current_context().exit(report.exit_code)

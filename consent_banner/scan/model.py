@@ -1,0 +1,180 @@
+"""What the scanner observed and what it found: plain values, no browser, no I/O.
+
+The crawler (`crawl.py`) fills `PageResult`s; `classify.py` turns them into `Finding`s against a
+`ConsentConfig`; `report.py` renders a `ScanReport`. Everything here converts to JSON-ready dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+State = Literal["before", "reject", "accept"]
+STATES: tuple[State, ...] = ("before", "reject", "accept")
+STATE_LABELS: dict[State, str] = {
+    "before": "before any decision",
+    "reject": "after Reject all",
+    "accept": "after Accept all",
+}
+Severity = Literal["error", "warning"]
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host[:port]` of a URL, the port left out when it is the scheme's default; None for
+    data:, blob:, about: and other URLs that reach no host."""
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    shown = f":{port}" if port and port != DEFAULT_PORTS[parts.scheme] else ""
+    return f"{parts.scheme}://{host}{shown}"
+
+
+@dataclass(frozen=True)
+class CookieSeen:
+    """One cookie in the browser's jar at the end of a state."""
+
+    name: str
+    domain: str
+    path: str
+    http_only: bool
+    secure: bool
+    lifetime: float | None  # seconds it had left when read (expires - now); None: a session cookie
+    set_by: str | None  # "GET https://..." of the response whose Set-Cookie stored it; None: a script
+    existed_before_decision: bool = False  # in the jar already before the decision (reject/accept only)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, self.domain, self.path)
+
+
+@dataclass(frozen=True)
+class StorageSeen:
+    """One key in the top page's localStorage or sessionStorage at the end of a state."""
+
+    area: Literal["localStorage", "sessionStorage"]
+    key: str
+    existed_before_decision: bool = False
+
+
+@dataclass
+class HostSeen:
+    """Every request the browser made to one origin during a state."""
+
+    origin: str
+    first_url: str
+    resource_types: list[str] = field(default_factory=list)
+    before_decision: int = 0  # requests before the decision was recorded (all of them in "before")
+    after_decision: int = 0  # requests once the decision was recorded, reload included
+    first_url_after_decision: str | None = None
+
+
+@dataclass
+class StateResult:
+    """One fresh browser context on one page, in one consent state."""
+
+    state: State
+    cookies: list[CookieSeen] = field(default_factory=list)
+    storage: list[StorageSeen] = field(default_factory=list)
+    hosts: dict[str, HostSeen] = field(default_factory=dict)
+    decision_via: Literal["banner", "post"] | None = None  # how the decision was made
+    decision_error: str | None = None  # why it could not be recorded
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "decision_via": self.decision_via,
+            "decision_error": self.decision_error,
+            "cookies": [asdict(c) for c in self.cookies],
+            "storage": [asdict(s) for s in self.storage],
+            "hosts": [asdict(h) for h in self.hosts.values()],
+        }
+
+
+@dataclass
+class PageResult:
+    """One crawled page: its three states."""
+
+    url: str
+    path: str  # path and query: how findings name the page
+    status: int
+    states: dict[State, StateResult]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "path": self.path,
+            "status": self.status,
+            "states": {name: s.to_json() for name, s in self.states.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken promise, with where it was seen and the evidence."""
+
+    kind: str  # a stable identifier, e.g. "cookie-before-decision"
+    severity: Severity
+    requirement: str  # "R1", "R16", ... of REQUIREMENTS.md
+    page: str | None  # path of the page; None for site-wide findings (a stale declaration)
+    subject: str  # the cookie, storage key, origin or service concerned
+    message: str  # one sentence a site owner can act on
+    evidence: tuple[str, ...]  # what the browser showed, one fact per line
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "evidence": list(self.evidence)}
+
+
+@dataclass
+class ScanReport:
+    """The whole scan: pages crawled, pages skipped, findings, and the suggestions if asked for."""
+
+    url: str
+    config: str | None
+    started_at: str
+    finished_at: str = ""
+    pages: list[PageResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (url, why)
+    findings: list[Finding] = field(default_factory=list)
+    suggestions: str | None = None
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 for a report without errors (warnings allowed), 1 otherwise."""
+        return 1 if self.errors else 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "url": self.url,
+            "config": self.config,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "summary": {
+                "pages": len(self.pages),
+                "errors": len(self.errors),
+                "warnings": len(self.warnings),
+                "exit_code": self.exit_code,
+            },
+            "findings": [f.to_json() for f in self.findings],
+            "pages": [p.to_json() for p in self.pages],
+            "skipped": [{"url": u, "reason": r} for u, r in self.skipped],
+        }
+        if self.suggestions is not None:
+            out["suggestions"] = self.suggestions
+        return out
