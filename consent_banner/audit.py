@@ -142,6 +142,9 @@ class _RequireCredentials:
         self.credentials = credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the audit view has none: refuse without looking further
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -374,10 +377,10 @@ class AuditView:
     async def export(self, request: Request) -> Response:
         fmt = request.path_params["fmt"]
         if fmt not in CONTENT_TYPES:
-            return PlainError("Not found.", 404)
+            return _plain_error("Not found.", 404)
         flt, _, error = self._filter(request)
         if error:
-            return PlainError(error, 400)
+            return _plain_error(error, 400)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return StreamingResponse(
             stream(self.log.iter_chunks(flt), fmt),
@@ -404,7 +407,7 @@ class AuditView:
         )
 
 
-def PlainError(message: str, status: int) -> Response:  # noqa: N802 (reads like a response class)
+def _plain_error(message: str, status: int) -> Response:
     return Response(
         message + "\n", status_code=status, media_type="text/plain", headers={"cache-control": "no-store"}
     )
@@ -469,11 +472,11 @@ def build_audit_app(
 
 async def _log_error(request: Request, exc: Exception) -> Response:
     logger.error("audit view: the consent log failed: %s", exc)
-    return PlainError("The consent log cannot be read right now.", 503)
+    return _plain_error("The consent log cannot be read right now.", 503)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return PlainError("Not found.", 404)
+    return _plain_error("Not found.", 404)
 
 
 # --- the visitor's receipt -------------------------------------------------------------------------
@@ -566,7 +569,7 @@ async def receipt(request: Request, consent: Consent, log: Any) -> Response:
             records = [r for r in await log.records_for(consent.id) if r.is_decision]
         except LogError as e:
             logger.error("receipt: the consent log failed: %s", e)
-            return PlainError("The consent log cannot be read right now.", 503)
+            return _plain_error("The consent log cannot be read right now.", 503)
     headers = {"cache-control": "no-store", "vary": "Cookie"}
     if _wants_json(request):
         return JSONResponse(

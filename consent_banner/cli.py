@@ -111,8 +111,10 @@ def _demo_module():  # type: ignore[no-untyped-def]
 
 def _add_subcommands() -> None:
     from .log.commands import log
+    from .scan import scan  # imports Playwright only when a scan runs (the `scan` extra)
 
     cli.add_command(log)
+    cli.add_command(scan)
 
 
 _add_subcommands()

@@ -99,14 +99,21 @@ class ConsentMiddleware:
             if cookie:
                 send = _adding_set_cookie(send, cookie)
         nonce = scope["state"]["csp_nonce"] = _Nonce()
-        inject = None
         if self.config.inject:
             page = _Page(self, consent, request_cookies.get(self.csrf_cookie), accept_language, path, nonce)
-            send = page.wrap_send(send)
-            inject = page.inject
-        send = self.gate.wrap_send(
-            send, scope, consent, request_cookies=request_cookies, nonce=nonce, inject=inject
-        )
+            send = self.gate.wrap_send(
+                send,
+                scope,
+                consent,
+                request_cookies=request_cookies,
+                nonce=nonce,
+                inject=page.inject,
+                html_headers=page.html_headers,
+            )
+        else:
+            send = self.gate.wrap_send(
+                send, scope, consent, request_cookies=request_cookies, nonce=nonce, inject=None
+            )
         await self.app(scope, receive, send)
 
     def _visitor(self, cookie_header: bytes) -> tuple[Consent, dict[str, str]]:
@@ -210,18 +217,11 @@ class _Page:
             self._csrf = secrets.token_urlsafe(16)
         return self._csrf
 
-    def wrap_send(self, send: Send) -> Send:
+    def html_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers for an HTML response: the form-token cookie, for a visitor who has none yet."""
         if not self._csrf_is_new:
-            return send
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if headers.get("content-type", "").startswith("text/html"):
-                    headers.append("set-cookie", self.mw.csrf_set_cookie(self.csrf_value()))
-            await send(message)
-
-        return wrapped
+            return []
+        return [(b"set-cookie", self.mw.csrf_set_cookie(self.csrf_value()).encode("latin-1"))]
 
     def inject(self, html_lang: str | None) -> tuple[str, str]:
         mw = self.mw

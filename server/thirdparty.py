@@ -36,6 +36,15 @@ THIRD_PARTIES: dict[str, tuple[str, str]] = {
     "chat": ("127.0.0.5", "_chat_sid"),
     "gtag": ("127.0.0.6", "_ga_demo"),
 }
+# How long each host keeps its cookie (seconds; None: a session cookie), within what consent.toml
+# declares for it: the demo keeps its own declaration, so `consent-banner scan` finds it clean.
+COOKIE_MAX_AGE: dict[str, int | None] = {
+    "stats": 365 * 86400,
+    "ads": 90 * 86400,
+    "maps": 365 * 86400,
+    "chat": None,
+    "gtag": 730 * 86400,
+}
 GTAG_ID = "G-DEMO000000"
 MAX_RECORDED = 5000  # requests kept per host; the oldest go first
 # The smallest transparent GIF: the body of a tracking pixel.
@@ -87,9 +96,10 @@ class _Recording:
 class _SettingCookie:
     """Adds the host's own cookie to every response, as ad-tech and widget hosts do."""
 
-    def __init__(self, app: ASGIApp, cookie: str) -> None:
+    def __init__(self, app: ASGIApp, cookie: str, max_age: int | None) -> None:
         self.app = app
         self.cookie = cookie
+        self.lifetime = f"; Max-Age={max_age}" if max_age else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == "/__requests":
@@ -103,7 +113,7 @@ class _SettingCookie:
                 # Chromium accepts Secure on loopback http, which it treats as a secure context. A
                 # browser that blocks third-party cookies (incognito, Playwright's contexts) keeps
                 # it only when the host is visited directly.
-                header = f"{self.cookie}={value}; Path=/; Max-Age=31536000; SameSite=None; Secure"
+                header = f"{self.cookie}={value}; Path=/{self.lifetime}; SameSite=None; Secure"
                 message = {**message, "headers": [*message["headers"], (b"set-cookie", header.encode())]}
             await send(message)
 
@@ -118,7 +128,7 @@ def _app(name: str, routes: list[Route], log: RequestLog) -> ASGIApp:
         return HTMLResponse(f"<!doctype html><title>{name}</title><p>Demo third party: {name}</p>")
 
     app = Starlette(routes=[Route("/__requests", requests), Route("/", index), *routes])
-    return _Recording(_SettingCookie(app, THIRD_PARTIES[name][1]), log)
+    return _Recording(_SettingCookie(app, THIRD_PARTIES[name][1], COOKIE_MAX_AGE[name]), log)
 
 
 def _js(body: str) -> Response:

@@ -114,13 +114,14 @@ class ResponseGate:
         request_cookies: dict[str, str],
         nonce: str | Callable[[], str],
         inject: Inject | None,
+        html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None,
     ) -> Send:
         """The `send` to hand to the app for one HTTP request (see the module docstring).
 
         `nonce` may be a callable returning the same nonce on every call: it is then called only
         for responses that carry a policy (HTML), which spares other responses the random bytes.
         """
-        return _GatedSend(self, send, scope, self.plan(consent), request_cookies, nonce, inject)
+        return _GatedSend(self, send, scope, self.plan(consent), request_cookies, nonce, inject, html_headers)
 
     # --- per consent state, cached ---
 
@@ -247,7 +248,18 @@ class ResponseGate:
 class _GatedSend:
     """The wrapped `send` of one request."""
 
-    __slots__ = ("_gate", "_send", "_scope", "_plan", "_cookies", "_nonce", "_inject", "_rewriter", "_held")
+    __slots__ = (
+        "_gate",
+        "_send",
+        "_scope",
+        "_plan",
+        "_cookies",
+        "_nonce",
+        "_inject",
+        "_html_headers",
+        "_rewriter",
+        "_held",
+    )
 
     def __init__(
         self,
@@ -258,6 +270,7 @@ class _GatedSend:
         request_cookies: dict[str, str],
         nonce: str | Callable[[], str],
         inject: Inject | None,
+        html_headers: Callable[[], list[tuple[bytes, bytes]]] | None,
     ) -> None:
         self._gate = gate
         self._send = send
@@ -266,6 +279,7 @@ class _GatedSend:
         self._cookies = request_cookies
         self._nonce = nonce
         self._inject = inject
+        self._html_headers = html_headers
         self._rewriter: HtmlRewriter | None = None
         self._held: Message | None = None  # the start message, until the first body message
 
@@ -334,6 +348,8 @@ class _GatedSend:
                 rest.append((k, v))
         rest.extend((b"set-cookie", v) for v in kept)
         rest.extend((b"set-cookie", v) for v in expiries)
+        if is_html and self._html_headers is not None:
+            rest.extend(self._html_headers())
         if is_html and gate._csp_header is not None:
             root = self._scope.get("root_path", "")
             nonce = self._nonce if isinstance(self._nonce, str) else self._nonce()

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
@@ -71,9 +72,26 @@ async def scan_site(
     return report
 
 
-def run_scan(config: ConsentConfig, url: str, **kwargs: object) -> ScanReport:
+def run_scan(
+    config: ConsentConfig,
+    url: str,
+    *,
+    pages: int = DEFAULT_PAGES,
+    exclude: re.Pattern[str] | None = None,
+    browser_path: str = DEFAULT_BROWSER,
+    with_suggestions: bool = False,
+) -> ScanReport:
     """`scan_site` for code without an event loop of its own."""
-    return asyncio.run(scan_site(config, url, **kwargs))  # type: ignore[arg-type]
+    return asyncio.run(
+        scan_site(
+            config,
+            url,
+            pages=pages,
+            exclude=exclude,
+            browser_path=browser_path,
+            with_suggestions=with_suggestions,
+        )
+    )
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
@@ -151,7 +169,7 @@ def scan(
 
     def on_page(_: PageResult | None, page_url: str) -> None:
         if bar is not None:
-            bar.label = f"scanning {page_url}"[:60]
+            bar.label = f"scanned {urlsplit(page_url).path or '/'}"[:50]
             bar.update(1)
 
     job = scan_site(
@@ -167,6 +185,8 @@ def scan(
     try:
         with bar if bar is not None else contextlib.nullcontext():
             report = asyncio.run(job)
+            if bar is not None:
+                bar.update(bar.length - bar.pos)  # the site had fewer pages than --pages: done anyway
     except ScanError as e:
         raise ScanFailed(str(e)) from None
 

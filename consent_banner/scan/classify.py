@@ -200,6 +200,8 @@ def _cookie_evidence(state: State, c: CookieSeen) -> str:
     kept = ""
     if state != "before":
         kept = "; was there before the decision" if c.existed_before_decision else "; new after the decision"
+    if c.expiry_missed:
+        kept += f"; the expiry sent by {c.expiry_missed} did not reach it"
     return (
         f"{STATE_LABELS[state]}: domain {c.domain}, path {c.path}, {where}, "
         f"lifetime left {duration(c.lifetime)}; {by}{kept}"
@@ -250,8 +252,11 @@ def _cookie_findings(classifier: Classifier, page: PageResult, seen_services: se
             )
         decl = cls.declaration
         if decl is not None:
-            longest = max(cookies.items(), key=lambda kv: kv[1].lifetime or 0)
-            if lifetime_exceeds(longest[1].lifetime, decl.lifetime_seconds):
+            too_long = [
+                (s, c) for s, c in cookies.items() if lifetime_exceeds(c.lifetime, decl.lifetime_seconds)
+            ]
+            if too_long:
+                longest = too_long[0]  # the first state it was seen in, in crawl order
                 yield Finding(
                     "lifetime-exceeded",
                     "error",

@@ -26,12 +26,15 @@ from ..config import ConsentConfig
 from .model import (
     STATES,
     CookieSeen,
+    DecisionVia,
     HostSeen,
     PageResult,
+    SetCookie,
     State,
     StateResult,
     StorageSeen,
     origin_of,
+    parse_set_cookie,
 )
 
 CHROMIUM_ARGS = [
@@ -121,30 +124,24 @@ class _Recorder:
     def on_response(self, response: Response) -> None:
         self.responses.append((response, self.decided))
 
-    async def set_cookie_sources(self) -> list[tuple[str, str, str]]:
-        """(cookie name, response host, "METHOD url") of every Set-Cookie the context received, in
-        order. Read while the context is open: headers_array() asks the browser for raw headers."""
+    async def set_cookies(self) -> list[SetCookie]:
+        """Every Set-Cookie the context received, in order. Read while the context is open:
+        headers_array() asks the browser for the raw headers, one per Set-Cookie line."""
 
-        async def one(response: Response) -> list[tuple[str, str, str]]:
+        async def one(response: Response) -> list[SetCookie]:
             try:
                 headers = await response.headers_array()
             except PlaywrightError:
                 return []  # the frame went away (a navigation); its cookies are attributed to nobody
-            host = urlsplit(response.url).hostname or ""
-            where = f"{response.request.method} {response.url}"
-            return [
-                (h["value"].split("=", 1)[0].strip(), host, where)
+            parsed = (
+                parse_set_cookie(h["value"], response.url, response.request.method)
                 for h in headers
-                if h["name"].lower() == "set-cookie" and "=" in h["value"]
-            ]
+                if h["name"].lower() == "set-cookie"
+            )
+            return [p for p in parsed if p is not None]
 
         found = await asyncio.gather(*(one(r) for r, _ in self.responses))
         return [item for items in found for item in items]
-
-
-def _domain_matches(host: str, cookie_domain: str) -> bool:
-    d = cookie_domain.lstrip(".").lower()
-    return host == d or host.endswith("." + d)
 
 
 async def _settle(recorder: _Recorder, settle_ms: int) -> None:
@@ -158,7 +155,7 @@ async def _settle(recorder: _Recorder, settle_ms: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _decide(page: Page, action: str, prefix_url: str) -> tuple[str | None, str | None]:
+async def _decide(page: Page, action: str, prefix_url: str) -> tuple[DecisionVia, str | None]:
     """Makes the decision on the page: (how, None) when recorded, (how, why) when it failed."""
     button = page.locator(f"button[name=action][value={action}]:visible").first
     prefix_path = urlsplit(prefix_url).path
@@ -217,7 +214,7 @@ async def _observe(
         else:
             before_cookies = {(c["name"], c["domain"], c["path"]) for c in await context.cookies()}
             before_storage = {(a, k) for a, keys in (await page.evaluate(_STORAGE)).items() for k in keys}
-            result.decision_via, result.decision_error = await _decide(page, ACTIONS[state], prefix_url)  # type: ignore[assignment]
+            result.decision_via, result.decision_error = await _decide(page, ACTIONS[state], prefix_url)
             recorder.decided = True
             if result.decision_error is None:
                 await _settle(recorder, options.settle_ms)
@@ -227,22 +224,26 @@ async def _observe(
         jar = await context.cookies()
         now = time.time()
         storage = await page.evaluate(_STORAGE)
-        sources = await recorder.set_cookie_sources()
+        headers = await recorder.set_cookies()
         for c in jar:
-            setters = [
-                w for name, host, w in sources if name == c["name"] and _domain_matches(host, c["domain"])
+            name, domain, path = c["name"], c["domain"], c["path"]
+            setters = [h for h in headers if not h.deletes and h.may_have_set(name, domain, path)]
+            # An expiry sent for this name that missed the cookie (another path or domain): R16 evidence.
+            missed = [
+                h for h in headers if h.deletes and h.name == name and not h.may_have_set(name, domain, path)
             ]
             expires = c.get("expires", -1)
             result.cookies.append(
                 CookieSeen(
-                    name=c["name"],
-                    domain=c["domain"],
-                    path=c["path"],
+                    name=name,
+                    domain=domain,
+                    path=path,
                     http_only=c["httpOnly"],
                     secure=c["secure"],
                     lifetime=(expires - now) if expires and expires > 0 else None,
-                    set_by=setters[-1] if setters else None,
-                    existed_before_decision=(c["name"], c["domain"], c["path"]) in before_cookies,
+                    set_by=setters[-1].response if setters else None,
+                    existed_before_decision=(name, domain, path) in before_cookies,
+                    expiry_missed=f"{missed[-1].response} (Path={missed[-1].path})" if missed else None,
                 )
             )
         for area, keys in storage.items():

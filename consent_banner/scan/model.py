@@ -6,7 +6,9 @@ The crawler (`crawl.py`) fills `PageResult`s; `classify.py` turns them into `Fin
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,6 +20,7 @@ STATE_LABELS: dict[State, str] = {
     "accept": "after Accept all",
 }
 Severity = Literal["error", "warning"]
+DecisionVia = Literal["banner", "post"]  # clicked our banner's button, or posted to {prefix} from the page
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -39,6 +42,65 @@ def origin_of(url: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class SetCookie:
+    """What one Set-Cookie header asks of the browser (RFC 6265 section 5.2, what matters here)."""
+
+    name: str
+    host: str  # of the response
+    path: str  # the Path attribute, or the default path of the response's URL
+    domain: str | None  # the Domain attribute without its leading dot; None: host-only
+    deletes: bool  # Max-Age <= 0 or an Expires in the past: an expiry, not a cookie
+    response: str  # "GET https://..." of the response
+
+    def may_have_set(self, name: str, domain: str, path: str) -> bool:
+        """Could this header have stored the jar's cookie (name, domain, path)?"""
+        d = domain.lstrip(".").lower()
+        host_ok = self.host == d or (self.domain is not None and self.domain == d)
+        return self.name == name and self.path == path and host_ok
+
+
+def default_path(url: str) -> str:
+    """RFC 6265 5.1.4: the directory of the request path."""
+    path = urlsplit(url).path
+    if not path.startswith("/") or path.count("/") == 1:
+        return "/"
+    return path[: path.rindex("/")]
+
+
+def parse_set_cookie(
+    header: str, url: str, method: str = "GET", now: float | None = None
+) -> SetCookie | None:
+    """One Set-Cookie header value received for `url`; None when it names no cookie."""
+    pair, *attributes = header.split(";")
+    if "=" not in pair:
+        return None
+    name = pair.split("=", 1)[0].strip()
+    if not name:
+        return None
+    path, domain, deletes = default_path(url), None, False
+    now = time.time() if now is None else now
+    for attribute in attributes:
+        key, _, value = attribute.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if key == "path" and value.startswith("/"):
+            path = value
+        elif key == "domain" and value:
+            domain = value.lstrip(".").lower()
+        elif key == "max-age":
+            try:
+                deletes = int(value) <= 0
+            except ValueError:
+                pass
+        elif key == "expires" and "max-age" not in header.lower():
+            try:
+                deletes = parsedate_to_datetime(value).timestamp() <= now
+            except (TypeError, ValueError):
+                pass
+    host = (urlsplit(url).hostname or "").lower()
+    return SetCookie(name, host, path, domain, deletes, f"{method} {url}")
+
+
+@dataclass(frozen=True)
 class CookieSeen:
     """One cookie in the browser's jar at the end of a state."""
 
@@ -50,6 +112,7 @@ class CookieSeen:
     lifetime: float | None  # seconds it had left when read (expires - now); None: a session cookie
     set_by: str | None  # "GET https://..." of the response whose Set-Cookie stored it; None: a script
     existed_before_decision: bool = False  # in the jar already before the decision (reject/accept only)
+    expiry_missed: str | None = None  # a response that tried to expire it on another path or domain
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -85,7 +148,7 @@ class StateResult:
     cookies: list[CookieSeen] = field(default_factory=list)
     storage: list[StorageSeen] = field(default_factory=list)
     hosts: dict[str, HostSeen] = field(default_factory=dict)
-    decision_via: Literal["banner", "post"] | None = None  # how the decision was made
+    decision_via: DecisionVia | None = None  # how the decision was made
     decision_error: str | None = None  # why it could not be recorded
 
     def to_json(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 
-from .model import STATES, Finding, PageResult, ScanReport
+from .model import STATES, Finding, PageResult, ScanReport, State
 
 CHECKS: dict[str, tuple[str, ...]] = {
     "R1/R2 before any decision": (
@@ -45,8 +45,8 @@ def _columns(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def _state_summary(page: PageResult, state: str) -> str:
-    s = page.states.get(state)  # type: ignore[call-overload]
+def _state_summary(page: PageResult, state: State) -> str:
+    s = page.states.get(state)
     if s is None:
         return "-"
     if s.decision_error:

@@ -79,7 +79,7 @@ def database() -> CookieDatabase:
     """The shipped Open Cookie Database, read once."""
     exact: dict[str, KnownCookie] = {}
     prefixes: list[KnownCookie] = []
-    with resources.files("consent_banner.data").joinpath(DATABASE).open(encoding="utf-8", newline="") as f:
+    with resources.files("consent_banner").joinpath("data", DATABASE).open(encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
             known = KnownCookie(
                 platform=row["Platform"].strip(),
