@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .banner import Banner
 from .config import NECESSARY, ConsentConfig, CookieSettings
 from .consent import Consent, ConsentCodec, consent_json, new_consent_id
-from .errors import DecisionError, LogError
+from .errors import DecisionError, LogError, LogUnavailable
 from .gate.csp import parse_reports
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
 from .log.events import BlockedAttempt, Decision, browser_family, truncate_ip
@@ -133,10 +133,13 @@ class ConsentRoutes:
         self, scope: Scope, receive: Receive, send: Send, consent: Consent, cookie_header: bytes
     ) -> None:
         sub = scope["path"][len(self.prefix) :]
-        if sub == "/audit" or sub.startswith("/audit/"):
-            await self._audit(scope, receive, send, sub)
-            return
         request = Request(scope, receive)
+        if sub == "/audit" or sub.startswith("/audit/"):
+            try:
+                await self._audit(scope, receive, send, sub)
+            except LogError as e:
+                await self._unavailable(e)(scope, receive, send)
+            return
         handler = self._handlers.get(sub.rstrip("/") if sub != "/" else "")
         try:
             if handler is None:
@@ -151,18 +154,23 @@ class ConsentRoutes:
         except ClientDisconnect:
             return
         except LogError as e:
-            logger.error("the consent log refused a write: %s", e)
-            response = JSONResponse(
-                {"error": "the consent log is unavailable; nothing was recorded, try again later"},
-                status_code=503,
-                headers={"retry-after": "5"},
-            )
+            response = self._unavailable(e)
         except DecisionError as e:
             response = JSONResponse({"error": e.message}, status_code=e.status)
             if e.status == 405:
                 response.headers["allow"] = handler[0] if handler else "GET"
         self._cors(request, response)
         await response(scope, receive, send)
+
+    @staticmethod
+    def _unavailable(error: LogError) -> Response:
+        """Fail closed: nothing recorded, no cookie; the visitor stays as they were."""
+        logger.error("the consent log is unavailable: %s", error)
+        return JSONResponse(
+            {"error": "the consent log is unavailable; nothing was recorded, try again later"},
+            status_code=503,
+            headers={"retry-after": "5"},
+        )
 
     def _consent_of(self, request: Request, consent: Consent) -> Consent:
         """Embedded sites keep the cookie first-party and send its value in a header instead."""
@@ -396,8 +404,8 @@ class ConsentRoutes:
         if ctype in JSON_TYPES:
             try:
                 data = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise DecisionError(400, f"the body is not valid JSON: {e}") from None
+            except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python parses
+                raise DecisionError(400, f"the body is not valid JSON: {str(e)[:200]}") from None
             if not isinstance(data, dict):
                 raise DecisionError(400, "the body must be a JSON object")
             return "json", data
@@ -551,11 +559,8 @@ class ConsentRoutes:
                             hmac_key=self._log_key,
                             previous_hmac_keys=self._previous_log_keys,
                         )
-                    except (LogError, OSError) as e:
-                        logger.error("the consent log cannot be opened: %s", e)
-                        raise DecisionError(
-                            503, "the consent log is unavailable; nothing was recorded"
-                        ) from e
+                    except OSError as e:
+                        raise LogUnavailable(f"the consent log cannot be opened: {e}") from e
         return self._log
 
     async def close(self) -> None:
@@ -576,7 +581,7 @@ def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
+    if length is not None and (not (length.isascii() and length.isdigit()) or int(length) > limit):
         raise DecisionError(413, f"the body is limited to {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -301,7 +301,7 @@ def parse_reports(body: bytes, content_type: str) -> list[tuple[str, str, str]]:
         return []
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return []
     entries: list[tuple[object, object, object]] = []
     if isinstance(data, dict) and isinstance(data.get("csp-report"), dict):

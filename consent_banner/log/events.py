@@ -391,6 +391,12 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"consent-banner.key-id\x00" + key).hexdigest()[:16]
 
 
+def checkpoint_mac(key: bytes, log_id: str, seq: int, head_hash: str, at: str, reason: str) -> str:
+    """A checkpoint's signature. It covers the reason: only a *purge* checkpoint may stand in for
+    deleted records, so an ordinary periodic one must not be relabelled into one."""
+    return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at)
+
+
 def sign(key: bytes, kind: str, log_id: str, seq: int, head_hash: str, at: str) -> str:
     msg = f"consent-banner/1|{kind}|{log_id}|{seq}|{head_hash}|{at}".encode()
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
@@ -446,7 +452,7 @@ class Checkpoint:
         key = keys.get(self.key_id)
         if key is None:
             return None
-        expected = sign(key, "checkpoint", self.log_id, self.seq, self.hash, self.at)
+        expected = checkpoint_mac(key, self.log_id, self.seq, self.hash, self.at, self.reason)
         return hmac.compare_digest(expected, self.mac)
 
 

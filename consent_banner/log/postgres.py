@@ -39,6 +39,7 @@ from .events import (
     Checkpoint,
     LoggedRecord,
     chain,
+    checkpoint_mac,
     format_at,
     parse_at,
     prepare_system,
@@ -97,12 +98,13 @@ _SCHEMA_V1 = [
         mac text
     )""",
     """CREATE TABLE IF NOT EXISTS checkpoints (
-        seq bigint PRIMARY KEY,
+        seq bigint NOT NULL,
         hash text NOT NULL,
         at text NOT NULL,
         reason text NOT NULL,
         key_id text NOT NULL,
-        mac text NOT NULL
+        mac text NOT NULL,
+        PRIMARY KEY (seq, reason)
     )""",
     """CREATE TABLE IF NOT EXISTS blocked (
         id bigserial PRIMARY KEY,
@@ -315,11 +317,11 @@ class PostgresLog(BaseLog):
             at,
             reason,
             self._key_id,
-            sign(key, "checkpoint", self.log_id, seq, head, at),
+            checkpoint_mac(key, self.log_id, seq, head, at, reason),
         )
         await conn.execute(
             "INSERT INTO checkpoints (seq, hash, at, reason, key_id, mac) VALUES ($1, $2, $3, $4, $5, $6) "
-            "ON CONFLICT (seq) DO NOTHING",
+            "ON CONFLICT (seq, reason) DO NOTHING",
             cp.seq,
             cp.hash,
             cp.at,
@@ -355,9 +357,12 @@ class PostgresLog(BaseLog):
                     "DELETE FROM blocked WHERE id <= (SELECT max(id) FROM blocked) - $1", BLOCKED_KEEP
                 )
 
-    async def _checkpoint_at(self, conn: Any, seq: int) -> Checkpoint | None:
+    async def _checkpoint_at(self, conn: Any, seq: int, reason: str | None = None) -> Checkpoint | None:
         row = await conn.fetchrow(
-            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints WHERE seq = $1", seq
+            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints "
+            "WHERE seq = $1 AND reason = coalesce($2, reason) LIMIT 1",
+            seq,
+            reason,
         )
         return Checkpoint(self.log_id, *row) if row else None
 
@@ -385,7 +390,7 @@ class PostgresLog(BaseLog):
             anchor = None
             at = self._now()
             if removed:
-                anchor = await self._checkpoint_at(conn, through) or await self._insert_checkpoint(
+                anchor = await self._checkpoint_at(conn, through, "purge") or await self._insert_checkpoint(
                     conn, through, through_hash, at, "purge"
                 )
                 await conn.execute("DELETE FROM records WHERE seq <= $1", through)

@@ -52,6 +52,7 @@ from .events import (
     Checkpoint,
     LoggedRecord,
     chain,
+    checkpoint_mac,
     format_at,
     parse_at,
     prepare_system,
@@ -99,12 +100,13 @@ CREATE TABLE IF NOT EXISTS head (
     mac TEXT
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
     hash TEXT NOT NULL,
     at TEXT NOT NULL,
     reason TEXT NOT NULL,
     key_id TEXT NOT NULL,
-    mac TEXT NOT NULL
+    mac TEXT NOT NULL,
+    PRIMARY KEY (seq, reason)
 );
 CREATE TABLE IF NOT EXISTS blocked (
     id INTEGER PRIMARY KEY,
@@ -391,7 +393,7 @@ class SQLiteLog(BaseLog):
             at,
             reason,
             self._key_id,
-            sign(key, "checkpoint", self.log_id, seq, head, at),
+            checkpoint_mac(key, self.log_id, seq, head, at, reason),
         )
         await db.execute(
             "INSERT OR IGNORE INTO checkpoints (seq, hash, at, reason, key_id, mac) "
@@ -447,9 +449,12 @@ class SQLiteLog(BaseLog):
                 raise
         return cp
 
-    async def _checkpoint_at(self, db: aiosqlite.Connection, seq: int) -> Checkpoint | None:
+    async def _checkpoint_at(
+        self, db: aiosqlite.Connection, seq: int, reason: str | None = None
+    ) -> Checkpoint | None:
         async with db.execute(
-            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints WHERE seq = ?", (seq,)
+            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints WHERE seq = ? AND reason = coalesce(?, reason)",
+            (seq, reason),
         ) as cur:
             row = await cur.fetchone()
         return Checkpoint(self.log_id, *row) if row else None
@@ -479,7 +484,7 @@ class SQLiteLog(BaseLog):
                 anchor = None
                 at = self._now()
                 if removed:
-                    anchor = await self._checkpoint_at(db, through) or await self._insert_checkpoint(
+                    anchor = await self._checkpoint_at(db, through, "purge") or await self._insert_checkpoint(
                         db, through, through_hash, at, "purge"
                     )
                     await db.execute("DELETE FROM records WHERE seq <= ?", (through,))

@@ -14,6 +14,7 @@ from consent_banner.log.events import (
     GENESIS,
     Checkpoint,
     canonical,
+    checkpoint_mac,
     chain,
     derive_hmac_key,
     format_at,
@@ -183,7 +184,7 @@ def test_checkpoint_signature_needs_the_key() -> None:
     other = derive_hmac_key("o" * 32)
     at = "2026-01-01T00:00:00.000000Z"
     cp = Checkpoint(
-        "log", 10, "h" * 64, at, "manual", key_id(key), sign(key, "checkpoint", "log", 10, "h" * 64, at)
+        "log", 10, "h" * 64, at, "manual", key_id(key), checkpoint_mac(key, "log", 10, "h" * 64, at, "manual")
     )
     assert cp.valid({key_id(key): key}) is True
     assert cp.valid({key_id(other): other}) is None
