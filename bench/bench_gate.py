@@ -55,12 +55,24 @@ CONFIG = ConsentConfig.from_dict(
             "media": {"label": "Media"},
         },
         "services": [
-            {"name": "site", "category": "necessary", "origins": ["https://cdn.shop.example"],
-             "cookies": [{"name": "sessionid"}]},
-            {"name": "stats", "category": "analytics", "origins": ["https://stats.example.net"],
-             "cookies": [{"name": "_ga*", "domain": ".shop.example"}]},
-            {"name": "ads", "category": "marketing", "cookies": [{"name": "_fbp"}],
-             "origins": ["https://ads.example.org", "https://*.adnet.example"]},
+            {
+                "name": "site",
+                "category": "necessary",
+                "origins": ["https://cdn.shop.example"],
+                "cookies": [{"name": "sessionid"}],
+            },
+            {
+                "name": "stats",
+                "category": "analytics",
+                "origins": ["https://stats.example.net"],
+                "cookies": [{"name": "_ga*", "domain": ".shop.example"}],
+            },
+            {
+                "name": "ads",
+                "category": "marketing",
+                "cookies": [{"name": "_fbp"}],
+                "origins": ["https://ads.example.org", "https://*.adnet.example"],
+            },
             {"name": "video", "category": "media", "origins": ["https://video.example.tv"]},
         ],
     }
@@ -92,8 +104,9 @@ def build_page(size: int = 100_000) -> bytes:
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title>'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="stylesheet" href="/static/site.css"><style>.card{display:grid}</style>'
-        + TRACKERS[0] + TRACKERS[1]
-        + '<script>window.dataLayer = window.dataLayer || [];</script></head>'
+        + TRACKERS[0]
+        + TRACKERS[1]
+        + "<script>window.dataLayer = window.dataLayer || [];</script></head>"
         '<body><header><nav><a href="/">Home</a> <a href="/cart">Cart</a></nav></header><main>'
     )
     tail = (
@@ -139,8 +152,11 @@ class GateShim:
         self.app = app
         self.cookie_name = config.cookie.name
         self.codec = ConsentCodec(
-            [KEY], revision=config.policy_revision, lifetime=config.cookie.lifetime_days * 86400,
-            categories=config.categories, services=[s.name for s in config.services],
+            [KEY],
+            revision=config.policy_revision,
+            lifetime=config.cookie.lifetime_days * 86400,
+            categories=config.categories,
+            services=[s.name for s in config.services],
         )
         self.gate = ResponseGate(config, own_cookie_names=frozenset({self.cookie_name}))
         self.inject = inject if inject_snippets else None
@@ -178,10 +194,20 @@ class GateShim:
 
 def consent_cookie() -> str:
     """A real signed cookie granting analytics only (so marketing and media trackers are rewritten)."""
-    codec = ConsentCodec([KEY], revision=CONFIG.policy_revision, lifetime=CONFIG.cookie.lifetime_days * 86400,
-                         categories=CONFIG.categories)
-    return codec.encode(Consent(id="bench-consent-id-000001", granted=frozenset(), source="banner",
-                                revision=CONFIG.policy_revision))
+    codec = ConsentCodec(
+        [KEY],
+        revision=CONFIG.policy_revision,
+        lifetime=CONFIG.cookie.lifetime_days * 86400,
+        categories=CONFIG.categories,
+    )
+    return codec.encode(
+        Consent(
+            id="bench-consent-id-000001",
+            granted=frozenset(),
+            source="banner",
+            revision=CONFIG.policy_revision,
+        )
+    )
 
 
 COOKIE = consent_cookie()
@@ -197,11 +223,23 @@ passthrough_app = GateShim(
 
 def scope_for(path: str) -> dict[str, Any]:
     return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "https", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-        "headers": [(b"host", b"www.shop.example"), (b"accept", b"*/*"),
-                    (b"cookie", f"sessionid=abc; consent={COOKIE}".encode())],
-        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000), "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"www.shop.example"),
+            (b"accept", b"*/*"),
+            (b"cookie", f"sessionid=abc; consent={COOKIE}".encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
     }
 
 
@@ -248,8 +286,10 @@ async def compare(rows: list[tuple[Any, str]], seconds: float, rounds: int = 5) 
 
 
 async def in_process(seconds: float) -> None:
-    print(f"In process (direct ASGI calls; best of 5 interleaved rounds, {seconds:.0f} s per row); "
-          f"page = {len(PAGE)} bytes")
+    print(
+        f"In process (direct ASGI calls; best of 5 interleaved rounds, {seconds:.0f} s per row); "
+        f"page = {len(PAGE)} bytes"
+    )
     bare_json, gated_json = await compare([(bare_app, "/json"), (gated_app, "/json")], seconds)
     bare_page, passed, rewritten = await compare(
         [(bare_app, "/page"), (passthrough_app, "/page"), (gated_app, "/page")], seconds
@@ -265,10 +305,13 @@ async def in_process(seconds: float) -> None:
         print(f"  {name:<34}{rps:>10,.0f} req/s   {note}")
     added = (1 / rewritten - 1 / passed) * 1000
     sizes = await body_size(passthrough_app, "/page"), await body_size(gated_app, "/page")
-    print(f"  rewriting adds {added:.3f} ms per response (target < 1 ms); "
-          f"body {sizes[0]} -> {sizes[1]} bytes")
-    print(f"  per request: bare JSON {1e6 / bare_json:.1f} us, gated JSON {1e6 / gated_json:.1f} us "
-          f"(+{1e6 / gated_json - 1e6 / bare_json:.1f} us, cookie parse + decode + gate)")
+    print(
+        f"  rewriting adds {added:.3f} ms per response (target < 1 ms); body {sizes[0]} -> {sizes[1]} bytes"
+    )
+    print(
+        f"  per request: bare JSON {1e6 / bare_json:.1f} us, gated JSON {1e6 / gated_json:.1f} us "
+        f"(+{1e6 / gated_json - 1e6 / bare_json:.1f} us, cookie parse + decode + gate)"
+    )
 
 
 # --- over HTTP ----------------------------------------------------------------------------------------
@@ -297,8 +340,19 @@ _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 
 def wrk(port: int, path: str, seconds: int, cpu: str, connections: int) -> tuple[float, float, str]:
     """requests/s, p99 in ms, and wrk's error line (if any)."""
-    cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-           "-H", f"Cookie: sessionid=abc; consent={COOKIE}", f"http://127.0.0.1:{port}{path}"]
+    cmd = [
+        "taskset",
+        "-c",
+        cpu,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"Cookie: sessionid=abc; consent={COOKIE}",
+        f"http://127.0.0.1:{port}{path}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     rps = float(_RPS.search(out).group(1))  # type: ignore[union-attr]
     value, unit = _P99.search(out).groups()  # type: ignore[union-attr]
@@ -309,9 +363,26 @@ def wrk(port: int, path: str, seconds: int, cpu: str, connections: int) -> tuple
 
 def serve(app_name: str, cpu: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cmd = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn", f"bench_gate:{app_name}", "--app-dir",
-           str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--log-level", "warning", "--no-access-log"]
+    cmd = [
+        "taskset",
+        "-c",
+        cpu,
+        sys.executable,
+        "-m",
+        "uvicorn",
+        f"bench_gate:{app_name}",
+        "--app-dir",
+        str(Path(__file__).parent),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port)
@@ -330,8 +401,10 @@ def over_http(seconds: int) -> None:
         print("Over HTTP: skipped (needs two cores to pin server and load apart)")
         return
     server_cpu, load_cpu = str(cpus[0]), str(cpus[1])
-    print(f"Over HTTP (uvicorn 1 worker on cpu {server_cpu}, wrk -t1 -c32 on cpu {load_cpu}, "
-          f"{seconds} s runs, best of two, valid consent cookie sent)")
+    print(
+        f"Over HTTP (uvicorn 1 worker on cpu {server_cpu}, wrk -t1 -c32 on cpu {load_cpu}, "
+        f"{seconds} s runs, best of two, valid consent cookie sent)"
+    )
     for path in ("/json", "/page"):
         results: dict[str, list[tuple[float, float, str]]] = {"bare_app": [], "gated_app": []}
         for app_name in ("bare_app", "gated_app", "bare_app", "gated_app"):  # interleaved, best of two

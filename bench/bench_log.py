@@ -190,7 +190,10 @@ async def raw_pg_rate(url: str, n: int) -> float:
 
 def _checkpoint_rows(log_id: str, heads: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
     at = format_at(datetime.now(UTC))
-    return [(s, h, at, "periodic", key_id(KEY), checkpoint_mac(KEY, log_id, s, h, at, "periodic")) for s, h in heads]
+    return [
+        (s, h, at, "periodic", key_id(KEY), checkpoint_mac(KEY, log_id, s, h, at, "periodic"))
+        for s, h in heads
+    ]
 
 
 def bulk_sqlite(path: str, n: int) -> None:

@@ -169,9 +169,16 @@ class SQLiteLog(BaseLog):
     # --- opening -------------------------------------------------------------------------------
 
     async def _connect(self, *, readonly: bool = False) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(
+        pending = aiosqlite.connect(
             self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, iter_chunk_size=2000
         )
+        try:
+            db = await pending
+        except BaseException:
+            # A failed connect stops aiosqlite's worker thread without waiting for it; the thread then
+            # reports to the event loop, which must still be running: wait for it here.
+            await asyncio.get_running_loop().run_in_executor(None, pending._thread.join, 5)
+            raise
         try:
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await db.execute("PRAGMA synchronous = FULL")
@@ -453,7 +460,8 @@ class SQLiteLog(BaseLog):
         self, db: aiosqlite.Connection, seq: int, reason: str | None = None
     ) -> Checkpoint | None:
         async with db.execute(
-            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints WHERE seq = ? AND reason = coalesce(?, reason)",
+            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints "
+            "WHERE seq = ? AND reason = coalesce(?, reason)",
             (seq, reason),
         ) as cur:
             row = await cur.fetchone()

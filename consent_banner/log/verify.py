@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,8 @@ class ChainVerifier:
         self._versions = versions
         self._log_id = log_id
         self._anchored = anchored
-        self._checkpoints: dict[int, Checkpoint] = {}
+        self._checkpoints: dict[int, list[Checkpoint]] = {}  # by seq; periodic and purge may share one
+        self._unconfirmed_anchor: Checkpoint | None = None  # a purge anchor no purge record named yet
         self._result = VerifyResult(ok=True, records=0)
         self._buffered: tuple[Any, ...] | None = None
         self._expected_prev = GENESIS
@@ -129,7 +131,7 @@ class ChainVerifier:
                 self._result.notes.append(
                     f"checkpoint at record {cp.seq} is signed by key {cp.key_id!r}, which is not configured"
                 )
-        self._checkpoints[cp.seq] = cp
+        self._checkpoints.setdefault(cp.seq, []).append(cp)
 
     @property
     def failed(self) -> bool:
@@ -179,15 +181,18 @@ class ChainVerifier:
         if seq == 1:
             self._expected_seq = 1
             return
-        anchor = self._checkpoints.get(seq - 1)
+        # Only a signed *purge* checkpoint (its reason is under the signature) stands in for the
+        # records before the first one; a periodic checkpoint there means they were just deleted.
+        anchor = next((cp for cp in self._checkpoints.get(seq - 1, ()) if cp.reason == "purge"), None)
         if anchor is None:
             raise _Failed(
-                1 if seq > 1 else seq,
+                1,
                 "missing",
-                f"the log starts at record {seq}, and no signed checkpoint at record {seq - 1} "
+                f"the log starts at record {seq}, and no signed purge checkpoint at record {seq - 1} "
                 "vouches for the records before it (deleted without a purge)",
             )
         self._expected_prev, self._expected_seq = anchor.hash, seq
+        self._unconfirmed_anchor = anchor
         r.anchor = anchor.seq
         r.checkpoints += 1
 
@@ -203,8 +208,7 @@ class ChainVerifier:
         link_ok = prev == self._expected_prev
         if not (content_ok and link_ok and seq == expected_seq):
             self._diagnose(seq, content_ok, link_ok, prev, nxt)
-        cp = self._checkpoints.get(seq)
-        if cp is not None:
+        for cp in self._checkpoints.get(seq, ()):
             self._result.checkpoints += 1
             if cp.hash != h:
                 raise _Failed(
@@ -215,6 +219,8 @@ class ChainVerifier:
                 )
         if self._versions is not None:
             self._check_version(seq, cols[9])
+        if self._unconfirmed_anchor is not None and cols[2] == "purge":
+            self._confirm_anchor(cols[12])
         self._before_prev, self._expected_prev = self._expected_prev, h
         self._expected_seq = seq + 1
         r = self._result
@@ -269,6 +275,17 @@ class ChainVerifier:
             f"its link to record {before} is broken: a record before it was removed or replaced",
         )
 
+    def _confirm_anchor(self, detail: Any) -> None:
+        """A purge record in the chain (itself hash-linked) names the anchor it left behind."""
+        anchor = self._unconfirmed_anchor
+        assert anchor is not None
+        try:
+            d = json.loads(detail) if isinstance(detail, str) else {}
+        except ValueError:
+            return
+        if isinstance(d, dict) and d.get("through_seq") == anchor.seq and d.get("anchor") == anchor.hash:
+            self._unconfirmed_anchor = None
+
     def _check_version(self, seq: int, version_id: Any) -> None:
         if version_id is None or version_id in self._versions_ok:
             return
@@ -284,8 +301,16 @@ class ChainVerifier:
 
     def _check_tail(self) -> None:
         r = self._result
+        if self._unconfirmed_anchor is not None:
+            a = self._unconfirmed_anchor.seq
+            raise _Failed(
+                1,
+                "missing",
+                f"records 1..{a} are gone and a purge checkpoint stands at record {a}, but no purge "
+                "record in the chain names it",
+            )
         last = r.last_seq or 0
-        later = [cp for seq, cp in self._checkpoints.items() if seq > last]
+        later = [cp for seq, cps in self._checkpoints.items() if seq > last for cp in cps]
         if later and self._anchored:
             top = max(later, key=lambda c: c.seq)
             if not (r.records == 0 and top.seq == last):

@@ -14,15 +14,14 @@ from consent_banner.log.events import (
     GENESIS,
     Checkpoint,
     canonical,
-    checkpoint_mac,
     chain,
+    checkpoint_mac,
     derive_hmac_key,
     format_at,
     key_id,
     parse_at,
     prepare,
     record_hash,
-    sign,
 )
 
 

@@ -101,3 +101,47 @@ async def test_purge_anchor_cannot_be_forged(log_url: str, decision: MakeDecisio
         assert (v.ok, v.problem) == (False, "signature")
     finally:
         await lg.close()
+
+
+async def test_deleting_up_to_a_periodic_checkpoint_is_not_a_purge(
+    log_url: str, decision: MakeDecision
+) -> None:
+    """R22: a periodic checkpoint does not vouch for deleted records; only a signed purge does."""
+    lg = await open_log(log_url, hmac_key=KEY, checkpoint_every=5)
+    try:
+        for _ in range(12):
+            await lg.append(decision())
+        assert 5 in {cp.seq for cp in await lg.checkpoints()}
+        async with RawDB(log_url) as raw:
+            await raw.execute("DELETE FROM records WHERE seq <= 5")
+        v = await lg.verify()
+        assert (v.ok, v.bad_seq, v.problem) == (False, 1, "missing"), v.message
+        # Relabelling the periodic checkpoint as a purge breaks its signature (the reason is signed).
+        async with RawDB(log_url) as raw:
+            await raw.allow_tampering()
+            await raw.execute("UPDATE checkpoints SET reason = 'purge' WHERE seq = 5")
+        v = await lg.verify()
+        assert (v.ok, v.problem) == (False, "signature"), v.message
+    finally:
+        await lg.close()
+
+
+async def test_purge_anchor_must_be_named_by_a_purge_record(log_url: str, decision: MakeDecision) -> None:
+    """R22: deleting the purge's own record (and everything before it) leaves an anchor nobody names."""
+    lg, _ = await aged_log(log_url, decision)
+    try:
+        result = await lg.purge(timedelta(days=365))
+        async with RawDB(log_url) as raw:
+            await raw.allow_tampering()
+            # Remove the purge record and relink what follows, as a careful forger would.
+            await raw.execute("DELETE FROM records WHERE seq = ?", result.record.seq)
+            await raw.execute(
+                "UPDATE head SET seq = ?, hash = (SELECT hash FROM records WHERE seq = ?)",
+                result.record.seq - 1,
+                result.record.seq - 1,
+            )
+        v = await lg.verify()
+        assert (v.ok, v.bad_seq, v.problem) == (False, 1, "missing"), v.message
+        assert "no purge record in the chain names it" in (v.reason or "")
+    finally:
+        await lg.close()
