@@ -15,12 +15,14 @@ Importing this package does not import Playwright: only running a scan does.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -81,8 +83,8 @@ def run_scan(
     browser_path: str = DEFAULT_BROWSER,
     with_suggestions: bool = False,
 ) -> ScanReport:
-    """`scan_site` for code without an event loop of its own."""
-    return asyncio.run(
+    """`scan_site` for synchronous code (run on a thread of its own if this one has a loop)."""
+    return _run(
         scan_site(
             config,
             url,
@@ -92,6 +94,20 @@ def run_scan(
             with_suggestions=with_suggestions,
         )
     )
+
+
+T = TypeVar("T")
+
+
+def _run(job: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also when called from a thread whose event loop is running (a notebook, or
+    Playwright's synchronous API in the same process): then on a fresh thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(job)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, job).result()
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
@@ -184,7 +200,7 @@ def scan(
     )
     try:
         with bar if bar is not None else contextlib.nullcontext():
-            report = asyncio.run(job)
+            report = _run(job)
             if bar is not None:
                 bar.update(bar.length - bar.pos)  # the site had fewer pages than --pages: done anyway
     except ScanError as e:
