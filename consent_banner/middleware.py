@@ -63,6 +63,7 @@ class ConsentMiddleware:
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
         self._gpc_denied = cfg.gpc_denied
+        self._inject = cfg.inject
         self._visitors: dict[bytes, tuple[Consent, dict[str, str]]] = {}
 
     # --- the request ---------------------------------------------------------------------------
@@ -83,12 +84,15 @@ class ConsentMiddleware:
             elif key == b"accept-language":
                 accept_language = value
         consent, request_cookies = self._visitor(cookie_header)
-        if gpc.strip() == b"1":
+        if gpc and gpc.strip() == b"1":
             consent = consent.with_gpc(self._gpc_denied)
-        scope.setdefault("state", {})["consent"] = consent
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state["consent"] = consent
 
         path: str = scope["path"]
-        if path == self._prefix or path.startswith(self._prefix_slash):
+        if path.startswith(self._prefix) and (path == self._prefix or path.startswith(self._prefix_slash)):
             await self.routes(scope, receive, send, consent, cookie_header)
             return
 
@@ -98,19 +102,20 @@ class ConsentMiddleware:
             cookie = await self.routes.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        nonce = scope["state"]["csp_nonce"] = _Nonce()
-        if self.config.inject:
-            page = _Page(self, consent, request_cookies.get(self.csrf_cookie), accept_language, path, nonce)
+        if self._inject:
+            page = _Page(self, consent, request_cookies.get(self.csrf_cookie), accept_language, path)
+            state["csp_nonce"] = page.nonce
             send = self.gate.wrap_send(
                 send,
                 scope,
                 consent,
                 request_cookies=request_cookies,
-                nonce=nonce,
+                nonce=page.nonce,
                 inject=page.inject,
                 html_headers=page.html_headers,
             )
         else:
+            nonce = state["csp_nonce"] = _Nonce()
             send = self.gate.wrap_send(
                 send, scope, consent, request_cookies=request_cookies, nonce=nonce, inject=None
             )
@@ -193,7 +198,7 @@ class _Page:
     gate may render the body before it releases the headers.
     """
 
-    __slots__ = ("mw", "consent", "_csrf", "_csrf_is_new", "accept_language", "path", "nonce")
+    __slots__ = ("mw", "consent", "_csrf", "_csrf_is_new", "accept_language", "path", "_nonce")
 
     def __init__(
         self,
@@ -202,7 +207,6 @@ class _Page:
         csrf_value: str | None,
         accept_language: bytes,
         path: str,
-        nonce: _Nonce,
     ) -> None:
         self.mw = mw
         self.consent = consent
@@ -210,7 +214,13 @@ class _Page:
         self._csrf_is_new = not csrf_value
         self.accept_language = accept_language
         self.path = path
-        self.nonce = nonce
+        self._nonce: str | None = None
+
+    def nonce(self) -> str:
+        """The response's CSP nonce, drawn only if the response carries a policy (HTML)."""
+        if self._nonce is None:
+            self._nonce = secrets.token_urlsafe(12)
+        return self._nonce
 
     def csrf_value(self) -> str:
         if not self._csrf:

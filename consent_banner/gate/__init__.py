@@ -99,6 +99,8 @@ class ResponseGate:
                     table[key].append(s.name)
         self._acts_on_html = self._csp_header is not None or config.rewrite_html
         self._plans: dict[object, _Plan] = {}
+        self._plan_of: dict[int, tuple[Consent, _Plan]] = {}
+        self._denied_of: dict[int, tuple[dict[str, str], _Plan, list[tuple[str, Any]]]] = {}
         self._by_allowed: dict[tuple[frozenset[str], frozenset[str]], _Plan] = {}
         self._policies: dict[tuple[object, ...], bytes] = {}
         self._endpoints: dict[str, bytes] = {}
@@ -126,6 +128,31 @@ class ResponseGate:
     # --- per consent state, cached ---
 
     def plan(self, consent: Consent) -> _Plan:
+        # A returning visitor's Consent is the same object on every request (the middleware caches
+        # it per Cookie header): remember its plan by identity. The entry holds the object, so its
+        # id cannot be reused while the entry lives.
+        seen = self._plan_of.get(id(consent))
+        if seen is not None and seen[0] is consent:
+            return seen[1]
+        plan = self._plan_for_state(consent)
+        if len(self._plan_of) >= _MAX_CACHED:
+            self._plan_of.clear()
+        self._plan_of[id(consent)] = (consent, plan)
+        return plan
+
+    def denied_in_request(self, request_cookies: dict[str, str], plan: _Plan) -> list[tuple[str, Any]]:
+        """The request's declared cookies of services the plan does not allow; remembered per cookie
+        dict (the middleware hands the same dict for the same Cookie header) and plan."""
+        seen = self._denied_of.get(id(request_cookies))
+        if seen is not None and seen[0] is request_cookies and seen[1] is plan:
+            return seen[2]
+        denied = self._cookies.denied_in_request(request_cookies, plan.allowed)
+        if len(self._denied_of) >= _MAX_CACHED:
+            self._denied_of.clear()
+        self._denied_of[id(request_cookies)] = (request_cookies, plan, denied)
+        return denied
+
+    def _plan_for_state(self, consent: Consent) -> _Plan:
         services = consent.services
         key = (
             consent.decided,
@@ -312,7 +339,7 @@ class _GatedSend:
                 content_type = v
             elif lk == b"content-encoding":
                 encoding = v
-        denied = gate._cookies.denied_in_request(self._cookies, plan.allowed) if self._cookies else ()
+        denied = gate.denied_in_request(self._cookies, plan) if self._cookies else ()
         is_html = (
             content_type is not None
             and content_type[:9].lower() == b"text/html"
