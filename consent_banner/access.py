@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -31,10 +32,14 @@ def csp_nonce(request: HTTPConnection | dict[str, Any]) -> str:
     """The nonce of this response's Content-Security-Policy, for the app's own inline scripts:
     ``<script nonce="{{ nonce }}">``. Without it, an enforced policy refuses them."""
     scope = request if isinstance(request, dict) else request.scope
-    try:
-        return scope["state"]["csp_nonce"]()
-    except KeyError:
-        raise RuntimeError("no CSP nonce on this request: add ConsentMiddleware to the application") from None
+    state = scope.get("state") or {}
+    if "consent" not in state:
+        raise RuntimeError("no CSP nonce on this request: add ConsentMiddleware to the application")
+    nonce = state.get("csp_nonce")
+    if nonce is None:
+        # Drawn on first use, by the app or by the gate for an HTML response; never for other responses.
+        nonce = state["csp_nonce"] = secrets.token_urlsafe(12)
+    return nonce
 
 
 def requires_consent(category: str, *, service: str | None = None) -> Callable[[F], F]:

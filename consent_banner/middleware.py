@@ -18,6 +18,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .access import csp_nonce
 from .banner import Banner
 from .config import ConsentConfig
 from .consent import UNDECIDED, Consent, ConsentCodec, secret_keys_from_env
@@ -64,6 +65,7 @@ class ConsentMiddleware:
         self._prefix_slash = cfg.prefix + "/"
         self._gpc_denied = cfg.gpc_denied
         self._inject = cfg.inject
+        self._page = self.page  # bound once: the gate calls it for HTML responses only
         self._visitors: dict[bytes, tuple[Consent, dict[str, str]]] = {}
 
     # --- the request ---------------------------------------------------------------------------
@@ -75,14 +77,12 @@ class ConsentMiddleware:
             await self.app(scope, receive, send)
             return
 
-        cookie_header = gpc = accept_language = b""
+        cookie_header = gpc = b""
         for key, value in scope["headers"]:
             if key == b"cookie":
                 cookie_header = value
             elif key == b"sec-gpc":
                 gpc = value
-            elif key == b"accept-language":
-                accept_language = value
         consent, request_cookies = self._visitor(cookie_header)
         if gpc and gpc.strip() == b"1":
             consent = consent.with_gpc(self._gpc_denied)
@@ -102,23 +102,9 @@ class ConsentMiddleware:
             cookie = await self.routes.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        if self._inject:
-            page = _Page(self, consent, request_cookies.get(self.csrf_cookie), accept_language, path)
-            state["csp_nonce"] = page.nonce
-            send = self.gate.wrap_send(
-                send,
-                scope,
-                consent,
-                request_cookies=request_cookies,
-                nonce=page.nonce,
-                inject=page.inject,
-                html_headers=page.html_headers,
-            )
-        else:
-            nonce = state["csp_nonce"] = _Nonce()
-            send = self.gate.wrap_send(
-                send, scope, consent, request_cookies=request_cookies, nonce=nonce, inject=None
-            )
+        send = self.gate.wrap_send(
+            send, scope, consent, request_cookies=request_cookies, nonce="", inject=None, page=self._page
+        )
         await self.app(scope, receive, send)
 
     def _visitor(self, cookie_header: bytes) -> tuple[Consent, dict[str, str]]:
@@ -152,6 +138,9 @@ class ConsentMiddleware:
             return False
         return secrets.compare_digest(value, csrf_cookie) and token == self.csrf_token(csrf_cookie)
 
+    def page(self, scope: Scope) -> _Page:
+        return _Page(self, scope)
+
     def csrf_set_cookie(self, value: str) -> str:
         return set_cookie_header(
             self.csrf_cookie, value, self.config.cookie, max_age=None, http_only=True, same_site="strict"
@@ -175,52 +164,34 @@ def _adding_set_cookie(send: Send, set_cookie: str) -> Send:
     return wrapped
 
 
-class _Nonce:
-    """The response's CSP nonce, drawn only if the response carries a policy (HTML)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def __call__(self) -> str:
-        if self.value is None:
-            self.value = secrets.token_urlsafe(12)
-        return self.value
-
-
 class _Page:
-    """What one HTML page needs to carry the banner: its language and the visitor's form token.
+    """What one HTML page needs: its CSP nonce, the banner in its language, the form token.
 
-    Nothing is computed for a response that is not HTML. A visitor without a form-token cookie gets
-    one with the headers of the first HTML page (R34: the token is bound to a value the visitor
-    holds); the value is made when either the page body or the headers first need it, since the
-    gate may render the body before it releases the headers.
+    Built only for an HTML response. A visitor without a form-token cookie gets one with the
+    headers of the first HTML page (R34: the token is bound to a value the visitor holds); the
+    value is made when either the body or the headers first need it, since the gate may render
+    the body before it releases the headers.
     """
 
-    __slots__ = ("mw", "consent", "_csrf", "_csrf_is_new", "accept_language", "path", "_nonce")
+    __slots__ = ("mw", "scope", "consent", "_csrf", "_csrf_is_new", "accept_language", "inject")
 
-    def __init__(
-        self,
-        mw: ConsentMiddleware,
-        consent: Consent,
-        csrf_value: str | None,
-        accept_language: bytes,
-        path: str,
-    ) -> None:
+    def __init__(self, mw: ConsentMiddleware, scope: Scope) -> None:
         self.mw = mw
-        self.consent = consent
-        self._csrf = csrf_value
-        self._csrf_is_new = not csrf_value
-        self.accept_language = accept_language
-        self.path = path
-        self._nonce: str | None = None
+        self.scope = scope
+        self.consent: Consent = scope["state"]["consent"]
+        cookie_header = accept_language = b""
+        for key, value in scope["headers"]:
+            if key == b"cookie":
+                cookie_header = value
+            elif key == b"accept-language":
+                accept_language = value
+        self._csrf = mw._visitor(cookie_header)[1].get(mw.csrf_cookie)
+        self._csrf_is_new = not self._csrf
+        self.accept_language = accept_language.decode("latin-1")
+        self.inject = self._render if mw._inject else None
 
     def nonce(self) -> str:
-        """The response's CSP nonce, drawn only if the response carries a policy (HTML)."""
-        if self._nonce is None:
-            self._nonce = secrets.token_urlsafe(12)
-        return self._nonce
+        return csp_nonce(self.scope)
 
     def csrf_value(self) -> str:
         if not self._csrf:
@@ -228,21 +199,22 @@ class _Page:
         return self._csrf
 
     def html_headers(self) -> list[tuple[bytes, bytes]]:
-        """Headers for an HTML response: the form-token cookie, for a visitor who has none yet."""
-        if not self._csrf_is_new:
+        """The form-token cookie, for a visitor who has none yet."""
+        if not self._csrf_is_new or self.inject is None:
             return []
         return [(b"set-cookie", self.mw.csrf_set_cookie(self.csrf_value()).encode("latin-1"))]
 
-    def inject(self, html_lang: str | None) -> tuple[str, str]:
+    def _render(self, html_lang: str | None) -> tuple[str, str]:
         mw = self.mw
-        language = mw.banner.pick_language(html_lang, self.accept_language.decode("latin-1"))
+        language = mw.banner.pick_language(html_lang, self.accept_language)
+        nonce = self.nonce()
         return (
-            mw.banner.head_html(self.consent, nonce=self.nonce()),
+            mw.banner.head_html(self.consent, nonce=nonce),
             mw.banner.body_html(
                 self.consent,
                 language=language,
-                nonce=self.nonce(),
+                nonce=nonce,
                 csrf_token=mw.csrf_token(self.csrf_value()),
-                return_to=self.path,
+                return_to=self.scope["path"],
             ),
         )

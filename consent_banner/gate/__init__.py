@@ -27,7 +27,7 @@ import codecs
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import ConsentConfig
 from ..consent import Consent
@@ -117,13 +117,18 @@ class ResponseGate:
         nonce: str | Callable[[], str],
         inject: Inject | None,
         html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None,
+        page: Callable[[Scope], PageHooks] | None = None,
     ) -> Send:
         """The `send` to hand to the app for one HTTP request (see the module docstring).
 
         `nonce` may be a callable returning the same nonce on every call: it is then called only
         for responses that carry a policy (HTML), which spares other responses the random bytes.
+        `page`, when given, is called once for an HTML response only and supplies the nonce, the
+        injection and extra headers instead (nothing is built for a response that is not HTML).
         """
-        return _GatedSend(self, send, scope, self.plan(consent), request_cookies, nonce, inject, html_headers)
+        return _GatedSend(
+            self, send, scope, self.plan(consent), request_cookies, nonce, inject, html_headers, page
+        )
 
     # --- per consent state, cached ---
 
@@ -272,6 +277,16 @@ class ResponseGate:
             )
 
 
+class PageHooks(Protocol):
+    """What an HTML response needs from the middleware (see `ResponseGate.wrap_send`'s `page`)."""
+
+    inject: Inject | None
+
+    def nonce(self) -> str: ...
+
+    def html_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+
 class _GatedSend:
     """The wrapped `send` of one request."""
 
@@ -284,6 +299,7 @@ class _GatedSend:
         "_nonce",
         "_inject",
         "_html_headers",
+        "_page",
         "_rewriter",
         "_held",
     )
@@ -298,6 +314,7 @@ class _GatedSend:
         nonce: str | Callable[[], str],
         inject: Inject | None,
         html_headers: Callable[[], list[tuple[bytes, bytes]]] | None,
+        page: Callable[[Scope], PageHooks] | None,
     ) -> None:
         self._gate = gate
         self._send = send
@@ -307,6 +324,7 @@ class _GatedSend:
         self._nonce = nonce
         self._inject = inject
         self._html_headers = html_headers
+        self._page = page
         self._rewriter: HtmlRewriter | None = None
         self._held: Message | None = None  # the start message, until the first body message
 
@@ -343,8 +361,11 @@ class _GatedSend:
         is_html = (
             content_type is not None
             and content_type[:9].lower() == b"text/html"
-            and (gate._acts_on_html or self._inject is not None)
+            and (gate._acts_on_html or self._inject is not None or self._page is not None)
         )
+        if is_html and self._page is not None:
+            hooks = self._page(self._scope)
+            self._nonce, self._inject, self._html_headers = hooks.nonce, hooks.inject, hooks.html_headers
         if not set_cookies and not denied and not is_html:
             return True  # nothing depends on consent: untouched, still cacheable
 
