@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from itsdangerous import BadSignature, Signer
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -179,15 +179,11 @@ class _Page:
         self.mw = mw
         self.scope = scope
         self.consent: Consent = scope["state"]["consent"]
-        cookie_header = accept_language = b""
-        for key, value in scope["headers"]:
-            if key == b"cookie":
-                cookie_header = value
-            elif key == b"accept-language":
-                accept_language = value
-        self._csrf = mw._visitor(cookie_header)[1].get(mw.csrf_cookie)
+        headers = Headers(scope=scope)
+        _, cookies = mw._visitor(headers.get("cookie", "").encode("latin-1"))  # cached: no second parse
+        self._csrf = cookies.get(mw.csrf_cookie)
         self._csrf_is_new = not self._csrf
-        self.accept_language = accept_language.decode("latin-1")
+        self.accept_language = headers.get("accept-language", "")
         self.inject = self._render if mw._inject else None
 
     def nonce(self) -> str:

@@ -32,20 +32,12 @@ os.environ.setdefault("CONSENT_SECRET_KEYS", "e2e-test-key-0123456789-0123456789
 
 from consent_banner import ConsentConfig, ConsentMiddleware  # noqa: E402
 from consent_banner.consent import Consent, ConsentCodec  # noqa: E402
+from consent_banner.scan import DEFAULT_BROWSER
+from consent_banner.scan.crawl import CHROMIUM_ARGS  # the launch flags this machine needs, in one place
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = DEFAULT_BROWSER
 TRACKER_DELAY = 300  # ms: the first tracker script answers late, so order is really tested
 
 

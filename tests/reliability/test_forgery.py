@@ -26,21 +26,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from consent_banner import ConsentConfig
+from consent_banner.scan import DEFAULT_BROWSER
+from consent_banner.scan.crawl import CHROMIUM_ARGS  # the launch flags this machine needs, in one place
 
 from ..conftest import make_app
 from .conftest import free_port, sqlite_path, write_config
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = DEFAULT_BROWSER
 
 ATTACKS: dict[str, str] = {
     # fetch with the JSON the script sends: needs a CORS preflight, which an unlisted origin fails.
