@@ -7,6 +7,7 @@ A pure ASGI middleware (no BaseHTTPMiddleware): `__init__` does every costly thi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -58,7 +59,7 @@ class ConsentMiddleware:
         )
         self.banner = Banner(cfg, prefix=cfg.prefix)
         self.csrf_cookie = f"{cfg.cookie.name}_csrf"
-        self._csrf_signer = Signer(keys, salt=CSRF_SALT)
+        self._csrf_signer = Signer(keys, salt=CSRF_SALT, digest_method=hashlib.sha256)
         self.gate = ResponseGate(cfg, own_cookie_names=frozenset({cfg.cookie.name, self.csrf_cookie}))
         self.routes = ConsentRoutes(cfg, self.codec, self.banner, keys=keys, csrf=self)
         self._prefix = cfg.prefix
@@ -136,7 +137,10 @@ class ConsentMiddleware:
             value = self._csrf_signer.unsign(token).decode()
         except (BadSignature, UnicodeDecodeError):
             return False
-        return secrets.compare_digest(value, csrf_cookie) and token == self.csrf_token(csrf_cookie)
+        # Only the exact token issued counts (itsdangerous would also take a padded signature).
+        return secrets.compare_digest(value, csrf_cookie) and secrets.compare_digest(
+            token, self.csrf_token(csrf_cookie)
+        )
 
     def page(self, scope: Scope) -> _Page:
         return _Page(self, scope)
