@@ -27,7 +27,7 @@ from .config import NECESSARY, ConsentConfig, CookieSettings
 from .consent import Consent, ConsentCodec, consent_json, new_consent_id
 from .errors import DecisionError, LogError, LogUnavailable
 from .gate.csp import parse_reports
-from .log import ConsentLog, hmac_keys_from_secrets, open_log
+from .log import ConsentLog, InvalidDecision, hmac_keys_from_secrets, open_log
 from .log.events import BlockedAttempt, Decision, browser_family, truncate_ip
 
 logger = logging.getLogger("consent_banner")
@@ -155,6 +155,8 @@ class ConsentRoutes:
             return
         except LogError as e:
             response = self._unavailable(e)
+        except InvalidDecision as e:  # the log's own validation; the checks above should have caught it
+            response = JSONResponse({"error": str(e)}, status_code=400)
         except DecisionError as e:
             response = JSONResponse({"error": e.message}, status_code=e.status)
             if e.status == 405:
