@@ -103,9 +103,7 @@ class ConsentMiddleware:
             cookie = await self.routes.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        send = self.gate.wrap_send(
-            send, scope, consent, request_cookies=request_cookies, nonce="", inject=None, page=self._page
-        )
+        send = self.gate.wrap_send(send, scope, consent, request_cookies=request_cookies, page=self._page)
         await self.app(scope, receive, send)
 
     def _visitor(self, cookie_header: bytes) -> tuple[Consent, dict[str, str]]:

@@ -370,15 +370,7 @@ def test_scan_of_a_site_with_planted_faults_finds_each_one(tmp_path: Path) -> No
     assert "_st_ses (service stats) is stored before any decision" in text
     assert re.search(r"booking_session lives 36[45] days, longer than the 'session' declared", text)
     assert f"first {ads}/px.gif?e=runtime" in text
-    for path in (
-        "/fault/",
-        "/fault/js-cookie",
-        "/fault/sticky",
-        "/fault/survivor",
-        "/fault/long-lived",
-        "/fault/legacy",
-        "/",
-    ):
+    for path in ("/fault/", *FAULT_LINKS):
         assert re.search(rf"^{re.escape(path)}\s+200\s", table, re.M), path
     assert "7 errors, 3 warnings" in table
 

@@ -114,21 +114,14 @@ class ResponseGate:
         consent: Consent,
         *,
         request_cookies: dict[str, str],
-        nonce: str | Callable[[], str],
-        inject: Inject | None,
-        html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None,
-        page: Callable[[Scope], PageHooks] | None = None,
+        page: Callable[[Scope], PageHooks],
     ) -> Send:
         """The `send` to hand to the app for one HTTP request (see the module docstring).
 
-        `nonce` may be a callable returning the same nonce on every call: it is then called only
-        for responses that carry a policy (HTML), which spares other responses the random bytes.
-        `page`, when given, is called once for an HTML response only and supplies the nonce, the
-        injection and extra headers instead (nothing is built for a response that is not HTML).
+        `page` is called once, for an HTML response only, and supplies the CSP nonce, the snippets
+        to inject and extra headers: nothing of it is built for a response that is not HTML.
         """
-        return _GatedSend(
-            self, send, scope, self.plan(consent), request_cookies, nonce, inject, html_headers, page
-        )
+        return _GatedSend(self, send, scope, self.plan(consent), request_cookies, page)
 
     # --- per consent state, cached ---
 
@@ -311,20 +304,17 @@ class _GatedSend:
         scope: Scope,
         plan: _Plan,
         request_cookies: dict[str, str],
-        nonce: str | Callable[[], str],
-        inject: Inject | None,
-        html_headers: Callable[[], list[tuple[bytes, bytes]]] | None,
-        page: Callable[[Scope], PageHooks] | None,
+        page: Callable[[Scope], PageHooks],
     ) -> None:
         self._gate = gate
         self._send = send
         self._scope = scope
         self._plan = plan
         self._cookies = request_cookies
-        self._nonce = nonce
-        self._inject = inject
-        self._html_headers = html_headers
         self._page = page
+        self._nonce: Callable[[], str] | None = None  # these three from `page`, for HTML only
+        self._inject: Inject | None = None
+        self._html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None
         self._rewriter: HtmlRewriter | None = None
         self._held: Message | None = None  # the start message, until the first body message
 
@@ -361,9 +351,9 @@ class _GatedSend:
         is_html = (
             content_type is not None
             and content_type[:9].lower() == b"text/html"
-            and (gate._acts_on_html or self._inject is not None or self._page is not None)
+            and (gate._acts_on_html or gate.config.inject)
         )
-        if is_html and self._page is not None:
+        if is_html:
             hooks = self._page(self._scope)
             self._nonce, self._inject, self._html_headers = hooks.nonce, hooks.inject, hooks.html_headers
         if not set_cookies and not denied and not is_html:
@@ -400,7 +390,8 @@ class _GatedSend:
             rest.extend(self._html_headers())
         if is_html and gate._csp_header is not None:
             root = self._scope.get("root_path", "")
-            nonce = self._nonce if isinstance(self._nonce, str) else self._nonce()
+            assert self._nonce is not None  # set with the page hooks above
+            nonce = self._nonce()
             # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
             # to secure origins: on plain http report-uri alone, so that reports arrive at all.
             secure = self._scope.get("scheme") == "https"

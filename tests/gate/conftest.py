@@ -74,6 +74,28 @@ def inject_fn(lang: str | None) -> tuple[str, str]:
     return MARKER_HEAD.format(nonce=NONCE), MARKER_BODY.format(lang=lang)
 
 
+class TestPage:
+    """The page hooks ConsentMiddleware hands the gate, with fixed values."""
+
+    __test__ = False
+
+    def __init__(self, inject: Callable[[str | None], tuple[str, str]] | None, nonce: str) -> None:
+        self.inject = inject
+        self._nonce = nonce
+
+    def nonce(self) -> str:
+        return self._nonce
+
+    def html_headers(self) -> list[tuple[bytes, bytes]]:
+        return []
+
+
+def page(
+    inject: Callable[[str | None], tuple[str, str]] | None = inject_fn, nonce: str = NONCE
+) -> Callable[[Any], TestPage]:
+    return lambda scope: TestPage(inject, nonce)
+
+
 def gated(
     app: Any,
     gate: ResponseGate,
@@ -95,9 +117,7 @@ def gated(
                     name, _, value = pair.strip().partition("=")
                     if name:
                         cookies[name] = value
-        wrapped = gate.wrap_send(
-            send, scope, the_consent, request_cookies=cookies, nonce=nonce, inject=inject
-        )
+        wrapped = gate.wrap_send(send, scope, the_consent, request_cookies=cookies, page=page(inject, nonce))
         await app(scope, receive, wrapped)
 
     return wrapper

@@ -18,7 +18,18 @@ from starlette.routing import Route
 from consent_banner.gate import ResponseGate
 from consent_banner.gate.html import MAX_HOLD, HtmlRewriter, url_host
 
-from .conftest import MARKER_BODY, MARKER_HEAD, NONCE, OWN, client, consent, gated, inject_fn, make_config
+from .conftest import (
+    MARKER_BODY,
+    MARKER_HEAD,
+    NONCE,
+    OWN,
+    client,
+    consent,
+    gated,
+    inject_fn,
+    make_config,
+    page,
+)
 
 HEAD = MARKER_HEAD.format(nonce=NONCE)
 
@@ -483,9 +494,7 @@ async def test_streamed_html_is_rewritten_chunk_by_chunk_without_content_length(
             forwarded.append(message["body"])
 
     scope = {"type": "http", "method": "GET", "headers": [], "scheme": "https"}
-    await app(
-        scope, None, gate.wrap_send(send, scope, consent(), request_cookies={}, nonce=NONCE, inject=inject_fn)
-    )
+    await app(scope, None, gate.wrap_send(send, scope, consent(), request_cookies={}, page=page()))
     start = messages[0]
     assert start["type"] == "http.response.start"
     assert b"content-length" not in dict(start["headers"])
@@ -515,7 +524,7 @@ async def test_non_html_bodies_pass_message_for_message(gate: ResponseGate) -> N
         messages.append(message)
 
     scope = {"type": "http", "method": "GET", "headers": [], "scheme": "https"}
-    wrapped = gate.wrap_send(send, scope, consent(), request_cookies={}, nonce=NONCE, inject=inject_fn)
+    wrapped = gate.wrap_send(send, scope, consent(), request_cookies={}, page=page())
     await app(scope, None, wrapped)
     assert [m.get("body") for m in messages[1:]] == chunks
 
@@ -646,9 +655,7 @@ async def test_pathsend_html_is_read_and_rewritten(gate: ResponseGate, tmp_path)
         "scheme": "https",
         "extensions": {"http.response.pathsend": {}},
     }
-    await app(
-        scope, None, gate.wrap_send(send, scope, consent(), request_cookies={}, nonce=NONCE, inject=None)
-    )
+    await app(scope, None, gate.wrap_send(send, scope, consent(), request_cookies={}, page=page(inject=None)))
     assert b"content-length" not in dict(messages[0]["headers"])
     assert [m["type"] for m in messages[1:]] == ["http.response.body"] * (len(messages) - 1)
     assert [m["more_body"] for m in messages[1:]][-1] is False and len(messages) > 3
