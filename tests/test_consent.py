@@ -51,10 +51,19 @@ def test_round_trip_and_size_under_300_bytes() -> None:
     assert abs(back.decided_at - time.time()) < 5
 
 
-def test_consent_id_has_128_random_bits() -> None:
-    ids = {new_consent_id() for _ in range(1000)}
-    assert len(ids) == 1000
-    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+def test_consent_id_has_128_random_bits_behind_its_creation_time() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_consent_id() for _ in range(1000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 1000
+    raws = [base64.urlsafe_b64decode(i + "==") for i in ids]
+    assert all(len(i) == 30 and len(raw) == 22 for i, raw in zip(ids, raws, strict=True))
+    assert all(before <= int.from_bytes(raw[:6], "big") <= after for raw in raws)
+    # The 128 bits after the time are random: no two ids made in the same millisecond share them,
+    # and every bit position takes both values across a thousand ids.
+    randoms = [int.from_bytes(raw[6:], "big") for raw in raws]
+    assert len(set(randoms)) == 1000
+    assert all(0 < sum(r >> bit & 1 for r in randoms) < 1000 for bit in range(128))
 
 
 def test_payload_is_readable_but_not_trusted() -> None:

@@ -21,9 +21,10 @@ import hmac
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
 GENESIS = "0" * 64  # prev_hash of the first record ever written
@@ -33,7 +34,7 @@ ACTIONS = ("accept_all", "reject_all", "custom", "withdraw", "gpc", "renew")
 SOURCES = ("banner", "dialog", "form", "settings", "api", "gpc")
 # Records the log writes about itself. They are in the chain, but are not visitor decisions.
 SYSTEM_ACTIONS = ("purge",)
-SYSTEM_CONSENT_ID = ""  # consent ids are 22 characters, so this one can never be a visitor's
+SYSTEM_CONSENT_ID = ""  # a visitor's consent id is never empty, so this one can never be a visitor's
 
 # The column order of the canonical encoding, and of every raw row the backends hand around.
 COLUMNS = (
@@ -245,6 +246,9 @@ class Prepared(NamedTuple):
     browser: str | None
     detail: str | None = None
     services_map: Mapping[str, bool] | None = None  # the parsed form of `services`, not stored
+    # canonical(columns(at)) without its leading '["<at>",': the part of the hashed encoding that does
+    # not depend on the commit, built once per decision outside the writer's critical path.
+    tail: str = ""
 
     def record(self, seq: int, at: datetime, prev_hash: str, hash_: str) -> LoggedRecord:
         """The LoggedRecord this becomes once written (without re-parsing its own columns)."""
@@ -304,8 +308,7 @@ def prepare(d: Decision, version_id: str | None) -> Prepared:
         raise InvalidDecision("consent_id must be a non-empty string of at most 64 characters")
     services, services_json = _services(d.services)
     revision, language, ip, browser = d.revision, d.language, d.ip, d.browser
-    # Positional: a NamedTuple built by keyword costs twice as much.
-    return Prepared(
+    values = (
         cid,
         action,
         _categories_text(d.granted),
@@ -318,28 +321,30 @@ def prepare(d: Decision, version_id: str | None) -> Prepared:
         ip[:64] if ip else None,
         browser[:32] if browser else None,
         None,
-        services,
     )
+    # Positional: a NamedTuple built by keyword costs twice as much.
+    return Prepared(*values, services, _tail(values))
 
 
 def prepare_system(action: str, detail: Mapping[str, Any], revision: str = "") -> Prepared:
     """A record the log writes about itself (a purge)."""
     if action not in SYSTEM_ACTIONS:
         raise InvalidDecision(f"{action!r} is not a log event")
-    return Prepared(
-        consent_id=SYSTEM_CONSENT_ID,
-        action=action,
-        granted="",
-        denied="",
-        services="{}",
-        revision=revision,
-        language="",
-        source="api",
-        version_id=None,
-        ip=None,
-        browser=None,
-        detail=json.dumps(dict(detail), sort_keys=True, separators=(",", ":")),
+    values = (
+        SYSTEM_CONSENT_ID,
+        action,
+        "",
+        "",
+        "{}",
+        revision,
+        "",
+        "api",
+        None,
+        None,
+        None,
+        json.dumps(dict(detail), sort_keys=True, separators=(",", ":")),
     )
+    return Prepared(*values, None, _tail(values))
 
 
 # --- the chain ------------------------------------------------------------------------------
@@ -350,6 +355,53 @@ _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 def canonical(columns: tuple[Any, ...] | list[Any]) -> bytes:
     """The canonical encoding of a record's stored values (in COLUMNS order)."""
     return _dumps(columns).encode("ascii")  # a tuple encodes as the same JSON array
+
+
+def _encode(value: str | None) -> str:
+    """One stored value as canonical() spells it (every stored value is text or NULL)."""
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+_MIDDLES: dict[tuple[Any, ...], str] = {}
+
+
+def _tail(values: Sequence[str | None]) -> str:
+    """canonical() of the columns after `at`, without the opening: ',"<consent id>",...]'.
+
+    The same bytes json.JSONEncoder(ensure_ascii=True, separators=(",", ":")) writes for text
+    and None (it uses this very function for strings), without building an encoder per call.
+    The columns from action to version id take few distinct values on a site: encoded once.
+    """
+    middle_values = tuple(values[1:9])
+    middle = _MIDDLES.get(middle_values)
+    if middle is None:
+        if len(_MIDDLES) > 4096:
+            _MIDDLES.clear()
+        middle = _MIDDLES[middle_values] = ",".join([_encode(v) for v in middle_values])
+    cid, ip, browser, detail = values[0], values[9], values[10], values[11]
+    return f",{_encode(cid)},{middle},{_encode(ip)},{_encode(browser)},{_encode(detail)}]"
+
+
+def link_rows(
+    prepared: Sequence[Prepared], at: str, seq0: int, prev_hash: str
+) -> tuple[list[tuple[Any, ...]], str]:
+    """The raw rows (ROW_COLUMNS order) of `prepared` appended after record `seq0` whose hash is
+    `prev_hash`, all at time `at`; and the new head hash.
+
+    Same hashes as chain() over the columns, from each decision's precomputed tail.
+    """
+    head = ("[" + _encode(at)).encode("ascii")
+    prefix = HASH_PREFIX
+    sha256 = hashlib.sha256
+    rows: list[tuple[Any, ...]] = []
+    prev = prev_hash
+    seq = seq0
+    for p in prepared:
+        seq += 1
+        h = sha256(prefix + prev.encode("ascii") + b"\x00" + head + p.tail.encode("ascii")).hexdigest()
+        rows.append((seq, at, *p[:12], prev, h))
+        prev = h
+    return rows, prev
 
 
 def record_hash(prev_hash: str, columns: tuple[Any, ...] | list[Any]) -> str:

@@ -38,9 +38,9 @@ from .events import (
     BlockedAttempt,
     Checkpoint,
     LoggedRecord,
-    chain,
     checkpoint_mac,
     format_at,
+    link_rows,
     parse_at,
     prepare_system,
     sign,
@@ -288,9 +288,7 @@ class PostgresLog(BaseLog):
                     [at] * len(new_versions),
                     list(new_versions.values()),
                 )
-            cols = [p.columns(at) for p, _ in items]
-            links, new_head = chain(prev, cols)
-            rows = [(seq0 + i + 1, *c, *link) for i, (c, link) in enumerate(zip(cols, links, strict=True))]
+            rows, new_head = link_rows([p for p, _ in items], at, seq0, prev)
             await conn.execute(_INSERT_RECORDS, *[list(col) for col in zip(*rows, strict=True)])
             new_seq = seq0 + len(rows)
             await conn.execute(
@@ -404,9 +402,7 @@ class PostgresLog(BaseLog):
                     "anchor": anchor.hash if anchor else None,
                 },
             )
-            cols = p.columns(at)
-            links, new_head = chain(prev, [cols])
-            row = (seq0 + 1, *cols, *links[0])
+            (row,), new_head = link_rows([p], at, seq0, prev)
             await conn.execute(_INSERT_RECORDS, *[[v] for v in row])
             await conn.execute(
                 "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",

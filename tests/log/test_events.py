@@ -19,8 +19,10 @@ from consent_banner.log.events import (
     derive_hmac_key,
     format_at,
     key_id,
+    link_rows,
     parse_at,
     prepare,
+    prepare_system,
     record_hash,
 )
 
@@ -137,6 +139,49 @@ def test_chain_links_each_record_to_the_previous() -> None:
     assert all(record_hash(prev, c) == h for (prev, h), c in zip(links, cols, strict=True))
     # The same record after another predecessor hashes differently.
     assert record_hash("1" * 64, cols[0]) != links[0][1]
+
+
+_texts = st.text(max_size=12)  # any characters: quotes, backslashes, controls, non-ASCII
+
+
+@given(
+    st.lists(
+        st.tuples(
+            _texts.filter(bool),  # consent id
+            _texts,  # revision
+            _texts,  # language
+            st.none() | _texts,  # ip
+            st.none() | _texts,  # browser
+            st.dictionaries(_texts, st.booleans(), max_size=3),  # services
+            st.none() | _texts,  # version id
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(min_value=0, max_value=10**9),
+    st.dictionaries(_texts, _texts, max_size=2),
+)
+def test_the_writers_linking_hashes_exactly_the_stored_columns(
+    decisions: list[tuple], seq0: int, purge_detail: dict[str, str]
+) -> None:
+    """R22: link_rows() (each decision's encoding built ahead, in prepare()) gives the very hashes
+    the verifier recomputes from the stored columns, whatever the text in them."""
+    at = format_at(datetime.now(UTC))
+    prepared = [
+        prepare(
+            _decision(consent_id=cid, revision=rev, language=lang, ip=ip, browser=br, services=services),
+            vid,
+        )
+        for cid, rev, lang, ip, br, services, vid in decisions
+    ]
+    prepared.append(prepare_system("purge", purge_detail))
+    rows, head = link_rows(prepared, at, seq0, GENESIS)
+    links, expected_head = chain(GENESIS, [p.columns(at) for p in prepared])
+    assert head == expected_head
+    assert [(r[-2], r[-1]) for r in rows] == links
+    assert [r[0] for r in rows] == list(range(seq0 + 1, seq0 + len(prepared) + 1))
+    assert all(r[1:-2] == p.columns(at) for r, p in zip(rows, prepared, strict=True))
+    assert all(record_hash(r[-2], r[1:-2]) == r[-1] for r in rows)
 
 
 @given(st.integers(min_value=0, max_value=len(COLUMNS) - 1), st.text(max_size=20))

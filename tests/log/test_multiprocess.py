@@ -7,7 +7,7 @@ import sys
 import textwrap
 from typing import Any
 
-from consent_banner.log import open_log
+from consent_banner.log import Decision, open_log
 
 from .conftest import KEY, SECRET
 
@@ -117,3 +117,32 @@ async def test_acknowledged_decisions_survive_a_crash(log_url: str) -> None:
         assert (await lg.verify()).ok
     finally:
         await lg.close()
+
+
+async def test_a_writer_whose_head_is_stale_links_after_the_real_one(log_url: str) -> None:
+    """R22: each log links a batch after the head it last wrote, and checks that head inside the write
+    lock. Two logs on one store, taking turns, make every batch find another writer's records first:
+    each must then link afresh after the real head, at a time no earlier than the records before."""
+    a: Any = await open_log(log_url, hmac_key=KEY)
+    b: Any = await open_log(log_url, hmac_key=KEY)
+
+    def d(tag: str, i: int) -> Decision:
+        return Decision(
+            f"{tag}-{i}", "custom", ("necessary",), ("analytics",), {}, "r1", "en", "api", None, None, None
+        )
+
+    try:
+        written = []
+        for turn in range(6):
+            writer = (a, b)[turn % 2]
+            written += await asyncio.gather(*(writer.append(d(f"t{turn}", i)) for i in range(25)))
+        assert sorted(r.seq for r in written) == list(range(1, 151))
+        v = await a.verify()
+        assert v.ok and v.records == 150, v.message
+        rows = [r async for r in a.iter_rows()]
+        assert [r[1] for r in rows] == sorted(r[1] for r in rows)  # time order follows the chain
+        for r in written:  # what each caller was told is what is stored
+            assert rows[r.seq - 1][-1] == r.hash and rows[r.seq - 1][-2] == r.prev_hash
+    finally:
+        await a.close()
+        await b.close()

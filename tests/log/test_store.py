@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -208,6 +209,33 @@ async def test_memory_log_works_like_the_file_log(decision: MakeDecision) -> Non
         assert (await lg.verify()).ok
     finally:
         await lg.close()
+
+
+async def test_memory_logs_in_one_process_are_separate(decision: MakeDecision) -> None:
+    """Each memory:// log is its own database, though its writer and readers share it."""
+    one, two = await open_log("memory://", hmac_key=KEY), await open_log("memory://", hmac_key=KEY)
+    try:
+        await one.append(decision(consent_id="only-in-one"))
+        assert await one.count() == 1 and await two.count() == 0
+        assert await two.records_for("only-in-one") == []
+        assert one.log_id != two.log_id
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_closing_the_log_stops_its_writer_thread(log_url: str, decision: MakeDecision) -> None:
+    """A closed log leaves no thread behind (a server that reopens its log must not pile them up)."""
+    before = {t.ident for t in threading.enumerate()}
+    lg = await open_log(log_url, hmac_key=KEY)
+    await lg.append(decision())
+    await lg.close()
+    for _ in range(200):  # a stopped thread may take a moment to finish
+        left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+        if not left:
+            break
+        await asyncio.sleep(0.01)
+    assert left == []
 
 
 async def test_read_failures_are_log_unavailable(log: Any, log_url: str, decision: MakeDecision) -> None:
