@@ -4,7 +4,8 @@ The same records, chain and signatures as the SQLite backend, in a schema of the
 (`consent_log` unless the URL says `?schema=name`). Chain order across servers is kept by the
 single-row `head` table: every batch locks it (`SELECT ... FOR UPDATE`), links its records after
 the head it read, and moves the head, all in one transaction. A batch is inserted with one
-statement over `unnest()` arrays: one round trip however many decisions share the commit.
+statement over `unnest()` arrays. While no other server has written since this one did, the
+whole batch (lock, check, insert, move the head) is one statement: one round trip.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ _INSERT_RECORDS = (
     f"INSERT INTO records ({_RECORD_COLS}) SELECT * FROM unnest("
     + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_TYPES))
     + ")"
+)
+_N = len(ROW_COLUMNS)
+# A batch in one statement, when this server's view of the head is current: link the records after
+# the head it last wrote, and let the statement insert them and move the head only if the head,
+# locked, is still that one. A statement is a transaction of its own; READ COMMITTED re-reads the
+# locked row, so a batch of another server committed meanwhile makes it a no-op that says so.
+_APPEND_IF_HEAD = (
+    "WITH h AS (SELECT seq, hash FROM head WHERE id = 1 FOR UPDATE), "
+    f"ok AS (SELECT 1 FROM h WHERE seq = ${_N + 1} AND hash = ${_N + 2}), "
+    f"ins AS ({_INSERT_RECORDS} WHERE EXISTS (SELECT 1 FROM ok)), "
+    f"upd AS (UPDATE head SET seq = ${_N + 3}, hash = ${_N + 4}, at = ${_N + 5}, key_id = ${_N + 6}, "
+    f"mac = ${_N + 7} WHERE id = 1 AND EXISTS (SELECT 1 FROM ok)) "
+    "SELECT EXISTS (SELECT 1 FROM ok)"
 )
 
 _SCHEMA_V1 = [
@@ -154,6 +168,9 @@ class PostgresLog(BaseLog):
         self._pool_size = pool_size
         self._pool: Any = None
         self._blocked_since_prune = 0
+        # As this server last wrote them: (seq, hash) of the head, (seq, at) of the newest checkpoint.
+        self._head: tuple[int, str] | None = None
+        self._last_checkpoint: tuple[int | None, str | None] | None = None
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -264,6 +281,41 @@ class PostgresLog(BaseLog):
         return self._pool
 
     async def _commit(self, items: list[_Item]) -> list[Written]:
+        written = await self._commit_if_head(items)
+        return written if written is not None else await self._commit_locked(items)
+
+    async def _commit_if_head(self, items: list[_Item]) -> list[Written] | None:
+        """The batch as one statement (one round trip), or None when it needs the full transaction:
+        another server moved the head, a banner version is new, or a checkpoint is due."""
+        head, last_cp = self._head, self._last_checkpoint
+        if head is None or last_cp is None:
+            return None
+        if any(v is not None and v[0] not in self._known_versions for _, v in items):
+            return None
+        at = self._now()
+        rows, new_head = link_rows([p for p, _ in items], at, *head)
+        new_seq = head[0] + len(rows)
+        if self._due_checkpoint(new_seq, *last_cp, at):
+            return None
+        mac = sign(self._require_key(), "head", self.log_id, new_seq, new_head, at)
+        async with self._pool_or_fail().acquire() as conn:
+            done = await conn.fetchval(
+                _APPEND_IF_HEAD,
+                *[list(col) for col in zip(*rows, strict=True)],
+                *head,
+                new_seq,
+                new_head,
+                at,
+                self._key_id,
+                mac,
+            )
+        if not done:
+            return None
+        self._head = (new_seq, new_head)
+        at_dt = parse_at(at)
+        return [(p, r[0], at_dt, r[-2], r[-1]) for (p, _), r in zip(items, rows, strict=True)]
+
+    async def _commit_locked(self, items: list[_Item]) -> list[Written]:
         key = self._require_key()
         pool = self._pool_or_fail()
         async with pool.acquire() as conn, conn.transaction():
@@ -299,9 +351,12 @@ class PostgresLog(BaseLog):
                 self._key_id,
                 sign(key, "head", self.log_id, new_seq, new_head, at),
             )
-            if self._due_checkpoint(new_seq, head["cp_seq"], head["cp_at"], at):
+            last_cp = (head["cp_seq"], head["cp_at"])
+            if self._due_checkpoint(new_seq, *last_cp, at):
                 await self._insert_checkpoint(conn, new_seq, new_head, at, "periodic")
+                last_cp = (new_seq, at)
         self._known_versions.update(new_versions)
+        self._head, self._last_checkpoint = (new_seq, new_head), last_cp
         at_dt = parse_at(at)
         return [(p, r[0], at_dt, r[-2], r[-1]) for (p, _), r in zip(items, rows, strict=True)]
 

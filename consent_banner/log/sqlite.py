@@ -1,16 +1,18 @@
-"""The SQLite backend (the default): aiosqlite, WAL, group commit, safe across processes.
+"""The SQLite backend (the default): WAL, group commit, safe across processes.
 
-One writer connection per process, driven by the group-commit writer task. Each batch is one
-`BEGIN IMMEDIATE` transaction that re-reads the chain head *inside* the write lock, so several
-processes on one file (uvicorn --workers N) interleave whole batches and never fork the chain.
+One writer connection per process, on a thread of its own, fed by the group-commit writer task.
+Each batch is one `BEGIN IMMEDIATE` transaction, sent to that thread in one trip, that re-reads
+the chain head *inside* the write lock: the batch was linked after the head this process last
+wrote, and is linked afresh if another process appended since. So several processes on one file
+(uvicorn --workers N) interleave whole batches and never fork the chain.
 Lock waits are absorbed by SQLite's busy timeout and then by our own retry until a deadline;
 only after that does a caller get LogUnavailable: "database is locked" never reaches a visitor.
 
 `synchronous=FULL`: a commit is on disk when it returns, so an acknowledged decision survives a
 power cut, not only a process crash (R23). Group commit is what makes that affordable.
 
-Readers use their own connections: WAL lets them read a consistent snapshot while the writer
-appends, and a long export or verify gets a fresh connection of its own.
+Readers use their own aiosqlite connections: WAL lets them read a consistent snapshot while the
+writer appends, and a long export or verify gets a fresh connection of its own.
 """
 
 from __future__ import annotations
