@@ -24,6 +24,7 @@ from .events import (
     Prepared,
     format_at,
     key_id,
+    parse_at,
     prepare,
     version_id_for,
 )
@@ -211,6 +212,15 @@ _Item = tuple[Prepared, tuple[str, str] | None]  # a prepared decision and its (
 Written = tuple[
     Prepared, int, datetime, str, str
 ]  # what a commit hands back: (item, seq, at, prev_hash, hash)
+
+
+def written(items: list[_Item], rows: list[tuple[Any, ...]], at: str) -> list[Written]:
+    """What a commit of `items` as raw `rows` (ROW_COLUMNS order), all at time `at`, hands back.
+
+    The callers build their LoggedRecord themselves, after the commit: that work then overlaps
+    with the next batch's insert instead of holding up this one."""
+    at_dt = parse_at(at)
+    return [(p, r[0], at_dt, r[-2], r[-1]) for (p, _), r in zip(items, rows, strict=True)]
 
 
 class BaseLog:

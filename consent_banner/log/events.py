@@ -372,7 +372,7 @@ def _tail(values: Sequence[str | None]) -> str:
     and None (it uses this very function for strings), without building an encoder per call.
     The columns from action to version id take few distinct values on a site: encoded once.
     """
-    middle_values = tuple(values[1:9])
+    middle_values = tuple(values[1:9])  # hashable, whatever sequence `values` is
     middle = _MIDDLES.get(middle_values)
     if middle is None:
         if len(_MIDDLES) > 4096:
@@ -388,7 +388,7 @@ def link_rows(
     """The raw rows (ROW_COLUMNS order) of `prepared` appended after record `seq0` whose hash is
     `prev_hash`, all at time `at`; and the new head hash.
 
-    Same hashes as chain() over the columns, from each decision's precomputed tail.
+    Same hashes as chain() over the columns, from each decision's tail built in prepare().
     """
     head = ("[" + _encode(at)).encode("ascii")
     prefix = HASH_PREFIX
@@ -398,7 +398,8 @@ def link_rows(
     seq = seq0
     for p in prepared:
         seq += 1
-        h = sha256(prefix + prev.encode("ascii") + b"\x00" + head + p.tail.encode("ascii")).hexdigest()
+        tail = p.tail or _tail(p[:12])  # a Prepared made by hand has none
+        h = sha256(prefix + prev.encode("ascii") + b"\x00" + head + tail.encode("ascii")).hexdigest()
         rows.append((seq, at, *p[:12], prev, h))
         prev = h
     return rows, prev

@@ -32,6 +32,7 @@ from .base import (
     _Item,
     decode_version,
     read_errors,
+    written,
 )
 from .events import (
     GENESIS,
@@ -42,7 +43,6 @@ from .events import (
     checkpoint_mac,
     format_at,
     link_rows,
-    parse_at,
     prepare_system,
     sign,
 )
@@ -78,6 +78,12 @@ _APPEND_IF_HEAD = (
     f"mac = ${_N + 7} WHERE id = 1 AND EXISTS (SELECT 1 FROM ok)) "
     "SELECT EXISTS (SELECT 1 FROM ok)"
 )
+
+
+def _arrays(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as the per-column arrays that _INSERT_RECORDS unnests."""
+    return [list(col) for col in zip(*rows, strict=True)]
+
 
 _SCHEMA_V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)",
@@ -281,8 +287,8 @@ class PostgresLog(BaseLog):
         return self._pool
 
     async def _commit(self, items: list[_Item]) -> list[Written]:
-        written = await self._commit_if_head(items)
-        return written if written is not None else await self._commit_locked(items)
+        fast = await self._commit_if_head(items)
+        return fast if fast is not None else await self._commit_locked(items)
 
     async def _commit_if_head(self, items: list[_Item]) -> list[Written] | None:
         """The batch as one statement (one round trip), or None when it needs the full transaction:
@@ -301,7 +307,7 @@ class PostgresLog(BaseLog):
         async with self._pool_or_fail().acquire() as conn:
             done = await conn.fetchval(
                 _APPEND_IF_HEAD,
-                *[list(col) for col in zip(*rows, strict=True)],
+                *_arrays(rows),
                 *head,
                 new_seq,
                 new_head,
@@ -312,8 +318,7 @@ class PostgresLog(BaseLog):
         if not done:
             return None
         self._head = (new_seq, new_head)
-        at_dt = parse_at(at)
-        return [(p, r[0], at_dt, r[-2], r[-1]) for (p, _), r in zip(items, rows, strict=True)]
+        return written(items, rows, at)
 
     async def _commit_locked(self, items: list[_Item]) -> list[Written]:
         key = self._require_key()
@@ -341,7 +346,7 @@ class PostgresLog(BaseLog):
                     list(new_versions.values()),
                 )
             rows, new_head = link_rows([p for p, _ in items], at, seq0, prev)
-            await conn.execute(_INSERT_RECORDS, *[list(col) for col in zip(*rows, strict=True)])
+            await conn.execute(_INSERT_RECORDS, *_arrays(rows))
             new_seq = seq0 + len(rows)
             await conn.execute(
                 "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",
@@ -357,8 +362,7 @@ class PostgresLog(BaseLog):
                 last_cp = (new_seq, at)
         self._known_versions.update(new_versions)
         self._head, self._last_checkpoint = (new_seq, new_head), last_cp
-        at_dt = parse_at(at)
-        return [(p, r[0], at_dt, r[-2], r[-1]) for (p, _), r in zip(items, rows, strict=True)]
+        return written(items, rows, at)
 
     async def _insert_checkpoint(self, conn: Any, seq: int, head: str, at: str, reason: str) -> Checkpoint:
         key = self._require_key()
@@ -458,7 +462,7 @@ class PostgresLog(BaseLog):
                 },
             )
             (row,), new_head = link_rows([p], at, seq0, prev)
-            await conn.execute(_INSERT_RECORDS, *[[v] for v in row])
+            await conn.execute(_INSERT_RECORDS, *_arrays([row]))
             await conn.execute(
                 "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",
                 seq0 + 1,

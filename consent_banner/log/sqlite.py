@@ -47,6 +47,7 @@ from .base import (
     _Item,
     decode_version,
     read_errors,
+    written,
 )
 from .events import (
     GENESIS,
@@ -57,7 +58,6 @@ from .events import (
     checkpoint_mac,
     format_at,
     link_rows,
-    parse_at,
     prepare_system,
     sign,
 )
@@ -207,7 +207,7 @@ class SQLiteLog(BaseLog):
         # A shared cache locks whole tables: in memory, reads wait until no write is open.
         self._mem_lock = asyncio.Lock()
         self._blocked_since_prune = 0
-        self._head: tuple[int, str] | None = None  # (seq, hash) as this process last wrote or read it
+        self._head: tuple[int, str] | None = None  # (seq, hash) of the head this process last wrote
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -362,10 +362,7 @@ class SQLiteLog(BaseLog):
         # last did, and _commit_sync checks exactly that inside the write lock.
         linked = link_rows([p for p, _ in items], at, *head) if head is not None else None
         rows, at = await self._write(self._commit_sync, items, at, head, linked)
-        at_dt = parse_at(at)
-        # The callers build their LoggedRecord themselves, after the commit: that work then overlaps
-        # with the next batch's insert instead of holding up this one.
-        return [(p, r[0], at_dt, r[-2], r[-1]) for (p, _), r in zip(items, rows, strict=True)]
+        return written(items, rows, at)
 
     def _commit_sync(
         self,
