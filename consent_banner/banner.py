@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from .config import NECESSARY, ConsentConfig, Service, localized
+from .config import NECESSARY, ConsentConfig, Service, lifetime_parts, localized
 from .consent import Consent, consent_json
 
 I18N_DIR = Path(__file__).parent / "i18n"
@@ -294,7 +294,7 @@ class Banner:
         t = self.texts(language)
         c = self.config.cookie
         own = [
-            (c.name, t["days"].replace("{n}", str(c.lifetime_days)), t["consent_cookie_purpose"]),
+            (c.name, _count(t["days"], c.lifetime_days), t["consent_cookie_purpose"]),
             (f"{c.name}_csrf", t["session"], t["csrf_cookie_purpose"]),
         ]
         cookies = [
@@ -319,23 +319,39 @@ class Banner:
     def _service(self, s: Service, consent: Consent | None, language: str) -> dict[str, Any]:
         on = consent is not None and consent.decided and consent.allows_service(s.name, s.category)
         t = self.texts(language)
+        purpose = self.config.localize(s.purpose, language)
         return {
             "name": s.name,
             "provider": s.provider,
-            "purpose": s.purpose,
+            "purpose": purpose,
             "privacy_url": s.privacy_url,
             "switch": s.switch,
             "checked": on,
             "cookies": [
                 {
                     "name": c.name,
-                    "lifetime": t["session"] if c.lifetime_seconds is None else c.lifetime,
+                    "lifetime": _lifetime(t, c.lifetime),
                     "domain": c.domain or "",
-                    "purpose": c.purpose or s.purpose,
+                    "purpose": (self.config.localize(c.purpose, language) if c.purpose else "") or purpose,
                 }
                 for c in s.cookies
             ],
         }
+
+
+def _count(text: str, n: int) -> str:
+    """A text of the form "{n} day|{n} days" (one|many) for n; a text without "|" serves both."""
+    one, _, many = text.partition("|")
+    return (one if n == 1 or not many else many).replace("{n}", str(n))
+
+
+def _lifetime(texts: dict[str, str], declared: str) -> str:
+    """A declared lifetime ("13 months", "1 y", "session") in the visitor's language."""
+    parts = lifetime_parts(declared)
+    if parts is None:
+        return texts["session"]
+    n, unit, _ = parts
+    return _count(texts[unit], n)
 
 
 def data_attrs(data: dict[str, str]) -> Markup:

@@ -39,40 +39,46 @@ _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 # RFC 6265 cookie-name token characters, plus the glob wildcards * ? [ ] !
 _COOKIE_GLOB = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z?\[\]]+$")
 _LIFETIME = re.compile(r"^\s*(\d+)\s*([a-z]+?)s?\s*$")
-# The longest reading of each unit, so that a real lifetime is never judged longer than declared
-# only because a month had 31 days.
-_UNIT_SECONDS = {
-    "second": 1,
-    "sec": 1,
-    "s": 1,
-    "minute": 60,
-    "min": 60,
-    "hour": 3600,
-    "h": 3600,
-    "day": 86400,
-    "d": 86400,
-    "week": 7 * 86400,
-    "w": 7 * 86400,
-    "month": 31 * 86400,
-    "m": 31 * 86400,
-    "year": 366 * 86400,
-    "y": 366 * 86400,
+# Each spelling of a unit: its name (the key of its text in i18n/*.toml) and its longest reading in
+# seconds, so that a real lifetime is never judged longer than declared only because a month had 31 days.
+_UNITS = {
+    "second": ("seconds", 1),
+    "sec": ("seconds", 1),
+    "s": ("seconds", 1),
+    "minute": ("minutes", 60),
+    "min": ("minutes", 60),
+    "hour": ("hours", 3600),
+    "h": ("hours", 3600),
+    "day": ("days", 86400),
+    "d": ("days", 86400),
+    "week": ("weeks", 7 * 86400),
+    "w": ("weeks", 7 * 86400),
+    "month": ("months", 31 * 86400),
+    "m": ("months", 31 * 86400),
+    "year": ("years", 366 * 86400),
+    "y": ("years", 366 * 86400),
 }
 
 
-def parse_lifetime(text: str) -> int | None:
-    """Seconds for "13 months", "30 minutes", "1 year"; None for "session". Raises ValueError."""
+def lifetime_parts(text: str) -> tuple[int, str, int] | None:
+    """(number, unit name, seconds per unit) of "13 months"; None for "session". Raises ValueError."""
     t = text.strip().lower()
     if t in ("session", "end of session", "browser session"):
         return None
     m = _LIFETIME.match(t)
-    unit = m and (_UNIT_SECONDS.get(m.group(2)) or _UNIT_SECONDS.get(m.group(2) + "s"))
+    unit = m and (_UNITS.get(m.group(2)) or _UNITS.get(m.group(2) + "s"))
     if not m or not unit:
         raise ValueError(
             f"lifetime {text!r} is not understood: write a number and a unit "
             "(seconds, minutes, hours, days, weeks, months, years) or 'session'"
         )
-    return int(m.group(1)) * unit
+    return int(m.group(1)), unit[0], unit[1]
+
+
+def parse_lifetime(text: str) -> int | None:
+    """Seconds for "13 months", "30 minutes", "1 year"; None for "session". Raises ValueError."""
+    parts = lifetime_parts(text)
+    return None if parts is None else parts[0] * parts[2]
 
 
 def _text_map(value: Any) -> Any:
@@ -83,6 +89,7 @@ def _text_map(value: Any) -> Any:
 
 
 Text = Annotated[dict[str, str], BeforeValidator(_text_map)]
+OptionalText = Annotated[dict[str, str] | None, BeforeValidator(_text_map)]
 
 
 def localized(text: dict[str, str], language: str, default_language: str) -> str:
@@ -128,7 +135,7 @@ class CookieDeclaration(_Model):
     name: str
     lifetime: str = "session"
     domain: str | None = None  # the parent domain it may live on, e.g. ".example.com"
-    purpose: str | None = None
+    purpose: OptionalText = None  # default: the service's purpose
 
     @field_validator("name")
     @classmethod
@@ -203,7 +210,7 @@ class Service(_Model):
     name: str
     category: str
     provider: str = ""
-    purpose: str = ""
+    purpose: Text = Field(default_factory=dict)
     privacy_url: str | None = None
     origins: tuple[Origin, ...] = ()
     cookies: tuple[CookieDeclaration, ...] = ()
@@ -359,6 +366,11 @@ class ConsentConfig(_Model):
     @cached_property
     def default_language(self) -> str:
         return self.languages[0]
+
+    def localize(self, text: dict[str, str], language: str) -> str:
+        """A configured text (a label, a description, a purpose) in `language`, else in the default
+        language: `config.localize(service.purpose, "sv")`."""
+        return localized(text, language, self.default_language)
 
     @cached_property
     def config_hash(self) -> str:

@@ -81,6 +81,20 @@ def test_swedish_pages_show_the_swedish_banner(visitor: Callable[..., Visitor], 
     expect(banner).to_contain_text("när som helst")  # consent can be withdrawn at any time
     buttons = banner.locator(".cb-actions > button")
     expect(buttons).to_have_text(["Acceptera alla", "Avvisa alla", "Anpassa"])
+    # R5: the dialog and the cookie declaration name purposes and lifetimes in Swedish too.
+    v.click("Anpassa")
+    dialog = v.page.locator("dialog[open]")
+    expect(dialog).to_contain_text("Räknar besök och sidvisningar")
+    expect(dialog).to_contain_text("13 månader")
+    expect(dialog).not_to_contain_text("13 months")
+    v.goto("/sv/privacy")
+    # The declaration: the one table with a Provider column (the dialog's have none).
+    provider_column = v.page.get_by_role("columnheader", name="Leverantör", exact=True)
+    declaration = v.page.locator("table", has=provider_column)
+    expect(declaration).to_contain_text("Känner igen en återkommande webbläsare")
+    expect(declaration).to_contain_text("30 minuter")
+    recipients = v.page.locator("table.recipients")
+    expect(recipients).to_contain_text("Mäter vilka annonser som leder till bokningar")
 
     v.goto("/")
     expect(v.page.locator("#cb-banner .cb-actions > button")).to_have_text(

@@ -209,10 +209,18 @@ def build_site(
         # The generated cookie declaration (R5), rendered by the middleware's own banner so the
         # table always matches consent.toml: the same HTML as GET {prefix}/declaration?lang=...
         declaration = Markup(holder["middleware"].banner.declaration(lang))
-        recipients = [s for s in config.services if s.provider and s.provider != config.controller]
+        recipients = [
+            {
+                "provider": s.provider,
+                "category": config.localize(config.categories[s.category].label, lang),
+                "purpose": config.localize(s.purpose, lang),
+                "origins": s.origins,
+            }
+            for s in config.services
+            if s.provider and s.provider != config.controller
+        ]
         return render(request, f"privacy_{lang}.html", title=TEXTS[lang]["privacy_title"],
-                      declaration=declaration, recipients=recipients, config=config,
-                      categories=config.categories)
+                      declaration=declaration, recipients=recipients, config=config)
 
     @requires_consent("marketing")
     async def subscribe(request: Request) -> Response:

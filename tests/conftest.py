@@ -52,7 +52,7 @@ cookies = [ {{ name = "booking_session", lifetime = "session" }} ]
 name = "stats"
 category = "analytics"
 provider = "Example Stats Ltd"
-purpose = "Counts visits"
+purpose = {{ en = "Counts visits", sv = "Räknar besök" }}
 origins = ["https://stats.example.net"]
 cookies = [ {{ name = "_st_id.*", lifetime = "13 months" }}, {{ name = "_st_ses", lifetime = "30 minutes" }} ]
 switch = true

@@ -392,6 +392,46 @@ def test_dialog_lists_services_with_cookies_and_lifetimes(banner: Banner) -> Non
         assert part in text
 
 
+def test_purposes_and_lifetimes_follow_the_language() -> None:
+    """R5/R14: a purpose is one text for every language or one per language (the default language
+    standing in for a missing one); lifetimes are written in the visitor's language, one or many."""
+    config = make_config(
+        services=[
+            {
+                "name": "stats",
+                "category": "analytics",
+                "provider": "Example Stats Ltd",
+                "purpose": {"en": "Counts visits", "sv": "Räknar besök"},
+                "cookies": [
+                    {
+                        "name": "_st_id",
+                        "lifetime": "13 months",
+                        "purpose": {"en": "Recognises a browser", "sv": "Känner igen en webbläsare"},
+                    },
+                    {"name": "_st_ses", "lifetime": "1 day"},
+                    {"name": "_st_x", "lifetime": "1 y", "purpose": "One text everywhere"},
+                    {"name": "_st_en", "lifetime": "2 weeks", "purpose": {"en": "Only in English"}},
+                ],
+            }
+        ]
+    )
+    b = Banner(config, prefix="/_consent")
+
+    def purpose_and_lifetime(language: str) -> dict[str, list[str]]:
+        rows = dom(b.declaration(language)).one("tbody").all("tr")
+        return {tr.all("td")[0].all_text: [td.all_text for td in tr.all("td")[4:6]] for tr in rows}
+
+    en, sv = purpose_and_lifetime("en"), purpose_and_lifetime("sv")
+    assert en["_st_id"] == ["Recognises a browser", "13 months"]
+    assert sv["_st_id"] == ["Känner igen en webbläsare", "13 månader"]
+    assert en["_st_ses"] == ["Counts visits", "1 day"]  # the service's purpose stands in
+    assert sv["_st_ses"] == ["Räknar besök", "1 dag"]
+    assert sv["_st_x"] == ["One text everywhere", "1 år"]
+    assert sv["_st_en"] == ["Only in English", "2 veckor"]
+    dialog = dom(body(b, language="sv")).one("dialog").all_text
+    assert "Känner igen en webbläsare" in dialog and "13 månader" in dialog and "Recognises" not in dialog
+
+
 # --- R14: languages ------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,10 @@ def test_cookie_patterns_are_globs(config: ConsentConfig) -> None:
             {"services": [{"name": "s", "category": "analytics"}, {"name": "s", "category": "analytics"}]},
             "services[1].name: 's' is declared twice",
         ),
+        (
+            {"services": [{"name": "s", "category": "analytics", "purpose": {"sv": 5}}]},
+            "services[0].purpose.sv",
+        ),
     ],
 )
 def test_each_bad_key_is_named(change: dict, expected: str) -> None:
@@ -139,3 +145,12 @@ def test_config_hash_changes_with_content() -> None:
     a = ConsentConfig(**BASE)  # type: ignore[arg-type]
     b = ConsentConfig(**{**BASE, "controller": "Other AB"})  # type: ignore[arg-type]
     assert a.config_hash != b.config_hash and len(a.config_hash) == 64
+
+
+def test_the_readme_configuration_example_is_a_valid_configuration() -> None:
+    """The README's consent.toml is what users copy: it must load as it stands."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    config = ConsentConfig.from_dict(tomllib.loads(example))
+    assert config.localize(config.services[0].purpose, "sv") == "Räknar besök"
+    assert config.localize(config.services[0].purpose, "de") == "Counts visits"  # the default language

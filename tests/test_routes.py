@@ -438,6 +438,11 @@ async def test_banner_and_declaration_fragments_follow_the_language(client) -> N
     assert other.status_code == 200 and "Nödvändiga" in other.text  # nearest language we have
     table = await client.get("/_consent/declaration?lang=en")
     assert "_st_id.*" in table.text and "13 months" in table.text and "Example Stats Ltd" in table.text
+    assert "Counts visits" in table.text
+    # Purposes configured per language, and lifetimes, in the visitor's language.
+    sv_table = await client.get("/_consent/declaration?lang=sv")
+    assert "Räknar besök" in sv_table.text and "13 månader" in sv_table.text and "30 minuter" in sv_table.text
+    assert "Counts visits" not in sv_table.text and "13 months" not in sv_table.text
 
 
 async def test_script_is_served_with_its_content_hash_for_caching(client) -> None:
