@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -89,6 +89,27 @@ def set_cookie_header(
         parts.append("HttpOnly")
     parts.append(f"SameSite={(same_site or settings.same_site).capitalize()}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What a visitor decided, as the decision endpoints read it."""
+
+    action: str
+    granted: frozenset[str]
+    services: dict[str, bool]
+    language: str | None
+    source: str
+    gpc_claimed: bool  # the browser script saw navigator.globalPrivacyControl
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """How to answer it: a redirect for the form, JSON for the script, a token for another origin."""
+
+    kind: str  # "form" or "json"
+    return_to: Any  # the form's return_to field, checked to be a same-origin path before use
+    cross: str | None  # the allowed other origin the decision came from, None for this site
 
 
 class ConsentRoutes:
@@ -190,21 +211,11 @@ class ConsentRoutes:
         return_to = fields.pop("return_to", None) if kind == "form" else None
         body = _validated(DecisionBody, fields)
         granted = self._granted(body)
-        services = self._services(body.services, granted)
         source = body.source or ("form" if kind == "form" else "api" if cross is None else "banner")
-        return await self._record(
-            request,
-            consent,
-            body.action,
-            granted,
-            services,
-            body.language,
-            source,
-            body.gpc,
-            kind,
-            return_to,
-            cross,
+        choice = _Choice(
+            body.action, granted, self._services(body.services, granted), body.language, source, body.gpc
         )
+        return await self._record(request, consent, choice, _Reply(kind, return_to, cross))
 
     async def withdraw(self, request: Request, consent: Consent) -> Response:
         cross = self._check_origin(request)
@@ -213,36 +224,13 @@ class ConsentRoutes:
         fields.pop("action", None) if kind == "form" else None
         body = _validated(WithdrawBody, fields)
         source = body.source or ("form" if kind == "form" else "settings")
-        return await self._record(
-            request,
-            consent,
-            "withdraw",
-            frozenset(),
-            {},
-            body.language,
-            source,
-            body.gpc,
-            kind,
-            return_to,
-            cross,
-        )
+        choice = _Choice("withdraw", frozenset(), {}, body.language, source, body.gpc)
+        return await self._record(request, consent, choice, _Reply(kind, return_to, cross))
 
-    async def _record(
-        self,
-        request: Request,
-        consent: Consent,
-        action: str,
-        granted: frozenset[str],
-        services: dict[str, bool],
-        language: str | None,
-        source: str,
-        gpc_claimed: bool,
-        kind: str,
-        return_to: Any,
-        cross: str | None,
-    ) -> Response:
-        language = self._language(language, request)
-        gpc = consent.gpc or gpc_claimed
+    async def _record(self, request: Request, consent: Consent, choice: _Choice, reply: _Reply) -> Response:
+        language = self._language(choice.language, request)
+        action, granted = choice.action, choice.granted
+        gpc = consent.gpc or choice.gpc_claimed
         if gpc:
             # While the signal is present, a decision never grants what GPC denies (R26, R27).
             granted = granted - self.config.gpc_denied
@@ -254,10 +242,10 @@ class ConsentRoutes:
         new = Consent(
             id=consent_id or new_consent_id(),
             granted=granted,
-            services=services,
+            services=choice.services,
             revision=self.config.policy_revision,
             decided_at=int(time.time()),
-            source=source,
+            source=choice.source,
             gpc_recorded=gpc,
         )
         decision = self._decision(request, new, action, language)
@@ -272,13 +260,13 @@ class ConsentRoutes:
             new.with_gpc(self.config.gpc_denied) if consent.gpc else new, self.config.policy_revision
         )
         response: Response
-        if kind == "form":
-            response = RedirectResponse(_same_origin_path(return_to), status_code=303)
+        if reply.kind == "form":
+            response = RedirectResponse(_same_origin_path(reply.return_to), status_code=303)
         else:
-            if cross is not None:
+            if reply.cross is not None:
                 state = {**state, "token": value, "max_age": self.codec.lifetime}
             response = JSONResponse(state)
-        if cross is None:
+        if reply.cross is None:
             response.headers.append(
                 "set-cookie",
                 set_cookie_header(
