@@ -64,7 +64,11 @@ def test_demo_command_serves_the_site_and_its_third_parties_and_stops_on_ctrl_c(
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, log.read_text()
-        assert "demo stopped" in log.read_text()
+        final = log.read_text()
+        assert "demo stopped" in final
+        # six servers, one process: its lifecycle is told once
+        assert final.count("Started server process") == 1, final
+        assert final.count("Finished server process") == 1, final
         with socket.socket() as s:  # the port is free again
             s.bind(("127.0.0.1", port))
     finally:

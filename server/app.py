@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import os
 import signal
 import socket
@@ -281,6 +282,24 @@ def _server(app: ASGIApp, sock: socket.socket, log_level: str, *, lifespan: str 
     return _Server(config)
 
 
+class _EachLineOnce(logging.Filter):
+    """The demo's six servers share uvicorn's logger: each says "Started server process", "Shutting
+    down" and so on. Say each such line once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[object, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        key = (record.msg, repr(record.args))  # args may be a mapping, which does not hash
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
 def run(host: str, port: int, config_path: Path | None) -> None:
     """`consent-banner demo`: serve the site and its third parties until Ctrl-C."""
     try:
@@ -313,6 +332,7 @@ def run(host: str, port: int, config_path: Path | None) -> None:
     lines += [f"  WARNING: {w}" for w in demo.warnings]
     lines += ["Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)
+    logging.getLogger("uvicorn.error").addFilter(_EachLineOnce())
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
