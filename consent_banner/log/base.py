@@ -26,6 +26,7 @@ from .events import (
     key_id,
     parse_at,
     prepare,
+    prepare_system,
     version_id_for,
 )
 from .verify import VerifyResult
@@ -212,6 +213,22 @@ _Item = tuple[Prepared, tuple[str, str] | None]  # a prepared decision and its (
 Written = tuple[
     Prepared, int, datetime, str, str
 ]  # what a commit hands back: (item, seq, at, prev_hash, hash)
+
+
+def purge_record(
+    cutoff: str, older_than: timedelta, removed: int, through: int, anchor: Checkpoint | None
+) -> Prepared:
+    """The log's own record of a purge: what went, and the checkpoint the rest verifies from."""
+    return prepare_system(
+        "purge",
+        {
+            "cutoff": cutoff,
+            "older_than_days": older_than.days,
+            "removed": removed,
+            "through_seq": through if removed else 0,
+            "anchor": anchor.hash if anchor else None,
+        },
+    )
 
 
 def written(items: list[_Item], rows: list[tuple[Any, ...]], at: str) -> list[Written]:

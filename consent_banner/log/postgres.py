@@ -31,6 +31,7 @@ from .base import (
     Written,
     _Item,
     decode_version,
+    purge_record,
     read_errors,
     written,
 )
@@ -43,7 +44,6 @@ from .events import (
     checkpoint_mac,
     format_at,
     link_rows,
-    prepare_system,
     sign,
 )
 from .verify import ChainVerifier, SignedHead, VerifyResult
@@ -451,16 +451,7 @@ class PostgresLog(BaseLog):
                     conn, through, through_hash, at, "purge"
                 )
                 await conn.execute("DELETE FROM records WHERE seq <= $1", through)
-            p = prepare_system(
-                "purge",
-                {
-                    "cutoff": cutoff,
-                    "older_than_days": older_than.days,
-                    "removed": removed,
-                    "through_seq": through if removed else 0,
-                    "anchor": anchor.hash if anchor else None,
-                },
-            )
+            p = purge_record(cutoff, older_than, removed, through, anchor)
             (row,), new_head = link_rows([p], at, seq0, prev)
             await conn.execute(_INSERT_RECORDS, *_arrays([row]))
             await conn.execute(

@@ -46,6 +46,7 @@ from .base import (
     Written,
     _Item,
     decode_version,
+    purge_record,
     read_errors,
     written,
 )
@@ -58,7 +59,6 @@ from .events import (
     checkpoint_mac,
     format_at,
     link_rows,
-    prepare_system,
     sign,
 )
 from .verify import ChainVerifier, SignedHead, VerifyResult
@@ -515,16 +515,7 @@ class SQLiteLog(BaseLog):
                     conn, through, through_hash, at, "purge"
                 )
                 conn.execute("DELETE FROM records WHERE seq <= ?", (through,))
-            p = prepare_system(
-                "purge",
-                {
-                    "cutoff": cutoff,
-                    "older_than_days": older_than.days,
-                    "removed": removed,
-                    "through_seq": through if removed else 0,
-                    "anchor": anchor.hash if anchor else None,
-                },
-            )
+            p = purge_record(cutoff, older_than, removed, through, anchor)
             rows, new_head = link_rows([p], at, seq0, prev)
             _insert_records(conn, rows)
             conn.execute(
