@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from .config import NECESSARY, ConsentConfig, Service, lifetime_parts, localized
+from .config import NECESSARY, ConsentConfig, CookieDeclaration, Service
 from .consent import Consent, consent_json
 
 I18N_DIR = Path(__file__).parent / "i18n"
@@ -178,10 +178,8 @@ class Banner:
             "categories": [
                 {
                     "name": name,
-                    "label": localized(cat.label, language, cfg.default_language),
-                    "description": localized(cat.description, language, cfg.default_language)
-                    if cat.description
-                    else "",
+                    "label": cfg.localize(cat.label, language),
+                    "description": cfg.localize(cat.description, language) if cat.description else "",
                 }
                 for name, cat in cfg.categories.items()
             ],
@@ -248,9 +246,7 @@ class Banner:
             "return_to": return_to,
             "categories": self._categories(language, consent),
             "purposes": [
-                localized(cat.label, language, cfg.default_language)
-                for name, cat in cfg.categories.items()
-                if name != NECESSARY
+                cfg.localize(cat.label, language) for name, cat in cfg.categories.items() if name != NECESSARY
             ],
             "privacy_policy_url": cfg.privacy_policy_url,
             "recipients_url": self.recipients_url,
@@ -275,10 +271,8 @@ class Banner:
             out.append(
                 {
                     "name": name,
-                    "label": localized(cat.label, language, cfg.default_language),
-                    "description": localized(cat.description, language, cfg.default_language)
-                    if cat.description
-                    else "",
+                    "label": cfg.localize(cat.label, language),
+                    "description": cfg.localize(cat.description, language) if cat.description else "",
                     "necessary": necessary,
                     "checked": on,
                     # GPC denies these whatever is ticked (R26): say so rather than pretend.
@@ -330,7 +324,7 @@ class Banner:
             "cookies": [
                 {
                     "name": c.name,
-                    "lifetime": _lifetime(t, c.lifetime),
+                    "lifetime": _lifetime(t, c),
                     "domain": c.domain or "",
                     "purpose": (self.config.localize(c.purpose, language) if c.purpose else "") or purpose,
                 }
@@ -345,9 +339,9 @@ def _count(text: str, n: int) -> str:
     return (one if n == 1 or not many else many).replace("{n}", str(n))
 
 
-def _lifetime(texts: dict[str, str], declared: str) -> str:
-    """A declared lifetime ("13 months", "1 y", "session") in the visitor's language."""
-    parts = lifetime_parts(declared)
+def _lifetime(texts: dict[str, str], cookie: CookieDeclaration) -> str:
+    """A cookie's declared lifetime ("13 months", "1 y", "session") in the visitor's language."""
+    parts = cookie.lifetime_parts
     if parts is None:
         return texts["session"]
     n, unit, _ = parts

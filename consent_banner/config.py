@@ -175,8 +175,14 @@ class CookieDeclaration(_Model):
         return re.compile(fnmatch.translate(self.name))
 
     @cached_property
+    def lifetime_parts(self) -> tuple[int, str, int] | None:
+        """(number, unit name, seconds per unit); None for a session cookie."""
+        return lifetime_parts(self.lifetime)
+
+    @cached_property
     def lifetime_seconds(self) -> int | None:
-        return parse_lifetime(self.lifetime)
+        parts = self.lifetime_parts
+        return None if parts is None else parts[0] * parts[2]
 
 
 class Category(_Model):
