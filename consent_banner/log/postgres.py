@@ -299,10 +299,10 @@ class PostgresLog(BaseLog):
         if any(v is not None and v[0] not in self._known_versions for _, v in items):
             return None
         at = self._now()
-        rows, new_head = link_rows([p for p, _ in items], at, *head)
-        new_seq = head[0] + len(rows)
+        new_seq = head[0] + len(items)
         if self._due_checkpoint(new_seq, *last_cp, at):
             return None
+        rows, new_head = link_rows([p for p, _ in items], at, *head)
         mac = sign(self._require_key(), "head", self.log_id, new_seq, new_head, at)
         async with self._pool_or_fail().acquire() as conn:
             done = await conn.fetchval(
