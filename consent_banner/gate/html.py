@@ -26,6 +26,11 @@ is labelled with the first such service in config order.
 
 Markup contract (what the browser script re-activates after consent; CAT = category, SVC = service):
 
+- Mark: given ``mark`` (a zero-argument callable returning the page's CSP nonce, called at most once
+  and only when something is neutralised), every tag below also gets ``nonce="NONCE"`` (any nonce
+  attribute it had is dropped). The script activates only elements whose ``el.nonce`` is the page's
+  nonce, so markup reflected into the page cannot pass for a neutralised tracker.
+
 - Script: ``<script src="U" async>`` becomes
   ``<script data-consent-src="U" async type="text/plain" data-consent-category="CAT"
   data-consent-service="SVC">``; an original ``type`` (e.g. "module") is kept as
@@ -213,7 +218,10 @@ class HtmlRewriter:
         *,
         charset: str = "utf-8",
         placeholder: Callable[[Blocked, str | None], str] | None = None,
+        mark: Callable[[], str] | None = None,
     ) -> None:
+        self._mark = mark  # the page's CSP nonce, drawn only when a tag is neutralised
+        self._mark_attr: bytes | None = None
         self._hosts = hosts if hosts else None  # None: nothing to neutralise
         self._needles = hosts.needles if hosts else ()
         self._inject = inject
@@ -453,13 +461,14 @@ class HtmlRewriter:
             if blocked is None:
                 return tag
             renames = {b"src": b"data-consent-src", b"type": b"data-consent-type"}
-            return _edit(tag, attrs, renames, _labels(blocked, b' type="text/plain"'))
+            return _edit(tag, attrs, renames, _labels(blocked, b' type="text/plain"') + self._marked())
         if name == b"iframe":
             blocked = self._blocked(attrs, b"src")
             if blocked is None:
                 return tag
             extra = b"" if b"hidden" in attrs else b' hidden="" data-consent-hidden=""'
-            edited = _edit(tag, attrs, {b"src": b"data-consent-src"}, _labels(blocked, extra))
+            extra = _labels(blocked, extra) + self._marked()
+            edited = _edit(tag, attrs, {b"src": b"data-consent-src"}, extra)
             if self._placeholder is None:
                 return edited
             return self._placeholder(blocked, self._lang).encode(self._charset, "xmlcharrefreplace") + edited
@@ -467,11 +476,19 @@ class HtmlRewriter:
         blocked = next(filter(None, (self._blocked(attrs, a) for a in names)), None)
         if blocked is None:
             return tag
-        return _edit(tag, attrs, {a: b"data-consent-" + a for a in names}, _labels(blocked))
+        return _edit(tag, attrs, {a: b"data-consent-" + a for a in names}, _labels(blocked) + self._marked())
 
-    def _blocked(self, attrs: dict[bytes, list[tuple[int, int, bytes]]], name: bytes) -> Blocked | None:
+    def _marked(self) -> bytes:
+        """The mark attribute for a neutralised tag (its own nonce attributes are dropped by _edit)."""
+        if self._mark is None:
+            return b""
+        if self._mark_attr is None:
+            self._mark_attr = b' nonce="' + html.escape(self._mark()).encode() + b'"'
+        return self._mark_attr
+
+    def _blocked(self, attrs: dict[bytes, list[tuple[int, int, bytes, int]]], name: bytes) -> Blocked | None:
         assert self._hosts is not None
-        for _, _, value in attrs.get(name, ()):  # every duplicate: renaming one exposes the next
+        for _, _, value, _ in attrs.get(name, ()):  # every duplicate: renaming one exposes the next
             text = _text(value)
             urls = [c.split()[0] for c in text.split(",") if c.split()] if name == b"srcset" else [text]
             for url in urls:
@@ -552,18 +569,18 @@ def _text(value: bytes) -> str:
     return html.unescape(s) if "&" in s else s
 
 
-def _attrs(tag: bytes, offset: int) -> dict[bytes, list[tuple[int, int, bytes]]]:
+def _attrs(tag: bytes, offset: int) -> dict[bytes, list[tuple[int, int, bytes, int]]]:
     """Attribute name (lower case) -> [(name start, name end, raw value)] of a start tag."""
-    found: dict[bytes, list[tuple[int, int, bytes]]] = {}
+    found: dict[bytes, list[tuple[int, int, bytes, int]]] = {}
     end = len(tag) - 1  # the closing ">"
     for m in _ATTR.finditer(tag, offset, end):
         value = m.group(2) if m.group(2) is not None else m.group(3) if m.group(3) is not None else m.group(4)
-        found.setdefault(m.group(1).lower(), []).append((m.start(1), m.end(1), value or b""))
+        found.setdefault(m.group(1).lower(), []).append((m.start(1), m.end(1), value or b"", m.end()))
     return found
 
 
 def _attr_value(tag: bytes, offset: int, name: bytes, valid: re.Pattern[str]) -> str | None:
-    for _, _, value in _attrs(tag, offset).get(name, ())[:1]:
+    for _, _, value, _ in _attrs(tag, offset).get(name, ())[:1]:
         text = _text(value).strip()
         return text if valid.fullmatch(text) else None
     return None
@@ -576,10 +593,16 @@ def _labels(blocked: Blocked, before: bytes = b"") -> bytes:
 
 
 def _edit(
-    tag: bytes, attrs: dict[bytes, list[tuple[int, int, bytes]]], renames: dict[bytes, bytes], extra: bytes
+    tag: bytes,
+    attrs: dict[bytes, list[tuple[int, int, bytes, int]]],
+    renames: dict[bytes, bytes],
+    extra: bytes,
 ) -> bytes:
-    """The tag with attribute names renamed and `extra` attributes added before its end."""
-    spans = sorted((s, e, renames[k]) for k in renames for s, e, _ in attrs.get(k, ()))
+    """The tag with attribute names renamed, its nonce attributes dropped when `extra` carries one,
+    and `extra` attributes added before its end."""
+    spans = sorted((s, e, renames[k]) for k in renames for s, e, _, _ in attrs.get(k, ()))
+    if b" nonce=" in extra:
+        spans = sorted([*spans, *((s, e, b"") for s, _, _, e in attrs.get(b"nonce", ()))])
     parts, last = [], 0
     for s, e, new in spans:
         parts.append(tag[last:s])

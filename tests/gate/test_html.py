@@ -662,3 +662,37 @@ async def test_pathsend_html_is_read_and_rewritten(gate: ResponseGate, tmp_path)
     body = b"".join(m["body"] for m in messages[1:])
     assert body.count(b"data-consent-src") == 3 and body.count(b"data-consent-href") == 1
     assert body.endswith(b"x" * 1000 + b" -->")
+
+
+def _marked(page: str, calls: list[int]) -> str:
+    gate = ResponseGate(make_config(), own_cookie_names=OWN)
+
+    def mark() -> str:
+        calls.append(1)
+        return "N0nce"
+
+    rw = HtmlRewriter(gate.plan(consent()).hosts, None, placeholder=gate.placeholder, mark=mark)
+    return (rw.feed(page.encode()) + rw.finish()).decode()
+
+
+def test_neutralised_tags_carry_the_page_mark_and_lose_their_own_nonce() -> None:
+    """Issue 12 item 1: only what the server neutralised carries the page's nonce, so the script can
+    refuse reflected look-alikes; a neutralised tag's own nonce attribute is replaced, not kept."""
+    calls: list[int] = []
+    out = _marked(
+        '<script nonce="evil" src="https://stats.example.net/a.js"></script>'
+        '<img src="https://px.adnet.example/p"><iframe src="https://video.example.tv/e"></iframe>'
+        '<script type="text/plain" data-consent-category="necessary" nonce="x">run()</script>',
+        calls,
+    )
+    tags = elements(out).tags
+    marked = [t for t, a in tags if a.get("nonce") == "N0nce"]
+    assert marked == ["script", "img", "iframe"]
+    assert [a.get("nonce") for t, a in tags if t == "script"] == ["N0nce", "x"]
+    assert 'nonce="evil"' not in out and len(calls) == 1
+
+
+def test_mark_is_drawn_only_when_a_tag_is_neutralised() -> None:
+    calls: list[int] = []
+    out = _marked('<p>hi</p><img src="/logo.png"><script src="https://cdn.example.com/a.js"></script>', calls)
+    assert calls == [] and "nonce" not in out
