@@ -39,6 +39,7 @@ from .config import ConsentConfig, localized
 from .consent import Consent
 from .errors import LogError
 from .log import ACTIONS, LoggedRecord, LogStats, RecordFilter
+from .banner import parse_accept_language
 from .log.base import parse_day, valid_action
 from .log.export import CONTENT_TYPES, stream
 
@@ -546,10 +547,8 @@ def _wants_json(request: Request) -> bool:
 def _receipt_language(request: Request, languages: Sequence[str]) -> str:
     wanted = request.query_params.get("lang")
     candidates = [wanted] if wanted else []
-    for part in request.headers.get("accept-language", "").split(","):
-        tag = part.split(";")[0].strip().lower()
-        if tag:
-            candidates += [tag, tag.split("-")[0]]
+    for tag in parse_accept_language(request.headers.get("accept-language")):
+        candidates += [tag.lower(), tag.split("-")[0].lower()]
     for c in candidates:
         if c in RECEIPT_TEXTS and c in languages:
             return c

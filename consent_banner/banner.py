@@ -40,9 +40,12 @@ OWN_SERVICE = "consent-banner"  # the declaration's entry for the middleware's o
 WAIT_FOR_UPDATE = 500  # milliseconds Google tags wait for the update of an undecided visitor
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_ACCEPT_LANGUAGE_ITEM = re.compile(
-    r"^\s*([A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*$"
-)
+# Accept-Language (RFC 9110 12.5.4): each part is matched on its own, whitespace already stripped,
+# so no pattern ever sees more than one range or one weight and none can backtrack across them.
+_LANGUAGE_RANGE = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*")
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+MAX_ACCEPT_LANGUAGE = 1024  # characters of the header considered; real ones are under 200
+MAX_LANGUAGE_RANGES = 32  # ranges considered, in the order sent
 
 
 def static_dir() -> Path:
@@ -84,17 +87,22 @@ def _digest(path: Path) -> str:
 
 
 def parse_accept_language(header: str | None) -> list[str]:
-    """Language tags of an Accept-Language header, best first (q=0 dropped)."""
+    """Language tags of an Accept-Language header, best first (q=0 and malformed ranges dropped).
+
+    Linear in the header and bounded: only the first MAX_ACCEPT_LANGUAGE characters and the first
+    MAX_LANGUAGE_RANGES ranges count, and a range cut by the first limit is dropped, never misread.
+    """
     if not header:
         return []
+    parts = header[:MAX_ACCEPT_LANGUAGE].split(",", MAX_LANGUAGE_RANGES)
+    if len(header) > MAX_ACCEPT_LANGUAGE and len(parts) <= MAX_LANGUAGE_RANGES:
+        parts.pop()  # runs past the limit: its end was not read
+    items = parts[:MAX_LANGUAGE_RANGES]
     ranked: list[tuple[float, int, str]] = []
-    for i, item in enumerate(header.split(",")[:32]):
-        m = _ACCEPT_LANGUAGE_ITEM.match(item)
-        if not m:
-            continue
-        try:
-            q = float(m.group(2)) if m.group(2) else 1.0
-        except ValueError:
+    for i, item in enumerate(items):
+        tag, *params = item.split(";")
+        tag = tag.strip()
+        if not _LANGUAGE_RANGE.fullmatch(tag):
             continue
         if q > 0:
             ranked.append((-q, i, m.group(1)))
