@@ -104,8 +104,15 @@ def parse_accept_language(header: str | None) -> list[str]:
         tag = tag.strip()
         if not _LANGUAGE_RANGE.fullmatch(tag):
             continue
-        if q > 0:
-            ranked.append((-q, i, m.group(1)))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() != "q" or not _QVALUE.fullmatch(value.strip()):
+                break
+            q = float(value)
+        else:
+            if q > 0:
+                ranked.append((-q, i, tag))
     return [tag for _, _, tag in sorted(ranked)]
 
 
