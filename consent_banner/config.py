@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .ratelimit import Rate, parse_rate
 
 NECESSARY = "necessary"
 DEFAULT_PREFIX = "/_consent"
@@ -255,6 +256,8 @@ class ConsentConfig(_Model):
     texts: dict[str, dict[str, str]] = Field(default_factory=dict)  # per language, overrides shipped texts
     # the log
     retention: str | None = None  # e.g. "3y": `log purge` without --older-than uses it
+    # request limits (per process)
+    decision_rate_limit: str = "120/minute"  # decisions per client address, or "off"
 
     @field_validator("policy_revision", mode="before")
     @classmethod
@@ -301,6 +304,12 @@ class ConsentConfig(_Model):
     def _retention(cls, v: str | None) -> str | None:
         if v is not None:
             parse_duration(v)
+        return v
+
+    @field_validator("decision_rate_limit")
+    @classmethod
+    def _decision_rate_limit(cls, v: str) -> str:
+        parse_rate(v)
         return v
 
     @model_validator(mode="after")
@@ -368,6 +377,11 @@ class ConsentConfig(_Model):
 
     def services_in(self, category: str) -> tuple[Service, ...]:
         return tuple(s for s in self.services if s.category == category)
+
+    @cached_property
+    def decision_rate(self) -> Rate | None:
+        """`decision_rate_limit` parsed; None when "off"."""
+        return parse_rate(self.decision_rate_limit)
 
     @cached_property
     def default_language(self) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from markupsafe import escape
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request, cookie_parser
@@ -29,12 +31,14 @@ from .errors import DecisionError, LogError, LogUnavailable
 from .gate.csp import parse_reports
 from .log import ConsentLog, InvalidDecision, hmac_keys_from_secrets, open_log
 from .log.events import BlockedAttempt, Decision, browser_family, truncate_ip
+from .ratelimit import ClientBudget, ProxyHint, Rate
 
 logger = logging.getLogger("consent_banner")
 
 MAX_DECISION_BODY = 8 * 1024  # bytes
 MAX_REPORT_BODY = 64 * 1024  # bytes
 REPORTS_PER_SECOND = 20  # CSP reports stored per process and second; the rest are dropped
+REPORTS_PER_CLIENT = Rate(10, 1)  # and per client address: one client gets at most half of them
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 TOKEN_HEADER = "x-consent-token"
@@ -136,6 +140,10 @@ class ConsentRoutes:
         self._audit_app: ASGIApp | None | Literal[False] = False  # False: not built yet
         self._versions: dict[str, dict[str, Any]] = {}
         self._report_window = (0, 0)  # (second, count)
+        self._report_budget = ClientBudget(REPORTS_PER_CLIENT)
+        rate = config.decision_rate
+        self._decision_budget = ClientBudget(rate) if rate is not None else None
+        self._proxy_hint = ProxyHint()
         self._handlers = {
             "": ("POST", self.decide),
             "/state": ("GET", self.state),
@@ -229,6 +237,11 @@ class ConsentRoutes:
 
     async def _record(self, request: Request, consent: Consent, choice: _Choice, reply: _Reply) -> Response:
         language = self._language(choice.language, request)
+        client = request.scope.get("client")
+        wait = self._decision_budget.take(client) if self._decision_budget is not None else 0.0
+        self._proxy_hint.seen(client, refused=wait > 0)
+        if wait > 0:
+            return self._too_many(reply, math.ceil(wait), language)
         action, granted = choice.action, choice.granted
         gpc = consent.gpc or choice.gpc_claimed
         if gpc:
@@ -275,6 +288,29 @@ class ConsentRoutes:
             )
         response.headers["cache-control"] = "no-store"
         return response
+
+    def _too_many(self, reply: _Reply, seconds: int, language: str) -> Response:
+        """429, nothing recorded: JSON for the script, a short page for a form post (JavaScript off)."""
+        headers = {"retry-after": str(seconds), "cache-control": "no-store"}
+        if reply.kind == "form":
+            text = _TOO_MANY.get(language.split("-")[0], _TOO_MANY["en"])
+            back = escape(_same_origin_path(reply.return_to))
+            page = (
+                f'<!doctype html><html lang="{escape(language)}"><meta charset="utf-8">'
+                f"<title>{text[0]}</title><h1>{text[0]}</h1>"
+                f'<p>{text[1].format(seconds=seconds)}</p><p><a href="{back}">{text[2]}</a></p></html>'
+            )
+            return HTMLResponse(page, status_code=429, headers=headers)
+        assert self._decision_budget is not None
+        return JSONResponse(
+            {
+                "error": f"too many decisions from this address (decision_rate_limit "
+                f"{self._decision_budget.rate}): nothing was recorded, try again in {seconds} s",
+                "retry_after": seconds,
+            },
+            status_code=429,
+            headers=headers,
+        )
 
     async def record_gpc(self, scope: Scope, consent: Consent) -> str | None:
         """Log a decided visitor's first GPC signal; the Set-Cookie that remembers it, or None."""
@@ -493,6 +529,11 @@ class ConsentRoutes:
         window, count = self._report_window
         count = count if window == second else 0
         stored = reports[: max(0, REPORTS_PER_SECOND - count)]
+        client = request.scope.get("client")
+        for n in range(len(stored)):
+            if self._report_budget.take(client) > 0:
+                stored = stored[:n]
+                break
         self._report_window = (second, count + len(stored))
         if stored:
             log = await self.log()
@@ -557,6 +598,23 @@ class ConsentRoutes:
         if self._log is not None:
             await self._log.close()
             self._log = None
+
+
+# The page a form post gets over the decision rate limit: title, what happened, the way back.
+_TOO_MANY = {
+    "en": (
+        "Too many choices",
+        "Too many cookie choices came from your network just now, so this one was not saved. "
+        "Please go back and try again in {seconds} seconds.",
+        "Back",
+    ),
+    "sv": (
+        "För många val",
+        "För många cookieval kom från ditt nätverk nyss, så det här sparades inte. "
+        "Gå tillbaka och försök igen om {seconds} sekunder.",
+        "Tillbaka",
+    ),
+}
 
 
 def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:

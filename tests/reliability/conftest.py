@@ -60,7 +60,9 @@ FUZZ = settings(
 
 def write_config(directory: Path, log_url: str | None = None, **top: Any) -> Path:
     """The model consent.toml of tests/conftest.py with its log at `log_url` (default: a SQLite
-    file in `directory`); `top` replaces top-level keys given as TOML literals."""
+    file in `directory`); `top` replaces top-level keys given as TOML literals. The decision rate
+    limit is off unless `top` sets it: this suite sends thousands of decisions from one address."""
+    top = {"decision_rate_limit": '"off"', **top}
     text = textwrap.dedent(MODEL_TOML.format(db=directory / "log.db"))
     if log_url is not None:
         text = re.sub(r'(?m)^log = ".*"$', f"log = {json.dumps(log_url)}", text)

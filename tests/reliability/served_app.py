@@ -54,9 +54,10 @@ def create_app() -> ASGIApp:
         return plain_app(config)
     from server.app import build
 
+    # Load: every decision comes from this machine's one address, so the rate limit is off.
     app, _ = build(
         Path(config_path) if config_path else None,
         workdir=Path.cwd(),
-        overrides={"log": log} if log else None,
+        overrides={"decision_rate_limit": "off", **({"log": log} if log else {})},
     )
     return app
