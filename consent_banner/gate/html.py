@@ -68,9 +68,11 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote
 
-MAX_TAG = 64 * 1024  # a tag of interest longer than this (unclosed quote...) is copied as text
+from .css import rewrite_css
+from .urls import attr_text, decode, encode, srcset_urls, unescape, url_host
+
+MAX_TAG = 64 * 1024  # a tag, attribute, or CSS token held whole at most this long (then decided as it stands)
 MAX_HOLD = 64 * 1024  # output held for an injection decision before it is made anyway
 MARKER = b"data-consent-banner"
 
@@ -87,16 +89,23 @@ class Blocked:
     category_labels: dict[str, str]  # language -> label ("*": any)
 
 
+# A URL attribute whose raw bytes hold none of these (nor a needle) cannot name any host in a
+# spelling other than its own: no reference, escape, percent-encoding, stripped or non-ASCII byte.
+_SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
+
+
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "needles")
+    __slots__ = ("exact", "wildcard", "needles", "suspect")
 
     def __init__(self, exact: dict[str, Blocked], wildcard: dict[str, Blocked]) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
         self.wildcard = wildcard  # "example.net" (from *.example.net) -> Blocked
         # What a tag naming one of these hosts must contain (lower case): a cheap first test.
         self.needles = (*(h.encode() for h in exact), *(b"." + h.encode() for h in wildcard))
+        # What makes a tag worth decoding: a needle as written, or a byte that may spell one otherwise.
+        self.suspect = re.compile(b"|".join([_SUSPECT, *map(re.escape, self.needles)]))
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.wildcard)
@@ -112,6 +121,10 @@ class HostRules:
                 return found
             i = host.find(".", i + 1)
         return None
+
+    def url(self, value: str) -> Blocked | None:
+        host = url_host(value)
+        return self.denied(host) if host else None
 
 
 # Placeholder texts shipped for the two shipped languages; config `texts.<lang>` may override
@@ -135,38 +148,92 @@ def placeholder_html(blocked: Blocked, language: str, texts: tuple[str, str]) ->
     )
 
 
-# --- scanning ---------------------------------------------------------------------------------------
-# Every pattern below runs on the lower-cased copy of the buffer (same offsets), so none needs re.I:
-# case-insensitive alternations are several times slower in `re`.
+# --- the tokenizer's tables ------------------------------------------------------------------------
+# Every pattern runs on the lower-cased copy of the buffer (same offsets, ASCII-only lowering), so
+# none needs re.I. All are possessive or bounded: linear time on any input, no backtracking.
 
-# Structural stops: raw-text elements and comments (skipped whole), the injection landmarks.
-_STOP = re.compile(
-    rb"<(?:(s(?:cript|tyle)|iframe|t(?:extarea|itle)|/body|/head|body|xmp|no(?:embed|frames)|plaintext)"
-    rb"(?=[\s/>])|(!--))"
+_WSC = rb"\t\n\f\r "
+# After a tag name: attributes as the HTML5 tokenizer reads them (a name may start with `=` and hold
+# quotes; a quote opens a value only right after `=`), up to the `>` that ends the tag.
+_REST = (
+    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+"
+    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)"""
+    rb"|(?![\t\n\f\r ]*+=)))*+>"
 )
-_PROLOG_TAG = re.compile(rb"<(html|head)(?=[\s/>])")
-_WS = re.compile(rb"(?:\s|\xef\xbb\xbf)+")
-# The rest of a start tag after its name: attribute names, values (a quote opened after `=` must
-# close), stray quotes, up to `>`. Possessive: linear time, no backtracking on hostile markup.
-_TAG_REST = re.compile(rb"""(?:[^>"'=]++|=\s*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\s>]*+)|["'])*+>""")
-_ATTR = re.compile(rb"""([^\s/>=]+)(?:\s*=\s*+(?:"([^"]*)"|'([^']*)'|([^\s>]*)))?""")
-# Tags outside raw text whose URL attributes can fetch from a tracker's host.
-_URL_TAG = re.compile(rb"<(img|link|source|video|audio|embed)(?=[\s/>])")
-_URL_ATTRS = {
+# In the data state: a start tag (name, rest or None when unfinished), an end tag (same), or `<!`,
+# `</` not followed by a letter, `<?`. Any other `<` is text.
+_MARKUP = re.compile(
+    rb"<(?:([a-z][^\t\n\f\r />]*+)(" + _REST + rb")?|/([a-z][^\t\n\f\r />]*+)(" + _REST + rb")?|([!/?]))"
+)
+_ATTR = re.compile(
+    rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
+    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
+)
+_COMMENT_END = re.compile(rb"--!?>")
+_SCRIPT_DATA = re.compile(rb"<!--|</script[\t\n\f\r />]")
+_SCRIPT_ESCAPED = re.compile(rb"-->|<(/?)script[\t\n\f\r />]")
+_SCRIPT_DOUBLE = re.compile(rb"-->|</script[\t\n\f\r />]")
+_PROLOG_TAG = re.compile(rb"<(html|head)(?=[\t\n\f\r />])")
+_BLANK = re.compile(rb"(?:[\t\n\f\r ]|\xef\xbb\xbf)+")
+_LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+_END_TAGS: dict[bytes, re.Pattern[bytes]] = {}
+
+# The tokenizer states this rewriter tracks (the tag and attribute states live in _REST / _scan_tag).
+_DATA, _RAW, _STYLE, _NOSCRIPT, _SCRIPT, _ESCAPED, _DOUBLE, _PLAIN, _COMMENT, _BOGUS, _CDATA, _TAG = range(12)
+# HTML elements whose start tag switches the tokenizer (the tree builder does it, HTML namespace only).
+_SWITCH = {
+    b"script": _SCRIPT,
+    b"style": _STYLE,
+    b"textarea": _RAW,
+    b"title": _RAW,
+    b"xmp": _RAW,
+    b"iframe": _RAW,
+    b"noembed": _RAW,
+    b"noframes": _RAW,
+    b"noscript": _NOSCRIPT,
+    b"plaintext": _PLAIN,
+}
+_VOID = frozenset(
+    b"area base br col embed hr img image input link meta source track wbr param keygen frame basefont "
+    b"bgsound".split()
+)
+# Start tags that leave SVG/MathML content (the parser pops back to HTML), and the integration points
+# whose content is HTML again.
+_BREAKOUT = frozenset(
+    b"b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img li "
+    b"listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var".split()
+)
+_SVG_HTML_POINTS = frozenset({b"foreignobject", b"desc", b"title"})
+_MATH_TEXT_POINTS = frozenset({b"mi", b"mo", b"mn", b"ms", b"mtext"})
+_FOREIGN, _HTML_POINT, _TEXT_POINT = 0, 1, 2
+
+# Attributes that make the browser fetch, per element: HTML, then SVG.
+_URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
     b"img": (b"src", b"srcset"),
+    b"image": (b"src", b"srcset"),  # parsed as <img>
+    b"input": (b"src",),
     b"source": (b"src", b"srcset"),
     b"video": (b"src", b"poster"),
     b"audio": (b"src",),
+    b"track": (b"src",),
     b"embed": (b"src",),
-    b"link": (b"href",),
+    b"object": (b"data",),
+    b"link": (b"href", b"imagesrcset"),
+    b"iframe": (b"src",),
+    b"frame": (b"src",),
+    b"script": (b"src",),
+    b"a": (b"ping",),
+    b"area": (b"ping",),
+    b"table": (b"background",),
+    b"td": (b"background",),
+    b"th": (b"background",),
+    b"body": (b"background",),
+    b"base": (b"href",),
 }
-_RAW_END = {
-    name: re.compile(rb"</" + name + rb"(?=[\s/>])")
-    for name in (b"script", b"style", b"textarea", b"title", b"xmp", b"noembed", b"noframes", b"iframe")
+_SVG_URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
+    name: (b"href", b"xlink:href") for name in (b"image", b"use", b"feimage", b"script")
 }
-_COMMENT_END = re.compile(rb"--!?>")
-_NEVER = re.compile(rb"(?!)")
-_LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+_LIST_ATTRS = frozenset({b"srcset", b"imagesrcset", b"ping"})
 _JS_TYPES = frozenset(
     {
         "", "module", "text/javascript", "application/javascript", "text/ecmascript",
@@ -174,29 +241,16 @@ _JS_TYPES = frozenset(
         "text/x-ecmascript", "text/jscript", "text/livescript",
     }
 )
-_URL = re.compile(r"(?:([a-zA-Z][a-zA-Z0-9+.-]*):)?([/\\]*)([^/\\?#]*)")
-_NETWORK = frozenset({"http", "https", "ws", "wss"})
 
 
-def url_host(value: str) -> str | None:
-    """The host a URL attribute points at, as a browser resolves it; None for same-origin or no host."""
-    v = value.strip(" \t\n\r\f")
-    if "\t" in v or "\n" in v or "\r" in v:  # the URL parser drops these anywhere
-        v = v.replace("\t", "").replace("\n", "").replace("\r", "")
-    m = _URL.match(v)
-    if m is None:
-        return None
-    scheme, slashes, authority = m.groups()
-    if scheme:
-        if scheme.lower() not in _NETWORK:
-            return None
-    elif len(slashes) < 2:
-        return None  # a path: same origin
-    host = authority.rpartition("@")[2]
-    host = host[: host.find("]") + 1] if host.startswith("[") else host.split(":", 1)[0]
-    if "%" in host:
-        host = unquote(host)
-    return host.lower().rstrip(".") or None
+def _end_tag(name: bytes) -> re.Pattern[bytes]:
+    found = _END_TAGS.get(name)
+    if found is None:
+        found = _END_TAGS[name] = re.compile(rb"</" + re.escape(name) + rb"[\t\n\f\r />]")
+    return found
+
+
+_SCRIPT_STATES = {_SCRIPT: _SCRIPT_DATA, _ESCAPED: _SCRIPT_ESCAPED, _DOUBLE: _SCRIPT_DOUBLE}
 
 
 class _Mark:
@@ -207,6 +261,85 @@ class _Mark:
     def __init__(self, name: str) -> None:
         self.name = name
 
+
+Attr = tuple[bytes, int, int, int, int, bytes]  # lower-case name, name start/end, value start/end, raw value
+
+# The tag and attribute states, resumable: for a tag that does not end in the buffer at hand.
+_IN_NAME, _BEFORE, _ATTR_NAME, _AFTER_NAME, _BEFORE_VALUE, _DQ, _SQ, _UNQUOTED = range(8)
+_TAG_NAME = re.compile(rb"[^\t\n\f\r />]*+")
+_SPACES_SLASHES = re.compile(rb"[\t\n\f\r /]*+")
+_NAME_CHARS = re.compile(rb"[^\t\n\f\r />=]*+")
+_SPACES = re.compile(rb"[\t\n\f\r ]*+")
+_UNQUOTED_CHARS = re.compile(rb"[^\t\n\f\r >]*+")
+
+
+def _scan_tag(low: bytes, pos: int, state: int, names: list[tuple[int, int]]) -> tuple[int, int, bool]:
+    """Run the tag states from `pos`: (where it stopped, the state there, whether `>` ended the tag).
+    Attribute names completed on the way are appended to `names` as (start, end)."""
+    n = len(low)
+    name_start = pos
+    while pos < n:
+        if state == _IN_NAME:
+            pos = _TAG_NAME.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            if low[pos] == 62:  # ">"
+                return pos + 1, state, True
+            state, pos = _BEFORE, pos + 1
+        elif state == _BEFORE:
+            pos = _SPACES_SLASHES.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            if low[pos] == 62:
+                return pos + 1, state, True
+            state, name_start, pos = _ATTR_NAME, pos, pos + 1  # the first character may be "="
+        elif state == _ATTR_NAME:
+            pos = _NAME_CHARS.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            names.append((name_start, pos))
+            c = low[pos]
+            if c == 62:
+                return pos + 1, state, True
+            state, pos = (_BEFORE_VALUE if c == 61 else _BEFORE if c == 47 else _AFTER_NAME), pos + 1
+        elif state == _AFTER_NAME:
+            pos = _SPACES.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            c = low[pos]
+            if c == 62:
+                return pos + 1, state, True
+            if c == 61 or c == 47:
+                state, pos = (_BEFORE_VALUE if c == 61 else _BEFORE), pos + 1
+            else:
+                state, name_start, pos = _ATTR_NAME, pos, pos + 1
+        elif state == _BEFORE_VALUE:
+            pos = _SPACES.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            c = low[pos]
+            if c == 62:
+                return pos + 1, state, True
+            if c == 34 or c == 39:
+                state, pos = (_DQ if c == 34 else _SQ), pos + 1
+            else:
+                state = _UNQUOTED
+        elif state == _DQ or state == _SQ:
+            j = low.find(b'"' if state == _DQ else b"'", pos)
+            if j < 0:
+                pos = n
+                break
+            state, pos = _BEFORE, j + 1  # after a quoted value: as before an attribute name
+        else:  # _UNQUOTED
+            pos = _UNQUOTED_CHARS.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            if low[pos] == 62:
+                return pos + 1, state, True
+            state, pos = _BEFORE, pos + 1
+    if state == _ATTR_NAME:  # unfinished: report where it began, so that it is held
+        return name_start, _BEFORE, False
+    return pos, state, False
 
 class HtmlRewriter:
     """Rewrites one HTML response body, chunk by chunk."""
@@ -219,17 +352,26 @@ class HtmlRewriter:
         charset: str = "utf-8",
         placeholder: Callable[[Blocked, str | None], str] | None = None,
         mark: Callable[[], str] | None = None,
+        scripting: bool = True,
     ) -> None:
-        self._mark = mark  # the page's CSP nonce, drawn only when a tag is neutralised
-        self._mark_attr: bytes | None = None
         self._hosts = hosts if hosts else None  # None: nothing to neutralise
-        self._needles = hosts.needles if hosts else ()
         self._inject = inject
         self._charset = charset
         self._placeholder = placeholder
+        self._mark = mark  # the page's CSP nonce, drawn only when a tag is neutralised
+        self._mark_attr: bytes | None = None
+        # JavaScript on: <noscript> holds raw text, and a nested rewriter (scripting off) reads it as markup.
+        self._scripting = scripting
         self._buf = b""  # input not yet processed: a tag or tail straddling chunks
         self._out: list[bytes | _Mark] = []  # processed output; marks hold injection points
-        self._raw_end: re.Pattern[bytes] | None = None  # inside a comment or raw-text element
+        self._state = _DATA
+        self._end: re.Pattern[bytes] = _end_tag(b"script")  # what ends the raw text we are in
+        self._foreign: list[tuple[bytes, bytes, int]] = []  # open SVG/MathML elements: (ns, name, kind)
+        self._open: dict[bytes, int] = {}  # open HTML elements per name, roughly: what an end tag may close
+        self._nested: HtmlRewriter | None = None  # the rewriter of the <noscript> we are in
+        self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
+        self._long_tag: tuple[bytes, bool] | None = None  # an over-long tag streaming through: (name, denied)
+        self._css = b""  # CSS of a <style> that may continue in the next chunk
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
         self._marker_at: int | None = None  # input offset of the first marker attribute
@@ -259,6 +401,11 @@ class HtmlRewriter:
         if self._buf:  # never lose a byte, whatever state the scan stopped in
             self._out.append(self._buf)
             self._buf = b""
+        if self._css:
+            self._out.append(self._style_css(b"", final=True))
+        if self._nested is not None:
+            self._out.append(self._nested.finish())
+            self._nested = None
         if self._inject is not None and self._content:
             if self._prolog:  # nothing but doctype / <html> / comments: inject at the end
                 self._prolog = False
@@ -285,132 +432,472 @@ class HtmlRewriter:
         self._fed += len(chunk)
 
     def _scan(self, buf: bytes, *, final: bool) -> None:
-        out = self._out
+        """Run the tokenizer over `buf`; what may continue in the next chunk is left in self._buf."""
         low = buf.lower()  # ASCII-only lowering: offsets are the same as in buf
         pos, n = 0, len(buf)
         while pos < n:
-            if self._raw_end is not None:
-                m = self._raw_end.search(low, pos)
-                if m is None:
-                    keep = n if final else max(pos, n - 16)  # an end tag may straddle the chunks
-                    if keep > pos:
-                        out.append(buf[pos:keep])
-                    pos = keep
-                    break
-                out.append(buf[pos : m.end()])
-                pos = m.end()
-                self._raw_end = None
-                continue
-            if self._prolog:
-                pos = self._scan_prolog(buf, low, pos, final)
-                if self._prolog and self._raw_end is None:
-                    break  # needs more input
-                continue
-            m = _STOP.search(low, pos)
-            if m is None:
-                end = n if final else _cut(low, pos, n)
-                pos = self._text(buf, low, pos, end)
-                if pos < n and not final:
-                    break
-                continue
-            start = m.start()
-            inside = _open_tag_end(low, pos, start, final)
-            if inside > 0:  # the stop sits in an attribute value of an earlier tag: text, not a tag
-                pos = self._text(buf, low, pos, inside)
-                continue
-            if inside < 0:  # that earlier tag may go on in the next chunk: wait for it
-                pos = self._text(buf, low, pos, -inside - 1)
-                break
-            if start > pos:
-                pos = self._text(buf, low, pos, start)
-                if pos > start:  # a tag of the text ran past the stop: the stop was in an attribute
+            state = self._state
+            if state == _DATA:
+                if self._prolog:
+                    pos = self._scan_prolog(buf, low, pos, final)
+                    if self._prolog and self._state == _DATA:
+                        break  # needs more input
                     continue
-            name = m.group(1)
-            if name is None:  # a comment
-                pos = self._comment(buf, m.end(), final)
-                if pos < 0:
-                    pos = start
-                    break
-                continue
-            if name in (b"/body", b"/head", b"body"):
-                if name == b"/body":
-                    self._mark_body(self._base + start)
-                else:
-                    self._decide_head(self._base + start)
-                out.append(buf[start : m.end()])
-                pos = m.end()
-                continue
-            if name == b"plaintext":  # everything after it is text
-                self._raw_end = _NEVER
-                out.append(buf[start : m.end()])
-                pos = m.end()
-                continue
-            t = _TAG_REST.match(low, m.end())
-            if t is None:  # the tag is not complete in this buffer
-                if final or n - start > MAX_TAG:
-                    out.append(b"<")
-                    pos = start + 1
-                    continue
-                pos = start
+                pos = self._data(buf, low, pos, final)
+            elif state == _SCRIPT or state == _ESCAPED or state == _DOUBLE:
+                pos = self._script(buf, low, pos, final)
+            elif state == _RAW or state == _STYLE or state == _NOSCRIPT:
+                pos = self._raw(buf, low, pos, final)
+            elif state == _TAG:
+                pos = self._unfinished_tag(buf, low, pos, final)
+            elif state == _PLAIN:
+                self._out.append(buf[pos:])
+                pos = n
+            else:  # a comment, bogus comment or CDATA section
+                pos = self._comment(buf, low, pos, final)
+            if pos < 0:  # needs more input from ~pos on
+                pos = ~pos
                 break
-            tag = buf[start : t.end()]
-            if (name == b"script" or name == b"iframe") and self._hosts is not None:
-                tag = self._rewrite(name, tag, low, start)
-            out.append(tag)
-            pos = t.end()
-            self._raw_end = _RAW_END[name]
         self._buf = buf[pos:]
         self._base += pos
 
-    def _text(self, buf: bytes, low: bytes, pos: int, end: int) -> int:
-        """Copy buf[pos:end], neutralising URL tags that name a denied host; returns where it stopped."""
+    def _data(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         out = self._out
-        if self._hosts is None:
+        m = _MARKUP.search(low, pos)
+        if m is None:
+            n = len(buf)
+            if self._in_foreign_style():
+                return self._foreign_css(buf, pos, n, final)
+            end = n - 1 if not final and low[-1] == 60 else n  # a "<" that may start a tag
             out.append(buf[pos:end])
-            return end
-        hits = sorted(h for needle in self._needles for h in _find_all(low, needle, pos, end))
-        cursor = pos
-        for h in hits:
-            if h < cursor:
-                continue  # inside a tag already handled
-            found = _enclosing_url_tag(low, cursor, h)
-            if found is None:
-                continue
-            start, stop, name = found
-            out.append(buf[cursor:start])
-            out.append(self._rewrite(name, buf[start:stop], low, start))
-            cursor = stop
-        if cursor < end:
-            out.append(buf[cursor:end])
-            cursor = end
-        return cursor
+            return end if end == n else ~end
+        start = m.start()
+        if start > pos:
+            if self._in_foreign_style():
+                self._foreign_css(buf, pos, start, True)
+            else:
+                out.append(buf[pos:start])
+        name = m.group(1)
+        if name is not None:
+            if m.group(2) is None:
+                return self._begin_unfinished(buf, start, name, False, final)
+            return self._start_tag(buf, low, start, m.end(), name)
+        name = m.group(3)
+        if name is not None:
+            if m.group(4) is None:
+                return self._begin_unfinished(buf, start, name, True, final)
+            return self._end_tag(buf, start, m.end(), name)
+        kind = m.group(5)
+        if kind == b"!":
+            return self._declaration(buf, low, start, final)
+        if kind == b"?":  # a processing instruction is a bogus comment, up to ">"
+            out.append(b"<")
+            self._state = _BOGUS
+            return start + 1
+        # "</" not followed by a letter: "</>" is dropped, anything else starts a bogus comment
+        if start + 2 >= len(buf):
+            if final:
+                out.append(buf[start:])
+                return len(buf)
+            return ~start
+        if low[start + 2] == 62:
+            out.append(buf[start : start + 3])
+            return start + 3
+        out.append(buf[start : start + 2])
+        self._state = _BOGUS
+        return start + 2
 
-    def _comment(self, buf: bytes, pos: int, final: bool) -> int:
-        """Copy `<!--` and enter comment mode; -1 when more input is needed to tell."""
-        rest = buf[pos : pos + 2]
-        if rest[:1] == b">" or rest == b"->":  # <!--> and <!---> end at once
-            end = pos + (1 if rest[:1] == b">" else 2)
-            self._out.append(buf[pos - 4 : end])
+    def _declaration(self, buf: bytes, low: bytes, start: int, final: bool) -> int:
+        """`<!`: a comment, a doctype, a CDATA section (SVG/MathML only) or a bogus comment."""
+        out, n = self._out, len(buf)
+        after = low[start + 2 : start + 9]
+        if not final and len(after) < 7 and any(w.startswith(after) for w in (b"--", b"doctype", b"[cdata[")):
+            return ~start  # cannot tell yet
+        if after.startswith(b"--"):
+            rest = low[start + 4 : start + 6]
+            if not final and len(rest) < 2 and rest in (b"", b"-"):
+                return ~start
+            if rest[:1] == b">" or rest == b"->":  # <!--> and <!---> end at once
+                end = start + 4 + (1 if rest[:1] == b">" else 2)
+                out.append(buf[start:end])
+                return end
+            out.append(buf[start : start + 4])
+            self._state = _COMMENT
+            return start + 4
+        if after.startswith(b"[cdata[") and buf.startswith(b"[CDATA[", start + 2) and self._in_foreign():
+            out.append(buf[start : start + 9])
+            self._state = _CDATA
+            return start + 9
+        out.append(buf[start : start + 2])  # a doctype ends at the first ">" as a bogus comment does
+        self._state = _BOGUS
+        return start + 2 if start + 2 <= n else n
+
+    def _comment(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
+        state, n, out = self._state, len(buf), self._out
+        if state == _BOGUS:
+            end = low.find(b">", pos)
+            keep = 0
+        elif state == _COMMENT:
+            m = _COMMENT_END.search(low, pos)
+            end, keep = (m.end() - 1 if m else -1), 3
+        else:
+            end = low.find(b"]]>", pos)
+            end, keep = (end + 2 if end >= 0 else -1), 2
+        if end < 0:
+            stop = n if final else max(pos, n - keep)
+            if state == _CDATA and self._in_foreign_style():
+                out.append(self._css_text(buf[pos:stop], escaped=False))
+            else:
+                out.append(buf[pos:stop])
+            return stop if stop == n else ~stop
+        if state == _CDATA and self._in_foreign_style():
+            out.append(self._css_text(buf[pos : end - 2], escaped=False) + buf[end - 2 : end + 1])
+        else:
+            out.append(buf[pos : end + 1])
+        self._state = _DATA
+        return end + 1
+
+    def _script(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
+        """Script data, with its escaped (`<!--`) and double-escaped (`<!--<script>`) states."""
+        out, n = self._out, len(buf)
+        while True:
+            state = self._state
+            m = _SCRIPT_STATES[state].search(low, pos)
+            if m is None:
+                stop = n if final else max(pos, n - 9)  # "</script" and one more byte may straddle
+                out.append(buf[pos:stop])
+                return stop if stop == n else ~stop
+            start, end = m.span()
+            token = low[start : start + 3]
+            if token == b"<!-":  # script data -> escaped; its dashes may also close it ("<!-->")
+                out.append(buf[pos : start + 2])
+                self._state, pos = _ESCAPED, start + 2
+            elif token == b"-->":
+                out.append(buf[pos:end])
+                self._state, pos = _SCRIPT, end
+            elif state == _DOUBLE:  # "</script" ends the double escape, not the script
+                out.append(buf[pos:end])
+                self._state, pos = _ESCAPED, end
+            elif m.group(1) if state == _ESCAPED else True:  # "</script": the end tag, read in the data state
+                out.append(buf[pos:start])
+                self._state = _DATA
+                return start
+            else:  # "<script" inside an escaped comment: double escaped
+                out.append(buf[pos:end])
+                self._state, pos = _DOUBLE, end
+
+    def _raw(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
+        """RAWTEXT, RCDATA, <style> (its CSS rewritten) and <noscript> (rewritten by a nested rewriter)."""
+        n = len(buf)
+        m = self._end.search(low, pos)
+        stop = m.start() if m else n if final else max(pos, n - 12)  # "</noscript" and one more byte
+        content = buf[pos:stop]
+        done = m is not None or final
+        if self._state == _STYLE:
+            self._out.append(self._style_css(content, final=done))
+        elif self._state == _NOSCRIPT:
+            assert self._nested is not None
+            self._out.append(self._nested.feed(content))
+            if done:
+                self._out.append(self._nested.finish())
+                self._nested = None
+        else:
+            self._out.append(content)
+        if m is None:
+            return stop if stop == n else ~stop
+        self._state = _DATA  # the end tag itself is read in the data state
+        return stop
+
+    # --- tags ---
+
+    def _begin_unfinished(self, buf: bytes, start: int, name: bytes, is_end: bool, final: bool) -> int:
+        """A tag that does not end in this buffer: held from its `<` until it does."""
+        if final:  # the input ends inside a tag: the browser drops it, and nothing after it is markup
+            self._out.append(buf[start:])
+            return len(buf)
+        self._tag = [is_end, _IN_NAME, 1 + is_end]  # resume at the name, offsets from the `<`
+        self._state = _TAG
+        return ~start
+
+    def _unfinished_tag(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
+        is_end, state, at = self._tag
+        names: list[tuple[int, int]] = []
+        end, state, done = _scan_tag(low, pos + at, state, names)
+        if self._long_tag is not None:
+            return self._stream_long_tag(buf, pos, end, state, done, names, final)
+        if done:
+            self._state = _DATA
+            name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
+            if is_end:
+                return self._end_tag(buf, pos, end, name)
+            return self._start_tag(buf, low, pos, end, name)
+        if final:
+            self._out.append(buf[pos:])
+            self._state = _DATA
+            return len(buf)
+        self._tag = [is_end, state, end - pos]
+        if end - pos <= MAX_TAG:
+            return ~pos
+        # Too long to hold: its complete attributes go out now, decided one by one, and so does
+        # each later one as it completes.
+        name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
+        self._long_tag = (b"/" if is_end else name, False)
+        return self._stream_long_tag(buf, pos, end, state, done, names, final)
+
+    def _stream_long_tag(
+        self,
+        buf: bytes,
+        pos: int,
+        end: int,
+        state: int,
+        done: bool,
+        names: list[tuple[int, int]],
+        final: bool,
+    ) -> int:
+        """An over-long tag, sent on in pieces: every attribute it has that could fetch (of a fetching
+        element) is renamed to data-consent-*, whatever its value: too long to be sure of its host."""
+        assert self._long_tag is not None
+        name, denied = self._long_tag
+        attrs = _URL_ATTRS.get(name, ()) + (b"style", b"srcdoc") if self._hosts is not None else ()
+        stop = len(buf) if done or final else end
+        if not done and not final and state in (_BEFORE, _AFTER_NAME, _IN_NAME) and stop > pos:
+            stop = end  # names are reported complete only: the rest is safe to send
+        parts, last = [], pos
+        for s, e in names:
+            if e > stop:
+                break
+            if buf[s:e].lower() in attrs:
+                parts.append(buf[last:s] + b"data-consent-")
+                last, denied = s, True
+        if done:
+            tail = buf[last:end]
+            if denied and tail.endswith(b">"):
+                tail = tail[:-1] + self._marked() + b">"
+            parts.append(tail)
+            self._out.append(b"".join(parts))
+            self._long_tag, self._state = None, _DATA
             return end
-        if len(rest) < 2 and not final:
-            return -1
-        self._out.append(buf[pos - 4 : pos])
-        self._raw_end = _COMMENT_END
-        return pos
+        parts.append(buf[last:stop])
+        self._out.append(b"".join(parts))
+        self._long_tag = (name, denied)
+        self._tag = [self._tag[0], state, end - stop]
+        if final:
+            self._long_tag, self._state = None, _DATA
+            return len(buf)
+        return ~stop
+
+    def _start_tag(self, buf: bytes, low: bytes, start: int, end: int, name: bytes) -> int:
+        tag = buf[start:end]
+        foreign = self._foreign
+        if foreign:
+            ns, top, kind = foreign[-1]
+            if kind == _FOREIGN or (kind == _TEXT_POINT and name in (b"mglyph", b"malignmark")):
+                if name in _BREAKOUT or (name == b"font" and _has_any(tag, (b"color", b"face", b"size"))):
+                    while foreign and foreign[-1][2] == _FOREIGN:
+                        foreign.pop()
+                else:
+                    if top == b"annotation-xml" and name == b"svg":
+                        ns = b"svg"
+                    self._out.append(self._rewrite(ns, name, tag, low, start))
+                    if not _self_closing(tag):
+                        foreign.append((ns, name, _kind(ns, name, tag)))
+                    return end
+        if name == b"svg" or name == b"math":
+            self._out.append(self._rewrite(name, name, tag, low, start))
+            if not _self_closing(tag):
+                foreign.append((name, name, _FOREIGN))
+            return end
+        if name == b"body":
+            self._decide_head(self._base + start)
+        self._out.append(self._rewrite(b"", name, tag, low, start))
+        switch = _SWITCH.get(name)
+        if switch is not None:
+            if switch == _NOSCRIPT:
+                if not self._scripting:
+                    return end
+                self._nested = HtmlRewriter(
+                    self._hosts, None, charset=self._charset, placeholder=self._placeholder,
+                    mark=self._mark and self._shared_mark, scripting=False,
+                )
+            self._state = switch
+            if switch != _SCRIPT:
+                self._end = _end_tag(name)
+        elif name not in _VOID:
+            self._open[name] = self._open.get(name, 0) + 1
+        return end
+
+    def _end_tag(self, buf: bytes, start: int, end: int, name: bytes) -> int:
+        if name == b"body":
+            self._mark_body(self._base + start)
+        elif name == b"head":
+            self._decide_head(self._base + start)
+        self._out.append(buf[start:end])
+        foreign = self._foreign
+        count = self._open.get(name, 0)
+        if foreign:
+            found = next((i for i in range(len(foreign) - 1, -1, -1) if foreign[i][1] == name), -1)
+            if found >= 0:
+                del foreign[found:]
+                return end
+            if count or (name in (b"br", b"p") and foreign[-1][2] == _FOREIGN):
+                while foreign and foreign[-1][2] == _FOREIGN:  # an HTML end tag closes SVG/MathML inside it
+                    foreign.pop()
+        if count:
+            self._open[name] = count - 1
+        return end
+
+    def _in_foreign(self) -> bool:
+        return bool(self._foreign) and self._foreign[-1][2] != _HTML_POINT
+
+    def _in_foreign_style(self) -> bool:
+        return bool(self._foreign) and self._foreign[-1][1] == b"style" and self._hosts is not None
+
+    # --- CSS ---
+
+    def _denied_css_url(self, url: str) -> bool:
+        assert self._hosts is not None
+        return self._hosts.url(url) is not None
+
+    def _css_text(self, data: bytes, *, escaped: bool) -> bytes:
+        """`data` with the CSS URLs of denied hosts made inert; `escaped`: it is markup text, whose
+        character references are CSS text too."""
+        if self._hosts is None or not self._hosts.suspect.search(data.lower()):
+            return data
+        text = decode(data, self._charset)
+        decoded = unescape(text, attribute=False) if escaped else text
+        css, _ = rewrite_css(decoded, self._denied_css_url)
+        if css == decoded:
+            return data
+        return encode(css, self._charset, "<&" if escaped else "")
+
+    def _foreign_css(self, buf: bytes, pos: int, end: int, final: bool) -> int:
+        """Text of an SVG/MathML <style>: held until the next tag (bounded), then rewritten."""
+        if not final and end - pos <= MAX_TAG:
+            return ~pos
+        self._out.append(self._css_text(buf[pos:end], escaped=True))
+        return end
+
+    def _style_css(self, content: bytes, *, final: bool) -> bytes:
+        data = self._css + content if self._css else content
+        self._css = b""
+        if self._hosts is None or not data or (final and not self._hosts.suspect.search(data.lower())):
+            return data
+        text = decode(data, self._charset)
+        css, used = rewrite_css(text, self._denied_css_url, final=final)
+        if not final and len(text) - used > MAX_TAG:  # one token longer than we hold: decide it as it is
+            css, used = rewrite_css(text, self._denied_css_url, final=True)
+        if used == len(text):
+            return data if css == text else encode(css, self._charset)
+        self._css = encode(text[used:], self._charset)
+        return encode(css, self._charset)
+
+    # --- rewriting one tag ---
+
+    def _rewrite(self, ns: bytes, name: bytes, tag: bytes, low: bytes, start: int) -> bytes:
+        """The start tag `tag` (namespace `ns`: b"" for HTML), its fetches of denied hosts neutralised."""
+        hosts = self._hosts
+        if hosts is None:
+            return tag
+        names = _SVG_URL_ATTRS.get(name, ()) if ns == b"svg" else _URL_ATTRS.get(name, ()) if not ns else ()
+        end = start + len(tag)
+        styled = low.find(b"style", start, end) >= 0
+        if not names and not styled:
+            return tag
+        if hosts.suspect.search(low, start, end) is None:
+            return tag  # names no denied host in any spelling: the common case, decided without parsing
+        attrs = _attrs(tag, len(name) + 1)
+        edits: list[tuple[int, int, bytes]] = []
+        for a in attrs:
+            if a[0] == b"style" or (a[0] == b"srcdoc" and name == b"iframe" and not ns):
+                value = self._inline(a[0], a[5])
+                if value is not None:
+                    edits.append((a[3], a[4], value))
+        blocked = next(filter(None, (self._blocked(attrs, a) for a in names)), None)
+        if blocked is not None and name == b"script" and not ns:
+            kind = next((a[5] for a in attrs if a[0] == b"type"), None)  # the first one counts
+            kind_text = attr_text(kind, self._charset).strip(" \t\n\f\r").lower() if kind is not None else ""
+            if kind_text not in _JS_TYPES:
+                blocked = None  # not executed, not fetched: a data block or an already neutralised script
+        if blocked is None:
+            return _edit(tag, attrs, edits, b"") if edits else tag
+        renames = {a: b"data-consent-" + a for a in names}
+        extra = _labels(blocked) + self._marked()
+        if name == b"script" and not ns:
+            renames[b"type"] = b"data-consent-type"
+            extra = b' type="text/plain"' + extra
+        elif name == b"iframe" and not ns and not any(a[0] == b"hidden" for a in attrs):
+            extra = b' hidden="" data-consent-hidden=""' + extra
+        for a in attrs:
+            new = renames.get(a[0])
+            if new is not None:
+                edits.append((a[1], a[2], new))
+            elif a[0] == b"nonce" and self._mark is not None:
+                edits.append((a[1], a[4], b""))
+        edited = _edit(tag, attrs, edits, extra)
+        if name == b"iframe" and not ns and self._placeholder is not None:
+            return self._placeholder(blocked, self._lang).encode(self._charset, "xmlcharrefreplace") + edited
+        return edited
+
+    def _blocked(self, attrs: list[Attr], name: bytes) -> Blocked | None:
+        assert self._hosts is not None
+        for a in attrs:  # every duplicate: renaming one exposes the next
+            if a[0] != name:
+                continue
+            text = attr_text(a[5], self._charset)
+            if name in _LIST_ATTRS:
+                urls = text.split() if name == b"ping" else srcset_urls(text)
+            else:
+                urls = [text]
+            for url in urls:
+                found = self._hosts.url(url)
+                if found is not None:
+                    return found
+        return None
+
+    def _inline(self, name: bytes, raw: bytes) -> bytes | None:
+        """A new quoted value for a style or srcdoc attribute that fetches from a denied host, else None."""
+        text = unescape(decode(raw, self._charset))
+        if name == b"style":
+            new, _ = rewrite_css(text, self._denied_css_url)
+        else:  # srcdoc: an HTML document of its own
+            nested = HtmlRewriter(
+                self._hosts, None, charset=self._charset, placeholder=self._placeholder,
+                mark=self._mark and self._shared_mark,
+            )
+            data = encode(text, self._charset)
+            out = nested.feed(data) + nested.finish()
+            new = text if out == data else decode(out, self._charset)
+        if new == text:
+            return None
+        return b'"' + encode(new, self._charset, '&"') + b'"'
+
+    def _marked(self) -> bytes:
+        """The mark attribute for a neutralised tag."""
+        if self._mark is None:
+            return b""
+        if self._mark_attr is None:
+            self._mark_attr = b' nonce="' + html.escape(self._mark()).encode() + b'"'
+        return self._mark_attr
+
+    def _shared_mark(self) -> str:
+        """The page's mark for a nested rewriter (srcdoc, noscript), drawn once for the page."""
+        return html.unescape(self._marked()[8:-1].decode())
+
+    # --- before the head ---
 
     def _scan_prolog(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         """Before the head injection point: blanks, doctype, comments, <html>, then <head> or other."""
         out, n = self._out, len(buf)
         while pos < n:
-            m = _WS.match(buf, pos)
+            m = _BLANK.match(buf, pos)
             if m:
                 out.append(m.group(0))
                 pos = m.end()
                 continue
             if buf.startswith(b"<!--", pos):
-                end = self._comment(buf, pos + 4, final)
-                if end < 0 or self._raw_end is not None:
-                    return pos if end < 0 else end  # needs more input / inside the comment
+                end = self._declaration(buf, low, pos, final)
+                if end < 0 or self._state != _DATA:
+                    return ~end if end < 0 else end  # needs more input / inside the comment
                 pos = end  # an abrupt <!--> or <!--->
                 continue
             if buf.startswith((b"<!", b"<?"), pos):
@@ -424,10 +911,12 @@ class HtmlRewriter:
                 continue
             m = _PROLOG_TAG.match(low, pos)
             if m:
-                t = _TAG_REST.match(low, m.end())
-                if t is None and not final and n - pos <= MAX_TAG:
+                t = _MARKUP.match(low, pos)
+                complete = t is not None and t.group(2) is not None
+                if not complete and not final and n - pos <= MAX_TAG:
                     return pos
-                if t is not None:
+                if complete:
+                    assert t is not None
                     tag = buf[pos : t.end()]
                     out.append(tag)
                     pos = t.end()
@@ -445,58 +934,6 @@ class HtmlRewriter:
             out.append(self._head_bytes(self._base + pos))
             return pos
         return pos
-
-    # --- rewriting one tag ---
-
-    def _rewrite(self, name: bytes, tag: bytes, low: bytes, start: int) -> bytes:
-        assert self._hosts is not None
-        if not any(low.find(needle, start, start + len(tag)) >= 0 for needle in self._needles):
-            return tag  # names no denied host: the common case, decided without parsing
-        attrs = _attrs(tag, len(name) + 1)
-        if name == b"script":
-            kind = attrs.get(b"type")
-            if kind is not None and _text(kind[0][2]).strip().lower() not in _JS_TYPES:
-                return tag  # not executed, not fetched: a data block or an already neutralised script
-            blocked = self._blocked(attrs, b"src")
-            if blocked is None:
-                return tag
-            renames = {b"src": b"data-consent-src", b"type": b"data-consent-type"}
-            return _edit(tag, attrs, renames, _labels(blocked, b' type="text/plain"') + self._marked())
-        if name == b"iframe":
-            blocked = self._blocked(attrs, b"src")
-            if blocked is None:
-                return tag
-            extra = b"" if b"hidden" in attrs else b' hidden="" data-consent-hidden=""'
-            extra = _labels(blocked, extra) + self._marked()
-            edited = _edit(tag, attrs, {b"src": b"data-consent-src"}, extra)
-            if self._placeholder is None:
-                return edited
-            return self._placeholder(blocked, self._lang).encode(self._charset, "xmlcharrefreplace") + edited
-        names = _URL_ATTRS[name]
-        blocked = next(filter(None, (self._blocked(attrs, a) for a in names)), None)
-        if blocked is None:
-            return tag
-        return _edit(tag, attrs, {a: b"data-consent-" + a for a in names}, _labels(blocked) + self._marked())
-
-    def _marked(self) -> bytes:
-        """The mark attribute for a neutralised tag (its own nonce attributes are dropped by _edit)."""
-        if self._mark is None:
-            return b""
-        if self._mark_attr is None:
-            self._mark_attr = b' nonce="' + html.escape(self._mark()).encode() + b'"'
-        return self._mark_attr
-
-    def _blocked(self, attrs: dict[bytes, list[tuple[int, int, bytes, int]]], name: bytes) -> Blocked | None:
-        assert self._hosts is not None
-        for _, _, value, _ in attrs.get(name, ()):  # every duplicate: renaming one exposes the next
-            text = _text(value)
-            urls = [c.split()[0] for c in text.split(",") if c.split()] if name == b"srcset" else [text]
-            for url in urls:
-                host = url_host(url)
-                found = self._hosts.denied(host) if host else None
-                if found is not None:
-                    return found
-        return None
 
     # --- injection ---
 
@@ -564,112 +1001,77 @@ class HtmlRewriter:
         return data
 
 
-def _text(value: bytes) -> str:
-    s = value.decode("latin-1")
-    return html.unescape(s) if "&" in s else s
-
-
-def _attrs(tag: bytes, offset: int) -> dict[bytes, list[tuple[int, int, bytes, int]]]:
-    """Attribute name (lower case) -> [(name start, name end, raw value)] of a start tag."""
-    found: dict[bytes, list[tuple[int, int, bytes, int]]] = {}
+def _attrs(tag: bytes, offset: int) -> list[Attr]:
+    """The attributes of a start tag as the HTML5 tokenizer reads them, in order, duplicates included."""
+    found: list[Attr] = []
     end = len(tag) - 1  # the closing ">"
-    for m in _ATTR.finditer(tag, offset, end):
-        value = m.group(2) if m.group(2) is not None else m.group(3) if m.group(3) is not None else m.group(4)
-        found.setdefault(m.group(1).lower(), []).append((m.start(1), m.end(1), value or b"", m.end()))
+    pos = offset
+    while pos < end:
+        m = _ATTR.match(tag, pos, end)
+        if m is None:
+            break
+        value = m.group(2)
+        if value is None:
+            raw, vs, ve = b"", m.end(1), m.end(1)
+        else:
+            vs, ve = m.span(2)
+            raw = value[1:-1] if value[:1] in (b'"', b"'") else value
+        found.append((m.group(1).lower(), m.start(1), m.end(1), vs, ve, raw))
+        pos = m.end()
     return found
 
 
 def _attr_value(tag: bytes, offset: int, name: bytes, valid: re.Pattern[str]) -> str | None:
-    for _, _, value, _ in _attrs(tag, offset).get(name, ())[:1]:
-        text = _text(value).strip()
-        return text if valid.fullmatch(text) else None
+    for a in _attrs(tag, offset):
+        if a[0] == name:
+            text = attr_text(a[5]).strip()
+            return text if valid.fullmatch(text) else None
     return None
 
 
-def _labels(blocked: Blocked, before: bytes = b"") -> bytes:
+def _has_any(tag: bytes, names: tuple[bytes, ...]) -> bool:
+    return any(a[0] in names for a in _attrs(tag, tag.find(b"<") + 1))
+
+
+def _self_closing(tag: bytes) -> bool:
+    """Whether a start tag ends with the self-closing `/>` (not a `/` ending an unquoted value)."""
+    if not tag.endswith(b"/>"):
+        return False
+    attrs = _attrs(tag, 1)
+    return not attrs or attrs[-1][4] != len(tag) - 1 or tag[attrs[-1][3] : attrs[-1][3] + 1] in (b'"', b"'")
+
+
+def _kind(ns: bytes, name: bytes, tag: bytes) -> int:
+    """Whether an SVG/MathML element's content is foreign, HTML, or HTML for start tags (MathML text)."""
+    if ns == b"svg":
+        return _HTML_POINT if name in _SVG_HTML_POINTS else _FOREIGN
+    if name in _MATH_TEXT_POINTS:
+        return _TEXT_POINT
+    if name == b"annotation-xml":
+        for a in _attrs(tag, 1):
+            if a[0] == b"encoding":
+                kind = attr_text(a[5]).lower()
+                return _HTML_POINT if kind in ("text/html", "application/xhtml+xml") else _FOREIGN
+    return _FOREIGN
+
+
+def _labels(blocked: Blocked) -> bytes:
     cat = html.escape(blocked.category).encode()
     svc = html.escape(blocked.service).encode()
-    return before + b' data-consent-category="' + cat + b'" data-consent-service="' + svc + b'"'
+    return b' data-consent-category="' + cat + b'" data-consent-service="' + svc + b'"'
 
 
-def _edit(
-    tag: bytes,
-    attrs: dict[bytes, list[tuple[int, int, bytes, int]]],
-    renames: dict[bytes, bytes],
-    extra: bytes,
-) -> bytes:
-    """The tag with attribute names renamed, its nonce attributes dropped when `extra` carries one,
-    and `extra` attributes added before its end."""
-    spans = sorted((s, e, renames[k]) for k in renames for s, e, _, _ in attrs.get(k, ()))
-    if b" nonce=" in extra:
-        spans = sorted([*spans, *((s, e, b"") for s, _, _, e in attrs.get(b"nonce", ()))])
+def _edit(tag: bytes, attrs: list[Attr], edits: list[tuple[int, int, bytes]], extra: bytes) -> bytes:
+    """The tag with the spans in `edits` replaced and `extra` attributes added before its end."""
     parts, last = [], 0
-    for s, e, new in spans:
+    for s, e, new in sorted(edits):
         parts.append(tag[last:s])
         parts.append(new)
         last = e
     body = b"".join(parts) + tag[last:-1]
+    if not extra:
+        return body + b">"
     # Before a final "/" only when it is a self-closing slash, not the end of an unquoted value.
-    if body.endswith(b"/") and body[-2:-1] in (b" ", b'"', b"'", b"\t", b"\n"):
+    if body.endswith(b"/") and _self_closing(tag):
         return body[:-1].rstrip() + extra + b"/>"
     return body + extra + b">"
-
-
-def _find_all(low: bytes, needle: bytes, pos: int, end: int) -> list[int]:
-    found = []
-    i = low.find(needle, pos, end)
-    while i >= 0:
-        found.append(i)
-        i = low.find(needle, i + 1, end)
-    return found
-
-
-def _enclosing_url_tag(low: bytes, lo: int, h: int) -> tuple[int, int, bytes] | None:
-    """(start, end, name) of the URL tag (img, link...) whose attributes contain offset `h`, if any.
-
-    Looks back over a few `<`: the nearest may sit inside an attribute value of the tag we want.
-    """
-    j = h
-    for _ in range(4):
-        j = low.rfind(b"<", lo, j)
-        if j < 0 or h - j > MAX_TAG:
-            return None
-        m = _URL_TAG.match(low, j)
-        rest = _TAG_REST.match(low, m.end() if m else j + 1)
-        if rest is None or rest.end() <= h:
-            return None  # h is in text after a complete tag
-        if m:
-            return j, rest.end(), m.group(1)
-    return None
-
-
-_TAG_START = re.compile(rb"</?[a-z]")
-
-
-def _open_tag_end(low: bytes, pos: int, at: int, final: bool) -> int:
-    """Whether offset `at` lies inside the attributes of the tag opened by the nearest `<` before it
-    (`<img alt="<script>">`: the "<script>" is attribute text, as browsers read it): that tag's end if
-    so, 0 if not, and -1 - (the tag's start) when the tag is unfinished in a non-final buffer."""
-    j = low.rfind(b"<", pos, at)
-    if j < 0 or not _TAG_START.match(low, j):
-        return 0
-    rest = _TAG_REST.match(low, j + 2)
-    if rest is None:
-        return 0 if final or at - j > MAX_TAG else -1 - j
-    return rest.end() if rest.end() > at else 0
-
-
-def _cut(low: bytes, pos: int, n: int) -> int:
-    """Where to stop processing a non-final buffer: before any tag that may continue in the next chunk.
-
-    Looks at the last few `<`: the earliest whose tag is unfinished sets the cut (an unfinished quoted
-    attribute can hold a finished-looking `<...>` of its own), as does a short tail like "<scr".
-    """
-    cut = j = n
-    for _ in range(4):
-        j = low.rfind(b"<", pos, j)
-        if j < 0 or n - j > MAX_TAG:
-            break
-        if _TAG_REST.match(low, j + 1) is None or (cut == n and n - j < 16):
-            cut = j
-    return cut
