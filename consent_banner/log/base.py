@@ -10,11 +10,12 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from ..errors import LogError, LogUnavailable
 from .events import (
     ACTIONS,
+    GENESIS,
     SYSTEM_ACTIONS,
     BlockedAttempt,
     Checkpoint,
@@ -22,20 +23,23 @@ from .events import (
     InvalidDecision,
     LoggedRecord,
     Prepared,
+    checkpoint_link,
+    checkpoint_mac,
     format_at,
+    head_mac,
     key_id,
     parse_at,
     prepare,
     prepare_system,
     version_id_for,
 )
-from .verify import VerifyResult
+from .verify import SignedHead, VerifyResult
 from .writer import GroupCommitWriter
 
 logger = logging.getLogger("consent_banner.log")
 F = TypeVar("F", bound=Callable[..., Any])
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the checkpoint chain signed by the head; GPC recorded once
 CHECKPOINT_EVERY = 10_000  # records between periodic checkpoints
 CHECKPOINT_INTERVAL = 3600  # seconds: a checkpoint at least hourly while records come in
 
@@ -86,9 +90,12 @@ def parse_day(text: str | None, *, end: bool = False) -> datetime | None:
             d = datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
             return d + timedelta(days=1) if end else d
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        # In UTC now: the stored form is UTC, and 0001-01-01T00:00+01:00 has no UTC time.
+        return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"{text!r} is not a date (YYYY-MM-DD) or an ISO time") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the dates the log can hold (years 1 to 9999, UTC)") from None
 
 
 @dataclass
@@ -200,7 +207,7 @@ class ConsentLog(Protocol):
         self, flt: RecordFilter = ..., *, chunk: int = 5000
     ) -> AsyncIterator[list[tuple[Any, ...]]]: ...
     async def stats(self, flt: RecordFilter = ...) -> LogStats: ...
-    async def verify(self) -> VerifyResult: ...
+    async def verify(self, pins: Sequence[Checkpoint] = ()) -> VerifyResult: ...
     async def checkpoint(self, reason: str = "manual") -> Checkpoint: ...
     async def checkpoints(self) -> list[Checkpoint]: ...
     async def purge(self, older_than: timedelta) -> PurgeResult: ...
@@ -213,6 +220,91 @@ _Item = tuple[Prepared, tuple[str, str] | None]  # a prepared decision and its (
 Written = tuple[
     Prepared, int, datetime, str, str
 ]  # what a commit hands back: (item, seq, at, prev_hash, hash)
+
+
+class HeadState(NamedTuple):
+    """Where the log stands, as a writer may build on it: the last record and the checkpoint chain."""
+
+    seq: int
+    hash: str
+    checkpoints: int  # checkpoints signed so far (the last one's n)
+    tip: str  # their chain (checkpoint_link), which the head signs
+
+
+class CheckpointLink(NamedTuple):
+    """What a writer needs of a stored checkpoint to extend the chain: its place, its prev, its MAC."""
+
+    n: int
+    prev: str | None
+    mac: str
+
+
+# --- GPC, recorded once ------------------------------------------------------------------------
+# A GPC record amends the visitor's latest decision; a replayed cookie must not add one per request.
+# Its `detail` names the record it amends, and a unique index on (consent_id, detail) for gpc
+# records makes "once per consent id and decision" hold across processes. A duplicate is found
+# inside the write lock and left out before the batch is linked, so it never enters the chain.
+
+GPC_ACTION = "gpc"
+
+
+def gpc_detail(amends: int) -> str:
+    return f'{{"amends":{amends}}}'  # json.dumps(sort_keys, compact) of {"amends": n}, as hashed
+
+
+Outcome = int | tuple[Any, ...]  # an index into the written rows, or the raw row already in the log
+
+
+def settle_gpc(
+    items: list[_Item],
+    seq0: int,
+    latest: Mapping[str, int],
+    recorded: Mapping[tuple[str, str], tuple[Any, ...]],
+) -> tuple[list[_Item], list[Outcome]]:
+    """The items of a batch to write after record `seq0`, GPC records given the decision they amend,
+    and for each item where its answer comes from.
+
+    latest: consent id -> seq of its latest record in the log that is not a GPC record;
+    recorded: (consent id, detail) -> raw row of a GPC record already in the log."""
+    kept: list[_Item] = []
+    outcomes: list[Outcome] = []
+    batch_latest: dict[str, int] = {}
+    batch_gpc: dict[tuple[str, str], int] = {}
+    for p, version in items:
+        cid = p.consent_id
+        if p.action == GPC_ACTION:
+            key = (cid, gpc_detail(batch_latest.get(cid, latest.get(cid, 0))))
+            if key in batch_gpc:
+                outcomes.append(batch_gpc[key])
+                continue
+            if key in recorded:
+                outcomes.append(recorded[key])
+                continue
+            p = p._replace(detail=key[1], tail="")  # the tail is rebuilt with the detail when linked
+            batch_gpc[key] = len(kept)
+        else:
+            batch_latest[cid] = seq0 + len(kept) + 1
+        outcomes.append(len(kept))
+        kept.append((p, version))
+    return kept, outcomes
+
+
+def has_gpc(items: list[_Item]) -> bool:
+    return any(p.action == GPC_ACTION for p, _ in items)
+
+
+def written_settled(
+    kept: list[_Item], rows: list[tuple[Any, ...]], outcomes: list[Outcome], at: str
+) -> list[Written]:
+    """written() for a batch that settle_gpc() thinned: duplicates answer with the record that stands."""
+    fresh = written(kept, rows, at)
+    out: list[Written] = []
+    for o in outcomes:
+        if isinstance(o, int):
+            out.append(fresh[o])
+        else:
+            out.append((Prepared(*o[2:14]), o[0], parse_at(o[1]), o[-2], o[-1]))
+    return out
 
 
 def purge_record(
@@ -332,6 +424,82 @@ class BaseLog:
         if self._hmac_key is None:
             raise LogError("this needs the server key: set CONSENT_SECRET_KEYS")
         return self._hmac_key
+
+    # --- the head and the checkpoint chain, as a writer sees them ----------------------------------
+
+    @staticmethod
+    def _needs_chain(head: SignedHead, last: CheckpointLink | None) -> bool:
+        """Whether _head_state() needs every checkpoint: a head or a last checkpoint of the previous
+        release does not carry the chain's tip."""
+        return head.checkpoints is None or (last is not None and last.prev is None)
+
+    def _head_state(
+        self,
+        head: SignedHead,
+        last: CheckpointLink | None,
+        chain: Sequence[CheckpointLink] | None = None,
+    ) -> HeadState:
+        """The head read inside the write lock, if this log may build on it; LogUnavailable if not.
+
+        A head this process did not write itself (see _is_ours) must be signed by a listed key and
+        agree with the stored checkpoints: writing (and so re-signing) after a forged head would
+        launder the forgery, so the log fails closed instead."""
+        problem = head.problem(self.keys or {})
+        if problem is not None:
+            raise LogUnavailable(
+                f"the consent log will not write after a head it cannot trust: {problem}; "
+                "run `consent-banner log verify`"
+            )
+        if chain is not None:
+            n, tip = 0, GENESIS
+            for link in chain:
+                n, tip = link.n, checkpoint_link(tip, link.mac)
+        elif last is not None and last.prev is not None:
+            n, tip = last.n, checkpoint_link(last.prev, last.mac)
+        else:
+            n, tip = 0, GENESIS
+        if head.checkpoints is not None and head.checkpoints != tip:
+            raise LogUnavailable(
+                "the consent log will not write: its checkpoints are not those the signed head vouches "
+                "for; run `consent-banner log verify`"
+            )
+        return HeadState(head.seq, head.hash, n, tip)
+
+    @staticmethod
+    def _is_ours(head: SignedHead, state: HeadState | None) -> bool:
+        """The head is the one this process last wrote: its remembered state stands (the MAC and the
+        checkpoint count need no second look; a change to either makes the next verify fail)."""
+        return state is not None and (head.seq, head.hash, head.checkpoints) == (
+            state.seq,
+            state.hash,
+            state.tip,
+        )
+
+    def _new_checkpoint(self, state: HeadState, seq: int, hash_: str, at: str, reason: str) -> Checkpoint:
+        """The next checkpoint in the chain after `state` (insert it and move the head to its tip)."""
+        key = self._require_key()
+        assert self._key_id is not None
+        n, prev = state.checkpoints + 1, state.tip
+        mac = checkpoint_mac(key, self.log_id, seq, hash_, at, reason, n, prev)
+        return Checkpoint(self.log_id, seq, hash_, at, reason, self._key_id, mac, n, prev)
+
+    def _signed_head(self, seq: int, hash_: str, at: str, tip: str) -> tuple[Any, ...]:
+        """(seq, hash, at, key_id, mac, checkpoints): the head row, signed with the newest key."""
+        mac = head_mac(self._require_key(), self.log_id, seq, hash_, at, tip)
+        return (seq, hash_, at, self._key_id, mac, tip)
+
+    def _resign_reason(self, head: SignedHead) -> str | None:
+        """Why the head found at start should be signed again by this process, or None.
+
+        Re-signing keeps the head verifiable once an older key is removed, and brings a head of the
+        previous release to this format. Only a head a listed key signed is re-signed."""
+        if self._hmac_key is None or head.problem(self.keys or {}) is not None:
+            return None
+        if head.checkpoints is None:
+            return "upgrade"
+        if head.key_id != self._key_id:
+            return "rotation"
+        return None
 
     def _due_checkpoint(
         self, new_seq: int, last_cp_seq: int | None, last_cp_at: str | None, now: str

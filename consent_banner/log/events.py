@@ -444,15 +444,54 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"consent-banner.key-id\x00" + key).hexdigest()[:16]
 
 
-def checkpoint_mac(key: bytes, log_id: str, seq: int, head_hash: str, at: str, reason: str) -> str:
+def checkpoint_mac(
+    key: bytes,
+    log_id: str,
+    seq: int,
+    head_hash: str,
+    at: str,
+    reason: str,
+    n: int | None = None,
+    prev: str | None = None,
+) -> str:
     """A checkpoint's signature. It covers the reason: only a *purge* checkpoint may stand in for
-    deleted records, so an ordinary periodic one must not be relabelled into one."""
-    return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at)
+    deleted records, so an ordinary periodic one must not be relabelled into one. From schema 2 on
+    (`prev` given) it also covers its place `n` and the chain of the checkpoints before it, so that
+    none of them can be deleted unseen; without `prev` it is the previous release's signature."""
+    if prev is None:
+        return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at)
+    return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at, n=n, prev=prev)
 
 
-def sign(key: bytes, kind: str, log_id: str, seq: int, head_hash: str, at: str) -> str:
-    msg = f"consent-banner/1|{kind}|{log_id}|{seq}|{head_hash}|{at}".encode()
-    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+def checkpoint_link(tip: str, mac: str) -> str:
+    """The checkpoint chain after one more checkpoint: what the head and the next checkpoint sign."""
+    return hashlib.sha256(f"consent-banner/checkpoints\x00{tip}\x00{mac}".encode()).hexdigest()
+
+
+def head_mac(key: bytes, log_id: str, seq: int, head_hash: str, at: str, checkpoints: str | None) -> str:
+    """The head's signature: from schema 2 on it covers the checkpoint chain's tip too (None: the
+    previous release's head, which did not)."""
+    if checkpoints is None:
+        return sign(key, "head", log_id, seq, head_hash, at)
+    return sign(key, "head", log_id, seq, head_hash, at, prev=checkpoints)
+
+
+def sign(
+    key: bytes,
+    kind: str,
+    log_id: str,
+    seq: int,
+    head_hash: str,
+    at: str,
+    *,
+    n: int | None = None,
+    prev: str | None = None,
+) -> str:
+    if prev is None:  # the previous release's message, kept so its signatures still verify
+        msg = f"consent-banner/1|{kind}|{log_id}|{seq}|{head_hash}|{at}"
+    else:
+        msg = f"consent-banner/2|{kind}|{log_id}|{seq}|{head_hash}|{at}|{n if n is not None else ''}|{prev}"
+    return hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -460,8 +499,11 @@ class Checkpoint:
     """A signed statement "after `seq` records, the head hash was `hash`" (R22).
 
     `seq` is also the count of records ever appended up to it (sequence numbers start at 1 and
-    have no gaps). Export these and keep them elsewhere: a log rewritten from scratch cannot
-    reproduce a pinned checkpoint.
+    have no gaps). Checkpoints form a chain of their own: the `n`-th signs `prev`, the chain of the
+    n-1 before it (checkpoint_link), and the head signs the chain's tip, so deleting any one of
+    them is seen. Checkpoints of the previous release have `prev` None (their `n` was given at the
+    upgrade). Export these and keep them elsewhere: a log rewritten from scratch, or rolled back
+    to an older copy, cannot reproduce a pinned checkpoint.
     """
 
     log_id: str
@@ -471,13 +513,15 @@ class Checkpoint:
     reason: str  # periodic | purge | manual
     key_id: str
     mac: str
+    n: int | None = None
+    prev: str | None = None
 
     @property
     def count(self) -> int:
         return self.seq
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "log_id": self.log_id,
             "seq": self.seq,
             "count": self.seq,
@@ -487,9 +531,15 @@ class Checkpoint:
             "key_id": self.key_id,
             "mac": self.mac,
         }
+        if self.n is not None:
+            data["n"] = self.n
+        if self.prev is not None:
+            data["prev"] = self.prev
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Checkpoint:
+        n, prev = data.get("n"), data.get("prev")
         return cls(
             log_id=str(data["log_id"]),
             seq=int(data["seq"]),
@@ -498,6 +548,8 @@ class Checkpoint:
             reason=str(data.get("reason", "")),
             key_id=str(data.get("key_id", "")),
             mac=str(data["mac"]),
+            n=int(n) if n is not None else None,
+            prev=str(prev) if prev is not None else None,
         )
 
     def valid(self, keys: Mapping[str, bytes]) -> bool | None:
@@ -505,7 +557,9 @@ class Checkpoint:
         key = keys.get(self.key_id)
         if key is None:
             return None
-        expected = checkpoint_mac(key, self.log_id, self.seq, self.hash, self.at, self.reason)
+        expected = checkpoint_mac(
+            key, self.log_id, self.seq, self.hash, self.at, self.reason, self.n, self.prev
+        )
         return hmac.compare_digest(expected, self.mac)
 
 

@@ -22,18 +22,25 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..errors import LogError, LogUnavailable
 from .base import (
     ALL_RECORDS,
+    GPC_ACTION,
     SCHEMA_VERSION,
     BaseLog,
     BlockedSummary,
+    CheckpointLink,
+    HeadState,
     LogStats,
     PurgeResult,
     RecordFilter,
     Written,
     _Item,
     decode_version,
+    has_gpc,
+    logger,
     purge_record,
     read_errors,
+    settle_gpc,
     written,
+    written_settled,
 )
 from .events import (
     GENESIS,
@@ -41,10 +48,9 @@ from .events import (
     BlockedAttempt,
     Checkpoint,
     LoggedRecord,
-    checkpoint_mac,
+    checkpoint_link,
     format_at,
     link_rows,
-    sign,
 )
 from .verify import ChainVerifier, SignedHead, VerifyResult
 
@@ -71,12 +77,23 @@ _N = len(ROW_COLUMNS)
 # locked, is still that one. A statement is a transaction of its own; READ COMMITTED re-reads the
 # locked row, so a batch of another server committed meanwhile makes it a no-op that says so.
 _APPEND_IF_HEAD = (
-    "WITH h AS (SELECT seq, hash FROM head WHERE id = 1 FOR UPDATE), "
-    f"ok AS (SELECT 1 FROM h WHERE seq = ${_N + 1} AND hash = ${_N + 2}), "
+    "WITH h AS (SELECT seq, hash, checkpoints FROM head WHERE id = 1 FOR UPDATE), "
+    f"ok AS (SELECT 1 FROM h WHERE seq = ${_N + 1} AND hash = ${_N + 2} AND checkpoints = ${_N + 3}), "
     f"ins AS ({_INSERT_RECORDS} WHERE EXISTS (SELECT 1 FROM ok)), "
-    f"upd AS (UPDATE head SET seq = ${_N + 3}, hash = ${_N + 4}, at = ${_N + 5}, key_id = ${_N + 6}, "
-    f"mac = ${_N + 7} WHERE id = 1 AND EXISTS (SELECT 1 FROM ok)) "
+    f"upd AS (UPDATE head SET seq = ${_N + 4}, hash = ${_N + 5}, at = ${_N + 6}, key_id = ${_N + 7}, "
+    f"mac = ${_N + 8} WHERE id = 1 AND EXISTS (SELECT 1 FROM ok)) "
     "SELECT EXISTS (SELECT 1 FROM ok)"
+)
+_CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev"
+# The head, locked first; then, in a statement of its own (under READ COMMITTED its snapshot is
+# taken after the lock is held, so it sees what the previous holder committed), the newest
+# checkpoint in the chain and the one at the highest record (for due-ness).
+_HEAD_SQL = "SELECT seq, hash, at, key_id, mac, checkpoints FROM head WHERE id = 1 FOR UPDATE"
+_LAST_CHECKPOINTS_SQL = (
+    "SELECT c.n, c.prev, c.mac, t.seq, t.at FROM (SELECT 1) one "
+    "LEFT JOIN LATERAL (SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1) c "
+    "ON true "
+    "LEFT JOIN LATERAL (SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1) t ON true"
 )
 
 
@@ -150,7 +167,26 @@ _SCHEMA_V1 = [
     "CREATE TRIGGER checkpoints_immutable BEFORE UPDATE ON checkpoints FOR EACH ROW "
     "EXECUTE FUNCTION consent_log_immutable()",
 ]
-MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1}
+# Version 2: checkpoints form a chain (n, prev) that the head signs (head.checkpoints); they refuse
+# DELETE and TRUNCATE too; a GPC record is written once per consent id and decision it amends. The
+# previous release's checkpoints are numbered in a fixed order; their signatures stay as they are.
+_SCHEMA_V2 = [
+    "ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS n bigint",
+    "ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS prev text",
+    "ALTER TABLE head ADD COLUMN IF NOT EXISTS checkpoints text",
+    "DROP TRIGGER IF EXISTS checkpoints_immutable ON checkpoints",
+    "UPDATE checkpoints c SET n = o.n FROM "
+    "(SELECT seq, reason, row_number() OVER (ORDER BY seq, reason) AS n FROM checkpoints) o "
+    "WHERE c.seq = o.seq AND c.reason = o.reason",
+    "CREATE UNIQUE INDEX IF NOT EXISTS checkpoints_n ON checkpoints (n)",
+    "CREATE TRIGGER checkpoints_immutable BEFORE UPDATE OR DELETE ON checkpoints FOR EACH ROW "
+    "EXECUTE FUNCTION consent_log_immutable()",
+    "DROP TRIGGER IF EXISTS checkpoints_kept ON checkpoints",
+    "CREATE TRIGGER checkpoints_kept BEFORE TRUNCATE ON checkpoints FOR EACH STATEMENT "
+    "EXECUTE FUNCTION consent_log_immutable()",
+    "CREATE UNIQUE INDEX IF NOT EXISTS records_gpc_once ON records (consent_id, detail) WHERE action = 'gpc'",
+]
+MIGRATIONS: dict[int, list[str]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 BLOCKED_KEEP = 100_000
 
 
@@ -174,8 +210,8 @@ class PostgresLog(BaseLog):
         self._pool_size = pool_size
         self._pool: Any = None
         self._blocked_since_prune = 0
-        # As this server last wrote them: (seq, hash) of the head, (seq, at) of the newest checkpoint.
-        self._head: tuple[int, str] | None = None
+        # As this server last wrote them: the head, and (seq, at) of the newest checkpoint.
+        self._state: HeadState | None = None
         self._last_checkpoint: tuple[int | None, str | None] | None = None
 
     # --- opening -------------------------------------------------------------------------------
@@ -203,7 +239,7 @@ class PostgresLog(BaseLog):
                 self.migrated_from, _ = await self.migrate()
             await self._load_meta()
             if self._hmac_key is not None:
-                await self._sign_genesis()
+                await self._adopt_head()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
             await self._close()
             raise LogUnavailable(f"cannot open the consent log in PostgreSQL: {e}") from e
@@ -247,12 +283,18 @@ class PostgresLog(BaseLog):
                     str(version),
                 )
             if before == 0:
+                # Signed from the start: an unsigned empty head is then always an emptied log.
+                if self._hmac_key is None:
+                    raise LogError(
+                        "creating a consent log needs the server key (set CONSENT_SECRET_KEYS): "
+                        "its first head is signed"
+                    )
+                self.log_id = secrets.token_hex(16)
+                await conn.execute("INSERT INTO meta (key, value) VALUES ('log_id', $1)", self.log_id)
                 await conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('log_id', $1) ON CONFLICT DO NOTHING",
-                    secrets.token_hex(16),
-                )
-                await conn.execute(
-                    "INSERT INTO head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING", GENESIS
+                    "INSERT INTO head (id, seq, hash, at, key_id, mac, checkpoints) "
+                    "VALUES (1, $1, $2, $3, $4, $5, $6)",
+                    *self._signed_head(0, GENESIS, self._now(), GENESIS),
                 )
         return before, SCHEMA_VERSION
 
@@ -262,16 +304,57 @@ class PostgresLog(BaseLog):
                 raise LogError("the consent log has no schema yet: run `consent-banner log migrate`")
             self.log_id = await conn.fetchval("SELECT value FROM meta WHERE key = 'log_id'") or ""
 
-    async def _sign_genesis(self) -> None:
-        assert self._hmac_key is not None
+    async def _adopt_head(self) -> None:
+        """At start: re-sign the head with the newest key when a listed older key (or the previous
+        release's format) signed it, so it still verifies once that key is removed."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT seq, hash, mac FROM head WHERE id = 1 FOR UPDATE")
-            if row is not None and row["seq"] == 0 and row["mac"] is None:
-                at = self._now()
-                mac = sign(self._hmac_key, "head", self.log_id, 0, row["hash"], at)
-                await conn.execute(
-                    "UPDATE head SET at = $1, key_id = $2, mac = $3 WHERE id = 1", at, self._key_id, mac
-                )
+            head, last, _, _ = await self._read_state(conn)
+            reason = self._resign_reason(head)
+            problem = head.problem(self.keys or {})
+            if reason is not None:
+                try:
+                    state = self._head_state(head, last, await self._chain(conn, head, last))
+                except LogUnavailable as e:
+                    problem = str(e)
+                else:
+                    await self._move_head(conn, state, head.at or self._now())
+                    self._state = state
+            if problem is not None:
+                logger.error("the consent log in schema %s cannot be written: %s", self.schema, problem)
+
+    async def _read_state(
+        self, conn: Any
+    ) -> tuple[SignedHead, CheckpointLink | None, int | None, str | None]:
+        """The head (locked), the last checkpoint of the chain, and (seq, at) of the newest checkpoint."""
+        row = await conn.fetchrow(_HEAD_SQL)
+        if row is None:
+            raise LogError("the consent log's head row is missing: the log was tampered with")
+        n, prev, mac, cp_seq, cp_at = await conn.fetchrow(_LAST_CHECKPOINTS_SQL)
+        last = CheckpointLink(n, prev, mac) if n is not None else None
+        return SignedHead(self.log_id, *row), last, cp_seq, cp_at
+
+    async def _chain(
+        self, conn: Any, head: SignedHead, last: CheckpointLink | None
+    ) -> list[CheckpointLink] | None:
+        if not self._needs_chain(head, last):
+            return None
+        rows = await conn.fetch("SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n")
+        return [CheckpointLink(*r) for r in rows]
+
+    async def _writable_state(self, conn: Any) -> tuple[HeadState, int | None, str | None]:
+        """Inside a transaction: lock the head; the state to build on, (seq, at) of the newest checkpoint."""
+        head, last, cp_seq, cp_at = await self._read_state(conn)
+        state = self._state
+        if state is None or not self._is_ours(head, state):
+            state = self._head_state(head, last, await self._chain(conn, head, last))
+        return state, cp_seq, cp_at
+
+    async def _move_head(self, conn: Any, state: HeadState, at: str) -> None:
+        await conn.execute(
+            "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5, checkpoints = $6 "
+            "WHERE id = 1",
+            *self._signed_head(state.seq, state.hash, at, state.tip),
+        )
 
     async def _close(self) -> None:
         if self._pool is not None:
@@ -292,50 +375,37 @@ class PostgresLog(BaseLog):
 
     async def _commit_if_head(self, items: list[_Item]) -> list[Written] | None:
         """The batch as one statement (one round trip), or None when it needs the full transaction:
-        another server moved the head, a banner version is new, or a checkpoint is due."""
-        head, last_cp = self._head, self._last_checkpoint
-        if head is None or last_cp is None:
+        another server moved the head, a banner version is new, a checkpoint is due, or a GPC record
+        must be checked against the log first."""
+        state, last_cp = self._state, self._last_checkpoint
+        if state is None or last_cp is None or has_gpc(items):
             return None
         if any(v is not None and v[0] not in self._known_versions for _, v in items):
             return None
         at = self._now()
-        new_seq = head[0] + len(items)
+        new_seq = state.seq + len(items)
         if self._due_checkpoint(new_seq, *last_cp, at):
             return None
-        rows, new_head = link_rows([p for p, _ in items], at, *head)
-        mac = sign(self._require_key(), "head", self.log_id, new_seq, new_head, at)
+        rows, new_head = link_rows([p for p, _ in items], at, state.seq, state.hash)
+        signed = self._signed_head(new_seq, new_head, at, state.tip)
         async with self._pool_or_fail().acquire() as conn:
             done = await conn.fetchval(
-                _APPEND_IF_HEAD,
-                *_arrays(rows),
-                *head,
-                new_seq,
-                new_head,
-                at,
-                self._key_id,
-                mac,
+                _APPEND_IF_HEAD, *_arrays(rows), state.seq, state.hash, state.tip, *signed[:5]
             )
         if not done:
             return None
-        self._head = (new_seq, new_head)
+        self._state = state._replace(seq=new_seq, hash=new_head)
         return written(items, rows, at)
 
     async def _commit_locked(self, items: list[_Item]) -> list[Written]:
-        key = self._require_key()
         pool = self._pool_or_fail()
         async with pool.acquire() as conn, conn.transaction():
-            head = await conn.fetchrow(
-                "SELECT h.seq, h.hash, c.seq AS cp_seq, c.at AS cp_at FROM head h "
-                "LEFT JOIN LATERAL (SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1) c ON true "
-                "WHERE h.id = 1 FOR UPDATE OF h"
-            )
-            if head is None:
-                raise LogError("the consent log's head row is missing: the log was tampered with")
-            seq0, prev = head["seq"], head["hash"]
+            state, cp_seq, cp_at = await self._writable_state(conn)
+            kept, outcomes = items, None
+            if has_gpc(items):
+                kept, outcomes = settle_gpc(items, state.seq, *await self._gpc_known(conn, items))
             at = self._now()
-            new_versions = {
-                v[0]: v[1] for _, v in items if v is not None and v[0] not in self._known_versions
-            }
+            new_versions = {v[0]: v[1] for _, v in kept if v is not None and v[0] not in self._known_versions}
             if new_versions:
                 await conn.execute(
                     "INSERT INTO versions (id, created_at, payload) "
@@ -345,48 +415,67 @@ class PostgresLog(BaseLog):
                     [at] * len(new_versions),
                     list(new_versions.values()),
                 )
-            rows, new_head = link_rows([p for p, _ in items], at, seq0, prev)
-            await conn.execute(_INSERT_RECORDS, *_arrays(rows))
-            new_seq = seq0 + len(rows)
-            await conn.execute(
-                "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",
-                new_seq,
-                new_head,
-                at,
-                self._key_id,
-                sign(key, "head", self.log_id, new_seq, new_head, at),
-            )
-            last_cp = (head["cp_seq"], head["cp_at"])
-            if self._due_checkpoint(new_seq, *last_cp, at):
-                await self._insert_checkpoint(conn, new_seq, new_head, at, "periodic")
-                last_cp = (new_seq, at)
+            rows, new_head = link_rows([p for p, _ in kept], at, state.seq, state.hash)
+            last_cp = (cp_seq, cp_at)
+            if rows:
+                await conn.execute(_INSERT_RECORDS, *_arrays(rows))
+                state = state._replace(seq=state.seq + len(rows), hash=new_head)
+                if self._due_checkpoint(state.seq, *last_cp, at):
+                    _, state = await self._insert_checkpoint(
+                        conn, state, state.seq, state.hash, at, "periodic"
+                    )
+                    last_cp = (state.seq, at)
+                await self._move_head(conn, state, at)
         self._known_versions.update(new_versions)
-        self._head, self._last_checkpoint = (new_seq, new_head), last_cp
-        return written(items, rows, at)
+        self._state, self._last_checkpoint = state, last_cp
+        if outcomes is None:
+            return written(items, rows, at)
+        return written_settled(kept, rows, outcomes, at)
 
-    async def _insert_checkpoint(self, conn: Any, seq: int, head: str, at: str, reason: str) -> Checkpoint:
-        key = self._require_key()
-        assert self._key_id is not None
-        cp = Checkpoint(
-            self.log_id,
-            seq,
-            head,
-            at,
-            reason,
-            self._key_id,
-            checkpoint_mac(key, self.log_id, seq, head, at, reason),
-        )
+    async def _gpc_known(
+        self, conn: Any, items: list[_Item]
+    ) -> tuple[dict[str, int], dict[tuple[str, str], tuple[Any, ...]]]:
+        """For the consent ids of a batch's GPC records: the seq of each one's latest other record,
+        and the GPC records already written (by their detail)."""
+        ids = sorted({p.consent_id for p, _ in items if p.action == GPC_ACTION})
+        latest = {
+            r[0]: r[1]
+            for r in await conn.fetch(
+                "SELECT consent_id, max(seq) FROM records WHERE consent_id = ANY($1::text[]) "
+                "AND action <> $2 GROUP BY consent_id",
+                ids,
+                GPC_ACTION,
+            )
+        }
+        recorded = {
+            (r[2], r[13]): tuple(r)
+            for r in await conn.fetch(
+                f"SELECT {_RECORD_COLS} FROM records WHERE consent_id = ANY($1::text[]) AND action = $2 "
+                "AND detail IS NOT NULL",
+                ids,
+                GPC_ACTION,
+            )
+        }
+        return latest, recorded
+
+    async def _insert_checkpoint(
+        self, conn: Any, state: HeadState, seq: int, head: str, at: str, reason: str
+    ) -> tuple[Checkpoint, HeadState]:
+        """The next checkpoint of the chain, stored; and the state with it (move the head to it)."""
+        cp = self._new_checkpoint(state, seq, head, at, reason)
         await conn.execute(
-            "INSERT INTO checkpoints (seq, hash, at, reason, key_id, mac) VALUES ($1, $2, $3, $4, $5, $6) "
-            "ON CONFLICT (seq, reason) DO NOTHING",
+            f"INSERT INTO checkpoints ({_CHECKPOINT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             cp.seq,
             cp.hash,
             cp.at,
             cp.reason,
             cp.key_id,
             cp.mac,
+            cp.n,
+            cp.prev,
         )
-        return cp
+        assert cp.n is not None and cp.prev is not None
+        return cp, state._replace(checkpoints=cp.n, tip=checkpoint_link(cp.prev, cp.mac))
 
     async def _commit_blocked(self, attempts: list[BlockedAttempt]) -> None:
         if self._pool is None or not attempts:
@@ -416,8 +505,8 @@ class PostgresLog(BaseLog):
 
     async def _checkpoint_at(self, conn: Any, seq: int, reason: str | None = None) -> Checkpoint | None:
         row = await conn.fetchrow(
-            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints "
-            "WHERE seq = $1 AND reason = coalesce($2, reason) LIMIT 1",
+            f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE seq = $1 AND reason = coalesce($2, reason) "
+            "LIMIT 1",
             seq,
             reason,
         )
@@ -426,18 +515,23 @@ class PostgresLog(BaseLog):
     async def checkpoint(self, reason: str = "manual") -> Checkpoint:
         pool = self._pool_or_fail()
         async with pool.acquire() as conn, conn.transaction():
-            seq, head = await conn.fetchrow("SELECT seq, hash FROM head WHERE id = 1 FOR UPDATE")
-            return await self._checkpoint_at(conn, seq) or await self._insert_checkpoint(
-                conn, seq, head, self._now(), reason
-            )
+            state, _, _ = await self._writable_state(conn)
+            cp = await self._checkpoint_at(conn, state.seq)
+            if cp is None:
+                at = self._now()
+                cp, state = await self._insert_checkpoint(conn, state, state.seq, state.hash, at, reason)
+                await self._move_head(conn, state, at)
+        self._state = state
+        return cp
 
     async def purge(self, older_than: timedelta) -> PurgeResult:
         """Remove records older than `older_than`, anchored by a signed checkpoint; log the purge. R21."""
-        key = self._require_key()
+        self._require_key()
         pool = self._pool_or_fail()
         cutoff = format_at(self.clock() - older_than)
         async with pool.acquire() as conn, conn.transaction():
-            seq0, prev = await conn.fetchrow("SELECT seq, hash FROM head WHERE id = 1 FOR UPDATE")
+            state, _, _ = await self._writable_state(conn)
+            seq0 = state.seq
             first_kept = await conn.fetchval("SELECT min(seq) FROM records WHERE at >= $1", cutoff)
             through = (first_kept - 1) if first_kept is not None else seq0
             removed, through_hash = await conn.fetchrow(
@@ -447,21 +541,18 @@ class PostgresLog(BaseLog):
             anchor = None
             at = self._now()
             if removed:
-                anchor = await self._checkpoint_at(conn, through, "purge") or await self._insert_checkpoint(
-                    conn, through, through_hash, at, "purge"
-                )
+                anchor = await self._checkpoint_at(conn, through, "purge")
+                if anchor is None:
+                    anchor, state = await self._insert_checkpoint(
+                        conn, state, through, through_hash, at, "purge"
+                    )
                 await conn.execute("DELETE FROM records WHERE seq <= $1", through)
             p = purge_record(cutoff, older_than, removed, through, anchor)
-            (row,), new_head = link_rows([p], at, seq0, prev)
+            (row,), new_head = link_rows([p], at, seq0, state.hash)
             await conn.execute(_INSERT_RECORDS, *_arrays([row]))
-            await conn.execute(
-                "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",
-                seq0 + 1,
-                new_head,
-                at,
-                self._key_id,
-                sign(key, "head", self.log_id, seq0 + 1, new_head, at),
-            )
+            state = state._replace(seq=seq0 + 1, hash=new_head)
+            await self._move_head(conn, state, at)
+        self._state = state
         return PurgeResult(removed, through if removed else 0, cutoff, anchor, LoggedRecord.from_row(row))
 
     # --- reading -------------------------------------------------------------------------------
@@ -576,17 +667,21 @@ class PostgresLog(BaseLog):
 
     @_reads
     async def checkpoints(self) -> list[Checkpoint]:
-        rows = await self._fetch("SELECT seq, hash, at, reason, key_id, mac FROM checkpoints ORDER BY seq")
+        """Every checkpoint, in the order they were signed."""
+        rows = await self._fetch(f"SELECT {_CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason")
         return [Checkpoint(self.log_id, *r) for r in rows]
 
     @_reads
-    async def verify(self) -> VerifyResult:
+    async def verify(self, pins: Sequence[Checkpoint] = ()) -> VerifyResult:
+        """Recompute the whole chain in one snapshot, with checkpoints pinned elsewhere. R22."""
         async with self._snapshot() as conn:
-            head_row = await conn.fetchrow("SELECT seq, hash, at, key_id, mac FROM head WHERE id = 1")
+            head_row = await conn.fetchrow(
+                "SELECT seq, hash, at, key_id, mac, checkpoints FROM head WHERE id = 1"
+            )
             cps = [
                 Checkpoint(self.log_id, *r)
                 for r in await conn.fetch(
-                    "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints ORDER BY seq"
+                    f"SELECT {_CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason"
                 )
             ]
             versions = {r[0]: r[1] for r in await conn.fetch("SELECT id, payload FROM versions")}
@@ -594,7 +689,7 @@ class PostgresLog(BaseLog):
                 return VerifyResult(ok=False, records=0, problem="missing", reason="the head row is missing")
             head = SignedHead(self.log_id, *head_row)
             v = ChainVerifier(
-                checkpoints=cps, keys=self.keys, head=head, versions=versions, log_id=self.log_id
+                checkpoints=cps, keys=self.keys, head=head, versions=versions, log_id=self.log_id, pins=pins
             )
             cur = await conn.cursor(f"SELECT {_RECORD_COLS} FROM records ORDER BY seq")
             while not v.failed:

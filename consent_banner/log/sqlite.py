@@ -37,18 +37,25 @@ import aiosqlite
 from ..errors import LogError, LogUnavailable
 from .base import (
     ALL_RECORDS,
+    GPC_ACTION,
     SCHEMA_VERSION,
     BaseLog,
     BlockedSummary,
+    CheckpointLink,
+    HeadState,
     LogStats,
     PurgeResult,
     RecordFilter,
     Written,
     _Item,
     decode_version,
+    has_gpc,
+    logger,
     purge_record,
     read_errors,
+    settle_gpc,
     written,
+    written_settled,
 )
 from .events import (
     GENESIS,
@@ -56,10 +63,9 @@ from .events import (
     BlockedAttempt,
     Checkpoint,
     LoggedRecord,
-    checkpoint_mac,
+    checkpoint_link,
     format_at,
     link_rows,
-    sign,
 )
 from .verify import ChainVerifier, SignedHead, VerifyResult
 
@@ -132,7 +138,33 @@ BEGIN SELECT RAISE(ABORT, 'banner versions are immutable'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_immutable BEFORE UPDATE ON checkpoints
 BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END;
 """
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+# Version 2: checkpoints form a chain (n, prev) that the head signs (head.checkpoints); they refuse
+# DELETE too; a GPC record is written once per consent id and decision it amends. The previous
+# release's checkpoints are numbered in a fixed order; their own signatures stay as they are.
+_SCHEMA_V2 = """
+ALTER TABLE checkpoints ADD COLUMN n INTEGER;
+ALTER TABLE checkpoints ADD COLUMN prev TEXT;
+ALTER TABLE head ADD COLUMN checkpoints TEXT;
+DROP TRIGGER IF EXISTS checkpoints_immutable;
+UPDATE checkpoints SET n = (SELECT count(*) FROM checkpoints c
+    WHERE c.seq < checkpoints.seq OR (c.seq = checkpoints.seq AND c.reason <= checkpoints.reason));
+CREATE UNIQUE INDEX IF NOT EXISTS checkpoints_n ON checkpoints (n);
+CREATE TRIGGER IF NOT EXISTS checkpoints_immutable BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_kept BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are never deleted'); END;
+CREATE UNIQUE INDEX IF NOT EXISTS records_gpc_once ON records (consent_id, detail) WHERE action = 'gpc';
+"""
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev"
+# The head, the newest checkpoint in the chain, and the one at the highest record (for due-ness).
+_STATE_SQL = (
+    "SELECT h.seq, h.hash, h.at, h.key_id, h.mac, h.checkpoints, c.n, c.prev, c.mac, t.seq, t.at "
+    "FROM head h "
+    "LEFT JOIN (SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1) c ON 1 = 1 "
+    "LEFT JOIN (SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1) t ON 1 = 1 "
+    "WHERE h.id = 1"
+)
 BLOCKED_KEEP = 100_000  # CSP report rows kept at most; the oldest go first
 
 
@@ -207,7 +239,7 @@ class SQLiteLog(BaseLog):
         # A shared cache locks whole tables: in memory, reads wait until no write is open.
         self._mem_lock = asyncio.Lock()
         self._blocked_since_prune = 0
-        self._head: tuple[int, str] | None = None  # (seq, hash) of the head this process last wrote
+        self._state: HeadState | None = None  # the head as this process last wrote (or checked) it
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -285,7 +317,7 @@ class SQLiteLog(BaseLog):
         row = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
         self.log_id = row[0] if row else ""
         if self._hmac_key is not None:
-            _retry_busy(lambda: self._sign_genesis(conn))
+            _retry_busy(lambda: self._adopt_head(conn))
 
     async def schema_version(self) -> int:
         return await self._w.run(_schema_version)
@@ -312,32 +344,79 @@ class SQLiteLog(BaseLog):
                     (str(version),),
                 )
             if before == 0:
+                # Signed from the start: an unsigned empty head is then always an emptied log.
+                if self._hmac_key is None:
+                    raise LogError(
+                        "creating a consent log needs the server key (set CONSENT_SECRET_KEYS): "
+                        "its first head is signed"
+                    )
+                self.log_id = secrets.token_hex(16)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('log_id', ?)", (self.log_id,))
                 conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (secrets.token_hex(16),)
+                    "INSERT INTO head (id, seq, hash, at, key_id, mac, checkpoints) "
+                    "VALUES (1, ?, ?, ?, ?, ?, ?)",
+                    self._signed_head(0, GENESIS, self._now(), GENESIS),
                 )
-                conn.execute("INSERT OR IGNORE INTO head (id, seq, hash) VALUES (1, 0, ?)", (GENESIS,))
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
         return before, SCHEMA_VERSION
 
-    def _sign_genesis(self, conn: sqlite3.Connection) -> None:
-        """A brand-new log's empty head gets signed, so an emptied log cannot pass for a new one."""
-        assert self._hmac_key is not None
+    def _adopt_head(self, conn: sqlite3.Connection) -> None:
+        """At start: re-sign the head with the newest key when a listed older key (or the previous
+        release's format) signed it, so it still verifies once that key is removed."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT seq, hash, mac FROM head WHERE id = 1").fetchone()
-            if row is not None and row[0] == 0 and row[2] is None:
-                at = self._now()
-                mac = sign(self._hmac_key, "head", self.log_id, 0, row[1], at)
-                conn.execute(
-                    "UPDATE head SET at = ?, key_id = ?, mac = ? WHERE id = 1", (at, self._key_id, mac)
-                )
+            head, last, _, _ = self._read_state(conn)
+            reason = self._resign_reason(head)
+            problem = head.problem(self.keys or {})
+            if reason is not None:
+                try:
+                    state = self._head_state(head, last, self._chain(conn, head, last))
+                except LogUnavailable as e:
+                    problem = str(e)
+                else:
+                    self._move_head(conn, state, head.at or self._now())
+                    self._state = state
+            if problem is not None:
+                logger.error("the consent log %s cannot be written: %s", self.path, problem)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
+
+    def _read_state(
+        self, conn: sqlite3.Connection
+    ) -> tuple[SignedHead, CheckpointLink | None, int | None, str | None]:
+        """The head, the last checkpoint of the chain, and (seq, at) of the newest checkpoint."""
+        row = conn.execute(_STATE_SQL).fetchone()
+        if row is None:
+            raise LogError("the consent log's head row is missing: the log was tampered with")
+        last = CheckpointLink(*row[6:9]) if row[6] is not None else None
+        return SignedHead(self.log_id, *row[:6]), last, row[9], row[10]
+
+    def _chain(
+        self, conn: sqlite3.Connection, head: SignedHead, last: CheckpointLink | None
+    ) -> list[CheckpointLink] | None:
+        if not self._needs_chain(head, last):
+            return None
+        rows = conn.execute("SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n").fetchall()
+        return [CheckpointLink(*r) for r in rows]
+
+    def _writable_state(self, conn: sqlite3.Connection) -> tuple[HeadState, int | None, str | None]:
+        """Inside the write lock: the state to build on, and (seq, at) of the newest checkpoint."""
+        head, last, cp_seq, cp_at = self._read_state(conn)
+        state = self._state
+        if state is None or not self._is_ours(head, state):
+            state = self._head_state(head, last, self._chain(conn, head, last))
+        return state, cp_seq, cp_at
+
+    def _move_head(self, conn: sqlite3.Connection, state: HeadState, at: str) -> None:
+        conn.execute(
+            "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ?, checkpoints = ? WHERE id = 1",
+            self._signed_head(state.seq, state.hash, at, state.tip),
+        )
 
     async def _close(self) -> None:
         reader, self._reader = self._reader, None
@@ -357,83 +436,95 @@ class SQLiteLog(BaseLog):
 
     async def _commit(self, items: list[_Item]) -> list[Written]:
         at = self._now()
-        head = self._head
+        state = self._state
         # Link here, on the loop, before the trip: usually nobody else appended since this process
-        # last did, and _commit_sync checks exactly that inside the write lock.
-        linked = link_rows([p for p, _ in items], at, *head) if head is not None else None
-        rows, at = await self._write(self._commit_sync, items, at, head, linked)
-        return written(items, rows, at)
+        # last did, and _commit_sync checks exactly that inside the write lock. A GPC record is
+        # linked inside the lock: whether it is written at all depends on what the log holds.
+        linked = None
+        if state is not None and not has_gpc(items):
+            linked = link_rows([p for p, _ in items], at, state.seq, state.hash)
+        kept, rows, at, outcomes = await self._write(self._commit_sync, items, at, state, linked)
+        if outcomes is None:
+            return written(items, rows, at)
+        return written_settled(kept, rows, outcomes, at)
 
     def _commit_sync(
         self,
         conn: sqlite3.Connection,
         items: list[_Item],
         at: str,
-        expected: tuple[int, str] | None,
+        expected: HeadState | None,
         linked: tuple[list[tuple[Any, ...]], str] | None,
-    ) -> tuple[list[tuple[Any, ...]], str]:
-        key = self._require_key()
+    ) -> tuple[list[_Item], list[tuple[Any, ...]], str, list[Any] | None]:
         _begin_immediate(conn)
         try:
             # Re-read the head inside the write lock: another process may have appended since.
-            head = conn.execute(
-                "SELECT h.seq, h.hash, c.seq, c.at FROM head h "
-                "LEFT JOIN (SELECT seq, at FROM checkpoints ORDER BY seq DESC LIMIT 1) c ON 1 = 1 "
-                "WHERE h.id = 1"
-            ).fetchone()
-            if head is None:
-                raise LogError("the consent log's head row is missing: the log was tampered with")
-            seq0, prev, last_cp_seq, last_cp_at = head
-            if linked is None or (seq0, prev) != expected:
+            state, last_cp_seq, last_cp_at = self._writable_state(conn)
+            kept, outcomes = items, None
+            if has_gpc(items):
+                kept, outcomes = settle_gpc(items, state.seq, *self._gpc_known(conn, items))
+            if linked is None or state != expected:
                 # Another process appended in between (or this is this process's first batch): link
                 # afresh at a time taken inside the lock, so time order follows the chain.
                 at = self._now()
-                linked = link_rows([p for p, _ in items], at, seq0, prev)
+                linked = link_rows([p for p, _ in kept], at, state.seq, state.hash)
             rows, new_head = linked
-            new_versions = {
-                v[0]: v[1] for _, v in items if v is not None and v[0] not in self._known_versions
-            }
+            new_versions = {v[0]: v[1] for _, v in kept if v is not None and v[0] not in self._known_versions}
             if new_versions:
                 conn.executemany(
                     "INSERT OR IGNORE INTO versions (id, created_at, payload) VALUES (?, ?, ?)",
                     [(vid, at, text) for vid, text in new_versions.items()],
                 )
-            _insert_records(conn, rows)
-            new_seq = seq0 + len(rows)
-            conn.execute(
-                "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ? WHERE id = 1",
-                (new_seq, new_head, at, self._key_id, sign(key, "head", self.log_id, new_seq, new_head, at)),
-            )
-            if self._due_checkpoint(new_seq, last_cp_seq, last_cp_at, at):
-                self._insert_checkpoint(conn, new_seq, new_head, at, "periodic")
+            new = state
+            if rows:
+                _insert_records(conn, rows)
+                new = state._replace(seq=state.seq + len(rows), hash=new_head)
+                if self._due_checkpoint(new.seq, last_cp_seq, last_cp_at, at):
+                    new = self._insert_checkpoint(conn, new, new.seq, new.hash, at, "periodic")[1]
+                self._move_head(conn, new, at)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
         self._known_versions.update(new_versions)
-        self._head = (new_seq, new_head)
-        return rows, at
+        self._state = new
+        return kept, rows, at, outcomes
+
+    def _gpc_known(
+        self, conn: sqlite3.Connection, items: list[_Item]
+    ) -> tuple[dict[str, int], dict[tuple[str, str], tuple[Any, ...]]]:
+        """For the consent ids of a batch's GPC records: the seq of each one's latest other record,
+        and the GPC records already written (by their detail)."""
+        ids = sorted({p.consent_id for p, _ in items if p.action == GPC_ACTION})
+        marks = ", ".join("?" * len(ids))
+        latest = dict(
+            conn.execute(
+                f"SELECT consent_id, max(seq) FROM records WHERE consent_id IN ({marks}) AND action <> ? "
+                "GROUP BY consent_id",
+                (*ids, GPC_ACTION),
+            ).fetchall()
+        )
+        recorded = {
+            (r[2], r[13]): tuple(r)
+            for r in conn.execute(
+                f"SELECT {_RECORD_COLS} FROM records WHERE consent_id IN ({marks}) AND action = ? "
+                "AND detail IS NOT NULL",
+                (*ids, GPC_ACTION),
+            ).fetchall()
+        }
+        return latest, recorded
 
     def _insert_checkpoint(
-        self, conn: sqlite3.Connection, seq: int, head: str, at: str, reason: str
-    ) -> Checkpoint:
-        key = self._require_key()
-        assert self._key_id is not None
-        cp = Checkpoint(
-            self.log_id,
-            seq,
-            head,
-            at,
-            reason,
-            self._key_id,
-            checkpoint_mac(key, self.log_id, seq, head, at, reason),
-        )
+        self, conn: sqlite3.Connection, state: HeadState, seq: int, head: str, at: str, reason: str
+    ) -> tuple[Checkpoint, HeadState]:
+        """The next checkpoint of the chain, stored; and the state with it (move the head to it)."""
+        cp = self._new_checkpoint(state, seq, head, at, reason)
         conn.execute(
-            "INSERT OR IGNORE INTO checkpoints (seq, hash, at, reason, key_id, mac) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (cp.seq, cp.hash, cp.at, cp.reason, cp.key_id, cp.mac),
+            f"INSERT INTO checkpoints ({_CHECKPOINT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (cp.seq, cp.hash, cp.at, cp.reason, cp.key_id, cp.mac, cp.n, cp.prev),
         )
-        return cp
+        assert cp.n is not None and cp.prev is not None
+        return cp, state._replace(checkpoints=cp.n, tip=checkpoint_link(cp.prev, cp.mac))
 
     async def _commit_blocked(self, attempts: list[BlockedAttempt]) -> None:
         if not attempts:
@@ -468,22 +559,24 @@ class SQLiteLog(BaseLog):
     def _checkpoint_sync(self, conn: sqlite3.Connection, reason: str) -> Checkpoint:
         _begin_immediate(conn)
         try:
-            seq, head = conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
-            cp = self._checkpoint_at(conn, seq) or self._insert_checkpoint(
-                conn, seq, head, self._now(), reason
-            )
+            state, _, _ = self._writable_state(conn)
+            cp = self._checkpoint_at(conn, state.seq)
+            if cp is None:
+                at = self._now()
+                cp, state = self._insert_checkpoint(conn, state, state.seq, state.hash, at, reason)
+                self._move_head(conn, state, at)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
+        self._state = state
         return cp
 
     def _checkpoint_at(
         self, conn: sqlite3.Connection, seq: int, reason: str | None = None
     ) -> Checkpoint | None:
         row = conn.execute(
-            "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints "
-            "WHERE seq = ? AND reason = coalesce(?, reason)",
+            f"SELECT {_CHECKPOINT_COLS} FROM checkpoints WHERE seq = ? AND reason = coalesce(?, reason)",
             (seq, reason),
         ).fetchone()
         return Checkpoint(self.log_id, *row) if row else None
@@ -496,11 +589,12 @@ class SQLiteLog(BaseLog):
             raise LogUnavailable(f"the purge failed and was rolled back: {e}") from e
 
     def _purge_sync(self, conn: sqlite3.Connection, older_than: timedelta) -> PurgeResult:
-        key = self._require_key()
+        self._require_key()
         cutoff = format_at(self.clock() - older_than)
         _begin_immediate(conn)
         try:
-            seq0, prev = conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+            state, _, _ = self._writable_state(conn)
+            seq0 = state.seq
             # Only a prefix of the chain can go: up to the first record at or after the cutoff.
             (first_kept,) = conn.execute("SELECT min(seq) FROM records WHERE at >= ?", (cutoff,)).fetchone()
             through = (first_kept - 1) if first_kept is not None else seq0
@@ -511,28 +605,20 @@ class SQLiteLog(BaseLog):
             anchor = None
             at = self._now()
             if removed:
-                anchor = self._checkpoint_at(conn, through, "purge") or self._insert_checkpoint(
-                    conn, through, through_hash, at, "purge"
-                )
+                anchor = self._checkpoint_at(conn, through, "purge")
+                if anchor is None:
+                    anchor, state = self._insert_checkpoint(conn, state, through, through_hash, at, "purge")
                 conn.execute("DELETE FROM records WHERE seq <= ?", (through,))
             p = purge_record(cutoff, older_than, removed, through, anchor)
-            rows, new_head = link_rows([p], at, seq0, prev)
+            rows, new_head = link_rows([p], at, seq0, state.hash)
             _insert_records(conn, rows)
-            conn.execute(
-                "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ? WHERE id = 1",
-                (
-                    seq0 + 1,
-                    new_head,
-                    at,
-                    self._key_id,
-                    sign(key, "head", self.log_id, seq0 + 1, new_head, at),
-                ),
-            )
+            state = state._replace(seq=seq0 + 1, hash=new_head)
+            self._move_head(conn, state, at)
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
-        self._head = (seq0 + 1, new_head)
+        self._state = state
         return PurgeResult(removed, through if removed else 0, cutoff, anchor, LoggedRecord.from_row(rows[0]))
 
     # --- reading -------------------------------------------------------------------------------
@@ -663,21 +749,24 @@ class SQLiteLog(BaseLog):
 
     @_reads
     async def checkpoints(self) -> list[Checkpoint]:
-        rows = await self._fetchall("SELECT seq, hash, at, reason, key_id, mac FROM checkpoints ORDER BY seq")
+        """Every checkpoint, in the order they were signed."""
+        rows = await self._fetchall(f"SELECT {_CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason")
         return [Checkpoint(self.log_id, *r) for r in rows]
 
     @_reads
-    async def verify(self) -> VerifyResult:
-        """Recompute the whole chain in one consistent snapshot. R22."""
+    async def verify(self, pins: Sequence[Checkpoint] = ()) -> VerifyResult:
+        """Recompute the whole chain in one consistent snapshot, with checkpoints pinned elsewhere. R22."""
         async with self._snapshot() as db:
             heads = list(
-                await db.execute_fetchall("SELECT seq, hash, at, key_id, mac FROM head WHERE id = 1")
+                await db.execute_fetchall(
+                    "SELECT seq, hash, at, key_id, mac, checkpoints FROM head WHERE id = 1"
+                )
             )
             head_row = heads[0] if heads else None
             cps = [
                 Checkpoint(self.log_id, *r)
                 for r in await db.execute_fetchall(
-                    "SELECT seq, hash, at, reason, key_id, mac FROM checkpoints ORDER BY seq"
+                    f"SELECT {_CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason"
                 )
             ]
             versions = {
@@ -685,7 +774,7 @@ class SQLiteLog(BaseLog):
             }
             head = SignedHead(self.log_id, *head_row) if head_row else None
             v = ChainVerifier(
-                checkpoints=cps, keys=self.keys, head=head, versions=versions, log_id=self.log_id
+                checkpoints=cps, keys=self.keys, head=head, versions=versions, log_id=self.log_id, pins=pins
             )
             if head is None:
                 v.finish()

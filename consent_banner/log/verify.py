@@ -9,7 +9,9 @@ It tells apart (R22):
 - inserted:   a record that the next record's link steps over;
 - reordered:  a record whose link points at a record that comes after it;
 - rewritten:  the chain is self-consistent but disagrees with a signed checkpoint or head;
-- signature:  a checkpoint or the head carries a signature the server key did not make;
+- signature:  the head is not signed by a key listed now (CONSENT_SECRET_KEYS or --key), or a
+              checkpoint carries a signature a listed key did not make;
+- checkpoints: the checkpoint chain lost, gained or changed a checkpoint;
 - version:    a banner version was changed, or a record points at one that is not stored.
 """
 
@@ -22,12 +24,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import GENESIS, Checkpoint, record_hash, sign
+from .events import GENESIS, Checkpoint, checkpoint_link, head_mac, record_hash
 
 
 @dataclass(frozen=True)
 class SignedHead:
-    """The single head row: the last record's seq and hash, signed at every commit."""
+    """The single head row: the last record's seq and hash and the checkpoint chain's tip, signed
+    at every commit (`checkpoints` None: a head of the previous release, which did not sign it)."""
 
     log_id: str
     seq: int
@@ -35,6 +38,30 @@ class SignedHead:
     at: str | None
     key_id: str | None
     mac: str | None
+    checkpoints: str | None = None
+
+    def problem(self, keys: Mapping[str, bytes]) -> str | None:
+        """Why this head cannot be trusted under `keys` (key id -> key), or None: a listed key signed it.
+
+        Keys come from the caller (the environment or the command line), never from the database:
+        a head whose key id names no listed key is a failure, not a note, or anyone could sign one."""
+        if not self.mac or not self.key_id:
+            if self.seq == 0:
+                return (
+                    "the head of this empty log is not signed: a log is signed when it is created, "
+                    "so this one was emptied (or created without a key)"
+                )
+            return "the head is not signed"
+        key = keys.get(self.key_id)
+        if key is None:
+            return (
+                f"the head is signed by key {self.key_id!r}, which is not listed "
+                "(CONSENT_SECRET_KEYS or --key): it cannot be trusted"
+            )
+        expected = head_mac(key, self.log_id, self.seq, self.hash, self.at or "", self.checkpoints)
+        if not hmac.compare_digest(expected, self.mac):
+            return "the head's signature does not match it: it was changed without the key"
+        return None
 
 
 @dataclass
@@ -56,7 +83,8 @@ class VerifyResult:
         if self.ok:
             start = f" (from the checkpoint at record {self.anchor})" if self.anchor else ""
             return f"{self.records} records, chain intact, head {self.head or GENESIS}{start}"
-        return f"record {self.bad_seq}: {self.problem}: {self.reason}"
+        where = f"record {self.bad_seq}: " if self.bad_seq is not None else ""
+        return f"{where}{self.problem}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,7 +116,8 @@ class ChainVerifier:
         *,
         checkpoints: Iterable[Checkpoint] = (),
         keys: Mapping[str, bytes] | None = None,  # key id -> HMAC key; None: signatures not checked
-        head: SignedHead | None = None,
+        head: SignedHead | None = None,  # given: `checkpoints` are all the log's own, a chain
+        pins: Iterable[Checkpoint] = (),  # checkpoints kept outside the log, from `log checkpoints`
         versions: Mapping[str, str] | None = None,  # version id -> stored payload text
         log_id: str | None = None,
         anchored: bool = True,  # False: trust the first row's link (a partial export)
@@ -99,6 +128,10 @@ class ChainVerifier:
         self._log_id = log_id
         self._anchored = anchored
         self._checkpoints: dict[int, list[Checkpoint]] = {}  # by seq; periodic and purge may share one
+        # Purge checkpoints signed by a key no longer listed: not checked, so never compared with the
+        # chain; one may still mark where a purge cut the log, if the purge record names it.
+        self._unchecked_purges: dict[int, Checkpoint] = {}
+        self._tip: str | None = None  # the stored checkpoints' chain, for the head to vouch for
         self._unconfirmed_anchor: Checkpoint | None = None  # a purge anchor no purge record named yet
         self._result = VerifyResult(ok=True, records=0)
         self._buffered: tuple[Any, ...] | None = None
@@ -111,27 +144,76 @@ class ChainVerifier:
         if keys is None:
             notes.append("signatures not checked: no server key available (set CONSENT_SECRET_KEYS)")
         try:
-            for cp in checkpoints:
+            stored = list(checkpoints)
+            if head is not None:
+                self._tip = self._chain_checkpoints(stored)
+            for cp in stored:
                 self._add_checkpoint(cp)
+            for cp in pins:
+                self._add_pin(cp, stored if head is not None else None)
         except _Failed as f:
             self._failed = f
 
     # --- input ---------------------------------------------------------------------------------
 
-    def _add_checkpoint(self, cp: Checkpoint) -> None:
+    def _chain_checkpoints(self, stored: list[Checkpoint]) -> str:
+        """Walk the log's checkpoints in the order they were signed; the chain's tip.
+
+        Each one from schema 2 on signs the chain before it, so a deleted, reordered or inserted
+        checkpoint breaks the walk here; the head signs the tip, so a deleted last one is seen too."""
+        tip = GENESIS
+        numbered = sorted((cp for cp in stored if cp.n is not None), key=lambda cp: cp.n or 0)
+        for expected_n, cp in enumerate(numbered, start=1):
+            if cp.n != expected_n:
+                raise _Failed(
+                    cp.seq,
+                    "checkpoints",
+                    f"checkpoint {expected_n} is missing: the checkpoints jump from {expected_n - 1} to "
+                    f"{cp.n} (deleted)",
+                )
+            if cp.prev is not None and cp.prev != tip:
+                raise _Failed(
+                    cp.seq,
+                    "checkpoints",
+                    f"checkpoint {cp.n} (at record {cp.seq}) does not follow the checkpoints before it: "
+                    "one of them was deleted, changed or inserted",
+                )
+            tip = checkpoint_link(tip, cp.mac)
+        return tip
+
+    def _add_checkpoint(self, cp: Checkpoint, kind: str = "checkpoint") -> None:
         if self._log_id is not None and cp.log_id != self._log_id:
-            raise _Failed(cp.seq, "signature", f"the checkpoint at record {cp.seq} belongs to another log")
+            raise _Failed(cp.seq, "signature", f"the {kind} at record {cp.seq} belongs to another log")
         if self._keys is not None:
             valid = cp.valid(self._keys)
             if valid is False:
                 raise _Failed(
-                    cp.seq, "signature", f"the checkpoint at record {cp.seq} is not signed by the server key"
+                    cp.seq, "signature", f"the {kind} at record {cp.seq} is not signed by the server key"
                 )
             if valid is None:
                 self._result.notes.append(
-                    f"checkpoint at record {cp.seq} is signed by key {cp.key_id!r}, which is not configured"
+                    f"{kind} at record {cp.seq} ({cp.reason}) is signed by key {cp.key_id!r}, which is not "
+                    "listed: not checked"
                 )
+                if cp.reason == "purge":
+                    self._unchecked_purges.setdefault(cp.seq, cp)
+                return
         self._checkpoints.setdefault(cp.seq, []).append(cp)
+
+    def _add_pin(self, pin: Checkpoint, stored: list[Checkpoint] | None) -> None:
+        """A pinned checkpoint: compared with the chain like a stored one and, when it has its place
+        in the checkpoint chain, it must still be there: an older copy of the log lacks it."""
+        self._add_checkpoint(pin, "pinned checkpoint")
+        if stored is None or pin.n is None:
+            return
+        same = next((cp for cp in stored if cp.n == pin.n), None)
+        if same is None or same.mac != pin.mac:
+            raise _Failed(
+                pin.seq,
+                "rewritten",
+                f"the pinned checkpoint {pin.n} (at record {pin.seq}) is not in the log's checkpoints: "
+                "the log was rolled back to an older copy or rewritten",
+            )
 
     @property
     def failed(self) -> bool:
@@ -184,6 +266,10 @@ class ChainVerifier:
         # Only a signed *purge* checkpoint (its reason is under the signature) stands in for the
         # records before the first one; a periodic checkpoint there means they were just deleted.
         anchor = next((cp for cp in self._checkpoints.get(seq - 1, ()) if cp.reason == "purge"), None)
+        if anchor is None:
+            # Signed by a key no longer listed: it is not trusted by itself, only as far as the purge
+            # record in the chain (under the signed head) names it; _check_tail insists on that.
+            anchor = self._unchecked_purges.get(seq - 1)
         if anchor is None:
             raise _Failed(
                 1,
@@ -326,18 +412,21 @@ class ChainVerifier:
         if self._log_id is not None and head.log_id != self._log_id:
             raise _Failed(None, "signature", "the head belongs to another log")
         if self._keys is not None:
-            key = self._keys.get(head.key_id or "")
-            if head.mac is None:
-                if head.seq != 0:
-                    raise _Failed(head.seq, "signature", "the head is not signed")
-            elif key is None:
-                r.notes.append(
-                    f"the head is signed by key {head.key_id!r}, which is not configured: not checked"
-                )
-            elif not hmac.compare_digest(
-                sign(key, "head", head.log_id, head.seq, head.hash, head.at or ""), head.mac
-            ):
-                raise _Failed(head.seq, "signature", "the head is not signed by the server key")
+            problem = head.problem(self._keys)
+            if problem is not None:
+                raise _Failed(None, "signature", problem)
+        if head.checkpoints is None:
+            r.notes.append(
+                "the head has the previous release's signature, which does not cover the checkpoints "
+                "(it is re-signed when the log is next opened with the key)"
+            )
+        elif self._tip is not None and head.checkpoints != self._tip:
+            raise _Failed(
+                None,
+                "checkpoints",
+                "the checkpoints are not those the signed head vouches for: one was deleted, added or "
+                "changed",
+            )
         if not self._anchored:
             return
         if head.seq > last:

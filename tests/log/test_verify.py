@@ -205,7 +205,8 @@ async def test_changed_banner_version_is_named(log20: Any, log_url: str) -> None
 
 
 async def test_verify_with_a_rotated_key(log_url: str, decision: MakeDecision) -> None:
-    """R22: after key rotation, signatures by the previous key still verify when it is passed along."""
+    """R22: after key rotation, signatures by the previous key still verify when it is passed along;
+    once it is removed, its checkpoints are "not checked" and the head, re-signed, still verifies."""
     lg = await filled(log_url, decision, 3)
     await lg.checkpoint()
     await lg.close()
@@ -217,10 +218,17 @@ async def test_verify_with_a_rotated_key(log_url: str, decision: MakeDecision) -
         assert result.ok, result.message
     finally:
         await rotated.close()
+    only_new = await open_log(log_url, hmac_key=new_key)
+    try:
+        result = await only_new.verify()
+        assert result.ok, result.message
+        assert any("not listed: not checked" in n for n in result.notes), result.notes
+    finally:
+        await only_new.close()
     stranger = await open_log(log_url, hmac_key=derive_hmac_key("x" * 40))
     try:
         result = await stranger.verify()
-        assert result.ok  # unknown keys cannot be checked: said, not failed
-        assert any("not configured" in n for n in result.notes)
+        assert (result.ok, result.problem) == (False, "signature"), result.message
+        assert "not listed" in result.message
     finally:
         await stranger.close()
