@@ -274,6 +274,9 @@ class Banner:
                 "gpc-denied": " ".join(sorted(cfg.gpc_denied)),
                 "consent-mode": self._mode_attr,
                 "css": self.css_url,
+                # csp_undecided = "strict": the undecided page's enforced policy admits only what is
+                # granted, so the script reloads the page after a decision that grants more
+                "strict": "1" if cfg.csp_undecided == "strict" and cfg.csp == "enforce" else "",
             },
         }
 

@@ -248,6 +248,7 @@ class ConsentConfig(_Model):
     # the gate (response-side enforcement)
     undeclared_cookies: Literal["block", "allow"] = "block"
     csp: Literal["enforce", "report-only", "off"] = "enforce"
+    csp_undecided: Literal["may-grant", "strict"] = "may-grant"  # see the README, "What the gate does"
     rewrite_html: bool = True
     inject: bool = True
     # the banner

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 os.environ.setdefault("CONSENT_SECRET_KEYS", "e2e-test-key-0123456789-0123456789-abcdef")
 
-from consent_banner import ConsentConfig, ConsentMiddleware  # noqa: E402
+from consent_banner import ConsentConfig, ConsentMiddleware, csp_nonce  # noqa: E402
 from consent_banner.consent import Consent, ConsentCodec  # noqa: E402
 from consent_banner.scan import DEFAULT_BROWSER
 from consent_banner.scan.crawl import CHROMIUM_ARGS  # the launch flags this machine needs, in one place
@@ -112,22 +112,26 @@ def site_config(log: str, embed_origin: str) -> ConsentConfig:
 
 # --- the pages -----------------------------------------------------------------------------------
 
-# Neutralised markup written by hand in the gate's contract format (consent_banner/gate/html.py).
+# Neutralised markup written by hand in the gate's contract format (consent_banner/gate/html.py),
+# marked with the page's nonce as the gate marks what it neutralises (NONCE is replaced per response).
+NONCE = "__NONCE__"
 NEUTRALISED = f"""
 <script type="text/plain" data-consent-category="analytics" data-consent-service="stats"
- data-consent-src="/t/stats.js?delay={TRACKER_DELAY}" async></script>
-<script type="text/plain" data-consent-category="analytics">
+ data-consent-src="/t/stats.js?delay={TRACKER_DELAY}" async nonce="{NONCE}"></script>
+<script type="text/plain" data-consent-category="analytics" nonce="{NONCE}">
 (window.cbOrder=window.cbOrder||[]).push("inline")</script>
-<script type="text/plain" data-consent-category="analytics" data-consent-src="/t/late.js"></script>
+<script type="text/plain" data-consent-category="analytics" data-consent-src="/t/late.js"
+ nonce="{NONCE}"></script>
 <script type="text/plain" data-consent-category="marketing" data-consent-service="ads"
- data-consent-src="/t/ads.js"></script>
+ data-consent-src="/t/ads.js" nonce="{NONCE}"></script>
 <img id="pixel" alt="" width="1" height="1" data-consent-category="marketing" data-consent-service="ads"
- data-consent-src="/t/px.gif">
+ data-consent-src="/t/px.gif" nonce="{NONCE}">
 <div class="consent-placeholder" id="video-placeholder" data-consent-placeholder="video"
- data-consent-category="marketing"><p>Content from Video Ltd will load once you allow Marketing.</p>
-<button type="button" data-consent-allow="marketing">Allow Marketing</button></div>
+ data-consent-category="marketing" nonce="{NONCE}"><p>Content from Video Ltd will load once you allow
+ Marketing.</p><button type="button" data-consent-allow="marketing">Allow Marketing</button></div>
 <iframe id="video" title="Video" data-consent-category="marketing" data-consent-service="video"
- data-consent-src="/t/frame.html" width="320" height="180" hidden="" data-consent-hidden=""></iframe>
+ data-consent-src="/t/frame.html" width="320" height="180" hidden="" data-consent-hidden=""
+ nonce="{NONCE}"></iframe>
 """
 
 PAGE = """<!doctype html>
@@ -180,7 +184,7 @@ def build_site_app(config: ConsentConfig) -> Any:
 
     def serve(html: str) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            return HTMLResponse(html)
+            return HTMLResponse(html.replace(NONCE, csp_nonce(request)))
 
         return endpoint
 
@@ -201,7 +205,7 @@ def build_embed_app(consent_server: str) -> Starlette:
     )
 
     async def home(request: Request) -> Response:
-        return HTMLResponse(html)
+        return HTMLResponse(html.replace(NONCE, ""))  # no policy here: the script has no nonce either
 
     return Starlette(routes=[Route("/", home), *tracker_routes()])
 

@@ -98,6 +98,7 @@ class ResponseGate:
                 if s.name not in table.setdefault(key, []):
                     table[key].append(s.name)
         self._acts_on_html = self._csp_header is not None or config.rewrite_html
+        self._strict_undecided = config.csp_undecided == "strict"
         self._plans: dict[object, _Plan] = {}
         self._plan_of: dict[int, tuple[Consent, _Plan]] = {}
         self._denied_of: dict[int, tuple[dict[str, str], _Plan, list[tuple[str, Any]]]] = {}
@@ -167,8 +168,10 @@ class ResponseGate:
             # visitor may still grant on this page (the neutralised markup and the cookie filter keep
             # them out until then), so that a decision activates them without a reload; script-src
             # never does (activated scripts carry the nonce), so no injected tracker script runs.
-            # Once decided, only what was granted appears; what GPC denies never does.
-            if consent.decided:
+            # Once decided, only what was granted appears; what GPC denies never does. Under
+            # csp_undecided = "strict" nothing ungranted appears before a decision either (the
+            # script reloads the page after the first decision that grants something).
+            if consent.decided or self._strict_undecided:
                 in_policy = allowed
             else:
                 in_policy = frozenset(
@@ -211,16 +214,19 @@ class ResponseGate:
         self_origin: str | None,
         secure: bool,
         nonce: str,
+        granted_only: bool = False,
     ) -> bytes:
-        """The one policy header value for a response: ours, merged with the app's when it has one."""
+        """The one policy header value for a response: ours, merged with the app's when it has one.
+
+        `granted_only`: for a page the gate does not rewrite, no directive admits more than is granted.
+        """
         if not _NONCE.fullmatch(nonce):  # checked here, off the path of responses without a policy
             raise ValueError("nonce must be 8-128 base64 characters (use secrets.token_urlsafe(16))")
-        key = (plan.script_origins, plan.origins, root_path, secure, *app_values, self_origin)
+        origins = plan.script_origins if granted_only else plan.origins
+        key = (plan.script_origins, origins, root_path, secure, *app_values, self_origin)
         value = self._policies.get(key)
         if value is None:
-            ours = build_policy(
-                plan.script_origins, plan.origins, root_path + self._report_path, report_to=secure
-            )
+            ours = build_policy(plan.script_origins, origins, root_path + self._report_path, report_to=secure)
             policies = [p for v in app_values for p in parse_policies(v.decode("latin-1"))]
             for app in policies:
                 ours = merge(app, ours, self_origin=self_origin)
@@ -295,6 +301,11 @@ class _GatedSend:
         "_page",
         "_rewriter",
         "_held",
+        "_peek",
+        "_content_type",
+        "_rewrite",
+        "_deferred",
+        "_xhtml",
     )
 
     def __init__(
@@ -316,13 +327,18 @@ class _GatedSend:
         self._inject: Inject | None = None
         self._html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None
         self._rewriter: HtmlRewriter | None = None
-        self._held: Message | None = None  # the start message, until the first body message
+        self._held: Message | None = None  # the start message, until the body's first bytes are read
+        self._peek = b""  # the body's first bytes, until PEEK of them (or all) are here
+        self._content_type = b""
+        self._rewrite = False  # whether a readable body is to be rewritten
+        self._deferred: tuple[list[bytes], list[bytes]] | None = None  # the app's CSP, Reporting-Endpoints
+        self._xhtml = False
 
     async def __call__(self, message: Message) -> None:
         # Kept flat on purpose: this runs for every message of every response.
-        if self._rewriter is None:
+        if self._rewriter is None and self._held is None:
             if message["type"] == "http.response.start" and not self._start(message):
-                return  # held until the first body message
+                return  # held until the body's first bytes tell how the browser will read it
             await self._send(message)
             return
         kind = message["type"]
@@ -348,15 +364,24 @@ class _GatedSend:
             elif lk == b"content-encoding":
                 encoding = v
         denied = gate.denied_in_request(self._cookies, plan) if self._cookies else ()
-        is_html = (
-            content_type is not None
-            and content_type[:9].lower() == b"text/html"
-            and (gate._acts_on_html or gate.config.inject)
-        )
+        status = message.get("status", 200)
+        xhtml = unlabelled = False
+        if content_type is not None:
+            low = content_type[:21].lower()
+            is_html = low[:9] == b"text/html" or (xhtml := low == b"application/xhtml+xml")
+            is_html = is_html and (gate._acts_on_html or gate.config.inject)
+        else:
+            # The browser would sniff a body without a type, maybe into an ungated HTML page.
+            is_html = False
+            unlabelled = gate._csp_header is not None and _has_body(status, message, headers)
         if is_html:
             hooks = self._page(self._scope)
-            self._nonce, self._inject, self._html_headers = hooks.nonce, hooks.inject, hooks.html_headers
-        if not set_cookies and not denied and not is_html:
+            self._nonce, self._html_headers = hooks.nonce, hooks.html_headers
+            # The banner is HTML, not XML: an XHTML page is rewritten and gated, but gets no banner.
+            self._inject = None if xhtml else hooks.inject
+        elif unlabelled:
+            self._nonce = self._page(self._scope).nonce
+        if not set_cookies and not denied and not is_html and not unlabelled:
             return True  # nothing depends on consent: untouched, still cacheable
 
         kept, dropped = gate._cookies.filter(set_cookies, plan.allowed) if set_cookies else ([], False)
@@ -365,20 +390,20 @@ class _GatedSend:
             host, secure = self._host(), self._scope.get("scheme") in ("https", "wss")
             for name, decl in denied:
                 expiries.extend(gate._cookies.expire(name, decl, host=host, secure=secure))
-        vary = dropped or bool(expiries) or is_html
+        vary = dropped or bool(expiries) or is_html or unlabelled
+        gated = (is_html or unlabelled) and gate._csp_header is not None
 
         app_csp: list[bytes] = []
         endpoints: list[bytes] = []
         varies: list[bytes] = []
         rest: list[tuple[bytes, bytes]] = []
-        process = is_html and self._should_rewrite(message, encoding, content_type)
         for k, v in headers:
             lk = k.lower()
-            if lk == b"set-cookie" or (process and lk == b"content-length"):
+            if lk == b"set-cookie":
                 continue
-            if is_html and lk == gate._csp_header:
+            if gated and lk == gate._csp_header:
                 app_csp.append(v)
-            elif is_html and lk == b"reporting-endpoints" and gate._csp_header:
+            elif gated and lk == b"reporting-endpoints":
                 endpoints.append(v)
             elif vary and lk == b"vary":
                 varies.append(v)
@@ -388,64 +413,126 @@ class _GatedSend:
         rest.extend((b"set-cookie", v) for v in expiries)
         if is_html and self._html_headers is not None:
             rest.extend(self._html_headers())
-        if is_html and gate._csp_header is not None:
-            root = self._scope.get("root_path", "")
-            assert self._nonce is not None  # set with the page hooks above
-            nonce = self._nonce()
-            # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
-            # to secure origins: on plain http report-uri alone, so that reports arrive at all.
-            secure = self._scope.get("scheme") == "https"
-            policy = gate.csp(
-                plan,
-                app_csp,
-                root_path=root,
-                self_origin=self._origin() if app_csp else None,
-                nonce=nonce,
-                secure=secure,
-            )
-            rest.append((gate._csp_header, policy))
-            if secure or endpoints:
-                rest.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
+        if unlabelled:
+            rest.append((b"x-content-type-options", b"nosniff"))
         if vary:
             rest.append((b"vary", _merge_vary(varies) if varies else _VARY))
         message["headers"] = rest
-        if process:
+
+        body = is_html and self._scope.get("method") != "HEAD" and _has_body(status, message, ())
+        encoded = encoding is not None and encoding.strip().lower() not in (b"", b"identity")
+        readable = is_html and not encoded
+        if is_html and not readable:
+            gate.warn_encoded()
+        self._rewrite = readable and self._wants_rewrite()
+        if readable and body and (gated or self._rewrite):
+            # How the browser decodes the page (a BOM, a <meta charset>) is known from the body's
+            # first bytes: both the policy and the rewrite wait for them.
+            self._content_type = content_type or b""
+            self._xhtml = xhtml
             self._held = message
+            self._deferred = (app_csp, endpoints) if gated else None
             return False
+        if gated:
+            # What the gate does not rewrite (XHTML, compressed, no Content-Type) gets only what is granted.
+            granted_only = xhtml or unlabelled or not readable
+            if is_html and not granted_only and not body:
+                granted_only = _codec(content_type or b"", None) is None
+            self._policy_headers(message, app_csp, endpoints, granted_only=granted_only)
         return True
 
-    def _should_rewrite(self, message: Message, encoding: bytes | None, content_type: bytes) -> bool:
+    def _wants_rewrite(self) -> bool:
         gate = self._gate
-        if not (gate.config.rewrite_html and self._plan.hosts) and self._inject is None:
-            return False
-        if self._scope.get("method") == "HEAD" or message.get("status", 200) in _NO_BODY:
-            return False
-        if message.get("status", 200) < 200:
-            return False
-        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
-            gate.warn_encoded()
-            return False
-        charset = _charset(content_type)
-        if charset is None:
-            return False
-        self._rewriter = HtmlRewriter(
-            self._plan.hosts if gate.config.rewrite_html else None,
-            self._inject,
-            charset=charset,
-            placeholder=gate.placeholder,
+        return bool(
+            (gate.config.rewrite_html and self._plan.hosts) or self._inject is not None
         )
-        return True
+
+    def _policy_headers(
+        self,
+        message: Message,
+        app_csp: list[bytes],
+        endpoints: list[bytes],
+        *,
+        granted_only: bool,
+    ) -> None:
+        """Adds the policy (and Reporting-Endpoints) to the start message."""
+        gate = self._gate
+        assert gate._csp_header is not None and self._nonce is not None
+        root = self._scope.get("root_path", "")
+        # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
+        # to secure origins: on plain http report-uri alone, so that reports arrive at all.
+        secure = self._scope.get("scheme") == "https"
+        policy = gate.csp(
+            self._plan,
+            app_csp,
+            root_path=root,
+            self_origin=self._origin() if app_csp else None,
+            nonce=self._nonce(),
+            secure=secure,
+            granted_only=granted_only,
+        )
+        headers = message["headers"]
+        headers.append((gate._csp_header, policy))
+        if secure or endpoints:
+            headers.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
+
+    def _release(self, head: bytes) -> Message:
+        """Decides, from the body's first bytes, how the held page is read, and completes its headers."""
+        gate, held = self._gate, self._held
+        assert held is not None
+        self._held = None
+        codec = _codec(self._content_type, head)
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            # A page the gate cannot read passes unrewritten: only what is granted may load. XHTML
+            # is rewritten as HTML, but the XML parser makes elements where HTML has text
+            # (an <img> inside <style>): only what is granted may load there either.
+            self._policy_headers(held, *deferred, granted_only=codec is None or self._xhtml)
+        if codec is not None and self._rewrite:
+            self._rewriter = HtmlRewriter(
+                self._plan.hosts if gate.config.rewrite_html else None,
+                self._inject,
+                charset=codec,
+                placeholder=self._placeholder,
+                mark=self._nonce,
+            )
+            headers = held["headers"]
+            headers[:] = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        return held
+
+    def _placeholder(self, blocked: Blocked, html_lang: str | None) -> str:
+        # The placeholder carries the nonce too: the script honours only the gate's "Allow" buttons.
+        assert self._nonce is not None
+        html = self._gate.placeholder(blocked, html_lang)
+        return html.replace("<div ", f'<div nonce="{self._nonce()}" ', 1)
 
     async def _body(self, chunk: bytes, more: bool) -> None:
-        assert self._rewriter is not None
+        if self._held is not None:
+            whole = not more and not self._peek  # the whole body in one message: its length is known
+            self._peek += chunk
+            if more and len(self._peek) < PEEK:
+                return
+            chunk, self._peek = self._peek, b""
+            held = self._release(chunk)
+            if self._rewriter is None:
+                await self._send(held)
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+                return
+            data = self._rewriter.feed(chunk)
+            if not more:
+                data += self._rewriter.finish()
+            if whole:
+                held["headers"].append((b"content-length", str(len(data)).encode()))
+            await self._send(held)
+            if data or not more:
+                await self._send({"type": "http.response.body", "body": data, "more_body": more})
+            return
+        if self._rewriter is None:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+            return
         data = self._rewriter.feed(chunk)
         if not more:
             data += self._rewriter.finish()
-        held, self._held = self._held, None
-        if held is not None:
-            if not more:  # the whole body was in this one message: its length is known
-                held["headers"].append((b"content-length", str(len(data)).encode()))
-            await self._send(held)
         if data or not more:
             await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
@@ -473,20 +560,69 @@ class _GatedSend:
         return f"{self._scope.get('scheme', 'http')}://{host}".lower() if host else None
 
 
-def _charset(content_type: bytes) -> str | None:
-    """The codec to encode injected HTML with; None when the body is not ASCII-compatible."""
+def _has_body(status: int, message: Message, headers: Any) -> bool:
+    """Whether a browser could render this response's body (not HEAD, 1xx, 204, 304, a redirect)."""
+    if status < 200 or status in _NO_BODY:
+        return False
+    if 300 <= status < 400 and any(k.lower() == b"location" for k, _ in headers):
+        return False
+    return True
+
+
+# --- how the browser decodes a page ------------------------------------------------------------------
+
+PEEK = 1024  # body bytes read before the headers leave: where browsers look for <meta charset>
+# WHATWG labels of encodings that are not ASCII supersets (UTF-16, ISO-2022-JP, the "replacement"
+# encoding for ISO-2022-KR/CN and HZ) that Python does not know by these names; UTF-7 and UTF-32 are
+# no browser's, but a browser that ignores the label still may guess them.
+_UNREADABLE_LABELS = frozenset(
+    {"unicode", "unicodefeff", "unicodefffe", "csunicode", "iso-10646-ucs-2", "ucs-2", "replacement",
+     "hz-gb-2312", "csiso2022kr", "csiso2022jp", "iso-2022-cn", "iso-2022-cn-ext"}
+)
+_UNREADABLE_CODECS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
+# Every charset named in the prescanned bytes (a <meta charset>, an http-equiv content, anywhere):
+# one naming an unreadable encoding makes the page unreadable, whichever meta the browser picks.
+_CHARSET_IN_BODY = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r ]*[\"']?[\t\n\f\r ]*([^\t\n\f\r \"';>/]+)")
+_UNKNOWN = ""
+
+
+def _label_codec(label: str) -> str | None:
+    """The Python codec for a charset label: None when not ASCII-compatible, "" when unknown."""
+    label = label.strip().lower()
+    if label in _UNREADABLE_LABELS:
+        return None
+    try:
+        name = codecs.lookup(label).name
+    except LookupError:
+        return _UNKNOWN
+    return None if name.startswith(_UNREADABLE_CODECS) else name
+
+
+def _codec(content_type: bytes, head: bytes | None) -> str | None:
+    """The codec the browser decodes a page with when it is an ASCII superset the gate can read,
+    else None. `head` is the body's first PEEK bytes (None: no body). The order is the browser's:
+    a byte order mark, then the header's charset, then a <meta> charset in the first bytes."""
+    if head:
+        if head[:3] == b"\xef\xbb\xbf":
+            return "utf-8"
+        if head[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            return None
     low = content_type.lower()
     i = low.find(b"charset=")
-    if i < 0:
+    if i >= 0:
+        label = low[i + 8 :].split(b";", 1)[0].strip(b" \t\"'").decode("latin-1")
+        codec = _label_codec(label)
+        if codec != _UNKNOWN:
+            return codec  # a label the browser does not know is ignored: the body decides
+    if not head:
         return "utf-8"
-    name = low[i + 8 :].split(b";", 1)[0].strip(b" \t\"'").decode("latin-1")
-    try:
-        info = codecs.lookup(name)
-    except LookupError:
-        return "ascii"  # unknown to Python: character references are safe in any ASCII superset
-    if info.name.startswith(("utf-16", "utf-32")):
+    found = [_label_codec(m.decode("latin-1")) for m in _CHARSET_IN_BODY.findall(head[:PEEK].lower())]
+    if None in found:
         return None
-    return info.name
+    declared = next((c for c in found if c), None)
+    if declared is None and b"\x1b" in head:
+        return None  # undeclared, with escape sequences: Chromium may detect ISO-2022-JP
+    return declared or "utf-8"
 
 
 def _merge_vary(values: list[bytes]) -> bytes:

@@ -1,16 +1,25 @@
 """Content-Security-Policy per consent state, merged with the app's own, and violation reports.
 
-Our policy for an HTML response names only what the visitor allows::
+Our policy for an HTML response names only what the visitor allows (G: origins of granted
+services; M: those plus the origins the visitor may still grant on this page, see `ResponseGate`)::
 
-    script-src 'self' 'nonce-N' <origins of allowed services>
-    connect-src 'self' <origins of allowed services>
-    img-src 'self' data: <origins of allowed services>
-    frame-src 'self' <origins of allowed services>
+    default-src 'self' G
+    script-src 'self' 'nonce-N' G
+    style-src 'self' 'unsafe-inline' G
+    font-src 'self' data: G
+    connect-src 'self' M
+    img-src 'self' data: M
+    frame-src 'self' M
+    object-src 'none'; base-uri 'self'
     report-uri {root_path}{prefix}/csp-report; report-to consent-banner
 
-Necessary services are always allowed, so a site lists its CDNs as origins of a necessary service.
+Necessary services are always granted, so a site lists its CDNs as origins of a necessary service.
 Origins of denied services appear nowhere: the browser itself refuses a tracker the markup rewrite
-missed. Nothing else is restricted (no default-src, no style-src).
+missed, stylesheets, `@import` and `@font-face` included. style-src keeps 'unsafe-inline' (inline
+styles are everywhere, and their `url()` fetches are held by img-src and font-src) and so must never
+carry a nonce or hash, which would make browsers ignore 'unsafe-inline'. base-uri 'self' (not
+'none', which breaks `<base href="/">`) makes the browser ignore an injected `<base>` that would
+load our root-relative consent.js, nonce and all, from another host.
 
 When the app sends its own policy of the same disposition, the two become one header whose every
 directive is at least as strict as both (`merge`): for a directive either side names, the result
@@ -106,16 +115,22 @@ def build_policy(
 ) -> Policy:
     """Our policy for one consent state, with NONCE_PLACEHOLDER where the per-response nonce goes.
 
-    `script_origins` enter script-src, `origins` the other three directives; `report_to` adds the
-    Reporting-API group besides report-uri.
+    `script_origins` (what is granted) enter default-src, script-src, style-src and font-src,
+    `origins` connect-src, img-src and frame-src; `report_to` adds the Reporting-API group besides
+    report-uri.
     """
-    scripts = list(dict.fromkeys(script_origins))
+    granted = list(dict.fromkeys(script_origins))
     others = list(dict.fromkeys(origins))
     policy: Policy = {
-        "script-src": ["'self'", NONCE_PLACEHOLDER, *scripts],
+        "default-src": ["'self'", *granted],
+        "script-src": ["'self'", NONCE_PLACEHOLDER, *granted],
+        "style-src": ["'self'", "'unsafe-inline'", *granted],
+        "font-src": ["'self'", "data:", *granted],
         "connect-src": ["'self'", *others],
         "img-src": ["'self'", "data:", *others],
         "frame-src": ["'self'", *others],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
         "report-uri": [report_uri],
     }
     if report_to:

@@ -6,6 +6,7 @@
   const server = (me.dataset.consentServer || "").replace(/\/+$/, "");
   const cookieName = me.dataset.consentCookie || "consent";
   const nonce = me.nonce || "";
+  const ours = (el) => el.nonce === nonce && (nonce || server);
   const handlers = [];
   let root, dialog, state, opener, source, prefix, fallback, busy;
 
@@ -51,7 +52,8 @@
       d.cookie = `${cookieName}=${s.token}; Max-Age=${s.max_age}; Path=/; SameSite=Lax` +
         (location.protocol === "https:" ? "; Secure" : "");
     }
-    const { token: _t, max_age: _m, ...rest } = s, was = state.decided && state.categories;
+    const was = (state.decided || root.dataset.strict) && state.categories,
+      { token: _t, max_age: _m, ...rest } = s, reload = was && !server && rest.categories.some((c) => !was.includes(c));
     state = rest;
     const banner = find("#cb-banner"), settings = find("[data-cb-settings]");
     const wasIn = banner && banner.contains(d.activeElement);
@@ -61,14 +63,13 @@
     else if (wasIn) settings.focus();
     sync();
     consentMode("update");
-    activate();
+    if (!reload) activate();
     const copy = api.get();
     for (const f of handlers) {
       try { f(copy); } catch (e) { console.error(e); }
     }
     d.dispatchEvent(new CustomEvent("consent:change", { detail: copy }));
-    // a decided page's CSP lists only the old grants
-    if (was && !server && rest.categories.some((c) => !was.includes(c))) location.reload();
+    if (reload) location.reload();
   }
 
   // Consent Mode v2: one call per decision, pushed as gtag.js does.
@@ -83,7 +84,7 @@
     w.gtag("consent", kind, o);
   }
 
-  const ok = ({ dataset: a }) => allows(a.consentCategory, a.consentService || a.consentPlaceholder);
+  const ok = (el, a = el.dataset) => ours(el) && allows(a.consentCategory, a.consentService || a.consentPlaceholder);
 
   // Neutralised scripts run one after the other, in document order, as the parser would.
   function activate() {
@@ -97,7 +98,7 @@
           if (!/^(type$|src$|data-consent-)/.test(a.name)) s.setAttribute(a.name, a.value);
         }
         if (old.dataset.consentType) s.type = old.dataset.consentType;
-        s.nonce = old.nonce || nonce;
+        s.nonce = nonce;
         if (src) {
           s.async = false;
           s.onload = s.onerror = done;
@@ -109,9 +110,9 @@
         if (!src) done();
       }));
     }
-    for (const el of all("[data-consent-src]:not(script),[data-consent-srcset],[data-consent-href]")) {
+    for (const el of all("[data-consent-category]:not(script,[data-consent-placeholder])")) {
       if (!ok(el)) continue;
-      for (const a of ["srcset", "src", "href"]) {
+      for (const a of ["srcset", "poster", "href", "src"]) {
         const v = el.getAttribute("data-consent-" + a);
         if (v !== null) {
           el.setAttribute(a, v);
@@ -197,8 +198,9 @@
   function click(e) {
     const t = e.target.closest?.("[data-cb-open],[data-cb-close],[data-consent-allow]");
     if (!t || !root) return;
-    e.preventDefault();
     const cat = t.dataset.consentAllow;
+    if (cat && !ours(t.parentNode)) return;
+    e.preventDefault();
     if (cat) {
       const c = find("#cb-c-" + cat);
       if (!c) return;

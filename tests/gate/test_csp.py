@@ -50,7 +50,10 @@ async def test_rejected_policy_names_only_self_nonce_and_necessary_origins(gate:
     for name in ("connect-src", "frame-src"):
         assert policy[name] == ["'self'", "https://cdn.example.com"]
     assert policy["img-src"] == ["'self'", "data:", "https://cdn.example.com"]
-    assert "default-src" not in policy and "style-src" not in policy
+    assert policy["default-src"] == ["'self'", "https://cdn.example.com"]
+    assert policy["style-src"] == ["'self'", "'unsafe-inline'", "https://cdn.example.com"]
+    assert policy["font-src"] == ["'self'", "data:", "https://cdn.example.com"]
+    assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'self'"]
     header = r.headers["content-security-policy"]
     assert "stats.example.net" not in header and "adnet" not in header and "video.example.tv" not in header
 
@@ -360,3 +363,169 @@ async def test_plain_http_reports_with_report_uri_only(gate: ResponseGate) -> No
         r = await c.get("/")
     policy = directives(r.headers["content-security-policy"])
     assert "report-uri" in policy and "report-to" not in policy and "reporting-endpoints" not in r.headers
+
+
+# --- issue 12: the policy for hostile input -------------------------------------------------------
+
+MAY_GRANT = ("https://stats.example.net", "https://ads.example.org", "https://video.example.tv")
+TRACKER_PAGE = b'<html><head></head><body><img src="https://stats.example.net/p.gif"></body></html>'
+
+
+def raw_app(body: bytes | list[bytes], headers: list[tuple[bytes, bytes]]):  # type: ignore[no-untyped-def]
+    """An ASGI app sending `body` (a list: one message per part) with exactly `headers`."""
+    parts = body if isinstance(body, list) else [body]
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i, part in enumerate(parts):
+            await send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+    return app
+
+
+async def raw_get(gate: ResponseGate, the_consent, body, headers):  # type: ignore[no-untyped-def]
+    async with client(gated(raw_app(body, headers), gate, the_consent)) as c:
+        return await c.get("/")
+
+
+def admits_may_grant(r) -> bool:  # type: ignore[no-untyped-def]
+    header = r.headers["content-security-policy"]
+    return any(origin in header for origin in MAY_GRANT)
+
+
+async def test_policy_confines_every_fetch_to_self_and_grants(gate: ResponseGate) -> None:
+    """Issue 12 items 1, 2: default-src, style-src (with 'unsafe-inline', never a nonce), font-src carry
+    what is granted; object-src 'none' and base-uri 'self' always."""
+    from consent_banner.consent import UNDECIDED
+
+    for the_consent, granted in ((consent("analytics"), ["https://stats.example.net"]), (UNDECIDED, [])):
+        policy = directives((await get(gate, the_consent)).headers["content-security-policy"])
+        cdn = ["https://cdn.example.com", *granted]
+        assert policy["default-src"] == ["'self'", *cdn]
+        assert policy["style-src"] == ["'self'", "'unsafe-inline'", *cdn]
+        assert policy["font-src"] == ["'self'", "data:", *cdn]
+        assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'self'"]
+
+
+async def test_merging_keeps_the_stricter_style_and_base_rules(gate: ResponseGate) -> None:
+    """Issue 12 item 2: merged with the app's policy, per directive the stricter wins: an app that
+    allows inline styles only by nonce keeps it so; the app's base-uri 'none' and object-src stay."""
+    app_csp = "style-src 'self' 'nonce-AppNonce'; base-uri 'none'; object-src 'self'; font-src *"
+    r = await get(gate, consent(), headers={"content-security-policy": app_csp})
+    policy = directives(r.headers["content-security-policy"])
+    assert set(policy["style-src"]) == {"'self'", "'nonce-AppNonce'"}  # no 'unsafe-inline'
+    assert policy["base-uri"] == ["'none'"] and policy["object-src"] == ["'none'"]
+    assert policy["font-src"] == ["'self'", "https://cdn.example.com"]  # * allows no data:
+    assert policy["default-src"] == ["'self'", "https://cdn.example.com"]
+
+
+async def test_strict_undecided_policy_admits_only_what_is_granted() -> None:
+    """Issue 12 item 3: csp_undecided = "strict": before a decision no may-grant origin appears."""
+    from consent_banner.consent import UNDECIDED
+
+    gate = ResponseGate(make_config(csp_undecided="strict"), own_cookie_names=OWN)
+    r = await get(gate, UNDECIDED)
+    assert not admits_may_grant(r)
+    assert "https://cdn.example.com" in directives(r.headers["content-security-policy"])["img-src"]
+    assert admits_may_grant(await get(ResponseGate(make_config(), own_cookie_names=OWN), UNDECIDED))
+
+
+def test_csp_undecided_is_validated_by_name() -> None:
+    """Issue 12 item 3: a bad csp_undecided is a config error naming the key."""
+    from consent_banner import ConfigError
+
+    with pytest.raises(ConfigError, match="csp_undecided"):
+        make_config(csp_undecided="lenient")
+
+
+async def test_xhtml_is_rewritten_under_a_granted_only_policy(gate: ResponseGate) -> None:
+    """Issue 12 item 4: application/xhtml+xml is gated: trackers neutralised, the policy admits only
+    what is granted (the XML parse finds elements HTML's does not), and no HTML banner is injected."""
+    from consent_banner.consent import UNDECIDED
+
+    r = await raw_get(gate, UNDECIDED, TRACKER_PAGE, [(b"content-type", b"application/xhtml+xml")])
+    assert 'data-consent-src="https://stats.example.net/p.gif"' in r.text
+    assert "data-consent-banner" not in r.text
+    assert not admits_may_grant(r) and r.headers["vary"] == "Cookie, Sec-GPC"
+
+
+async def test_a_body_without_content_type_gets_nosniff_and_the_policy(gate: ResponseGate) -> None:
+    """Issue 12 item 4: a body with no Content-Type cannot be sniffed into an ungated page."""
+    from consent_banner.consent import UNDECIDED
+
+    r = await raw_get(gate, UNDECIDED, TRACKER_PAGE, [])
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert not admits_may_grant(r) and r.headers["vary"] == "Cookie, Sec-GPC"
+    assert r.content == TRACKER_PAGE
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (b"text/html; charset=iso-2022-jp", TRACKER_PAGE),
+        (b"text/html; charset=UTF-7", TRACKER_PAGE),
+        (b"text/html; charset=hz-gb-2312", TRACKER_PAGE),
+        (b"text/html; charset=utf-16le", TRACKER_PAGE.decode().encode("utf-16le")),
+        (b"text/html; charset=utf-8", b"\xff\xfe" + TRACKER_PAGE.decode().encode("utf-16le")),  # BOM wins
+        (b"text/html", b'<meta charset="ISO-2022-JP">' + TRACKER_PAGE),
+        (
+            b"text/html",
+            [
+                b"<!doctype html><me",
+                b'ta http-equiv="content-type" content="text/html; ',
+                b"charset=csiso2022jp",
+                b'">',
+                TRACKER_PAGE,
+            ],
+        ),
+        (
+            b"text/html",
+            b'<!doctype html><p>\x1b$B$3\x1b(B</p><img src="https://st\x1b(Bats.example.net/p.gif">',
+        ),
+    ],
+)
+async def test_html_the_gate_cannot_read_passes_under_a_granted_only_policy(
+    gate: ResponseGate, content_type: bytes, body: bytes | list[bytes]
+) -> None:
+    """Issue 12 item 5: a charset that is not ASCII-compatible (header, BOM, or a <meta> in the first
+    1024 bytes when the header names none, also split over chunks): passed on unrewritten, with only
+    granted origins in the policy, also undecided."""
+    from consent_banner.consent import UNDECIDED
+
+    r = await raw_get(gate, UNDECIDED, body, [(b"content-type", content_type)])
+    assert r.content == (b"".join(body) if isinstance(body, list) else body)
+    assert not admits_may_grant(r)
+
+
+async def test_compressed_html_passes_under_a_granted_only_policy(gate: ResponseGate) -> None:
+    """Issue 12 item 5: HTML the app compressed is not rewritten, so nothing ungranted is admitted."""
+    import gzip
+
+    from consent_banner.consent import UNDECIDED
+
+    body = gzip.compress(TRACKER_PAGE)
+    headers = [(b"content-type", b"text/html"), (b"content-encoding", b"gzip")]
+    async with client(gated(raw_app(body, headers), gate, UNDECIDED)) as c:
+        r = await c.get("/", headers={"accept-encoding": "gzip"})
+    assert r.content == TRACKER_PAGE and not admits_may_grant(r)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (b"text/html", TRACKER_PAGE),
+        (b"text/html; charset=utf-8", b'<meta charset="iso-2022-jp">' + TRACKER_PAGE),  # the header wins
+        (b"text/html", b'<meta charset="windows-1252">' + TRACKER_PAGE),
+        (b"text/html", b"\xef\xbb\xbf" + TRACKER_PAGE),
+        (b"text/html; charset=bogus-label", TRACKER_PAGE),  # ignored by browsers: the body decides
+    ],
+)
+async def test_readable_html_is_rewritten_and_may_grant(
+    gate: ResponseGate, content_type: bytes, body: bytes
+) -> None:
+    """Issue 12 item 5: what the gate reads is rewritten, and undecided keeps the may-grant policy."""
+    from consent_banner.consent import UNDECIDED
+
+    r = await raw_get(gate, UNDECIDED, body, [(b"content-type", content_type)])
+    assert b'data-consent-src="https://stats.example.net/p.gif"' in r.content
+    assert admits_may_grant(r)
