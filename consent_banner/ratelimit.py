@@ -24,7 +24,7 @@ from typing import Any
 logger = logging.getLogger("consent_banner")
 
 OFF = "off"
-MAX_CLIENTS = 65_536  # clients remembered per budget; about 10 MB at most
+MAX_CLIENTS = 65_536  # clients remembered per budget: about 13 MB when full
 DEFAULT_BURST = 10  # requests a client may send at once (or one second's worth, if more)
 PROXY_HINT_AFTER = 20  # decisions from one private address before the proxy warning
 
