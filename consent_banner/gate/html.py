@@ -366,7 +366,8 @@ class HtmlRewriter:
         self._out: list[bytes | _Mark] = []  # processed output; marks hold injection points
         self._state = _DATA
         self._end: re.Pattern[bytes] = _end_tag(b"script")  # what ends the raw text we are in
-        self._foreign: list[tuple[bytes, bytes, int]] = []  # open SVG/MathML elements: (ns, name, kind)
+        # Open SVG/MathML elements: (namespace, name, kind, HTML elements open in it per name).
+        self._foreign: list[tuple[bytes, bytes, int, dict[bytes, int]]] = []
         self._open: dict[bytes, int] = {}  # open HTML elements per name, roughly: what an end tag may close
         self._nested: HtmlRewriter | None = None  # the rewriter of the <noscript> we are in
         self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
@@ -688,24 +689,25 @@ class HtmlRewriter:
 
     def _start_tag(self, buf: bytes, low: bytes, start: int, end: int, name: bytes) -> int:
         tag = buf[start:end]
-        foreign = self._foreign
-        if foreign:
-            ns, top, kind = foreign[-1]
-            if kind == _FOREIGN or (kind == _TEXT_POINT and name in (b"mglyph", b"malignmark")):
+        frames = self._foreign
+        if frames:
+            ns, top, kind, inside = frames[-1]
+            mathml_in_text = kind == _TEXT_POINT and not inside and name in (b"mglyph", b"malignmark")
+            if kind == _FOREIGN or mathml_in_text:
                 if name in _BREAKOUT or (name == b"font" and _has_any(tag, (b"color", b"face", b"size"))):
-                    while foreign and foreign[-1][2] == _FOREIGN:
-                        foreign.pop()
+                    while frames and frames[-1][2] == _FOREIGN:
+                        frames.pop()
                 else:
                     if top == b"annotation-xml" and name == b"svg":
                         ns = b"svg"
                     self._out.append(self._rewrite(ns, name, tag, low, start))
                     if not _self_closing(tag):
-                        foreign.append((ns, name, _kind(ns, name, tag)))
+                        frames.append((ns, name, _kind(ns, name, tag), {}))
                     return end
         if name == b"svg" or name == b"math":
             self._out.append(self._rewrite(name, name, tag, low, start))
             if not _self_closing(tag):
-                foreign.append((name, name, _FOREIGN))
+                frames.append((name, name, _FOREIGN, {}))
             return end
         if name == b"body":
             self._decide_head(self._base + start)
@@ -715,15 +717,19 @@ class HtmlRewriter:
             if switch == _NOSCRIPT:
                 if not self._scripting:
                     return end
-                self._nested = HtmlRewriter(
+                self._nested = nested = HtmlRewriter(
                     self._hosts, None, charset=self._charset, placeholder=self._placeholder,
                     mark=self._mark and self._shared_mark, scripting=False,
                 )
+                # it starts where this one stands
+                nested._open = dict(self._open)
+                nested._foreign = [(*f[:3], dict(f[3])) for f in frames]
             self._state = switch
             if switch != _SCRIPT:
                 self._end = _end_tag(name)
         elif name not in _VOID:
-            self._open[name] = self._open.get(name, 0) + 1
+            opened = frames[-1][3] if frames else self._open
+            opened[name] = opened.get(name, 0) + 1
         return end
 
     def _end_tag(self, buf: bytes, start: int, end: int, name: bytes) -> int:
@@ -732,22 +738,37 @@ class HtmlRewriter:
         elif name == b"head":
             self._decide_head(self._base + start)
         self._out.append(buf[start:end])
-        foreign = self._foreign
-        count = self._open.get(name, 0)
-        if foreign:
-            found = next((i for i in range(len(foreign) - 1, -1, -1) if foreign[i][1] == name), -1)
-            if found >= 0:
-                del foreign[found:]
+        frames = self._foreign
+        if not frames:
+            _close(self._open, name)
+            return end
+        # frames[base] is the nearest integration point with HTML elements open in it (-1: none), so
+        # frames[base + 1:] are the SVG/MathML elements the end tag meets before any HTML element.
+        base = len(frames) - 1
+        while base >= 0 and not frames[base][3]:
+            base -= 1
+        if base == len(frames) - 1:  # the current node is HTML: only HTML elements can close
+            _close(frames[base][3], name)
+            return end
+        if name == b"br" or name == b"p":  # these two leave SVG/MathML content
+            while len(frames) > base + 1 and frames[-1][2] == _FOREIGN:
+                frames.pop()
+            return end
+        for i in range(len(frames) - 1, base, -1):
+            if frames[i][1] == name:
+                del frames[i:]
                 return end
-            if count or (name in (b"br", b"p") and foreign[-1][2] == _FOREIGN):
-                while foreign and foreign[-1][2] == _FOREIGN:  # an HTML end tag closes SVG/MathML inside it
-                    foreign.pop()
-        if count:
-            self._open[name] = count - 1
+        # An end tag of an HTML element open below closes the SVG/MathML inside it, unless an
+        # integration point (a scope boundary) stands in between.
+        opened = frames[base][3] if base >= 0 else self._open
+        if opened.get(name) and all(f[2] == _FOREIGN for f in frames[base + 1 :]):
+            del frames[base + 1 :]
+            _close(opened, name)
         return end
 
     def _in_foreign(self) -> bool:
-        return bool(self._foreign) and self._foreign[-1][2] != _HTML_POINT
+        """Whether the adjusted current node is an SVG/MathML element (where CDATA sections exist)."""
+        return bool(self._foreign) and not self._foreign[-1][3]
 
     def _in_foreign_style(self) -> bool:
         return bool(self._foreign) and self._foreign[-1][1] == b"style" and self._hosts is not None
@@ -1027,6 +1048,14 @@ def _attr_value(tag: bytes, offset: int, name: bytes, valid: re.Pattern[str]) ->
             text = attr_text(a[5]).strip()
             return text if valid.fullmatch(text) else None
     return None
+
+
+def _close(opened: dict[bytes, int], name: bytes) -> None:
+    count = opened.get(name)
+    if count == 1:
+        del opened[name]  # an empty table means no HTML element is open there
+    elif count:
+        opened[name] = count - 1
 
 
 def _has_any(tag: bytes, names: tuple[bytes, ...]) -> bool:
