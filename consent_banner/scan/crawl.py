@@ -51,6 +51,9 @@ NAVIGATION_TIMEOUT = 20_000  # ms for a page to load
 IDLE_TIMEOUT = 5.0  # s to wait for the network to go quiet; a page that polls forever goes on after it
 SETTLE_MS = 300  # ms without a request in flight that count as quiet (late beacons and timers go out)
 DECISION_TIMEOUT = 10_000  # ms for the decision's POST to be answered
+# The site's decision_rate_limit counts the scanner as one client: a refused decision (429) is
+# made again after its Retry-After, for at most this long in all, in seconds.
+RATE_LIMIT_PATIENCE = 120
 ACTIONS: dict[State, str] = {"reject": "reject_all", "accept": "accept_all"}
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -58,7 +61,7 @@ _POST_DECISION = """async ([url, action]) => {
   const r = await fetch(url, { method: "POST", credentials: "same-origin",
     headers: { "content-type": "application/json", "accept": "application/json" },
     body: JSON.stringify({ action, source: "api" }) });
-  return r.status;
+  return [r.status, r.headers.get("retry-after")];
 }"""
 _STORAGE = """() => {
   const keys = (s) => { try { return Object.keys(s); } catch (e) { return []; } };
@@ -155,8 +158,27 @@ async def _settle(recorder: _Recorder, settle_ms: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _decide(page: Page, action: str, prefix_url: str) -> tuple[DecisionVia, str | None]:
-    """Makes the decision on the page: (how, None) when recorded, (how, why) when it failed."""
+async def _decide(page: Page, action: str, prefix_url: str, url: str) -> tuple[DecisionVia, str | None]:
+    """Makes the decision on the page: (how, None) when recorded, (how, why) when it failed. Refused
+    by the site's rate limit (429), it waits the Retry-After, loads the page again (the script may
+    have fallen back to the form post and shown the refusal) and tries again, for up to
+    RATE_LIMIT_PATIENCE seconds in all."""
+    deadline = time.monotonic() + RATE_LIMIT_PATIENCE
+    while True:
+        via, error, retry_after = await _decide_once(page, action, prefix_url)
+        if retry_after is None or time.monotonic() + retry_after > deadline:
+            return via, error
+        await asyncio.sleep(retry_after)
+        try:
+            await page.goto(url, wait_until="load", timeout=NAVIGATION_TIMEOUT)
+        except PlaywrightError as e:
+            return via, f"{error}; loading the page again to retry failed: {str(e).splitlines()[0]}"
+
+
+async def _decide_once(
+    page: Page, action: str, prefix_url: str
+) -> tuple[DecisionVia, str | None, float | None]:
+    """One attempt: (how, why it failed or None, seconds to wait before another when rate-limited)."""
     button = page.locator(f"button[name=action][value={action}]:visible").first
     prefix_path = urlsplit(prefix_url).path
     if await button.count():
@@ -168,17 +190,29 @@ async def _decide(page: Page, action: str, prefix_url: str) -> tuple[DecisionVia
                 await button.click()
             response = await answer.value
         except PlaywrightError as e:
-            return "banner", f"clicking {action} on the banner: {str(e).splitlines()[0]}"
-        if response.status >= 400:
-            return "banner", f"POST {prefix_path} answered HTTP {response.status} to the banner's {action}"
-        return "banner", None
+            return "banner", f"clicking {action} on the banner: {str(e).splitlines()[0]}", None
+        status, wait = response.status, _retry_after(response.status, response.headers.get("retry-after"))
+        if status >= 400:
+            return "banner", f"POST {prefix_path} answered HTTP {status} to the banner's {action}", wait
+        return "banner", None, None
     try:
-        status = await page.evaluate(_POST_DECISION, [prefix_url, action])
+        status, retry_after = await page.evaluate(_POST_DECISION, [prefix_url, action])
     except PlaywrightError as e:
-        return "post", f"no banner button; POST {prefix_path} from the page failed: {str(e).splitlines()[0]}"
+        why = f"no banner button; POST {prefix_path} from the page failed: {str(e).splitlines()[0]}"
+        return "post", why, None
     if status >= 400:
-        return "post", f"no banner button; POST {prefix_path} {{action: {action}}} answered HTTP {status}"
-    return "post", None
+        why = f"no banner button; POST {prefix_path} {{action: {action}}} answered HTTP {status}"
+        return "post", why, _retry_after(status, retry_after)
+    return "post", None, None
+
+
+def _retry_after(status: int, header: str | None) -> float | None:
+    """Seconds a 429 asks to wait (Retry-After in seconds; 1 when absent or unreadable), else None."""
+    if status != 429:
+        return None
+    value = (header or "").strip()
+    readable = value.isascii() and value.isdigit() and len(value) < 6
+    return float(min(int(value), RATE_LIMIT_PATIENCE)) if readable else 1.0
 
 
 async def _observe(
@@ -214,7 +248,7 @@ async def _observe(
         else:
             before_cookies = {(c["name"], c["domain"], c["path"]) for c in await context.cookies()}
             before_storage = {(a, k) for a, keys in (await page.evaluate(_STORAGE)).items() for k in keys}
-            result.decision_via, result.decision_error = await _decide(page, ACTIONS[state], prefix_url)
+            result.decision_via, result.decision_error = await _decide(page, ACTIONS[state], prefix_url, url)
             recorder.decided = True
             if result.decision_error is None:
                 await _settle(recorder, options.settle_ms)
