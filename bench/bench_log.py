@@ -39,11 +39,12 @@ from consent_banner.log.events import (
     GENESIS,
     ROW_COLUMNS,
     chain,
+    checkpoint_link,
     checkpoint_mac,
     format_at,
+    head_mac,
     key_id,
     prepare,
-    sign,
     version_id_for,
 )
 
@@ -187,12 +188,16 @@ async def raw_pg_rate(url: str, n: int) -> float:
 # --- bulk load for export / verify -------------------------------------------------------------------
 
 
-def _checkpoint_rows(log_id: str, heads: list[tuple[int, str]]) -> list[tuple[Any, ...]]:
+def _checkpoint_rows(log_id: str, heads: list[tuple[int, str]]) -> tuple[list[tuple[Any, ...]], str]:
+    """Periodic checkpoints at `heads`, each signing the chain before it; and the chain's tip."""
     at = format_at(datetime.now(UTC))
-    return [
-        (s, h, at, "periodic", key_id(KEY), checkpoint_mac(KEY, log_id, s, h, at, "periodic"))
-        for s, h in heads
-    ]
+    rows: list[tuple[Any, ...]] = []
+    tip = GENESIS
+    for n, (s, h) in enumerate(heads, start=1):
+        mac = checkpoint_mac(KEY, log_id, s, h, at, "periodic", n, tip)
+        rows.append((s, h, at, "periodic", key_id(KEY), mac, n, tip))
+        tip = checkpoint_link(tip, mac)
+    return rows, tip
 
 
 def bulk_sqlite(path: str, n: int) -> None:
@@ -211,13 +216,13 @@ def bulk_sqlite(path: str, n: int) -> None:
         db.executemany(_INSERT_RECORD, rows)
         last = (rows[-1][0], rows[-1][-1])
         heads += [(r[0], r[-1]) for r in rows if r[0] % CHECKPOINT_EVERY == 0]
-    db.executemany(
-        "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)", _checkpoint_rows(log_id, heads)
-    )
+    cps, tip = _checkpoint_rows(log_id, heads)
+    db.executemany("INSERT INTO checkpoints (seq, hash, at, reason, key_id, mac, n, prev) VALUES "
+                   "(?, ?, ?, ?, ?, ?, ?, ?)", cps)  # fmt: skip
     at = format_at(datetime.now(UTC))
     db.execute(
-        "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ? WHERE id = 1",
-        (*last, at, key_id(KEY), sign(KEY, "head", log_id, *last, at)),
+        "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ?, checkpoints = ? WHERE id = 1",
+        (*last, at, key_id(KEY), head_mac(KEY, log_id, *last, at, tip), tip),
     )
     db.execute("COMMIT")
     db.close()
@@ -249,17 +254,21 @@ async def bulk_pg(url: str, n: int) -> None:
                 )
                 last = (rows[-1][0], rows[-1][-1])
                 heads += [(r[0], r[-1]) for r in rows if r[0] % CHECKPOINT_EVERY == 0]
+            cps, tip = _checkpoint_rows(log_id, heads)
             await conn.executemany(
-                "INSERT INTO checkpoints VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                _checkpoint_rows(log_id, heads),
+                "INSERT INTO checkpoints (seq, hash, at, reason, key_id, mac, n, prev) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                cps,
             )
             at = format_at(datetime.now(UTC))
             await conn.execute(
-                "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5 WHERE id = 1",
+                "UPDATE head SET seq = $1, hash = $2, at = $3, key_id = $4, mac = $5, checkpoints = $6 "
+                "WHERE id = 1",
                 *last,
                 at,
                 key_id(KEY),
-                sign(KEY, "head", log_id, *last, at),
+                head_mac(KEY, log_id, *last, at, tip),
+                tip,
             )
         await conn.execute("ANALYZE records")
     finally:

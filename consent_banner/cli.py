@@ -15,6 +15,7 @@ from .consent import ENV_SECRET_KEYS, secret_keys_from_env
 from .errors import ConfigError, MissingSecretKey
 
 DEFAULT_CONFIG = "consent.toml"
+ENV_DEMO_MEMORY_LOG = "CONSENT_DEMO_MEMORY_LOG"  # set by `demo` for the demo site: a per-run log
 config_option = click.option(
     "--config",
     "config_path",
@@ -66,6 +67,9 @@ def demo(host: str, port: int, config_path: Path | None) -> None:
     """Run the demo site (office space booking) with the SQLite consent log."""
     if not os.environ.get(ENV_SECRET_KEYS):
         os.environ[ENV_SECRET_KEYS] = secrets.token_urlsafe(32)
+        # A key made up for this run cannot go on with a log another run signed (the log does not
+        # write after a head no listed key signed): such a run keeps its consent log in memory.
+        os.environ[ENV_DEMO_MEMORY_LOG] = "1"
         click.secho(
             f"WARNING: {ENV_SECRET_KEYS} is not set; using a key generated for this run only. "
             "Every consent given now becomes invalid when the demo stops. Never do this in production.",

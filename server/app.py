@@ -34,6 +34,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from consent_banner import ConfigError, ConsentConfig
+from consent_banner.cli import ENV_DEMO_MEMORY_LOG
 
 from .site import Hits, build_site
 from .thirdparty import THIRD_PARTIES, RequestLog, build_third_party
@@ -303,7 +304,9 @@ class _EachLineOnce(logging.Filter):
 def run(host: str, port: int, config_path: Path | None) -> None:
     """`consent-banner demo`: serve the site and its third parties until Ctrl-C."""
     try:
-        demo = Demo.prepare(host, port, config_path, workdir=Path.cwd(), log_level="info")
+        # Under a key made up for this run (see consent_banner.cli.demo) the log lives as long as the run.
+        per_run = {"log": "memory://"} if os.environ.get(ENV_DEMO_MEMORY_LOG) else None
+        demo = Demo.prepare(host, port, config_path, workdir=Path.cwd(), overrides=per_run, log_level="info")
     except ConfigError as e:
         raise SystemExit(f"consent-banner demo: {e}") from None
     except tomllib.TOMLDecodeError as e:

@@ -72,8 +72,9 @@ async def open_log(
 
     url: "sqlite:///relative/path.db", "sqlite:////absolute/path.db", "memory://" (SQLite in
     memory, for tests and demos), or "postgresql://user@host/db[?schema=name]".
-    hmac_key: signs the head and checkpoints; None opens the log read-only (appends refused,
-    signatures not checked).
+    hmac_key: signs the head and checkpoints; None opens the log read-only (appends refused;
+    signatures are checked with `previous_hmac_keys`, if any). Creating a log needs it: a new
+    log's head is signed from the start.
     create: False refuses to create a new SQLite file (the CLI's read commands).
     options: checkpoint_every (records), checkpoint_interval (seconds), max_batch (records).
     Raises LogUnavailable when the database cannot be reached or opened.

@@ -9,7 +9,6 @@ signatures, and purge refuses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -23,7 +22,7 @@ import click
 from ..config import ConsentConfig, parse_duration
 from ..consent import secret_keys_from_env
 from ..errors import ConsentBannerError, MissingSecretKey
-from . import hmac_keys_from_secrets, open_log
+from . import derive_hmac_key, hmac_keys_from_secrets, open_log
 from .base import RecordFilter, parse_day, valid_action
 from .events import Checkpoint
 from .export import FORMATS, read_rows, stream
@@ -190,32 +189,52 @@ def _read_checkpoints(path: Path) -> list[Checkpoint]:
     help="Verify an export (CSV or NDJSON) instead of the database.",
 )
 @click.option(
+    "--pins",
     "--checkpoints",
     "pinned",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Checkpoints pinned earlier (NDJSON from `log checkpoints`) that the chain must agree with.",
+    help="Checkpoints pinned earlier (NDJSON from `log checkpoints`, kept outside the database) that "
+    "the log must still hold and agree with: the only way to catch a rollback to an older copy.",
+)
+@click.option(
+    "--key",
+    "cli_keys",
+    multiple=True,
+    help="A server key to check signatures with, instead of CONSENT_SECRET_KEYS (repeat for older "
+    "ones). Keys never come from the database.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_run
-async def verify(config_path: Path, file_: Path | None, pinned: Path | None, as_json: bool) -> None:
+async def verify(
+    config_path: Path, file_: Path | None, pinned: Path | None, cli_keys: tuple[str, ...], as_json: bool
+) -> None:
     """Recompute the hash chain: "N records, chain intact, head H", or the first bad record and why.
 
-    Exits with status 1 when the chain is broken.
+    With the server keys (CONSENT_SECRET_KEYS or --key) the head must be signed by one of them, and
+    the checkpoints must form the chain the head signs. Exits with status 1 when anything fails.
     """
     pins = _read_checkpoints(pinned) if pinned else []
+    keys = _verify_keys(cli_keys)
     if file_ is not None:
-        key, old = _keys(False)
-        result = _verify_file(file_, pins, _key_map([key, *old]) if key is not None else None)
+        result = _verify_file(file_, pins, _key_map(keys) if keys else None)
         _print_verify(result, as_json)
         return
+    config = ConsentConfig.from_toml(config_path)
+    # Opened with no key to sign with: verifying never writes (and so never re-signs) the head.
+    lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, create=False)
+    try:
+        result: VerifyResult = await lg.verify(pins)
+    finally:
+        await lg.close()
+    _print_verify(result, as_json)
 
-    async def body(lg: Any) -> VerifyResult:
-        result: VerifyResult = await lg.verify()
-        if result.ok and pins:
-            result = await _verify_pins(lg, pins)
-        return result
 
-    _print_verify(await _with_log(config_path, body), as_json)
+def _verify_keys(cli_keys: tuple[str, ...]) -> list[bytes]:
+    """The HMAC keys verify checks with: from --key when given, else from CONSENT_SECRET_KEYS."""
+    if cli_keys:
+        return [derive_hmac_key(k) for k in cli_keys]
+    key, old = _keys(False)
+    return [key, *old] if key is not None else []
 
 
 def _key_map(keys: list[bytes]) -> dict[str, bytes]:
@@ -233,17 +252,6 @@ def _verify_file(path: Path, pins: list[Checkpoint], keys: dict[str, bytes] | No
             for row in rows:
                 if not v.feed(row):
                     break
-    return v.finish()
-
-
-async def _verify_pins(lg: Any, pins: list[Checkpoint]) -> VerifyResult:
-    """Walk the chain again with the pinned checkpoints in place of the stored ones."""
-    stored = {cp.seq: cp for cp in await lg.checkpoints()}
-    v = ChainVerifier(checkpoints=[*stored.values(), *pins], keys=lg.keys, log_id=lg.log_id)
-    async with contextlib.aclosing(lg.iter_rows()) as rows:
-        async for row in rows:
-            if not v.feed(row):
-                break
     return v.finish()
 
 

@@ -84,11 +84,13 @@ class RawDB:
             await self.execute("DROP TRIGGER IF EXISTS records_append_only ON records")
             await self.execute("DROP TRIGGER IF EXISTS versions_immutable ON versions")
             await self.execute("DROP TRIGGER IF EXISTS checkpoints_immutable ON checkpoints")
+            await self.execute("DROP TRIGGER IF EXISTS checkpoints_kept ON checkpoints")
         else:
             for t in (
                 "records_append_only",
                 "versions_immutable_u",
                 "versions_immutable_d",
                 "checkpoints_immutable",
+                "checkpoints_kept",
             ):
                 await self.execute(f"DROP TRIGGER IF EXISTS {t}")

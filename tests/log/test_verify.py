@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from consent_banner.errors import LogError, LogUnavailable
 from consent_banner.log import Decision, open_log
 from consent_banner.log.events import GENESIS, derive_hmac_key, record_hash
 
@@ -232,3 +233,122 @@ async def test_verify_with_a_rotated_key(log_url: str, decision: MakeDecision) -
         assert "not listed" in result.message
     finally:
         await stranger.close()
+
+
+# --- issue 12, item 3: the head, the checkpoint chain, keys and pins ----------------------------------
+
+
+async def test_deleted_checkpoint_in_the_middle_is_named(log_url: str, decision: MakeDecision) -> None:
+    """Each checkpoint signs the chain before it: deleting one of them breaks the chain there."""
+    lg = await filled(log_url, decision, 20, checkpoint_every=5)
+    try:
+        cps = await lg.checkpoints()
+        assert [cp.n for cp in cps] == list(range(1, len(cps) + 1)) and len(cps) >= 4
+        async with RawDB(log_url) as raw:
+            await raw.allow_tampering()
+            await raw.execute("DELETE FROM checkpoints WHERE n = 2")
+        result = await lg.verify()
+        assert (result.ok, result.problem) == (False, "checkpoints"), result.message
+        assert "checkpoint 2 is missing" in result.message
+    finally:
+        await lg.close()
+
+
+async def test_checkpoints_refuse_delete(log20: Any, log_url: str) -> None:
+    """Defence in depth: the table refuses DELETE (and, on PostgreSQL, TRUNCATE) like UPDATE."""
+    async with RawDB(log_url) as raw:
+        with pytest.raises(Exception, match="checkpoints"):
+            await raw.execute("DELETE FROM checkpoints")
+        if raw.postgres:
+            with pytest.raises(Exception, match="checkpoints"):
+                await raw.execute("TRUNCATE checkpoints")
+        assert await raw.fetchval("SELECT count(*) FROM checkpoints") >= 1
+
+
+async def test_no_write_after_a_forged_head(log20: Any, log_url: str, decision: MakeDecision) -> None:
+    """A writer that re-signed whatever head it found would launder a forgery: it fails closed."""
+    async with RawDB(log_url) as raw:
+        await raw.execute("UPDATE head SET key_id = ?, mac = ?", "0" * 16, "f" * 64)
+    other = await open_log(log_url, hmac_key=KEY)
+    try:
+        with pytest.raises(LogUnavailable, match="not listed"):
+            await other.append(decision())
+        with pytest.raises(LogUnavailable, match="not listed"):
+            await other.checkpoint()
+    finally:
+        await other.close()
+    result = await log20.verify()
+    assert (result.ok, result.problem) == (False, "signature"), result.message
+
+
+async def test_a_wiped_log_is_not_signed_again_at_start(
+    log20: Any, log_url: str, decision: MakeDecision
+) -> None:
+    """An emptied log with an unsigned empty head fails verify, and a server starting on it does
+    not sign it into a "new" log."""
+    async with RawDB(log_url) as raw:
+        await raw.allow_tampering()
+        await raw.execute("DELETE FROM records")
+        await raw.execute("DELETE FROM checkpoints")
+        await raw.execute("UPDATE head SET seq = 0, hash = ?, at = NULL, key_id = NULL, mac = NULL", GENESIS)
+    again = await open_log(log_url, hmac_key=KEY)
+    try:
+        result = await again.verify()
+        assert (result.ok, result.problem) == (False, "signature"), result.message
+        assert "empty log is not signed" in result.message
+        with pytest.raises(LogUnavailable):
+            await again.append(decision())
+    finally:
+        await again.close()
+
+
+async def test_creating_a_log_needs_the_key(log_url: str) -> None:
+    """A new log's head is signed from the start, so an unsigned empty head always means a wipe."""
+    with pytest.raises(LogError, match="needs the server key"):
+        await open_log(log_url, hmac_key=None)
+
+
+async def test_checkpoint_of_an_unlisted_key_is_not_checked(log_url: str, decision: MakeDecision) -> None:
+    """A checkpoint signed by a key no longer listed is reported "not checked" and never compared
+    with the chain (it could say anything); the head, re-signed at start by the newest key, verifies."""
+    lg = await filled(log_url, decision, 3)
+    await lg.checkpoint()
+    await lg.close()
+    new_key = derive_hmac_key("n" * 40)
+    rotated = await open_log(log_url, hmac_key=new_key, previous_hmac_keys=[KEY])
+    await rotated.close()
+    only_new = await open_log(log_url, hmac_key=new_key)
+    try:
+        result = await only_new.verify()
+        assert result.ok, result.message
+        assert result.checkpoints == 0
+        assert any("not listed: not checked" in note for note in result.notes), result.notes
+    finally:
+        await only_new.close()
+
+
+async def test_pins_catch_a_rollback_to_an_older_copy(log_url: str, decision: MakeDecision) -> None:
+    """A database put back to an older copy (its signed head, checkpoints and records all genuine)
+    verifies by itself; only checkpoints pinned outside the database catch it."""
+    lg = await filled(log_url, decision, 8)
+    try:
+        async with RawDB(log_url) as raw:
+            old_head = (await raw.fetch("SELECT seq, hash, at, key_id, mac, checkpoints FROM head"))[0]
+            old_n = await raw.fetchval("SELECT max(n) FROM checkpoints")
+        for _ in range(4):
+            await lg.append(decision())
+        pins = [await lg.checkpoint()]
+        async with RawDB(log_url) as raw:  # what restoring the older copy amounts to
+            await raw.allow_tampering()
+            await raw.execute("DELETE FROM records WHERE seq > ?", old_head[0])
+            await raw.execute("DELETE FROM checkpoints WHERE n > ?", old_n)
+            await raw.execute(
+                "UPDATE head SET seq = ?, hash = ?, at = ?, key_id = ?, mac = ?, checkpoints = ?", *old_head
+            )
+        alone = await lg.verify()
+        assert alone.ok, alone.message  # the documented limit: nothing in the database can tell
+        pinned = await lg.verify(pins)
+        assert not pinned.ok and pinned.problem in ("missing", "rewritten"), pinned.message
+        assert "pinned checkpoint" in pinned.message or "cut off" in pinned.message
+    finally:
+        await lg.close()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from consent_banner import ConsentConfig
-from consent_banner.log.events import ROW_COLUMNS, record_hash
+from consent_banner.log.events import GENESIS, ROW_COLUMNS, record_hash
 
 from ..conftest import make_app
 from .asgi_driver import call
@@ -156,6 +156,35 @@ async def change_banner_version(raw: RawLog) -> None:
     await raw._run("UPDATE versions SET payload = ? WHERE id = ?", [text, vid], fetch=False)  # noqa: SLF001
 
 
+async def forge_whole_log(raw: RawLog) -> None:
+    """The attack of issue 12: a reject becomes an accept, every hash is recomputed, every checkpoint
+    goes, and the head is moved to the forged chain with a key id of zeros and a MAC of garbage."""
+    accept = {"action": "accept_all", "granted": "necessary,analytics,marketing", "denied": ""}
+    await rewrite_from(raw, 2, lambda row: [_set(k, v)(row) for k, v in accept.items()])  # 2 is a reject
+    await raw.execute("DELETE FROM checkpoints")
+    [(seq, h)] = await raw.fetch("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")
+    await raw.execute(
+        f"UPDATE head SET seq = {seq}, hash = '{h}', key_id = '{'0' * 16}', mac = '{'f' * 64}' WHERE id = 1"
+    )
+
+
+async def wipe_to_unsigned_genesis(raw: RawLog) -> None:
+    """Everything deleted, and the head of a new, never signed log written in its place."""
+    await raw.execute(
+        "DELETE FROM records",
+        "DELETE FROM checkpoints",
+        f"UPDATE head SET seq = 0, hash = '{GENESIS}', at = NULL, key_id = NULL, mac = NULL WHERE id = 1",
+    )
+
+
+async def delete_every_checkpoint(raw: RawLog) -> None:
+    await raw.execute("DELETE FROM checkpoints")
+
+
+async def head_signed_by_no_listed_key(raw: RawLog) -> None:
+    await raw.execute(f"UPDATE head SET key_id = '{'0' * 16}', mac = '{'f' * 64}' WHERE id = 1")
+
+
 EDITS: dict[str, Callable[[RawLog], Awaitable[None]]] = {
     f.__name__: f
     for f in (
@@ -174,6 +203,10 @@ EDITS: dict[str, Callable[[RawLog], Awaitable[None]]] = {
         rewrite_consistently,
         rewrite_head_too,
         change_banner_version,
+        forge_whole_log,
+        wipe_to_unsigned_genesis,
+        delete_every_checkpoint,
+        head_signed_by_no_listed_key,
     )
 }
 
@@ -213,3 +246,39 @@ async def test_log_verify_catches_the_edit(edit: str, log_url: str, tmp_path: Pa
     code, after = verify_cli(config)
     assert code == 1, f"R22: `log verify` accepted the log after {edit}: {after}"
     assert isinstance(after, dict) and after["ok"] is False and after["problem"], after
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (forge_whole_log, "the head is signed by key '0000000000000000', which is not listed"),
+        (wipe_to_unsigned_genesis, "the head of this empty log is not signed"),
+        (delete_every_checkpoint, "the checkpoints are not those the signed head vouches for"),
+    ],
+)
+async def test_a_forged_log_is_named_and_never_signed_again(
+    edit: Callable[[RawLog], Awaitable[None]], named: str, log_url: str, tmp_path: Path
+) -> None:
+    """Issue 12, item 3: with the keys, `log verify` names what is wrong; and the server does not
+    write after a head it cannot trust (writing would re-sign the forgery): decisions fail closed."""
+    config = await _written_log(tmp_path, log_url)
+    raw = RawLog(log_url)
+    await unlock(raw)
+    await edit(raw)
+    code, after = verify_cli(config)
+    assert code == 1 and isinstance(after, dict), after
+    assert named in after["message"], after["message"]
+    app = make_app(ConsentConfig.from_toml(config))
+    try:
+        answer = await call(
+            app,
+            "POST",
+            "/_consent",
+            headers=[(b"origin", b"http://testserver"), (b"content-type", b"application/json")],
+            body=b'{"action": "accept_all"}',
+        )
+    finally:
+        await app.routes.close()
+    assert answer.status == 503
+    code, again = verify_cli(config)
+    assert code == 1 and isinstance(again, dict) and named in again["message"], again

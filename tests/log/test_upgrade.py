@@ -1,0 +1,145 @@
+"""Logs written by the previous release (schema 1) still verify, and are upgraded in place on open.
+
+The fixtures were written by consent-banner at commit 28d2195 (see tests/fixtures/make_legacy_log.py):
+31 records of which 1..10 purged behind a signed purge checkpoint, periodic checkpoints under an
+old key and a newer one (a rotation), a head signed by the newer key, and the GPC flood of that
+release (three identical gpc records).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consent_banner.log import Decision, derive_hmac_key, open_log
+
+from .conftest import PG_DSN, drop_pg_schema, needs_postgres, pg_schema_url
+from .rawdb import RawDB
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+OLD_SECRET = "o" * 40  # signed records 1..20
+NEW_SECRET = "s" * 40  # signed the rest, and the head
+OLD, NEW = derive_hmac_key(OLD_SECRET), derive_hmac_key(NEW_SECRET)
+HEAD = "c494ed79ed83c1189c388acd80dda9132cffafc4cba9258f866fedbfaf36c295"
+VENV_BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres])])
+async def legacy_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A copy of the previous release's log, on each backend."""
+    if request.param == "sqlite":
+        db = tmp_path / "legacy.db"
+        shutil.copy(FIXTURES / "legacy-log-v1.db", db)
+        yield f"sqlite:///{db}"
+        return
+    import asyncpg
+
+    assert PG_DSN is not None
+    schema = f"cblegacy_{tmp_path.name[-12:].replace('-', '_').lower()}"
+    dump = (FIXTURES / "legacy-log-v1-postgres.sql").read_text().replace("cb_legacy_v1", schema)
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.execute(dump)
+    finally:
+        await conn.close()
+    try:
+        yield pg_schema_url(PG_DSN, schema)
+    finally:
+        await drop_pg_schema(PG_DSN, schema)
+
+
+async def stored(url: str) -> list[tuple[Any, ...]]:
+    async with RawDB(url) as raw:
+        return await raw.fetch("SELECT seq, prev_hash, hash FROM records ORDER BY seq")
+
+
+@pytest.mark.parametrize("keys", [[OLD, NEW], [NEW]], ids=["both-keys", "old-key-removed"])
+async def test_previous_release_log_verifies(legacy_url: str, keys: list[bytes]) -> None:
+    """Opened to read (no key to sign with), with the keys it was written under, or with the old
+    one removed (its checkpoints are then "not checked"): intact."""
+    lg = await open_log(legacy_url, hmac_key=None, previous_hmac_keys=keys)
+    try:
+        result = await lg.verify()
+    finally:
+        await lg.close()
+    assert result.ok, result.message
+    assert result.message == f"21 records, chain intact, head {HEAD} (from the checkpoint at record 10)"
+    assert any("previous release's signature" in note for note in result.notes), result.notes
+
+
+async def test_previous_release_log_is_upgraded_in_place(legacy_url: str) -> None:
+    """Opened to write: the schema becomes 2, the head is re-signed in the new format, no record or
+    hash changes, and the log goes on (new checkpoints chain after the old ones)."""
+    before = await stored(legacy_url)
+    lg = await open_log(legacy_url, hmac_key=NEW, previous_hmac_keys=[OLD])
+    try:
+        assert lg.migrated_from == 1 and await lg.schema_version() == 2
+        assert await stored(legacy_url) == before
+        result = await lg.verify()
+        assert result.ok, result.message
+        assert not any("previous release's signature" in note for note in result.notes)
+        old_cps = await lg.checkpoints()
+        assert [cp.n for cp in old_cps] == list(range(1, 24)) and all(cp.prev is None for cp in old_cps)
+        record = await lg.append(
+            Decision("after-upgrade-0000000001", "reject_all", ("necessary",), ("analytics", "marketing"),
+                     {}, "2023-01", "en", "banner", None, None, None)
+        )  # fmt: skip
+        assert record.seq == 32 and record.prev_hash == HEAD
+        cp = await lg.checkpoint()
+        assert (cp.n, cp.seq) == (24, 32) and cp.prev is not None
+        assert (await lg.verify()).ok
+    finally:
+        await lg.close()
+    # A checkpoint of the previous release deleted after the upgrade is caught like any other.
+    async with RawDB(legacy_url) as raw:
+        await raw.allow_tampering()
+        await raw.execute("DELETE FROM checkpoints WHERE n = 5")
+    lg = await open_log(legacy_url, hmac_key=None, previous_hmac_keys=[NEW])
+    try:
+        result = await lg.verify()
+    finally:
+        await lg.close()
+    assert (result.ok, result.problem) == (False, "checkpoints"), result.message
+
+
+async def test_previous_release_log_verifies_from_the_command_line(tmp_path: Path) -> None:
+    """`consent-banner log verify` with CONSENT_SECRET_KEYS=old,new on the previous release's file."""
+    db = tmp_path / "legacy.db"
+    shutil.copy(FIXTURES / "legacy-log-v1.db", db)
+    config = tmp_path / "consent.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            policy_revision = "2023-01"
+            controller = "Example AB"
+            privacy_policy_url = "/privacy"
+            log = "sqlite:///{db}"
+            [categories.necessary]
+            label = "Necessary"
+            """
+        )
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "consent-banner"), "log", "verify", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"CONSENT_SECRET_KEYS": f"{OLD_SECRET},{NEW_SECRET}", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"21 records, chain intact, head {HEAD}")
+    with_key = subprocess.run(
+        [str(VENV_BIN / "consent-banner"), "log", "verify", "--config", str(config), "--key", "x" * 40],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"CONSENT_SECRET_KEYS": f"{OLD_SECRET},{NEW_SECRET}", "PATH": "/usr/bin:/bin"},
+    )
+    assert with_key.returncode == 1 and "not listed" in with_key.stdout, with_key.stdout
