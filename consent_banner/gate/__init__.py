@@ -580,6 +580,13 @@ _UNREADABLE_LABELS = frozenset(
      "hz-gb-2312", "csiso2022kr", "csiso2022jp", "iso-2022-cn", "iso-2022-cn-ext"}
 )
 _UNREADABLE_CODECS = ("utf-16", "utf-32", "utf-7", "iso2022", "hz")
+# Python codecs of the ASCII-compatible encodings browsers know. Any other codec Python finds for a
+# label (EBCDIC, rot13, base64, "undefined"...) names nothing a browser decodes with: the label is
+# ignored, as browsers ignore it, and never used to encode what the gate injects.
+_BROWSER_CODECS = (
+    "utf-8", "ascii", "iso8859", "cp125", "cp866", "cp874", "koi8", "mac-roman", "tis-620",
+    "gbk", "gb2312", "gb18030", "big5", "euc_", "shift_jis", "cp932", "cp936", "cp949", "cp950",
+)
 # Every charset named in the prescanned bytes (a <meta charset>, an http-equiv content, anywhere):
 # one naming an unreadable encoding makes the page unreadable, whichever meta the browser picks.
 _CHARSET_IN_BODY = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r ]*[\"']?[\t\n\f\r ]*([^\t\n\f\r \"';>/]+)")
@@ -595,7 +602,9 @@ def _label_codec(label: str) -> str | None:
         name = codecs.lookup(label).name
     except LookupError:
         return _UNKNOWN
-    return None if name.startswith(_UNREADABLE_CODECS) else name
+    if name.startswith(_UNREADABLE_CODECS):
+        return None
+    return name if name.startswith(_BROWSER_CODECS) and name != "utf-8-sig" else _UNKNOWN
 
 
 def _codec(content_type: bytes, head: bytes | None) -> str | None:

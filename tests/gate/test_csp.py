@@ -518,6 +518,9 @@ async def test_compressed_html_passes_under_a_granted_only_policy(gate: Response
         (b"text/html", b'<meta charset="windows-1252">' + TRACKER_PAGE),
         (b"text/html", b"\xef\xbb\xbf" + TRACKER_PAGE),
         (b"text/html; charset=bogus-label", TRACKER_PAGE),  # ignored by browsers: the body decides
+        # labels Python knows but no browser decodes with: ignored, never used to encode the injection
+        (b"text/html", b'<meta charset="base64"><meta charset="rot13">' + TRACKER_PAGE),
+        (b"text/html; charset=undefined", b'<meta charset="cp037">' + TRACKER_PAGE),
     ],
 )
 async def test_readable_html_is_rewritten_and_may_grant(
