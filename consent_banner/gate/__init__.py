@@ -6,19 +6,25 @@ ASGI `send` of one HTTP request. On `http.response.start` it
 
 1. drops each ``Set-Cookie`` the visitor's consent does not allow (`cookies.py`),
 2. adds expiries for the request's declared cookies of denied services (`cookies.py`),
-3. for ``text/html``: sets the Content-Security-Policy of the consent state, merged with the
-   app's own of the same disposition into one header (`csp.py`), and
-4. for ``text/html``: streams the body through `html.HtmlRewriter` (tracker tags of denied
-   services neutralised, `inject` snippets added), dropping ``Content-Length`` unless the whole
-   body came in one message, in which case it is set to the rewritten length,
+3. for ``text/html`` and ``application/xhtml+xml``: sets the Content-Security-Policy of the
+   consent state, merged with the app's own of the same disposition into one header (`csp.py`),
+   once the body's first PEEK bytes tell how the browser will decode the page, and
+4. for the same: streams the body through `html.HtmlRewriter` (tracker tags of denied services
+   neutralised and marked with the page's nonce, `inject` snippets added, none into XHTML),
+   dropping ``Content-Length`` unless the whole body came in one message, in which case it is set
+   to the rewritten length,
 5. adds ``Vary: Cookie, Sec-GPC`` to every response whose headers or body depend on consent (HTML
    when the gate acts on HTML at all, and any response whose cookies it changed). Other responses
    pass untouched and stay cacheable.
 
-Compressed HTML (``Content-Encoding`` other than identity) is not rewritten: it passes with its
-cookies and CSP handled, and a warning is logged once: put the compression middleware outside
-ConsentMiddleware so that it compresses what the gate produced. HEAD requests, 1xx/204/304/206
-responses and UTF-16/32 bodies are not rewritten either.
+What the gate does not rewrite gets a policy that admits only granted origins in every directive,
+also before a decision: compressed HTML (``Content-Encoding`` other than identity; a warning is
+logged once: put the compression middleware outside ConsentMiddleware so that it compresses what
+the gate produced), HTML in a charset that is not an ASCII superset (UTF-16/32, ISO-2022-*, UTF-7,
+HZ: from a byte order mark, the header's charset, or a <meta> charset in the first PEEK bytes when
+the header names none), XHTML (its XML parse makes elements where HTML's has text), and a body
+without Content-Type (also ``X-Content-Type-Options: nosniff``, so it is never sniffed into an
+ungated page). HEAD requests and 1xx/204/304/206 responses are not rewritten either.
 """
 
 from __future__ import annotations
