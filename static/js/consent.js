@@ -112,14 +112,14 @@
     }
     for (const el of all("[data-consent-category]:not(script,[data-consent-placeholder])")) {
       if (!ok(el)) continue;
-      for (const a of ["srcset", "poster", "href", "src"]) {
-        const v = el.getAttribute("data-consent-" + a);
-        if (v !== null) {
-          el.setAttribute(a, v);
-          el.removeAttribute("data-consent-" + a);
+      for (const a of [...el.attributes]) {
+        const n = a.name.slice(13);
+        if (/^data-consent-/.test(a.name) && !/^(category|service|hidden)$/.test(n)) {
+          el.setAttribute(n, a.value);
+          el.removeAttribute(a.name);
         }
       }
-      // the gate hid a blocked iframe behind its placeholder
+      // an iframe the gate hid behind its placeholder
       if (el.hasAttribute("data-consent-hidden")) {
         el.hidden = false;
         el.removeAttribute("data-consent-hidden");
