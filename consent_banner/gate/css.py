@@ -4,9 +4,8 @@ escapes are decoded (`\\2e`, `u\\72l(`), is replaced by ``about:invalid``, which
 The Content-Security-Policy refuses such a fetch too (`img-src`, `font-src`, `style-src`); this
 keeps the request from being made at all.
 
-`rewrite_css(text, denied, final)` works on text read as latin-1 (so any ASCII-compatible charset
-keeps its bytes), one token at a time; with `final=False` it stops before a token that may go on in
-the next piece and says how much it consumed.
+`rewrite_css(text, denied, final)` reads the text one token at a time; with `final=False` it stops
+before a token that may go on in the next piece and says how much it consumed.
 """
 
 from __future__ import annotations
@@ -16,13 +15,22 @@ from collections.abc import Callable
 
 INERT = "about:invalid"
 
-# One CSS token of interest per match; everything between matches is copied. Possessive: linear.
+# What cannot name a host, skipped in one go: other characters, identifiers that are not a function
+# name, strings without ":", "/" or "\" (no URL of a host can do without them), finished comments;
+# never what ends the text (it may go on in the next piece).
+_SKIP = (
+    r"""(?:[^"'/\\\w-]++|[-\w]++(?![-\w\\(]|\Z)|"[^"\\\n:/]*+"|'[^'\\\n:/]*+'"""
+    r"""|/\*(?:[^*]++|\*(?!/))*+\*/|/(?![*]|\Z))*+"""
+)
+# Then one token that may: a string, a function name (escapes included: `u\72l(`), an unfinished
+# comment, a lone backslash or a slash that ends the text. Possessive throughout: linear time.
 _TOKEN = re.compile(
-    r"""/\*(?:[^*]++|\*(?!/))*+(?:\*/)?
-    |"(?:[^"\\\n]++|\\.)*+"?
+    _SKIP
+    + r"""(?P<t>"(?:[^"\\\n]++|\\.)*+"?
     |'(?:[^'\\\n]++|\\.)*+'?
     |((?:[-\w]|\\[0-9a-fA-F]{1,6}+[ \t\n\r\f]?|\\[^\n0-9a-fA-F])++)(\()?
-    |\\""",
+    |/\*.*
+    |[/\\])""",
     re.X | re.S,
 )
 _URL_TOKEN = re.compile(r"[ \t\n\r\f]*+((?:[^)\\\"']++|\\.)*+)(\)?)", re.S)
@@ -46,32 +54,31 @@ def rewrite_css(text: str, denied: Callable[[str], bool], *, final: bool = True)
     out: list[str] = []
     pos = last = 0
     n = len(text)
-    search = _TOKEN.search
-    while True:
-        m = search(text, pos)
+    match = _TOKEN.match
+    while pos < n:
+        m = match(text, pos)
         if m is None:
-            break
-        start, end = m.span()
-        if end == n and not final:  # may go on in the next piece
-            return "".join(out) + text[last:start], start
+            break  # nothing but what cannot name a host, to the end
+        start, end = m.span("t")
         first = text[start]
         if first in "\"'":
-            body = text[start + 1 : end - 1 if end - start > 1 and text[end - 1] == first else end]
-            if denied(unescape(body)):
+            closed = end - start > 1 and text[end - 1] == first
+            if not final and not closed and text[end : end + 1] != "\n":  # may go on
+                return "".join(out) + text[last:start], start
+            if denied(unescape(text[start + 1 : end - 1 if closed else end])):
                 out.append(text[last:start] + first + INERT + first)
                 last = end
-            pos = end
-            continue
-        if m.group(2) is not None and unescape(m.group(1)).lower() == "url":
+        elif m.group(3) is not None and unescape(m.group(2)).lower() == "url":
             u = _URL_TOKEN.match(text, end)
             assert u is not None  # every part of it is optional
-            if u.end(1) == n and not final:
+            if not final and (u.end(1) == n or (u.end() == n and not u.group(2))):
                 return "".join(out) + text[last:start], start
             if u.group(1) and denied(unescape(u.group(1)).rstrip(" \t\n\r\f")):
                 out.append(text[last : u.start(1)] + INERT)
                 last = u.end(1)
-            pos = max(u.end(), end)
-            continue
+            end = max(u.end(), end)
+        elif end == n and not final:  # a name, an escape or an unfinished comment at the end
+            return "".join(out) + text[last:start], start
         pos = end
     out.append(text[last:])
     return "".join(out), n

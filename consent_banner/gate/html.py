@@ -74,6 +74,7 @@ from .urls import attr_text, decode, encode, srcset_urls, unescape, url_host
 
 MAX_TAG = 64 * 1024  # a tag, attribute, or CSS token held whole at most this long (then decided as it stands)
 MAX_HOLD = 64 * 1024  # output held for an injection decision before it is made anyway
+MAX_DEPTH = 1024  # SVG/MathML elements nested deeper than this are not followed one by one
 MARKER = b"data-consent-banner"
 
 Inject = Callable[[str | None], tuple[str, str]]
@@ -164,6 +165,20 @@ _REST = (
 # `</` not followed by a letter, `<?`. Any other `<` is text.
 _MARKUP = re.compile(
     rb"<(?:([a-z][^\t\n\f\r />]*+)(" + _REST + rb")?|/([a-z][^\t\n\f\r />]*+)(" + _REST + rb")?|([!/?]))"
+)
+# Outside SVG/MathML: text and the tags the rewriter leaves alone, skipped in one match. A start tag
+# is left alone when its name neither switches the tokenizer nor fetches, and it has no attribute
+# that fetches on any element or holds CSS; an end tag unless it is </body> or </head>.
+_INERT_ATTR = rb"(?!(?:style|ping|background|srcdoc)[\t\n\f\r />=])"
+_LIVE = (  # by first letter: `re` tries alternatives one by one
+    rb"(?:s(?:cript|tyle|vg|ource)|t(?:extarea|itle|rack)|i(?:frame|mg|mage|nput)|n(?:o(?:embed|frames|script))"
+    rb"|p(?:laintext)|m(?:ath)|b(?:ody|ase)|h(?:ead|tml)|x(?:mp)|v(?:ideo)|a(?:udio)|e(?:mbed)|o(?:bject)"
+    rb"|l(?:ink)|f(?:rame))[\t\n\f\r />]"
+)
+_SKIP = re.compile(
+    rb"(?:[^<]++|<(?=[^a-z!/?])|<(?!" + _LIVE + rb")[a-z][^\t\n\f\r />]*+"
+    + _REST.replace(rb"|[^\t\n\f\r />][^", rb"|" + _INERT_ATTR + rb"[^\t\n\f\r />][^", 1)
+    + rb"|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+" + _REST + rb")*+"
 )
 _ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
@@ -267,15 +282,25 @@ Attr = tuple[bytes, int, int, int, int, bytes]  # lower-case name, name start/en
 # The tag and attribute states, resumable: for a tag that does not end in the buffer at hand.
 _IN_NAME, _BEFORE, _ATTR_NAME, _AFTER_NAME, _BEFORE_VALUE, _DQ, _SQ, _UNQUOTED = range(8)
 _TAG_NAME = re.compile(rb"[^\t\n\f\r />]*+")
-_SPACES_SLASHES = re.compile(rb"[\t\n\f\r /]*+")
+# Whole attributes, in one match, up to one that may go on in the next chunk.
+_ATTRS_RUN = re.compile(
+    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />])"
+    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+(?=[\t\n\f\r >]))"""
+    rb"|(?![\t\n\f\r ]*+(?:=|\Z))))*+"
+)
+_LONG_TAG_ATTR = re.compile(
+    rb"(?:^|(?<=[\t\n\f\r /\"']))"
+    rb"(src|srcset|data|href|imagesrcset|ping|background|poster|xlink:href|style|srcdoc)(?=[\t\n\f\r />=])"
+)
+_CSS_AND_HTML = (b"style", b"srcdoc")
 _NAME_CHARS = re.compile(rb"[^\t\n\f\r />=]*+")
 _SPACES = re.compile(rb"[\t\n\f\r ]*+")
 _UNQUOTED_CHARS = re.compile(rb"[^\t\n\f\r >]*+")
 
 
-def _scan_tag(low: bytes, pos: int, state: int, names: list[tuple[int, int]]) -> tuple[int, int, bool]:
-    """Run the tag states from `pos`: (where it stopped, the state there, whether `>` ended the tag).
-    Attribute names completed on the way are appended to `names` as (start, end)."""
+def _scan_tag(low: bytes, pos: int, state: int) -> tuple[int, int, bool]:
+    """Run the tag states from `pos`: (where it stopped, the state there, whether `>` ended the tag);
+    an unfinished attribute name is reported as a stop where it began."""
     n = len(low)
     name_start = pos
     while pos < n:
@@ -287,7 +312,7 @@ def _scan_tag(low: bytes, pos: int, state: int, names: list[tuple[int, int]]) ->
                 return pos + 1, state, True
             state, pos = _BEFORE, pos + 1
         elif state == _BEFORE:
-            pos = _SPACES_SLASHES.match(low, pos).end()  # type: ignore[union-attr]
+            pos = _ATTRS_RUN.match(low, pos).end()  # type: ignore[union-attr]
             if pos >= n:
                 break
             if low[pos] == 62:
@@ -297,7 +322,6 @@ def _scan_tag(low: bytes, pos: int, state: int, names: list[tuple[int, int]]) ->
             pos = _NAME_CHARS.match(low, pos).end()  # type: ignore[union-attr]
             if pos >= n:
                 break
-            names.append((name_start, pos))
             c = low[pos]
             if c == 62:
                 return pos + 1, state, True
@@ -312,7 +336,7 @@ def _scan_tag(low: bytes, pos: int, state: int, names: list[tuple[int, int]]) ->
             if c == 61 or c == 47:
                 state, pos = (_BEFORE_VALUE if c == 61 else _BEFORE), pos + 1
             else:
-                state, name_start, pos = _ATTR_NAME, pos, pos + 1
+                state = _BEFORE  # a new attribute: back to the fast path
         elif state == _BEFORE_VALUE:
             pos = _SPACES.match(low, pos).end()  # type: ignore[union-attr]
             if pos >= n:
@@ -368,10 +392,13 @@ class HtmlRewriter:
         self._end: re.Pattern[bytes] = _end_tag(b"script")  # what ends the raw text we are in
         # Open SVG/MathML elements: (namespace, name, kind, HTML elements open in it per name).
         self._foreign: list[tuple[bytes, bytes, int, dict[bytes, int]]] = []
-        self._open: dict[bytes, int] = {}  # open HTML elements per name, roughly: what an end tag may close
+        # An end tag left SVG/MathML content or not, depending on HTML elements we did not track: from
+        # then on, raw text elements and comments inside SVG/MathML hide nothing from the rewrite.
+        self._uncertain = False
         self._nested: HtmlRewriter | None = None  # the rewriter of the <noscript> we are in
         self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
         self._long_tag: tuple[bytes, bool] | None = None  # an over-long tag streaming through: (name, denied)
+        self._final = False
         self._css = b""  # CSS of a <style> that may continue in the next chunk
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
@@ -464,6 +491,13 @@ class HtmlRewriter:
 
     def _data(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         out = self._out
+        if not self._foreign:
+            skip = _SKIP.match(low, pos).end()  # type: ignore[union-attr]
+            if skip > pos:
+                out.append(buf[pos:skip])
+                pos = skip
+                if pos == len(buf):
+                    return pos
         m = _MARKUP.search(low, pos)
         if m is None:
             n = len(buf)
@@ -514,6 +548,9 @@ class HtmlRewriter:
         after = low[start + 2 : start + 9]
         if not final and len(after) < 7 and any(w.startswith(after) for w in (b"--", b"doctype", b"[cdata[")):
             return ~start  # cannot tell yet
+        if not self._hides() and (after.startswith(b"--") or after.startswith(b"[cdata[")):
+            out.append(buf[start : start + 2])  # read on as markup: in HTML this is raw text
+            return start + 2
         if after.startswith(b"--"):
             rest = low[start + 4 : start + 6]
             if not final and len(rest) < 2 and rest in (b"", b"-"):
@@ -622,10 +659,10 @@ class HtmlRewriter:
 
     def _unfinished_tag(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         is_end, state, at = self._tag
-        names: list[tuple[int, int]] = []
-        end, state, done = _scan_tag(low, pos + at, state, names)
+        end, state, done = _scan_tag(low, pos + at, state)
         if self._long_tag is not None:
-            return self._stream_long_tag(buf, pos, end, state, done, names, final)
+            self._final = final
+            return self._stream_long_tag(buf, low, pos, end, state, done)
         if done:
             self._state = _DATA
             name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
@@ -639,40 +676,27 @@ class HtmlRewriter:
         self._tag = [is_end, state, end - pos]
         if end - pos <= MAX_TAG:
             return ~pos
-        # Too long to hold: its complete attributes go out now, decided one by one, and so does
-        # each later one as it completes.
+        # Too long to hold: it streams through from now on, what could fetch in it renamed.
         name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
-        self._long_tag = (b"/" if is_end else name, False)
-        return self._stream_long_tag(buf, pos, end, state, done, names, final)
+        self._long_tag, self._final = (b"/" if is_end else name, False), final
+        return self._stream_long_tag(buf, low, pos, end, state, done)
 
-    def _stream_long_tag(
-        self,
-        buf: bytes,
-        pos: int,
-        end: int,
-        state: int,
-        done: bool,
-        names: list[tuple[int, int]],
-        final: bool,
-    ) -> int:
-        """An over-long tag, sent on in pieces: every attribute it has that could fetch (of a fetching
-        element) is renamed to data-consent-*, whatever its value: too long to be sure of its host."""
+    def _stream_long_tag(self, buf: bytes, low: bytes, pos: int, end: int, state: int, done: bool) -> int:
+        """An over-long tag, sent on in pieces: every attribute name in it that could fetch (on a
+        fetching element) or holds CSS is renamed to data-consent-*, whatever its value (too long to
+        be sure of), and so is such a word inside a value (a few bytes changed, never a fetch)."""
         assert self._long_tag is not None
         name, denied = self._long_tag
-        attrs = _URL_ATTRS.get(name, ()) + (b"style", b"srcdoc") if self._hosts is not None else ()
-        stop = len(buf) if done or final else end
-        if not done and not final and state in (_BEFORE, _AFTER_NAME, _IN_NAME) and stop > pos:
-            stop = end  # names are reported complete only: the rest is safe to send
+        stop = end if done else len(buf) if self._final else end
         parts, last = [], pos
-        for s, e in names:
-            if e > stop:
-                break
-            if buf[s:e].lower() in attrs:
-                parts.append(buf[last:s] + b"data-consent-")
-                last, denied = s, True
+        if self._hosts is not None:
+            for m in _LONG_TAG_ATTR.finditer(low, pos, stop):
+                if m.group(1) in _URL_ATTRS.get(name, ()) + _SVG_URL_ATTRS.get(name, ()) + _CSS_AND_HTML:
+                    parts.append(buf[last : m.start(1)] + b"data-consent-")
+                    last, denied = m.start(1), True
         if done:
             tail = buf[last:end]
-            if denied and tail.endswith(b">"):
+            if denied:
                 tail = tail[:-1] + self._marked() + b">"
             parts.append(tail)
             self._out.append(b"".join(parts))
@@ -680,11 +704,11 @@ class HtmlRewriter:
             return end
         parts.append(buf[last:stop])
         self._out.append(b"".join(parts))
-        self._long_tag = (name, denied)
-        self._tag = [self._tag[0], state, end - stop]
-        if final:
+        if self._final:
             self._long_tag, self._state = None, _DATA
             return len(buf)
+        self._long_tag = (name, denied)
+        self._tag = [self._tag[0], state, end - stop]
         return ~stop
 
     def _start_tag(self, buf: bytes, low: bytes, start: int, end: int, name: bytes) -> int:
@@ -697,17 +721,18 @@ class HtmlRewriter:
                 if name in _BREAKOUT or (name == b"font" and _has_any(tag, (b"color", b"face", b"size"))):
                     while frames and frames[-1][2] == _FOREIGN:
                         frames.pop()
+                    self._uncertain = self._uncertain and bool(frames)
                 else:
                     if top == b"annotation-xml" and name == b"svg":
                         ns = b"svg"
                     self._out.append(self._rewrite(ns, name, tag, low, start))
                     if not _self_closing(tag):
-                        frames.append((ns, name, _kind(ns, name, tag), {}))
+                        self._push((ns, name, _kind(ns, name, tag), {}))
                     return end
         if name == b"svg" or name == b"math":
             self._out.append(self._rewrite(name, name, tag, low, start))
             if not _self_closing(tag):
-                frames.append((name, name, _FOREIGN, {}))
+                self._push((name, name, _FOREIGN, {}))
             return end
         if name == b"body":
             self._decide_head(self._base + start)
@@ -722,13 +747,13 @@ class HtmlRewriter:
                     mark=self._mark and self._shared_mark, scripting=False,
                 )
                 # it starts where this one stands
-                nested._open = dict(self._open)
                 nested._foreign = [(*f[:3], dict(f[3])) for f in frames]
+                nested._uncertain = self._uncertain
             self._state = switch
             if switch != _SCRIPT:
                 self._end = _end_tag(name)
-        elif name not in _VOID:
-            opened = frames[-1][3] if frames else self._open
+        elif frames and name not in _VOID:  # HTML inside an integration point
+            opened = frames[-1][3]
             opened[name] = opened.get(name, 0) + 1
         return end
 
@@ -740,7 +765,6 @@ class HtmlRewriter:
         self._out.append(buf[start:end])
         frames = self._foreign
         if not frames:
-            _close(self._open, name)
             return end
         # frames[base] is the nearest integration point with HTML elements open in it (-1: none), so
         # frames[base + 1:] are the SVG/MathML elements the end tag meets before any HTML element.
@@ -753,18 +777,34 @@ class HtmlRewriter:
         if name == b"br" or name == b"p":  # these two leave SVG/MathML content
             while len(frames) > base + 1 and frames[-1][2] == _FOREIGN:
                 frames.pop()
+            self._uncertain = self._uncertain and bool(frames)
             return end
         for i in range(len(frames) - 1, base, -1):
             if frames[i][1] == name:
                 del frames[i:]
+                self._uncertain = self._uncertain and bool(frames)
                 return end
         # An end tag of an HTML element open below closes the SVG/MathML inside it, unless an
         # integration point (a scope boundary) stands in between.
-        opened = frames[base][3] if base >= 0 else self._open
-        if opened.get(name) and all(f[2] == _FOREIGN for f in frames[base + 1 :]):
-            del frames[base + 1 :]
-            _close(opened, name)
+        if base >= 0:
+            if frames[base][3].get(name) and all(f[2] == _FOREIGN for f in frames[base + 1 :]):
+                del frames[base + 1 :]
+                _close(frames[base][3], name)
+        else:
+            self._uncertain = True  # whether an HTML element of that name is open: not tracked
         return end
+
+    def _push(self, frame: tuple[bytes, bytes, int, dict[bytes, int]]) -> None:
+        if len(self._foreign) < MAX_DEPTH:
+            self._foreign.append(frame)
+        else:  # deeper than we follow: later end tags may close what we did not push
+            self._uncertain = True
+
+    def _hides(self) -> bool:
+        """Whether a comment or CDATA section here hides its content: not inside an SVG/MathML
+        element named like an HTML raw text element once we are unsure we are still in SVG/MathML
+        (there, in HTML, `<!--` is text and `</style>` ends the element)."""
+        return not (self._uncertain and self._foreign and self._foreign[-1][1] in _SWITCH)
 
     def _in_foreign(self) -> bool:
         """Whether the adjusted current node is an SVG/MathML element (where CDATA sections exist)."""
