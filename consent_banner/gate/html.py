@@ -293,6 +293,7 @@ _LONG_TAG_ATTR = re.compile(
     rb"(src|srcset|data|href|imagesrcset|ping|background|poster|xlink:href|style|srcdoc)(?=[\t\n\f\r />=])"
 )
 _CSS_AND_HTML = (b"style", b"srcdoc")
+_VALUE_START = re.compile(rb"[\t\n\f\r ]*+=[\t\n\f\r ]*+[\"']?[\x00-\x20]*+")
 _NAME_CHARS = re.compile(rb"[^\t\n\f\r />=]*+")
 _SPACES = re.compile(rb"[\t\n\f\r ]*+")
 _UNQUOTED_CHARS = re.compile(rb"[^\t\n\f\r >]*+")
@@ -678,30 +679,43 @@ class HtmlRewriter:
             return ~pos
         # Too long to hold: it streams through from now on, what could fetch in it renamed.
         name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
-        self._long_tag, self._final = (b"/" if is_end else name, False), final
+        self._long_tag, self._final = (name, False), final
         return self._stream_long_tag(buf, low, pos, end, state, done)
 
     def _stream_long_tag(self, buf: bytes, low: bytes, pos: int, end: int, state: int, done: bool) -> int:
-        """An over-long tag, sent on in pieces: every attribute name in it that could fetch (on a
-        fetching element) or holds CSS is renamed to data-consent-*, whatever its value (too long to
-        be sure of), and so is such a word inside a value (a few bytes changed, never a fetch)."""
+        """An over-long tag, sent on in pieces: every attribute in it that could fetch (on a fetching
+        element) or holds CSS is renamed to data-consent-*, whatever its value (too long to be sure
+        of) unless that is a data: URL, and so is such a word inside a value (a few bytes changed,
+        never a fetch)."""
         assert self._long_tag is not None
         name, denied = self._long_tag
         stop = end if done else len(buf) if self._final else end
         parts, last = [], pos
-        if self._hosts is not None:
+        if self._hosts is not None and not self._tag[0]:
+            names = _URL_ATTRS.get(name, ()) + _SVG_URL_ATTRS.get(name, ()) + _CSS_AND_HTML
             for m in _LONG_TAG_ATTR.finditer(low, pos, stop):
-                if m.group(1) in _URL_ATTRS.get(name, ()) + _SVG_URL_ATTRS.get(name, ()) + _CSS_AND_HTML:
-                    parts.append(buf[last : m.start(1)] + b"data-consent-")
-                    last, denied = m.start(1), True
+                if m.group(1) not in names:
+                    continue
+                v = _VALUE_START.match(low, m.end(1))
+                if v is None:
+                    continue  # no value: nothing to fetch
+                if v.end() + 5 >= len(low) and not (done or self._final):
+                    stop = m.start(1)  # its value begins in the next chunk: decided there
+                    break
+                if low.startswith(b"data:", v.end()):
+                    continue
+                parts.append(buf[last : m.start(1)] + b"data-consent-")
+                last, denied = m.start(1), True
         if done:
             tail = buf[last:end]
             if denied:
                 tail = tail[:-1] + self._marked() + b">"
             parts.append(tail)
-            self._out.append(b"".join(parts))
             self._long_tag, self._state = None, _DATA
-            return end
+            # the tag's effects (SVG/MathML, raw text, the injection landmarks) as for any other
+            if self._tag[0]:
+                return self._end_tag(buf, pos, end, name, b"".join(parts))
+            return self._start_tag(buf, low, pos, end, name, b"".join(parts))
         parts.append(buf[last:stop])
         self._out.append(b"".join(parts))
         if self._final:
@@ -711,8 +725,16 @@ class HtmlRewriter:
         self._tag = [self._tag[0], state, end - stop]
         return ~stop
 
-    def _start_tag(self, buf: bytes, low: bytes, start: int, end: int, name: bytes) -> int:
+    def _start_tag(
+        self, buf: bytes, low: bytes, start: int, end: int, name: bytes, sent: bytes | None = None
+    ) -> int:
+        """A start tag at buf[start:end]: rewritten, and followed into SVG/MathML or raw text; `sent`:
+        an over-long tag already streamed but for this last piece of it."""
+        if sent is None and end - start > MAX_TAG:  # too long to decide whole: streamed
+            self._long_tag, self._final, self._tag = (name, False), False, [False, _BEFORE, 0]
+            return self._stream_long_tag(buf, low, start, end, _BEFORE, True)
         tag = buf[start:end]
+        emit = self._out.append if sent is None else lambda _: self._out.append(sent)
         frames = self._foreign
         if frames:
             ns, top, kind, inside = frames[-1]
@@ -725,18 +747,18 @@ class HtmlRewriter:
                 else:
                     if top == b"annotation-xml" and name == b"svg":
                         ns = b"svg"
-                    self._out.append(self._rewrite(ns, name, tag, low, start))
+                    emit(self._rewrite(ns, name, tag, low, start))
                     if not _self_closing(tag):
                         self._push((ns, name, _kind(ns, name, tag), {}))
                     return end
         if name == b"svg" or name == b"math":
-            self._out.append(self._rewrite(name, name, tag, low, start))
+            emit(self._rewrite(name, name, tag, low, start))
             if not _self_closing(tag):
                 self._push((name, name, _FOREIGN, {}))
             return end
         if name == b"body":
             self._decide_head(self._base + start)
-        self._out.append(self._rewrite(b"", name, tag, low, start))
+        emit(self._rewrite(b"", name, tag, low, start))
         switch = _SWITCH.get(name)
         if switch is not None:
             if switch == _NOSCRIPT:
@@ -757,12 +779,12 @@ class HtmlRewriter:
             opened[name] = opened.get(name, 0) + 1
         return end
 
-    def _end_tag(self, buf: bytes, start: int, end: int, name: bytes) -> int:
+    def _end_tag(self, buf: bytes, start: int, end: int, name: bytes, sent: bytes | None = None) -> int:
         if name == b"body":
             self._mark_body(self._base + start)
         elif name == b"head":
             self._decide_head(self._base + start)
-        self._out.append(buf[start:end])
+        self._out.append(buf[start:end] if sent is None else sent)
         frames = self._foreign
         if not frames:
             return end
