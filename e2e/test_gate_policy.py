@@ -115,6 +115,11 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
         body = ISO_BODY.replace(b"{meta}", b'<meta charset="iso-2022-jp">')
         return Response(body, headers={"content-type": "text/html"})
 
+    async def iso_late_meta(request: Request) -> Response:
+        # past the first 1024 bytes, still in <head>: Chromium still honours it
+        meta = b"<script>/*" + b"x" * 3000 + b'*/</script><meta charset="iso-2022-jp">'
+        return Response(ISO_BODY.replace(b"{meta}", meta), headers={"content-type": "text/html"})
+
     routes = [
         Path_("/", html(body=TRACKED)),
         Path_("/reflect", html(body=TRACKED + REFLECTED)),
@@ -126,6 +131,7 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
         Path_("/unlabelled", unlabelled),
         Path_("/iso", iso_header),
         Path_("/iso-meta", iso_meta),
+        Path_("/iso-late-meta", iso_late_meta),
     ]
     return ConsentMiddleware(Starlette(routes=routes), config=cfg)
 
@@ -308,12 +314,13 @@ def test_bodies_without_content_type_are_not_sniffed_into_an_ungated_page(
 # --- 5. pages the gate cannot read ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/iso", "/iso-meta"])
+@pytest.mark.parametrize("path", ["/iso", "/iso-meta", "/iso-late-meta"])
 def test_iso_2022_jp_page_loads_no_tracker_even_undecided(
     page: Page, sites: dict, hosts: list, path: str
 ) -> None:
-    """Issue 12, item 5: a page in ISO-2022-JP (header or <meta charset>) is passed on unrewritten, under
-    a policy with only granted origins in every directive, also before a decision."""
+    """Issue 12, item 5: a page in ISO-2022-JP (header, or a <meta charset> early or anywhere in <head>)
+    is passed on unrewritten, under a policy with only granted origins in every directive, also before
+    a decision."""
     page.goto(sites["enforce"] + path)
     expect(page.locator("#j")).to_have_text("こんにちは")  # the browser did decode it as ISO-2022-JP
     page.wait_for_timeout(300)

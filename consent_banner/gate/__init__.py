@@ -8,7 +8,7 @@ ASGI `send` of one HTTP request. On `http.response.start` it
 2. adds expiries for the request's declared cookies of denied services (`cookies.py`),
 3. for ``text/html`` and ``application/xhtml+xml``: sets the Content-Security-Policy of the
    consent state, merged with the app's own of the same disposition into one header (`csp.py`),
-   once the body's first PEEK bytes tell how the browser will decode the page, and
+   once the body's first bytes tell how the browser will decode the page, and
 4. for the same: streams the body through `html.HtmlRewriter` (tracker tags of denied services
    neutralised and marked with the page's nonce, `inject` snippets added, none into XHTML),
    dropping ``Content-Length`` unless the whole body came in one message, in which case it is set
@@ -21,10 +21,11 @@ What the gate does not rewrite gets a policy that admits only granted origins in
 also before a decision: compressed HTML (``Content-Encoding`` other than identity; a warning is
 logged once: put the compression middleware outside ConsentMiddleware so that it compresses what
 the gate produced), HTML in a charset that is not an ASCII superset (UTF-16/32, ISO-2022-*, UTF-7,
-HZ: from a byte order mark, the header's charset, or a <meta> charset in the first PEEK bytes when
-the header names none), XHTML (its XML parse makes elements where HTML's has text), and a body
-without Content-Type (also ``X-Content-Type-Options: nosniff``, so it is never sniffed into an
-ungated page). HEAD requests and 1xx/204/304/206 responses are not rewritten either.
+HZ: from a byte order mark, the header's charset, or, when the header names none, a <meta>
+charset in the first PEEK bytes or on through <head>, as Chromium reads them), XHTML (its XML
+parse makes elements where HTML's has text), and a body without Content-Type (also
+``X-Content-Type-Options: nosniff``, so it is never sniffed into an ungated page).
+HEAD requests and 1xx/204/304/206 responses are not rewritten either.
 """
 
 from __future__ import annotations
@@ -308,7 +309,8 @@ class _GatedSend:
         "_rewriter",
         "_held",
         "_peek",
-        "_content_type",
+        "_header",
+        "_searched",
         "_rewrite",
         "_deferred",
         "_xhtml",
@@ -334,8 +336,9 @@ class _GatedSend:
         self._html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None
         self._rewriter: HtmlRewriter | None = None
         self._held: Message | None = None  # the start message, until the body's first bytes are read
-        self._peek = b""  # the body's first bytes, until PEEK of them (or all) are here
-        self._content_type = b""
+        self._peek = b""  # the body's first bytes, until they decide how the page is decoded
+        self._header: str | None = _UNKNOWN  # the codec the Content-Type names
+        self._searched = 0  # bytes of _peek already searched for the end of <head>
         self._rewrite = False  # whether a readable body is to be rewritten
         self._deferred: tuple[list[bytes], list[bytes]] | None = None  # the app's CSP, Reporting-Endpoints
         self._xhtml = False
@@ -434,7 +437,7 @@ class _GatedSend:
         if readable and body and (gated or self._rewrite):
             # How the browser decodes the page (a BOM, a <meta charset>) is known from the body's
             # first bytes: both the policy and the rewrite wait for them.
-            self._content_type = content_type or b""
+            self._header = _header_codec(content_type or b"")
             self._xhtml = xhtml
             self._held = message
             self._deferred = (app_csp, endpoints) if gated else None
@@ -443,7 +446,7 @@ class _GatedSend:
             # What the gate does not rewrite (XHTML, compressed, no Content-Type) gets only what is granted.
             granted_only = xhtml or unlabelled or not readable
             if is_html and not granted_only and not body:
-                granted_only = _codec(content_type or b"", None) is None
+                granted_only = _header_codec(content_type or b"") is None
             self._policy_headers(message, app_csp, endpoints, granted_only=granted_only)
         return True
 
@@ -482,12 +485,12 @@ class _GatedSend:
         if secure or endpoints:
             headers.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
 
-    def _release(self, head: bytes) -> Message:
+    def _release(self, head: bytes, complete: bool) -> Message:
         """Decides, from the body's first bytes, how the held page is read, and completes its headers."""
         gate, held = self._gate, self._held
         assert held is not None
         self._held = None
-        codec = _codec(self._content_type, head)
+        codec = _codec(self._header, head, complete=complete)
         deferred, self._deferred = self._deferred, None
         if deferred is not None:
             # A page the gate cannot read passes unrewritten: only what is granted may load. XHTML
@@ -516,10 +519,11 @@ class _GatedSend:
         if self._held is not None:
             whole = not more and not self._peek  # the whole body in one message: its length is known
             self._peek += chunk
-            if more and len(self._peek) < PEEK:
+            if more and not _enough(self._header, self._peek, self._searched):
+                self._searched = len(self._peek)
                 return
             chunk, self._peek = self._peek, b""
-            held = self._release(chunk)
+            held = self._release(chunk, complete=not more or len(chunk) < MAX_HEAD)
             if self._rewriter is None:
                 await self._send(held)
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
@@ -577,7 +581,8 @@ def _has_body(status: int, message: Message, headers: Any) -> bool:
 
 # --- how the browser decodes a page ------------------------------------------------------------------
 
-PEEK = 1024  # body bytes read before the headers leave: where browsers look for <meta charset>
+PEEK = 1024  # body bytes browsers prescan for a <meta> charset
+MAX_HEAD = 64 * 1024  # body bytes held, at most, while a page whose header names no charset is in <head>
 # WHATWG labels of encodings that are not ASCII supersets (UTF-16, ISO-2022-JP, the "replacement"
 # encoding for ISO-2022-KR/CN and HZ) that Python does not know by these names; UTF-7 and UTF-32 are
 # no browser's, but a browser that ignores the label still may guess them.
@@ -593,9 +598,13 @@ _BROWSER_CODECS = (
     "utf-8", "ascii", "iso8859", "cp125", "cp866", "cp874", "koi8", "mac-roman", "tis-620",
     "gbk", "gb2312", "gb18030", "big5", "euc_", "shift_jis", "cp932", "cp936", "cp949", "cp950",
 )
-# Every charset named in the prescanned bytes (a <meta charset>, an http-equiv content, anywhere):
-# one naming an unreadable encoding makes the page unreadable, whichever meta the browser picks.
-_CHARSET_IN_BODY = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r ]*[\"']?[\t\n\f\r ]*([^\t\n\f\r \"';>/]+)")
+# Every charset named in the held bytes (a <meta charset>, an http-equiv content, anywhere): one
+# naming an unreadable encoding makes the page unreadable, whichever meta the browser picks.
+_CHARSET_IN_BODY = re.compile(
+    rb"charset[\t\n\f\r ]*=[\t\n\f\r ]*[\"']?[\t\n\f\r ]*([^\t\n\f\r \"';>/]+)", re.I
+)
+# Chromium keeps reading <meta> charsets past the first PEEK bytes while it is still in <head>.
+_HEAD_END = re.compile(rb"<body|</head", re.I)
 _UNKNOWN = ""
 
 
@@ -613,30 +622,48 @@ def _label_codec(label: str) -> str | None:
     return name if name.startswith(_BROWSER_CODECS) and name != "utf-8-sig" else _UNKNOWN
 
 
-def _codec(content_type: bytes, head: bytes | None) -> str | None:
+def _header_codec(content_type: bytes) -> str | None:
+    """The codec the Content-Type's charset names (see `_label_codec`); "" when it names none the
+    browser knows, so that the body decides."""
+    low = content_type.lower()
+    i = low.find(b"charset=")
+    if i < 0:
+        return _UNKNOWN
+    return _label_codec(low[i + 8 :].split(b";", 1)[0].strip(b" \t\"'").decode("latin-1"))
+
+
+def _enough(header: str | None, held: bytes, searched: int) -> bool:
+    """Whether the held body start decides how the browser decodes the page (`searched`: bytes
+    already searched for the end of <head>)."""
+    if header != _UNKNOWN:
+        return len(held) >= 3  # only a byte order mark overrides the header
+    if len(held) < PEEK:
+        return False
+    return len(held) >= MAX_HEAD or _HEAD_END.search(held, max(0, searched - 6)) is not None
+
+
+def _codec(header: str | None, head: bytes | None, *, complete: bool = True) -> str | None:
     """The codec the browser decodes a page with when it is an ASCII superset the gate can read,
-    else None. `head` is the body's first PEEK bytes (None: no body). The order is the browser's:
-    a byte order mark, then the header's charset, then a <meta> charset in the first bytes."""
+    else None. `header` is `_header_codec`'s, `head` the held body start (None: no body),
+    `complete` whether it reaches past <head> or the end. The order is the browser's: a byte order
+    mark, then the header's charset, then a <meta> charset in the head."""
     if head:
         if head[:3] == b"\xef\xbb\xbf":
             return "utf-8"
         if head[:2] in (b"\xfe\xff", b"\xff\xfe"):
             return None
-    low = content_type.lower()
-    i = low.find(b"charset=")
-    if i >= 0:
-        label = low[i + 8 :].split(b";", 1)[0].strip(b" \t\"'").decode("latin-1")
-        codec = _label_codec(label)
-        if codec != _UNKNOWN:
-            return codec  # a label the browser does not know is ignored: the body decides
+    if header != _UNKNOWN:
+        return header
     if not head:
         return "utf-8"
-    found = [_label_codec(m.decode("latin-1")) for m in _CHARSET_IN_BODY.findall(head[:PEEK].lower())]
+    found = [_label_codec(m.decode("latin-1")) for m in _CHARSET_IN_BODY.findall(head)]
     if None in found:
         return None
     declared = next((c for c in found if c), None)
-    if declared is None and b"\x1b" in head:
-        return None  # undeclared, with escape sequences: Chromium may detect ISO-2022-JP
+    if declared is None and (b"\x1b" in head or not complete):
+        # undeclared, with escape sequences (a browser may detect ISO-2022-JP), or a <head> longer
+        # than MAX_HEAD, where a <meta> charset may still follow
+        return None
     return declared or "utf-8"
 
 

@@ -482,6 +482,13 @@ async def test_a_body_without_content_type_gets_nosniff_and_the_policy(gate: Res
             b"text/html",
             b'<!doctype html><p>\x1b$B$3\x1b(B</p><img src="https://st\x1b(Bats.example.net/p.gif">',
         ),
+        # Chromium reads <meta> charsets on through <head>, past the first 1024 bytes
+        (
+            b"text/html",
+            [b"<head><title>" + b"x" * 3000 + b"</title>", b'<meta charset="ISO-2022-JP">', TRACKER_PAGE],
+        ),
+        # a <head> longer than the gate holds: a <meta> charset may still follow
+        (b"text/html", [b"<head><title>t</title><!--" + b"x" * 70000 + b"-->", TRACKER_PAGE]),
     ],
 )
 async def test_html_the_gate_cannot_read_passes_under_a_granted_only_policy(

@@ -501,9 +501,7 @@ async def test_streamed_html_is_rewritten_chunk_by_chunk_without_content_length(
     start = messages[0]
     assert start["type"] == "http.response.start"
     assert b"content-length" not in dict(start["headers"])
-    # the first 1024 bytes are read before anything leaves (a <meta charset> there decides how the
-    # browser reads the page), then each chunk is forwarded before the app sends the next
-    assert app_sent == [0, 0, 1]
+    assert app_sent == [0, 1, 2]  # the first two chunks were forwarded before the app sent the next
     body = b"".join(forwarded).decode()
     assert body.count("data-consent-src") == 50 and body.endswith(MARKER_BODY.format(lang=None) + "</body>")
 
