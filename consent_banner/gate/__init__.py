@@ -315,6 +315,13 @@ class _GatedSend:
         "_deferred",
         "_xhtml",
     )
+    # Set in `_start` only for a page held until its first bytes are read (not on the hot path):
+    _peek: bytes  # the body's first bytes, until they decide how the page is decoded
+    _header: str | None  # the codec the Content-Type names
+    _searched: int  # bytes of _peek already searched for the end of <head>
+    _deferred: tuple[list[bytes], list[bytes]] | None  # the app's CSP and Reporting-Endpoints
+    _xhtml: bool
+    _rewrite: bool  # whether a readable body is to be rewritten
 
     def __init__(
         self,
@@ -336,12 +343,6 @@ class _GatedSend:
         self._html_headers: Callable[[], list[tuple[bytes, bytes]]] | None = None
         self._rewriter: HtmlRewriter | None = None
         self._held: Message | None = None  # the start message, until the body's first bytes are read
-        self._peek = b""  # the body's first bytes, until they decide how the page is decoded
-        self._header: str | None = _UNKNOWN  # the codec the Content-Type names
-        self._searched = 0  # bytes of _peek already searched for the end of <head>
-        self._rewrite = False  # whether a readable body is to be rewritten
-        self._deferred: tuple[list[bytes], list[bytes]] | None = None  # the app's CSP, Reporting-Endpoints
-        self._xhtml = False
 
     async def __call__(self, message: Message) -> None:
         # Kept flat on purpose: this runs for every message of every response.
@@ -439,6 +440,7 @@ class _GatedSend:
             # first bytes: both the policy and the rewrite wait for them.
             self._header = _header_codec(content_type or b"")
             self._xhtml = xhtml
+            self._peek, self._searched = b"", 0
             self._held = message
             self._deferred = (app_csp, endpoints) if gated else None
             return False
