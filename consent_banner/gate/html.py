@@ -170,15 +170,33 @@ _MARKUP = re.compile(
 # is left alone when its name neither switches the tokenizer nor fetches, and it has no attribute
 # that fetches on any element or holds CSS; an end tag unless it is </body> or </head>.
 _INERT_ATTR = rb"(?!(?:style|ping|background|srcdoc)[\t\n\f\r />=])"
-_LIVE = (  # by first letter: `re` tries alternatives one by one
-    rb"(?:s(?:cript|tyle|vg|ource)|t(?:extarea|itle|rack)|i(?:frame|mg|mage|nput)|n(?:o(?:embed|frames|script))"
-    rb"|p(?:laintext)|m(?:ath)|b(?:ody|ase)|h(?:ead|tml)|x(?:mp)|v(?:ideo)|a(?:udio)|e(?:mbed)|o(?:bject)"
-    rb"|l(?:ink)|f(?:rame))[\t\n\f\r />]"
+_SWITCHING = (  # by first letter: `re` tries alternatives one by one
+    rb"(?:s(?:cript|tyle|vg)|t(?:extarea|itle)|iframe|no(?:embed|frames|script)|plaintext|math|body|h(?:ead|tml)"
+    rb"|xmp)[\t\n\f\r />]"
 )
-_SKIP = re.compile(
-    rb"(?:[^<]++|<(?=[^a-z!/?])|<(?!" + _LIVE + rb")[a-z][^\t\n\f\r />]*+"
-    + _REST.replace(rb"|[^\t\n\f\r />][^", rb"|" + _INERT_ATTR + rb"[^\t\n\f\r />][^", 1)
-    + rb"|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+" + _REST + rb")*+"
+_FETCHING = (
+    rb"(?:s(?:ource)|t(?:rack)|i(?:mg|mage|nput)|b(?:ase)|v(?:ideo)|a(?:udio)|e(?:mbed)|o(?:bject)|l(?:ink)"
+    rb"|f(?:rame))[\t\n\f\r />]"
+)
+_INERT_REST = _REST.replace(rb"|[^\t\n\f\r />][^", rb"|" + _INERT_ATTR + rb"[^\t\n\f\r />][^", 1)
+# A fetching tag may be skipped too when no value in it holds a byte that could spell a host another
+# way (references, escapes, percent, controls, non-ASCII); the skipped text is then searched for the
+# denied hosts as written, and only what names one is read tag by tag.
+_PLAIN = rb"&%\\\x00-\x1f\x80-\xff"
+_PLAIN_REST = _INERT_REST.replace(
+    rb"""(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)""",
+    rb"""(?:"[^\"""" + _PLAIN + rb"""]*+"|'[^'""" + _PLAIN + rb"""]*+'|(?!["'])[^\t\n\f\r >"""
+    + _PLAIN + rb"""]*+(?=[\t\n\f\r >]))""",
+    1,
+)
+_SKIP_PARTS = (
+    rb"(?:[^<]++|<(?=[^a-z!/?])|<(?!" + _SWITCHING + rb"|" + _FETCHING + rb")[a-z][^\t\n\f\r />]*+"
+    + _INERT_REST,
+    rb"|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+" + _REST + rb")*+",
+)
+_SKIP = re.compile(b"".join(_SKIP_PARTS))
+_SKIP_PLAIN = re.compile(
+    _SKIP_PARTS[0] + rb"|<(?=" + _FETCHING + rb")[a-z]++" + _PLAIN_REST + _SKIP_PARTS[1]
 )
 _ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
@@ -400,6 +418,8 @@ class HtmlRewriter:
         self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
         self._long_tag: tuple[bytes, bool] | None = None  # an over-long tag streaming through: (name, denied)
         self._final = False
+        self._hits: dict[bytes, int] = {}  # the next place of each needle in the buffer being scanned
+        self._hits_in = b""
         self._css = b""  # CSS of a <style> that may continue in the next chunk
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
@@ -493,7 +513,10 @@ class HtmlRewriter:
     def _data(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         out = self._out
         if not self._foreign:
-            skip = _SKIP.match(low, pos).end()  # type: ignore[union-attr]
+            hit = self._next_needle(low, pos)
+            skip = _SKIP_PLAIN.match(low, pos, hit).end()  # type: ignore[union-attr]
+            if skip == hit and hit < len(low):  # a denied host as written: only inert tags skip it
+                skip = _SKIP.match(low, skip).end()  # type: ignore[union-attr]
             if skip > pos:
                 out.append(buf[pos:skip])
                 pos = skip
@@ -542,6 +565,23 @@ class HtmlRewriter:
         out.append(buf[start : start + 2])
         self._state = _BOGUS
         return start + 2
+
+    def _next_needle(self, low: bytes, pos: int) -> int:
+        """Where the next denied host as written starts (len(low) if none), each needle's next place
+        remembered per buffer so that no byte is searched twice."""
+        if self._hosts is None:
+            return len(low)
+        if self._hits_in is not low:
+            self._hits, self._hits_in = {}, low
+        hits = self._hits
+        best = len(low)
+        for needle in self._hosts.needles:
+            at = hits.get(needle, -1)
+            if at < pos:
+                at = low.find(needle, pos)
+                hits[needle] = at = len(low) if at < 0 else at
+            best = min(best, at)
+        return best
 
     def _declaration(self, buf: bytes, low: bytes, start: int, final: bool) -> int:
         """`<!`: a comment, a doctype, a CDATA section (SVG/MathML only) or a bogus comment."""
@@ -794,7 +834,16 @@ class HtmlRewriter:
         while base >= 0 and not frames[base][3]:
             base -= 1
         if base == len(frames) - 1:  # the current node is HTML: only HTML elements can close
-            _close(frames[base][3], name)
+            if name in frames[base][3]:
+                _close(frames[base][3], name)
+                return end
+            # The standard ignores it (an integration point stands in the way); html5lib closes the
+            # SVG/MathML element of that name. Follow the latter, unsure from now on.
+            for i in range(len(frames) - 1, -1, -1):
+                if frames[i][1] == name:
+                    del frames[i:]
+                    self._uncertain = bool(frames)
+                    break
             return end
         if name == b"br" or name == b"p":  # these two leave SVG/MathML content
             while len(frames) > base + 1 and frames[-1][2] == _FOREIGN:
@@ -882,6 +931,8 @@ class HtmlRewriter:
         if hosts is None:
             return tag
         names = _SVG_URL_ATTRS.get(name, ()) if ns == b"svg" else _URL_ATTRS.get(name, ()) if not ns else ()
+        if ns and self._uncertain:  # maybe HTML after all: what the HTML element would fetch too
+            names += _URL_ATTRS.get(name, ())
         end = start + len(tag)
         styled = low.find(b"style", start, end) >= 0
         if not names and not styled:
