@@ -7,17 +7,42 @@ the output after the latest `</body>` (where the body-end snippet goes, at most 
 Everything but the tags of interest is copied byte for byte; the scanner works on bytes, so any
 ASCII-compatible charset works (the caller passes UTF-16/32 bodies through untouched).
 
-How it scans (on a lower-cased copy of each buffer, offsets shared): one regex finds the
-structural stops only (`<script`, `<iframe`, `<style`, `<textarea`, `<title`, `<xmp`, `<noembed`,
-`<noframes`, `<plaintext`, `<!--`, `<body`, `</head>`, `</body>`); comments and raw-text elements
-are skipped whole, so a `"</body>"` or `<img` inside a script string or a comment is never taken
-for a tag, and a stop that sits inside an earlier tag's attribute value (`<img alt="<script>">`)
-is text, as browsers read it. Between stops, `bytes.find` looks for the denied hosts themselves;
-only the tag around a hit (`<img>`, `<link>`, `<source>`, `<video>`, `<audio>`, `<embed>`) is
-parsed. `<noscript>` content is rewritten too: with JavaScript off it is live markup (tracking
-pixels hide there). Before `<head>` the prolog (doctype, comments, `<html lang>`) is read too.
-A host spelled with character references or percent-escapes in the markup is not recognised
-here; the Content-Security-Policy still refuses it in the browser.
+How it reads (on a lower-cased copy of each buffer, offsets shared): as the HTML5 tokenizer does,
+in every state that decides where a tag or attribute is: data, tag and attribute states (quoted,
+unquoted, a name that starts with `=`), self-closing, comments (`<!-->`, `<!--->`, `--!>`), bogus
+comments (`<?...>`, `</3...>`, `<!x...>`), doctype, CDATA (only in SVG/MathML), RCDATA (title,
+textarea), RAWTEXT (style, xmp, iframe, noembed, noframes), PLAINTEXT, and script data with its
+escaped and double-escaped states. The tree builder's switch is followed too: inside `<svg>` and
+`<math>` a `<style>` or `<plaintext>` is an ordinary element (its content is markup, and `<img>`,
+`<p>`... leave SVG/MathML again), with the integration points (foreignObject, desc, title,
+annotation-xml as HTML; mi, mo, mn, ms, mtext) where HTML starts over. Open HTML elements are not
+tracked: when an end tag inside SVG/MathML may or may not close it, the rewriter stays in SVG/MathML
+but from then on lets no comment hide a raw text element's content and neutralises what either
+reading would fetch. With JavaScript on, `<noscript>` is raw text; its content goes through a
+nested rewriter with scripting off (with JavaScript off it is live markup: pixels hide there).
+
+Text and tags that can fetch nothing are skipped in one regex match; so are fetching tags whose
+values hold no byte that could spell a host another way (`&`, `%`, `\\`, controls, non-ASCII) and
+no denied host as written. Every other fetching tag is parsed and each URL decoded as the browser
+does (`urls.py`: references, percent, IDNA, stripped whitespace, backslashes, `//host`). Every
+pattern is possessive, each byte is looked at a bounded number of times, and a tag that does not
+end in the chunk is resumed where it stopped, not rescanned: linear time on any input
+(bench/bench_gate.py measures the worst cases). Before `<head>` the prolog (doctype, comments,
+`<html lang>`) is read too.
+
+What fetches: `<img|image src srcset>`, `<input src>`, `<source src srcset>`, `<video src poster>`,
+`<audio|track|embed|frame|script src>`, `<object data>`, `<link href imagesrcset>`, `<iframe src>`,
+`<a|area ping>`, `<table|td|th|body background>`, `<base href>`; in SVG `<image|use|feImage|script
+href xlink:href>`; CSS (`css.py`) in `<style>` (HTML or SVG) and in `style` attributes, where each
+`url()` or string naming a denied host becomes ``about:invalid`` (the policy's `img-src`,
+`font-src` and `style-src` refuse such a fetch as well). An `<iframe srcdoc>` is a document of its
+own: it is rewritten by a nested rewriter and put back, escaped, in the attribute.
+
+A tag longer than MAX_TAG is not held: it streams through, and every attribute in it that could
+fetch (or holds CSS) is renamed to ``data-consent-*`` whatever its value (unless a data: URL), with
+the mark but no labels: it is never activated. Non-ASCII bytes of a URL or CSS are read in the
+page's charset; the caller passes charsets that are not ASCII-compatible (UTF-16/32, ISO-2022-*)
+through untouched, under a policy that admits only what is granted.
 
 A URL belongs to a service when its host is one of the service's origins' hosts (scheme and port
 are ignored: a tracker reached over http or another port is still the tracker); `*.example.com`
@@ -39,10 +64,11 @@ Markup contract (what the browser script re-activates after consent; CAT = categ
   ``data-consent-src`` and ``type`` from ``data-consent-type`` (or none), and replace the old one.
   Scripts that do not execute (a non-JavaScript ``type``, such as the site's own
   ``type="text/plain" data-consent-category=...`` inline scripts) are left as they are.
-- Image, source, video, audio, embed: ``src`` -> ``data-consent-src``, ``srcset`` ->
-  ``data-consent-srcset``, ``poster`` -> ``data-consent-poster``, plus ``data-consent-category``
-  and ``data-consent-service``. To activate: move them back.
-- Link (preload, preconnect, stylesheet...): ``href`` -> ``data-consent-href``, plus the two labels.
+- Every other fetching element (image, source, video, audio, embed, object, link, a ping, table
+  background, SVG image/use...): each of its URL attributes ``A`` -> ``data-consent-A`` (``src``,
+  ``srcset``, ``poster``, ``data``, ``href``, ``imagesrcset``, ``ping``, ``background``,
+  ``xlink:href``), plus ``data-consent-category`` and ``data-consent-service``. To activate: move
+  them back.
 - Iframe: ``src`` -> ``data-consent-src``, plus the two labels, and ``hidden=""
   data-consent-hidden=""`` (the second only when we added ``hidden``). Right before it::
 
@@ -420,6 +446,8 @@ class HtmlRewriter:
         self._final = False
         self._hits: dict[bytes, int] = {}  # the next place of each needle in the buffer being scanned
         self._hits_in = b""
+        self._hit = -1
+        self._labels: dict[str, bytes] = {}  # per service: its data-consent-* labels
         self._css = b""  # CSS of a <style> that may continue in the next chunk
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
@@ -572,7 +600,9 @@ class HtmlRewriter:
         if self._hosts is None:
             return len(low)
         if self._hits_in is not low:
-            self._hits, self._hits_in = {}, low
+            self._hits, self._hits_in, self._hit = {}, low, -1
+        elif pos <= self._hit:
+            return self._hit  # still the nearest
         hits = self._hits
         best = len(low)
         for needle in self._hosts.needles:
@@ -581,6 +611,7 @@ class HtmlRewriter:
                 at = low.find(needle, pos)
                 hits[needle] = at = len(low) if at < 0 else at
             best = min(best, at)
+        self._hit = best
         return best
 
     def _declaration(self, buf: bytes, low: bytes, start: int, final: bool) -> int:
@@ -955,7 +986,10 @@ class HtmlRewriter:
         if blocked is None:
             return _edit(tag, attrs, edits, b"") if edits else tag
         renames = {a: b"data-consent-" + a for a in names}
-        extra = _labels(blocked) + self._marked()
+        extra = self._labels.get(blocked.service)
+        if extra is None:
+            extra = self._labels[blocked.service] = _labels(blocked)
+        extra += self._marked()
         if name == b"script" and not ns:
             renames[b"type"] = b"data-consent-type"
             extra = b' type="text/plain"' + extra
