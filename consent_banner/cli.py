@@ -12,6 +12,7 @@ import click
 
 from .config import ConsentConfig
 from .consent import ENV_SECRET_KEYS, secret_keys_from_env
+from .display import shown
 from .errors import ConfigError, MissingSecretKey
 
 DEFAULT_CONFIG = "consent.toml"
@@ -41,7 +42,19 @@ def require_keys() -> list[str]:
         raise click.ClickException(str(e)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group. What a command fails with is shown with passwords masked and control
+    characters escaped: messages quote log URLs, and what sites and databases hold."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            e.message = shown(e.message)
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="consent-banner")
 def cli() -> None:
     """Cookie consent enforced on the server, with a tamper-evident consent log."""
@@ -55,7 +68,7 @@ def keygen() -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--config",
     "config_path",
@@ -79,16 +92,19 @@ def demo(host: str, port: int, config_path: Path | None) -> None:
         )
     else:
         require_keys()
-    if not (os.environ.get("CONSENT_AUDIT_TOKEN") or os.environ.get("CONSENT_AUDIT_PASSWORD")):
+    generated = not (os.environ.get("CONSENT_AUDIT_TOKEN") or os.environ.get("CONSENT_AUDIT_PASSWORD"))
+    if generated:
         os.environ.setdefault("CONSENT_AUDIT_USER", "auditor")
         os.environ["CONSENT_AUDIT_PASSWORD"] = secrets.token_urlsafe(12)
     site = _demo_module()
-    site.run(host=host, port=port, config_path=config_path)
+    # A password the demo made up is printed once (nobody could know it otherwise); one the
+    # operator set is never echoed.
+    site.run(host=host, port=port, config_path=config_path, show_audit_password=generated)
 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @config_option
 def serve(host: str, port: int, config_path: Path) -> None:
     """Run a stand-alone consent server for sites that embed the script (not Python sites)."""

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from .display import mask_passwords
 from .errors import ConfigError
 from .ratelimit import Rate, parse_rate
 
@@ -286,8 +287,13 @@ class ConsentConfig(_Model):
     @field_validator("log")
     @classmethod
     def _log(cls, v: str) -> str:
+        shown = repr(mask_passwords(v))  # the URL may carry the database password: never echo it
         if not v.startswith(("sqlite:///", "postgresql://", "postgres://", "memory://")):
-            raise ValueError(f"{v!r}: use sqlite:///path/to/file.db or postgresql://user@host/db")
+            raise ValueError(f"{shown}: use sqlite:///path/to/file.db or postgresql://user@host/db")
+        try:
+            _ = urlsplit(v).port  # an unclosed [ or a port out of range: say so now, not when the log opens
+        except ValueError as e:
+            raise ValueError(f"{shown}: {e}") from None
         return v
 
     @field_validator("categories")

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp
 
 from consent_banner import ConfigError, ConsentConfig
 from consent_banner.cli import ENV_DEMO_MEMORY_LOG
+from consent_banner.display import mask_passwords
 
 from .site import Hits, build_site
 from .thirdparty import THIRD_PARTIES, RequestLog, build_third_party
@@ -42,6 +43,7 @@ from .thirdparty import THIRD_PARTIES, RequestLog, build_third_party
 DEFAULT_CONFIG = Path(__file__).with_name("consent.toml")
 ENV_AUDIT_USER = "CONSENT_AUDIT_USER"
 ENV_AUDIT_PASSWORD = "CONSENT_AUDIT_PASSWORD"
+ENV_AUDIT_TOKEN = "CONSENT_AUDIT_TOKEN"
 
 
 def load_config(
@@ -301,8 +303,11 @@ class _EachLineOnce(logging.Filter):
         return True
 
 
-def run(host: str, port: int, config_path: Path | None) -> None:
-    """`consent-banner demo`: serve the site and its third parties until Ctrl-C."""
+def run(host: str, port: int, config_path: Path | None, *, show_audit_password: bool = False) -> None:
+    """`consent-banner demo`: serve the site and its third parties until Ctrl-C.
+
+    show_audit_password: print the audit password (one the demo generated); else only say it is set.
+    """
     try:
         # Under a key made up for this run (see consent_banner.cli.demo) the log lives as long as the run.
         per_run = {"log": "memory://"} if os.environ.get(ENV_DEMO_MEMORY_LOG) else None
@@ -315,6 +320,7 @@ def run(host: str, port: int, config_path: Path | None) -> None:
         raise SystemExit(f"consent-banner demo: cannot start on {host}:{port}: {e.strerror or e}") from None
     user = os.environ.get(ENV_AUDIT_USER, "")
     password = os.environ.get(ENV_AUDIT_PASSWORD, "")
+    token = os.environ.get(ENV_AUDIT_TOKEN, "").strip()
     prefix = demo.config.prefix
     lines = [
         "",
@@ -324,14 +330,17 @@ def run(host: str, port: int, config_path: Path | None) -> None:
         f"  your receipt    {demo.site_url}{prefix}/receipt",
         f"  audit view      {demo.site_url}{prefix}/audit/",
     ]
-    if password:
-        lines.append(f"                  user {user or '(any)'}, password {password}")
-    else:
+    if password and user:
+        shown = password if show_audit_password else f"as set in {ENV_AUDIT_PASSWORD}"
+        lines.append(f"{'':18}user {user}, password {shown}")
+    if token:
+        lines.append(f"{'':18}token as set in {ENV_AUDIT_TOKEN} (Authorization: Bearer)")
+    if not (password and user) and not token:
         lines.append(f"{'':18}disabled: set {ENV_AUDIT_USER} and {ENV_AUDIT_PASSWORD} to enable it")
     lines.append("  third parties (each its own site for the browser):")
     for name, origin in demo.third_parties.items():
         lines.append(f"    {name:<6} {origin}/")
-    lines.append(f"  consent log     {demo.config.log}")
+    lines.append(f"  consent log     {mask_passwords(demo.config.log)}")
     lines += [f"  WARNING: {w}" for w in demo.warnings]
     lines += ["Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)

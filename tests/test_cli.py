@@ -97,7 +97,7 @@ def test_demo_without_key_warns_loudly(monkeypatch) -> None:
 
     class FakeSite:
         @staticmethod
-        def run(host, port, config_path):
+        def run(host, port, config_path, show_audit_password=False):
             started.update(host=host, port=port, key=os.environ.get("CONSENT_SECRET_KEYS"))
 
     monkeypatch.delenv("CONSENT_SECRET_KEYS")
@@ -106,3 +106,118 @@ def test_demo_without_key_warns_loudly(monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     assert "WARNING: CONSENT_SECRET_KEYS is not set" in result.output
     assert started["port"] == 8123 and len(started["key"]) >= 32
+
+
+# --- secrets and hostile input (issue 12, item 11) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://bob:hunter2-secret@db.example/x", "'mysql://bob:***@db.example/x': use sqlite:///"),
+        (
+            "postgresql://bob:hunter2-secret@[::1/consent",
+            "'postgresql://bob:***@[::1/consent': Invalid IPv6 URL",
+        ),
+        (
+            "postgresql://bob:hunter2-secret@127.0.0.1:99999/x",
+            "'postgresql://bob:***@127.0.0.1:99999/x': Port",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", [["serve"], ["log", "verify"], ["log", "export"]])
+def test_a_log_url_that_fails_validation_is_named_without_its_password(
+    toml_path: Path, url: str, says: str, command: list[str]
+) -> None:
+    """A bad `log` URL is named with its key and the problem, its password masked: never echoed."""
+    toml_path.write_text(
+        toml_path.read_text().replace(f'log = "sqlite:///{toml_path.parent / "log.db"}"', f'log = "{url}"')
+    )
+    result = CliRunner().invoke(cli, [*command, "--config", str(toml_path)])
+    assert result.exit_code == 1, result.output
+    assert f"{toml_path}: log: {says}" in result.output
+    assert "hunter2" not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_port_out_of_range_is_named(toml_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["serve", "--port", "99999", "--config", str(toml_path)])
+    assert result.exit_code == 2 and "Invalid value for '--port': 99999 is not in the range" in result.output
+
+
+def test_the_demo_prints_a_password_it_generated_once_and_never_one_the_operator_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo tells a password it made up (nobody could know it otherwise), but only says that
+    one the operator set is set: it lands in terminal scrollback and CI logs."""
+    import consent_banner.cli as cli_module
+
+    calls: list[dict[str, object]] = []
+
+    class FakeSite:
+        @staticmethod
+        def run(host, port, config_path, show_audit_password=False):
+            calls.append({"show": show_audit_password, "password": os.environ.get("CONSENT_AUDIT_PASSWORD")})
+
+    monkeypatch.setattr(cli_module, "_demo_module", lambda: FakeSite)
+    monkeypatch.delenv("CONSENT_AUDIT_TOKEN", raising=False)
+    monkeypatch.setenv("CONSENT_AUDIT_PASSWORD", "operator-chosen-secret")
+    assert CliRunner().invoke(cli, ["demo"]).exit_code == 0
+    monkeypatch.delenv("CONSENT_AUDIT_PASSWORD")
+    assert CliRunner().invoke(cli, ["demo"]).exit_code == 0
+    assert calls[0] == {"show": False, "password": "operator-chosen-secret"}
+    assert calls[1]["show"] is True and len(str(calls[1]["password"])) >= 16
+
+
+def run_demo_until_ready(tmp_path: Path, env: dict[str, str], *args: str) -> str:
+    """`consent-banner demo` in a subprocess: what it printed by the time it is ready; then Ctrl-C."""
+    import signal
+
+    port = free_port()
+    out = tmp_path / "demo-output.txt"
+    exe = Path(sys.executable).with_name("consent-banner")
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [str(exe), "demo", "--port", str(port), *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "Press Ctrl-C" not in (text := out.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, f"the demo did not start:\n{text}"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+        return out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_demo_never_echoes_secrets_the_operator_set(tmp_path: Path) -> None:
+    """Issue 12 item 11: the demo printed the operator's CONSENT_AUDIT_PASSWORD, and would print a
+    PostgreSQL log URL with its password: both are now only said to be set, or masked."""
+    demo_toml = Path(__file__).resolve().parent.parent / "server" / "consent.toml"
+    config = tmp_path / "consent.toml"
+    text = demo_toml.read_text()
+    assert "\nlog = " in text
+    config.write_text(
+        "\n".join(
+            'log = "postgresql://postgres:pg-secret-5678@127.0.0.1:1/x"'
+            if line.startswith("log = ")
+            else line
+            for line in text.splitlines()
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env.update(
+        CONSENT_AUDIT_USER="auditor", CONSENT_AUDIT_PASSWORD="operator-secret-1234", CONSENT_SECRET_KEYS=KEY
+    )
+    printed = run_demo_until_ready(tmp_path, env, "--config", str(config))
+    assert "operator-secret-1234" not in printed and "pg-secret-5678" not in printed, printed
+    assert "user auditor, password as set in CONSENT_AUDIT_PASSWORD" in printed
+    assert "consent log     postgresql://postgres:***@127.0.0.1:1/x" in printed

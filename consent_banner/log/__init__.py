@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..display import mask_passwords
 from ..errors import LogError
 from .base import BlockedSummary, ConsentLog, LogStats, PurgeResult, RecordFilter
 from .events import (
@@ -89,4 +90,4 @@ async def open_log(
         return await open_sqlite(
             url, hmac_key=hmac_key, previous_hmac_keys=previous_hmac_keys, create=create, **options
         )
-    raise LogError(f"{url!r}: the log URL must start with sqlite:///, postgresql:// or memory://")
+    raise LogError(f"{mask_passwords(url)!r}: the log URL must start with sqlite:///, postgresql:// or memory://")

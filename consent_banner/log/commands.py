@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -21,6 +21,7 @@ import click
 
 from ..config import ConsentConfig, parse_duration
 from ..consent import secret_keys_from_env
+from ..display import escape_controls, shown
 from ..errors import ConsentBannerError, MissingSecretKey
 from . import derive_hmac_key, hmac_keys_from_secrets, open_log
 from .base import RecordFilter, parse_day, valid_action
@@ -48,7 +49,7 @@ def _run(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
         try:
             return asyncio.run(fn(*args, **kwargs))
         except (ConsentBannerError, ValueError) as e:
-            raise click.ClickException(str(e)) from e
+            raise click.ClickException(shown(e)) from e
 
     return wrapper
 
@@ -70,11 +71,18 @@ async def _open(config_path: Path, *, need_key: bool = False, create: bool = Fal
 
 def _filter(since: str | None, until: str | None, action: str | None, consent_id: str | None) -> RecordFilter:
     return RecordFilter(
-        since=parse_day(since),
-        until=parse_day(until, end=True),
+        since=_day(since, "--since"),
+        until=_day(until, "--until", end=True),
         action=valid_action(action),
         consent_id=consent_id or None,
     )
+
+
+def _day(text: str | None, option: str, *, end: bool = False) -> datetime | None:
+    try:
+        return parse_day(text, end=end)
+    except ValueError as e:
+        raise click.BadParameter(shown(e), param_hint=[option]) from None
 
 
 async def _with_log(config_path: Path, body: Callable[[Any], Awaitable[T]], **open_kw: Any) -> T:
@@ -140,6 +148,9 @@ async def export(
     async def body(lg: Any) -> None:
         total = await lg.count(flt) if progress else 0
         out: TextIO = sys.stdout if to_stdout else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        # A file or a pipe gets the stored text as is: it is data, verified from. A terminal gets
+        # it with control characters escaped, so no record can drive the terminal.
+        on_terminal = to_stdout and sys.stdout.isatty()
         written = 0
         try:
             bar = (
@@ -149,7 +160,7 @@ async def export(
             )
             try:
                 async for text in stream(lg.iter_chunks(flt), fmt):
-                    out.write(text)
+                    out.write(escape_controls(text, newlines=True) if on_terminal else text)
                     if bar is not None:
                         n = text.count("\n")
                         bar.update(n - 1 if written == 0 and fmt == "csv" else n)
@@ -168,9 +179,9 @@ def _print_verify(result: VerifyResult, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        click.echo(result.message)
+        click.echo(shown(result.message))
         for note in result.notes:
-            click.echo(f"note: {note}", err=True)
+            click.echo(f"note: {shown(note)}", err=True)
     if not result.ok:
         sys.exit(1)
 
@@ -267,24 +278,22 @@ async def stats(config_path: Path, since: str | None, until: str | None, as_json
     if as_json:
         click.echo(json.dumps(s.to_json(), indent=2))
         return
-    click.echo(
-        f"{s.total} decisions by {s.consent_ids} consent ids"
-        + (f", {s.first_at[:10]} to {s.last_at[:10]}" if s.first_at and s.last_at else "")
-    )
+    # Days, actions and categories come from the database: shown with their controls escaped.
+    period = f", {s.first_at[:10]} to {s.last_at[:10]}" if s.first_at and s.last_at else ""
+    click.echo(escape_controls(f"{s.total} decisions by {s.consent_ids} consent ids{period}"))
     if not s.total:
         return
     actions = sorted(s.by_action)
     click.echo("")
-    click.echo("day         " + "".join(f"{a:>12}" for a in actions) + f"{'total':>10}")
+    click.echo("day         " + "".join(f"{escape_controls(a):>12}" for a in actions) + f"{'total':>10}")
     for day, counts in sorted(s.per_day.items()):
-        click.echo(
-            f"{day}  " + "".join(f"{counts.get(a, 0):>12}" for a in actions) + f"{sum(counts.values()):>10}"
-        )
+        figures = "".join(f"{counts.get(a, 0):>12}" for a in actions) + f"{sum(counts.values()):>10}"
+        click.echo(f"{escape_controls(day)}  {figures}")
     click.echo("")
     click.echo("acceptance rate per category")
     for c in s.categories:
         click.echo(
-            f"  {c:<20} {s.acceptance_rate(c) * 100:6.1f}%  ({s.granted.get(c, 0)} of "
+            f"  {escape_controls(c):<20} {s.acceptance_rate(c) * 100:6.1f}%  ({s.granted.get(c, 0)} of "
             f"{s.granted.get(c, 0) + s.denied.get(c, 0)})"
         )
 
@@ -302,7 +311,15 @@ async def purge(config_path: Path, older_than: str | None, yes: bool) -> None:
     period = older_than or config.retention
     if not period:
         raise click.UsageError("say --older-than (e.g. 3y), or set `retention` in the config")
-    days = parse_duration(period)
+    try:
+        days = parse_duration(period)
+        datetime.now(UTC) - timedelta(days=days)
+    except OverflowError:
+        raise click.BadParameter(
+            f"{period!r} reaches back before the year 1", param_hint=[_period_source(older_than)]
+        ) from None
+    except ValueError as e:
+        raise click.BadParameter(shown(e), param_hint=[_period_source(older_than)]) from None
     if not yes:
         click.confirm(f"Remove every consent record older than {period} ({days} days)?", abort=True)
 
@@ -318,6 +335,10 @@ async def purge(config_path: Path, older_than: str | None, yes: bool) -> None:
     else:
         click.echo(f"nothing older than {result.cutoff}")
     click.echo(f"purge logged as record {result.record.seq}")
+
+
+def _period_source(older_than: str | None) -> str:
+    return "--older-than" if older_than else "retention (consent.toml)"
 
 
 @log.command()
@@ -340,7 +361,7 @@ async def migrate(config_path: Path) -> None:
 
 @log.command()
 @config_option
-@click.option("--limit", default=50, show_default=True, help="Rows to show.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="Rows to show.")
 @_run
 async def blocked(config_path: Path, limit: int) -> None:
     """Blocked attempts from CSP reports: page, blocked origin, directive, how often."""
@@ -350,7 +371,9 @@ async def blocked(config_path: Path, limit: int) -> None:
         return
     click.echo(f"{'count':>7}  {'last seen':<20} {'directive':<18} {'blocked origin':<40} page")
     for r in rows:
-        click.echo(f"{r.count:>7}  {r.last_at[:19]:<20} {r.directive:<18} {r.origin:<40} {r.page}")
+        # Every column but the count is what a visitor posted: shown with its controls escaped.
+        when, directive, origin, page = map(escape_controls, (r.last_at[:19], r.directive, r.origin, r.page))
+        click.echo(f"{r.count:>7}  {when:<20} {directive:<18} {origin:<40} {page}")
 
 
 @log.command()

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import click
 
 from ..config import ConsentConfig
+from ..display import escape_controls
 from ..errors import ConfigError
 from .classify import findings_for
 from .model import Finding, PageResult, ScanReport, origin_of
@@ -185,7 +186,7 @@ def scan(
 
     def on_page(_: PageResult | None, page_url: str) -> None:
         if bar is not None:
-            bar.label = f"scanned {urlsplit(page_url).path or '/'}"[:50]
+            bar.label = escape_controls(f"scanned {urlsplit(page_url).path or '/'}")[:50]
             bar.update(1)
 
     job = scan_site(

@@ -4,6 +4,10 @@ JUnit layout: one `<testsuite>` per crawled page with one `<testcase>` per check
 decision", "R16 after Reject all", "R5 declared", "R5 lifetime", "R7 decision"), plus a "site" suite
 for the stale-declaration check. Each error finding is a `<failure>` of its check; JUnit has no
 warnings, so warnings are written to the check's `<system-out>` and the check still passes.
+
+Every text that comes from the site (paths, cookie names, storage keys, hosts, evidence) is written
+with its control characters escaped (`display.escape_controls`): a page's storage key must neither
+drive the terminal that shows the table nor make the JUnit file invalid XML.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import textwrap
 import xml.etree.ElementTree as ET
 
+from ..display import escape_controls
 from .model import STATES, Finding, PageResult, ScanReport, State
 
 CHECKS: dict[str, tuple[str, ...]] = {
@@ -31,7 +36,9 @@ SITE_CHECKS: dict[str, tuple[str, ...]] = {"R5 declarations in use": ("stale-dec
 
 def render(report: ScanReport, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+        # JSON escapes C0 itself; DEL, C1 and bidi overrides get the same \uXXXX spelling here.
+        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
+        return escape_controls(text, newlines=True) + "\n"
     if fmt == "junit":
         return junit(report)
     return table(report)
@@ -61,23 +68,28 @@ def table(report: ScanReport, width: int | None = None) -> str:
     width = width or max(80, min(shutil.get_terminal_size((120, 24)).columns, 160))
     errors, warnings = len(report.errors), len(report.warnings)
     lines = [
-        f"consent-banner scan of {report.url}",
-        f"config {report.config or '(given in Python)'}; {len(report.pages)} page(s), 3 states each",
+        f"consent-banner scan of {escape_controls(report.url)}",
+        f"config {escape_controls(report.config or '(given in Python)')}; {len(report.pages)} page(s), "
+        "3 states each",
         "",
     ]
     ordered = sorted(report.findings, key=lambda f: (f.severity != "error", report.findings.index(f)))
     if ordered:
         rows = [["SEVERITY", "REQ", "PAGE", "SUBJECT"]]
-        rows += [[f.severity.upper(), f.requirement, f.page or "(site)", f.subject] for f in ordered]
+        rows += [
+            [f.severity.upper(), f.requirement, *map(escape_controls, (f.page or "(site)", f.subject))]
+            for f in ordered
+        ]
         header, *body = _columns(rows)
         lines.append(header)
         for line, f in zip(body, ordered, strict=True):
             lines.append(line)
             indent = " " * 4
-            lines += textwrap.wrap(f.message, width, initial_indent=indent, subsequent_indent=indent)
+            message = escape_controls(f.message)
+            lines += textwrap.wrap(message, width, initial_indent=indent, subsequent_indent=indent)
             for e in f.evidence:
                 lines += textwrap.wrap(
-                    e,
+                    escape_controls(e),
                     width,
                     initial_indent=indent + "- ",
                     subsequent_indent=indent + "  ",
@@ -87,10 +99,13 @@ def table(report: ScanReport, width: int | None = None) -> str:
     else:
         lines += ["No findings: the site keeps the promises its consent.toml makes.", ""]
     rows = [["PAGE", "HTTP", "BEFORE ANY DECISION", "AFTER REJECT ALL", "AFTER ACCEPT ALL"]]
-    rows += [[p.path, str(p.status), *(_state_summary(p, s) for s in STATES)] for p in report.pages]
+    rows += [
+        [escape_controls(p.path), str(p.status), *(_state_summary(p, s) for s in STATES)]
+        for p in report.pages
+    ]
     lines += _columns(rows)
     for url, why in report.skipped:
-        lines.append(f"skipped {url}: {why}")
+        lines.append(f"skipped {escape_controls(url)}: {escape_controls(why)}")
     lines += [
         "",
         f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
@@ -105,17 +120,16 @@ def table(report: ScanReport, width: int | None = None) -> str:
 def _case(suite: ET.Element, classname: str, name: str, findings: list[Finding]) -> bool:
     """One check as a testcase: a single <failure> listing its errors (JUnit readers expect at most
     one per case), warnings in <system-out>. True when it failed."""
-    case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+    case = ET.SubElement(suite, "testcase", classname=escape_controls(classname), name=name)
 
     def text(f: Finding) -> str:
-        return f"{f.severity} {f.requirement} {f.subject}: {f.message}\n" + "\n".join(
-            f"- {e}" for e in f.evidence
-        )
+        head = escape_controls(f"{f.severity} {f.requirement} {f.subject}: {f.message}")
+        return head + "\n" + "\n".join(f"- {escape_controls(e)}" for e in f.evidence)
 
     errors = [f for f in findings if f.severity == "error"]
     warnings = [f for f in findings if f.severity != "error"]
     if errors:
-        subjects = ", ".join(f.subject for f in errors)
+        subjects = escape_controls(", ".join(f.subject for f in errors))
         failure = ET.SubElement(
             case,
             "failure",
@@ -136,7 +150,7 @@ def junit(report: ScanReport) -> str:
     ]
     groups.append(("(site)", SITE_CHECKS, [f for f in report.findings if f.page is None]))
     for name, checks, findings in groups:
-        suite = ET.SubElement(root, "testsuite", name=name, tests=str(len(checks)))
+        suite = ET.SubElement(root, "testsuite", name=escape_controls(name), tests=str(len(checks)))
         failed = 0
         for check, kinds in checks.items():
             failed += _case(suite, name, check, [x for x in findings if x.kind in kinds])

@@ -21,6 +21,7 @@ from functools import cache
 from importlib import resources
 
 from ..config import NECESSARY, ConsentConfig, parse_lifetime
+from ..display import escape_controls
 from .classify import Classifier
 from .model import CookieSeen, PageResult
 
@@ -148,8 +149,8 @@ def _slug(text: str) -> str:
 
 
 def _q(value: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's)."""
-    return json.dumps(value, ensure_ascii=False)
+    """A TOML basic string (JSON's escapes are TOML's; TOML also wants DEL escaped)."""
+    return escape_controls(json.dumps(value, ensure_ascii=False))
 
 
 @dataclass
@@ -165,7 +166,7 @@ class _Proposal:
     notes: list[str] = field(default_factory=list)
 
     def toml(self) -> str:
-        lines = [f"# {n}" for n in self.notes]
+        lines = [f"# {escape_controls(n)}" for n in self.notes]  # a key's line feed must not end the comment
         lines += [
             "[[services]]",
             f"name = {_q(self.name)}",
