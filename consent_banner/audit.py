@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import logging
+import math
 import os
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -35,13 +39,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .banner import parse_accept_language
 from .config import ConsentConfig, localized
 from .consent import Consent
 from .errors import LogError
 from .log import ACTIONS, LoggedRecord, LogStats, RecordFilter
-from .banner import parse_accept_language
 from .log.base import parse_day, valid_action
 from .log.export import CONTENT_TYPES, stream
+from .ratelimit import Client, Key, client_key
 
 logger = logging.getLogger("consent_banner.audit")
 
@@ -51,6 +56,8 @@ ENV_TOKEN = "CONSENT_AUDIT_TOKEN"
 REALM = "consent-banner audit"
 PAGE_SIZE = 50
 CHART_DAYS = 60  # days shown in the dashboard chart when no period is chosen
+MAX_CHART_DAYS = 731  # days shown at most, whatever the period
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 TEMPLATES = Path(__file__).parent / "templates" / "audit"
 _env = Environment(
@@ -135,12 +142,56 @@ class Credentials:
         return ", ".join(parts)
 
 
+class FailedLogins:
+    """Wrong credentials per client, to slow down guessing (per process, in memory).
+
+    A client (an IPv4 address, an IPv6 /64: `ratelimit.client_key`) may send FREE_FAILURES wrong
+    credentials; each further one makes it wait twice as long as the last, from 1 second up to
+    MAX_WAIT. While it waits, its requests get 429 with Retry-After and their credentials are not
+    even checked, so a wait cannot be used to learn a guess was right. Right credentials forget
+    the client's failures; so does an hour without one. At most `max_clients` are remembered, the
+    least recently failing forgotten first, so memory stays bounded whatever the number of addresses.
+    """
+
+    FREE_FAILURES = 10
+    MAX_WAIT = 15 * 60  # seconds
+    FORGET_AFTER = 3600  # seconds after a client's last failure
+
+    def __init__(self, *, max_clients: int = 10_000) -> None:
+        self._max_clients = max_clients
+        # client -> (failures, time of the last one, waiting until); times from time.monotonic()
+        self._clients: OrderedDict[Key, tuple[int, float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def wait(self, client: Client, now: float) -> float:
+        """Seconds the client must still wait before its credentials are checked again (0: none)."""
+        entry = self._clients.get(client_key(client))
+        return max(0.0, entry[2] - now) if entry else 0.0
+
+    def failed(self, client: Client, now: float) -> None:
+        key = client_key(client)
+        failures, last, _ = self._clients.pop(key, (0, now, now))
+        failures = 1 if now - last > self.FORGET_AFTER else failures + 1
+        extra = failures - self.FREE_FAILURES
+        until = now + min(2.0 ** (extra - 1), self.MAX_WAIT) if extra > 0 else now
+        self._clients[key] = (failures, now, until)
+        while len(self._clients) > self._max_clients:
+            self._clients.popitem(last=False)
+
+    def succeeded(self, client: Client) -> None:
+        self._clients.pop(client_key(client), None)
+
+
 class _RequireCredentials:
-    """Pure ASGI: every request must carry the configured credentials, or gets 401."""
+    """Pure ASGI: every request must carry the configured credentials, or gets 401 (429 while
+    the client waits after too many wrong ones)."""
 
     def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
         self.app = app
         self.credentials = credentials
+        self.failed_logins = FailedLogins()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # the audit view has none: refuse without looking further
@@ -154,7 +205,20 @@ class _RequireCredentials:
             if name == b"authorization":
                 auth = value.decode("latin-1")
                 break
+        client, now = scope.get("client"), time.monotonic()
+        wait = self.failed_logins.wait(client, now)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            response = JSONResponse(
+                {"error": f"too many wrong credentials from this address: try again in {seconds} s"},
+                status_code=429,
+                headers={"retry-after": str(seconds), "cache-control": "no-store"},
+            )
+            await response(scope, receive, send)
+            return
         if not self.credentials.check(auth):
+            if auth:  # a request without credentials is a browser asking for them, not a guess
+                self.failed_logins.failed(client, now)
             response = Response(
                 "Credentials required for the consent log audit view.\n",
                 status_code=401,
@@ -163,6 +227,7 @@ class _RequireCredentials:
             )
             await response(scope, receive, send)
             return
+        self.failed_logins.succeeded(client)
         await self.app(scope, receive, send)
 
 
@@ -236,6 +301,21 @@ def daily_chart(
     }
 
 
+def chart_period(flt: RecordFilter, per_day: Mapping[str, Any]) -> tuple[date | None, date | None]:
+    """The days the dashboard chart covers: the chosen period, else the last CHART_DAYS days with
+    decisions; at most MAX_CHART_DAYS, the latest (a period of centuries would draw a million bars)."""
+    first = flt.since.date() if flt.since else None
+    last = (flt.until - timedelta(microseconds=1)).date() if flt.until and flt.until > _EARLIEST else None
+    if per_day:
+        last = last or date.fromisoformat(max(per_day))
+    span = MAX_CHART_DAYS
+    if first is None and per_day:
+        first, span = date.fromisoformat(min(per_day)), CHART_DAYS
+    if first is not None and last is not None:
+        first = max(first, date.fromordinal(max(1, last.toordinal() - span + 1)))
+    return first, last
+
+
 def acceptance_chart(stats: LogStats, labels: Mapping[str, str], *, width: int = 720) -> dict[str, Any]:
     rows = []
     for i, c in enumerate(stats.categories):
@@ -274,25 +354,22 @@ class AuditView:
     def _filter(self, request: Request) -> tuple[RecordFilter, dict[str, str], str | None]:
         q = request.query_params
         raw = {k: q.get(k, "").strip() for k in ("action", "consent_id", "since", "until")}
-        try:
-            flt = RecordFilter(
-                since=parse_day(raw["since"]),
-                until=parse_day(raw["until"], end=True),
-                action=valid_action(raw["action"]),
-                consent_id=raw["consent_id"] or None,
-            )
-        except ValueError as e:
-            return RecordFilter(), {k: "" for k in raw}, str(e)
-        return flt, raw, None
+        parsed: dict[str, Any] = {}
+        for name, parse in (
+            ("action", valid_action),
+            ("since", parse_day),
+            ("until", functools.partial(parse_day, end=True)),
+        ):
+            try:
+                parsed[name] = parse(raw[name])
+            except ValueError as e:
+                return RecordFilter(), {k: "" for k in raw}, f"{name}: {e}"
+        return RecordFilter(consent_id=raw["consent_id"] or None, **parsed), raw, None
 
     async def dashboard(self, request: Request) -> Response:
         flt, raw, error = self._filter(request)
         stats: LogStats = await self.log.stats(flt)
-        first = flt.since.date() if flt.since else None
-        last = (flt.until - timedelta(microseconds=1)).date() if flt.until else None
-        if first is None and stats.per_day:
-            last = last or date.fromisoformat(max(stats.per_day))
-            first = max(date.fromisoformat(min(stats.per_day)), last - timedelta(days=CHART_DAYS - 1))
+        first, last = chart_period(flt, stats.per_day)
         per_day = {
             d: c
             for d, c in stats.per_day.items()
@@ -301,6 +378,7 @@ class AuditView:
         return self.render(
             request,
             "dashboard.html",
+            status=400 if error else 200,
             stats=stats,
             filters=raw,
             error=error,
@@ -322,6 +400,7 @@ class AuditView:
         return self.render(
             request,
             "records.html",
+            status=400 if error else 200,
             records=page,
             filters=raw,
             error=error,
@@ -381,7 +460,7 @@ class AuditView:
             return _plain_error("Not found.", 404)
         flt, _, error = self._filter(request)
         if error:
-            return _plain_error(error, 400)
+            return JSONResponse({"error": error}, status_code=400, headers={"cache-control": "no-store"})
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return StreamingResponse(
             stream(self.log.iter_chunks(flt), fmt),
