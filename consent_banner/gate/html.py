@@ -96,6 +96,53 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .css import rewrite_css
+from .markup import (
+    BEFORE,
+    BLANK,
+    BOGUS,
+    BREAKOUT,
+    CDATA,
+    COMMENT,
+    COMMENT_END,
+    CSS_AND_HTML,
+    DATA,
+    DOUBLE,
+    ESCAPED,
+    FOREIGN,
+    IN_NAME,
+    JS_TYPES,
+    LANG,
+    LIST_ATTRS,
+    LONG_TAG_ATTR,
+    MARKUP,
+    NOSCRIPT,
+    PLAIN,
+    PROLOG_TAG,
+    RAW,
+    SCRIPT,
+    SCRIPT_STATES,
+    SKIP,
+    SKIP_PLAIN,
+    STYLE,
+    SVG_URL_ATTRS,
+    SWITCH,
+    TAG,
+    TAG_NAME,
+    TEXT_POINT,
+    URL_ATTRS,
+    VALUE_START,
+    VOID,
+    Attr,
+    attr_value,
+    close_one,
+    edit_tag,
+    end_tag_pattern,
+    frame_kind,
+    has_any,
+    parse_attrs,
+    scan_tag,
+    self_closing,
+)
 from .urls import attr_text, decode, encode, srcset_urls, unescape, url_host
 
 MAX_TAG = 64 * 1024  # a tag, attribute, or CSS token held whole at most this long (then decided as it stands)
@@ -175,143 +222,6 @@ def placeholder_html(blocked: Blocked, language: str, texts: tuple[str, str]) ->
     )
 
 
-# --- the tokenizer's tables ------------------------------------------------------------------------
-# Every pattern runs on the lower-cased copy of the buffer (same offsets, ASCII-only lowering), so
-# none needs re.I. All are possessive or bounded: linear time on any input, no backtracking.
-
-_WSC = rb"\t\n\f\r "
-# After a tag name: attributes as the HTML5 tokenizer reads them (a name may start with `=` and hold
-# quotes; a quote opens a value only right after `=`), up to the `>` that ends the tag.
-_REST = (
-    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+"
-    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)"""
-    rb"|(?![\t\n\f\r ]*+=)))*+>"
-)
-# In the data state: a start tag (name, rest or None when unfinished), an end tag (same), or `<!`,
-# `</` not followed by a letter, `<?`. Any other `<` is text.
-_MARKUP = re.compile(
-    rb"<(?:([a-z][^\t\n\f\r />]*+)(" + _REST + rb")?|/([a-z][^\t\n\f\r />]*+)(" + _REST + rb")?|([!/?]))"
-)
-# Outside SVG/MathML: text and the tags the rewriter leaves alone, skipped in one match. A start tag
-# is left alone when its name neither switches the tokenizer nor fetches, and it has no attribute
-# that fetches on any element or holds CSS; an end tag unless it is </body> or </head>.
-_INERT_ATTR = rb"(?!(?:style|ping|background|srcdoc)[\t\n\f\r />=])"
-_SWITCHING = (  # by first letter: `re` tries alternatives one by one
-    rb"(?:s(?:cript|tyle|vg)|t(?:extarea|itle)|iframe|no(?:embed|frames|script)|plaintext|math|body|h(?:ead|tml)"
-    rb"|xmp)[\t\n\f\r />]"
-)
-_FETCHING = (
-    rb"(?:s(?:ource)|t(?:rack)|i(?:mg|mage|nput)|b(?:ase)|v(?:ideo)|a(?:udio)|e(?:mbed)|o(?:bject)|l(?:ink)"
-    rb"|f(?:rame))[\t\n\f\r />]"
-)
-_INERT_REST = _REST.replace(rb"|[^\t\n\f\r />][^", rb"|" + _INERT_ATTR + rb"[^\t\n\f\r />][^", 1)
-# A fetching tag may be skipped too when no value in it holds a byte that could spell a host another
-# way (references, escapes, percent, controls, non-ASCII); the skipped text is then searched for the
-# denied hosts as written, and only what names one is read tag by tag.
-_PLAIN = rb"&%\\\x00-\x1f\x80-\xff"
-_PLAIN_REST = _INERT_REST.replace(
-    rb"""(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)""",
-    rb"""(?:"[^\"""" + _PLAIN + rb"""]*+"|'[^'""" + _PLAIN + rb"""]*+'|(?!["'])[^\t\n\f\r >"""
-    + _PLAIN + rb"""]*+(?=[\t\n\f\r >]))""",
-    1,
-)
-_SKIP_PARTS = (
-    rb"(?:[^<]++|<(?=[^a-z!/?])|<(?!" + _SWITCHING + rb"|" + _FETCHING + rb")[a-z][^\t\n\f\r />]*+"
-    + _INERT_REST,
-    rb"|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+" + _REST + rb")*+",
-)
-_SKIP = re.compile(b"".join(_SKIP_PARTS))
-_SKIP_PLAIN = re.compile(
-    _SKIP_PARTS[0] + rb"|<(?=" + _FETCHING + rb")[a-z]++" + _PLAIN_REST + _SKIP_PARTS[1]
-)
-_ATTR = re.compile(
-    rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
-    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
-)
-_COMMENT_END = re.compile(rb"--!?>")
-_SCRIPT_DATA = re.compile(rb"<!--|</script[\t\n\f\r />]")
-_SCRIPT_ESCAPED = re.compile(rb"-->|<(/?)script[\t\n\f\r />]")
-_SCRIPT_DOUBLE = re.compile(rb"-->|</script[\t\n\f\r />]")
-_PROLOG_TAG = re.compile(rb"<(html|head)(?=[\t\n\f\r />])")
-_BLANK = re.compile(rb"(?:[\t\n\f\r ]|\xef\xbb\xbf)+")
-_LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
-_END_TAGS: dict[bytes, re.Pattern[bytes]] = {}
-
-# The tokenizer states this rewriter tracks (the tag and attribute states live in _REST / _scan_tag).
-_DATA, _RAW, _STYLE, _NOSCRIPT, _SCRIPT, _ESCAPED, _DOUBLE, _PLAIN, _COMMENT, _BOGUS, _CDATA, _TAG = range(12)
-# HTML elements whose start tag switches the tokenizer (the tree builder does it, HTML namespace only).
-_SWITCH = {
-    b"script": _SCRIPT,
-    b"style": _STYLE,
-    b"textarea": _RAW,
-    b"title": _RAW,
-    b"xmp": _RAW,
-    b"iframe": _RAW,
-    b"noembed": _RAW,
-    b"noframes": _RAW,
-    b"noscript": _NOSCRIPT,
-    b"plaintext": _PLAIN,
-}
-_VOID = frozenset(
-    b"area base br col embed hr img image input link meta source track wbr param keygen frame basefont "
-    b"bgsound".split()
-)
-# Start tags that leave SVG/MathML content (the parser pops back to HTML), and the integration points
-# whose content is HTML again.
-_BREAKOUT = frozenset(
-    b"b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img li "
-    b"listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var".split()
-)
-_SVG_HTML_POINTS = frozenset({b"foreignobject", b"desc", b"title"})
-_MATH_TEXT_POINTS = frozenset({b"mi", b"mo", b"mn", b"ms", b"mtext"})
-_FOREIGN, _HTML_POINT, _TEXT_POINT = 0, 1, 2
-
-# Attributes that make the browser fetch, per element: HTML, then SVG.
-_URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
-    b"img": (b"src", b"srcset"),
-    b"image": (b"src", b"srcset"),  # parsed as <img>
-    b"input": (b"src",),
-    b"source": (b"src", b"srcset"),
-    b"video": (b"src", b"poster"),
-    b"audio": (b"src",),
-    b"track": (b"src",),
-    b"embed": (b"src",),
-    b"object": (b"data",),
-    b"link": (b"href", b"imagesrcset"),
-    b"iframe": (b"src",),
-    b"frame": (b"src",),
-    b"script": (b"src",),
-    b"a": (b"ping",),
-    b"area": (b"ping",),
-    b"table": (b"background",),
-    b"td": (b"background",),
-    b"th": (b"background",),
-    b"body": (b"background",),
-    b"base": (b"href",),
-}
-_SVG_URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
-    name: (b"href", b"xlink:href") for name in (b"image", b"use", b"feimage", b"script")
-}
-_LIST_ATTRS = frozenset({b"srcset", b"imagesrcset", b"ping"})
-_JS_TYPES = frozenset(
-    {
-        "", "module", "text/javascript", "application/javascript", "text/ecmascript",
-        "application/ecmascript", "application/x-javascript", "application/x-ecmascript", "text/x-javascript",
-        "text/x-ecmascript", "text/jscript", "text/livescript",
-    }
-)
-
-
-def _end_tag(name: bytes) -> re.Pattern[bytes]:
-    found = _END_TAGS.get(name)
-    if found is None:
-        found = _END_TAGS[name] = re.compile(rb"</" + re.escape(name) + rb"[\t\n\f\r />]")
-    return found
-
-
-_SCRIPT_STATES = {_SCRIPT: _SCRIPT_DATA, _ESCAPED: _SCRIPT_ESCAPED, _DOUBLE: _SCRIPT_DOUBLE}
-
-
 class _Mark:
     """An injection point held in the output until it is decided."""
 
@@ -320,95 +230,6 @@ class _Mark:
     def __init__(self, name: str) -> None:
         self.name = name
 
-
-Attr = tuple[bytes, int, int, int, int, bytes]  # lower-case name, name start/end, value start/end, raw value
-
-# The tag and attribute states, resumable: for a tag that does not end in the buffer at hand.
-_IN_NAME, _BEFORE, _ATTR_NAME, _AFTER_NAME, _BEFORE_VALUE, _DQ, _SQ, _UNQUOTED = range(8)
-_TAG_NAME = re.compile(rb"[^\t\n\f\r />]*+")
-# Whole attributes, in one match, up to one that may go on in the next chunk.
-_ATTRS_RUN = re.compile(
-    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />])"
-    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+(?=[\t\n\f\r >]))"""
-    rb"|(?![\t\n\f\r ]*+(?:=|\Z))))*+"
-)
-_LONG_TAG_ATTR = re.compile(
-    rb"(?:^|(?<=[\t\n\f\r /\"']))"
-    rb"(src|srcset|data|href|imagesrcset|ping|background|poster|xlink:href|style|srcdoc)(?=[\t\n\f\r />=])"
-)
-_CSS_AND_HTML = (b"style", b"srcdoc")
-_VALUE_START = re.compile(rb"[\t\n\f\r ]*+=[\t\n\f\r ]*+[\"']?[\x00-\x20]*+")
-_NAME_CHARS = re.compile(rb"[^\t\n\f\r />=]*+")
-_SPACES = re.compile(rb"[\t\n\f\r ]*+")
-_UNQUOTED_CHARS = re.compile(rb"[^\t\n\f\r >]*+")
-
-
-def _scan_tag(low: bytes, pos: int, state: int) -> tuple[int, int, bool]:
-    """Run the tag states from `pos`: (where it stopped, the state there, whether `>` ended the tag);
-    an unfinished attribute name is reported as a stop where it began."""
-    n = len(low)
-    name_start = pos
-    while pos < n:
-        if state == _IN_NAME:
-            pos = _TAG_NAME.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            if low[pos] == 62:  # ">"
-                return pos + 1, state, True
-            state, pos = _BEFORE, pos + 1
-        elif state == _BEFORE:
-            pos = _ATTRS_RUN.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            if low[pos] == 62:
-                return pos + 1, state, True
-            state, name_start, pos = _ATTR_NAME, pos, pos + 1  # the first character may be "="
-        elif state == _ATTR_NAME:
-            pos = _NAME_CHARS.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            c = low[pos]
-            if c == 62:
-                return pos + 1, state, True
-            state, pos = (_BEFORE_VALUE if c == 61 else _BEFORE if c == 47 else _AFTER_NAME), pos + 1
-        elif state == _AFTER_NAME:
-            pos = _SPACES.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            c = low[pos]
-            if c == 62:
-                return pos + 1, state, True
-            if c == 61 or c == 47:
-                state, pos = (_BEFORE_VALUE if c == 61 else _BEFORE), pos + 1
-            else:
-                state = _BEFORE  # a new attribute: back to the fast path
-        elif state == _BEFORE_VALUE:
-            pos = _SPACES.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            c = low[pos]
-            if c == 62:
-                return pos + 1, state, True
-            if c == 34 or c == 39:
-                state, pos = (_DQ if c == 34 else _SQ), pos + 1
-            else:
-                state = _UNQUOTED
-        elif state == _DQ or state == _SQ:
-            j = low.find(b'"' if state == _DQ else b"'", pos)
-            if j < 0:
-                pos = n
-                break
-            state, pos = _BEFORE, j + 1  # after a quoted value: as before an attribute name
-        else:  # _UNQUOTED
-            pos = _UNQUOTED_CHARS.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            if low[pos] == 62:
-                return pos + 1, state, True
-            state, pos = _BEFORE, pos + 1
-    if state == _ATTR_NAME:  # unfinished: report where it began, so that it is held
-        return name_start, _BEFORE, False
-    return pos, state, False
 
 class HtmlRewriter:
     """Rewrites one HTML response body, chunk by chunk."""
@@ -433,8 +254,8 @@ class HtmlRewriter:
         self._scripting = scripting
         self._buf = b""  # input not yet processed: a tag or tail straddling chunks
         self._out: list[bytes | _Mark] = []  # processed output; marks hold injection points
-        self._state = _DATA
-        self._end: re.Pattern[bytes] = _end_tag(b"script")  # what ends the raw text we are in
+        self._state = DATA
+        self._end: re.Pattern[bytes] = end_tag_pattern(b"script")  # what ends the raw text we are in
         # Open SVG/MathML elements: (namespace, name, kind, HTML elements open in it per name).
         self._foreign: list[tuple[bytes, bytes, int, dict[bytes, int]]] = []
         # An end tag left SVG/MathML content or not, depending on HTML elements we did not track: from
@@ -514,20 +335,20 @@ class HtmlRewriter:
         pos, n = 0, len(buf)
         while pos < n:
             state = self._state
-            if state == _DATA:
+            if state == DATA:
                 if self._prolog:
                     pos = self._scan_prolog(buf, low, pos, final)
-                    if self._prolog and self._state == _DATA:
+                    if self._prolog and self._state == DATA:
                         break  # needs more input
                     continue
                 pos = self._data(buf, low, pos, final)
-            elif state == _SCRIPT or state == _ESCAPED or state == _DOUBLE:
+            elif state == SCRIPT or state == ESCAPED or state == DOUBLE:
                 pos = self._script(buf, low, pos, final)
-            elif state == _RAW or state == _STYLE or state == _NOSCRIPT:
+            elif state == RAW or state == STYLE or state == NOSCRIPT:
                 pos = self._raw(buf, low, pos, final)
-            elif state == _TAG:
+            elif state == TAG:
                 pos = self._unfinished_tag(buf, low, pos, final)
-            elif state == _PLAIN:
+            elif state == PLAIN:
                 self._out.append(buf[pos:])
                 pos = n
             else:  # a comment, bogus comment or CDATA section
@@ -542,15 +363,15 @@ class HtmlRewriter:
         out = self._out
         if not self._foreign:
             hit = self._next_needle(low, pos)
-            skip = _SKIP_PLAIN.match(low, pos, hit).end()  # type: ignore[union-attr]
+            skip = SKIP_PLAIN.match(low, pos, hit).end()  # type: ignore[union-attr]
             if skip == hit and hit < len(low):  # a denied host as written: only inert tags skip it
-                skip = _SKIP.match(low, skip).end()  # type: ignore[union-attr]
+                skip = SKIP.match(low, skip).end()  # type: ignore[union-attr]
             if skip > pos:
                 out.append(buf[pos:skip])
                 pos = skip
                 if pos == len(buf):
                     return pos
-        m = _MARKUP.search(low, pos)
+        m = MARKUP.search(low, pos)
         if m is None:
             n = len(buf)
             if self._in_foreign_style():
@@ -579,7 +400,7 @@ class HtmlRewriter:
             return self._declaration(buf, low, start, final)
         if kind == b"?":  # a processing instruction is a bogus comment, up to ">"
             out.append(b"<")
-            self._state = _BOGUS
+            self._state = BOGUS
             return start + 1
         # "</" not followed by a letter: "</>" is dropped, anything else starts a bogus comment
         if start + 2 >= len(buf):
@@ -591,7 +412,7 @@ class HtmlRewriter:
             out.append(buf[start : start + 3])
             return start + 3
         out.append(buf[start : start + 2])
-        self._state = _BOGUS
+        self._state = BOGUS
         return start + 2
 
     def _next_needle(self, low: bytes, pos: int) -> int:
@@ -632,39 +453,39 @@ class HtmlRewriter:
                 out.append(buf[start:end])
                 return end
             out.append(buf[start : start + 4])
-            self._state = _COMMENT
+            self._state = COMMENT
             return start + 4
         if after.startswith(b"[cdata[") and buf.startswith(b"[CDATA[", start + 2) and self._in_foreign():
             out.append(buf[start : start + 9])
-            self._state = _CDATA
+            self._state = CDATA
             return start + 9
         out.append(buf[start : start + 2])  # a doctype ends at the first ">" as a bogus comment does
-        self._state = _BOGUS
+        self._state = BOGUS
         return start + 2 if start + 2 <= n else n
 
     def _comment(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         state, n, out = self._state, len(buf), self._out
-        if state == _BOGUS:
+        if state == BOGUS:
             end = low.find(b">", pos)
             keep = 0
-        elif state == _COMMENT:
-            m = _COMMENT_END.search(low, pos)
+        elif state == COMMENT:
+            m = COMMENT_END.search(low, pos)
             end, keep = (m.end() - 1 if m else -1), 3
         else:
             end = low.find(b"]]>", pos)
             end, keep = (end + 2 if end >= 0 else -1), 2
         if end < 0:
             stop = n if final else max(pos, n - keep)
-            if state == _CDATA and self._in_foreign_style():
+            if state == CDATA and self._in_foreign_style():
                 out.append(self._css_text(buf[pos:stop], escaped=False))
             else:
                 out.append(buf[pos:stop])
             return stop if stop == n else ~stop
-        if state == _CDATA and self._in_foreign_style():
+        if state == CDATA and self._in_foreign_style():
             out.append(self._css_text(buf[pos : end - 2], escaped=False) + buf[end - 2 : end + 1])
         else:
             out.append(buf[pos : end + 1])
-        self._state = _DATA
+        self._state = DATA
         return end + 1
 
     def _script(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
@@ -672,7 +493,7 @@ class HtmlRewriter:
         out, n = self._out, len(buf)
         while True:
             state = self._state
-            m = _SCRIPT_STATES[state].search(low, pos)
+            m = SCRIPT_STATES[state].search(low, pos)
             if m is None:
                 stop = n if final else max(pos, n - 9)  # "</script" and one more byte may straddle
                 out.append(buf[pos:stop])
@@ -681,20 +502,20 @@ class HtmlRewriter:
             token = low[start : start + 3]
             if token == b"<!-":  # script data -> escaped; its dashes may also close it ("<!-->")
                 out.append(buf[pos : start + 2])
-                self._state, pos = _ESCAPED, start + 2
+                self._state, pos = ESCAPED, start + 2
             elif token == b"-->":
                 out.append(buf[pos:end])
-                self._state, pos = _SCRIPT, end
-            elif state == _DOUBLE:  # "</script" ends the double escape, not the script
+                self._state, pos = SCRIPT, end
+            elif state == DOUBLE:  # "</script" ends the double escape, not the script
                 out.append(buf[pos:end])
-                self._state, pos = _ESCAPED, end
-            elif m.group(1) if state == _ESCAPED else True:  # "</script": the end tag, read in the data state
+                self._state, pos = ESCAPED, end
+            elif m.group(1) if state == ESCAPED else True:  # "</script": the end tag, read in the data state
                 out.append(buf[pos:start])
-                self._state = _DATA
+                self._state = DATA
                 return start
             else:  # "<script" inside an escaped comment: double escaped
                 out.append(buf[pos:end])
-                self._state, pos = _DOUBLE, end
+                self._state, pos = DOUBLE, end
 
     def _raw(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         """RAWTEXT, RCDATA, <style> (its CSS rewritten) and <noscript> (rewritten by a nested rewriter)."""
@@ -703,9 +524,9 @@ class HtmlRewriter:
         stop = m.start() if m else n if final else max(pos, n - 12)  # "</noscript" and one more byte
         content = buf[pos:stop]
         done = m is not None or final
-        if self._state == _STYLE:
+        if self._state == STYLE:
             self._out.append(self._style_css(content, final=done))
-        elif self._state == _NOSCRIPT:
+        elif self._state == NOSCRIPT:
             assert self._nested is not None
             self._out.append(self._nested.feed(content))
             if done:
@@ -715,7 +536,7 @@ class HtmlRewriter:
             self._out.append(content)
         if m is None:
             return stop if stop == n else ~stop
-        self._state = _DATA  # the end tag itself is read in the data state
+        self._state = DATA  # the end tag itself is read in the data state
         return stop
 
     # --- tags ---
@@ -725,31 +546,31 @@ class HtmlRewriter:
         if final:  # the input ends inside a tag: the browser drops it, and nothing after it is markup
             self._out.append(buf[start:])
             return len(buf)
-        self._tag = [is_end, _IN_NAME, 1 + is_end]  # resume at the name, offsets from the `<`
-        self._state = _TAG
+        self._tag = [is_end, IN_NAME, 1 + is_end]  # resume at the name, offsets from the `<`
+        self._state = TAG
         return ~start
 
     def _unfinished_tag(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         is_end, state, at = self._tag
-        end, state, done = _scan_tag(low, pos + at, state)
+        end, state, done = scan_tag(low, pos + at, state)
         if self._long_tag is not None:
             self._final = final
             return self._stream_long_tag(buf, low, pos, end, state, done)
         if done:
-            self._state = _DATA
-            name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
+            self._state = DATA
+            name = TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
             if is_end:
                 return self._end_tag(buf, pos, end, name)
             return self._start_tag(buf, low, pos, end, name)
         if final:
             self._out.append(buf[pos:])
-            self._state = _DATA
+            self._state = DATA
             return len(buf)
         self._tag = [is_end, state, end - pos]
         if end - pos <= MAX_TAG:
             return ~pos
         # Too long to hold: it streams through from now on, what could fetch in it renamed.
-        name = _TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
+        name = TAG_NAME.match(low, pos + 1 + is_end).group(0)  # type: ignore[union-attr]
         self._long_tag, self._final = (name, False), final
         return self._stream_long_tag(buf, low, pos, end, state, done)
 
@@ -763,11 +584,11 @@ class HtmlRewriter:
         stop = end if done else len(buf) if self._final else end
         parts, last = [], pos
         if self._hosts is not None and not self._tag[0]:
-            names = _URL_ATTRS.get(name, ()) + _SVG_URL_ATTRS.get(name, ()) + _CSS_AND_HTML
-            for m in _LONG_TAG_ATTR.finditer(low, pos, stop):
+            names = URL_ATTRS.get(name, ()) + SVG_URL_ATTRS.get(name, ()) + CSS_AND_HTML
+            for m in LONG_TAG_ATTR.finditer(low, pos, stop):
                 if m.group(1) not in names:
                     continue
-                v = _VALUE_START.match(low, m.end(1))
+                v = VALUE_START.match(low, m.end(1))
                 if v is None:
                     continue  # no value: nothing to fetch
                 if v.end() + 5 >= len(low) and not (done or self._final):
@@ -782,7 +603,7 @@ class HtmlRewriter:
             if denied:
                 tail = tail[:-1] + self._marked() + b">"
             parts.append(tail)
-            self._long_tag, self._state = None, _DATA
+            self._long_tag, self._state = None, DATA
             # the tag's effects (SVG/MathML, raw text, the injection landmarks) as for any other
             if self._tag[0]:
                 return self._end_tag(buf, pos, end, name, b"".join(parts))
@@ -790,7 +611,7 @@ class HtmlRewriter:
         parts.append(buf[last:stop])
         self._out.append(b"".join(parts))
         if self._final:
-            self._long_tag, self._state = None, _DATA
+            self._long_tag, self._state = None, DATA
             return len(buf)
         self._long_tag = (name, denied)
         self._tag = [self._tag[0], state, end - stop]
@@ -802,37 +623,37 @@ class HtmlRewriter:
         """A start tag at buf[start:end]: rewritten, and followed into SVG/MathML or raw text; `sent`:
         an over-long tag already streamed but for this last piece of it."""
         if sent is None and end - start > MAX_TAG:  # too long to decide whole: streamed
-            self._long_tag, self._final, self._tag = (name, False), False, [False, _BEFORE, 0]
-            return self._stream_long_tag(buf, low, start, end, _BEFORE, True)
+            self._long_tag, self._final, self._tag = (name, False), False, [False, BEFORE, 0]
+            return self._stream_long_tag(buf, low, start, end, BEFORE, True)
         tag = buf[start:end]
         emit = self._out.append if sent is None else lambda _: self._out.append(sent)
         frames = self._foreign
         if frames:
             ns, top, kind, inside = frames[-1]
-            mathml_in_text = kind == _TEXT_POINT and not inside and name in (b"mglyph", b"malignmark")
-            if kind == _FOREIGN or mathml_in_text:
-                if name in _BREAKOUT or (name == b"font" and _has_any(tag, (b"color", b"face", b"size"))):
-                    while frames and frames[-1][2] == _FOREIGN:
+            mathml_in_text = kind == TEXT_POINT and not inside and name in (b"mglyph", b"malignmark")
+            if kind == FOREIGN or mathml_in_text:
+                if name in BREAKOUT or (name == b"font" and has_any(tag, (b"color", b"face", b"size"))):
+                    while frames and frames[-1][2] == FOREIGN:
                         frames.pop()
                     self._uncertain = self._uncertain and bool(frames)
                 else:
                     if top == b"annotation-xml" and name == b"svg":
                         ns = b"svg"
                     emit(self._rewrite(ns, name, tag, low, start))
-                    if not _self_closing(tag):
-                        self._push((ns, name, _kind(ns, name, tag), {}))
+                    if not self_closing(tag):
+                        self._push((ns, name, frame_kind(ns, name, tag), {}))
                     return end
         if name == b"svg" or name == b"math":
             emit(self._rewrite(name, name, tag, low, start))
-            if not _self_closing(tag):
-                self._push((name, name, _FOREIGN, {}))
+            if not self_closing(tag):
+                self._push((name, name, FOREIGN, {}))
             return end
         if name == b"body":
             self._decide_head(self._base + start)
         emit(self._rewrite(b"", name, tag, low, start))
-        switch = _SWITCH.get(name)
+        switch = SWITCH.get(name)
         if switch is not None:
-            if switch == _NOSCRIPT:
+            if switch == NOSCRIPT:
                 if not self._scripting:
                     return end
                 self._nested = nested = HtmlRewriter(
@@ -843,9 +664,9 @@ class HtmlRewriter:
                 nested._foreign = [(*f[:3], dict(f[3])) for f in frames]
                 nested._uncertain = self._uncertain
             self._state = switch
-            if switch != _SCRIPT:
-                self._end = _end_tag(name)
-        elif frames and name not in _VOID:  # HTML inside an integration point
+            if switch != SCRIPT:
+                self._end = end_tag_pattern(name)
+        elif frames and name not in VOID:  # HTML inside an integration point
             opened = frames[-1][3]
             opened[name] = opened.get(name, 0) + 1
         return end
@@ -866,7 +687,7 @@ class HtmlRewriter:
             base -= 1
         if base == len(frames) - 1:  # the current node is HTML: only HTML elements can close
             if name in frames[base][3]:
-                _close(frames[base][3], name)
+                close_one(frames[base][3], name)
                 return end
             # The standard ignores it (an integration point stands in the way); html5lib closes the
             # SVG/MathML element of that name. Follow the latter, unsure from now on.
@@ -877,7 +698,7 @@ class HtmlRewriter:
                     break
             return end
         if name == b"br" or name == b"p":  # these two leave SVG/MathML content
-            while len(frames) > base + 1 and frames[-1][2] == _FOREIGN:
+            while len(frames) > base + 1 and frames[-1][2] == FOREIGN:
                 frames.pop()
             self._uncertain = self._uncertain and bool(frames)
             return end
@@ -889,9 +710,9 @@ class HtmlRewriter:
         # An end tag of an HTML element open below closes the SVG/MathML inside it, unless an
         # integration point (a scope boundary) stands in between.
         if base >= 0:
-            if frames[base][3].get(name) and all(f[2] == _FOREIGN for f in frames[base + 1 :]):
+            if frames[base][3].get(name) and all(f[2] == FOREIGN for f in frames[base + 1 :]):
                 del frames[base + 1 :]
-                _close(frames[base][3], name)
+                close_one(frames[base][3], name)
         else:
             self._uncertain = True  # whether an HTML element of that name is open: not tracked
         return end
@@ -906,7 +727,7 @@ class HtmlRewriter:
         """Whether a comment or CDATA section here hides its content: not inside an SVG/MathML
         element named like an HTML raw text element once we are unsure we are still in SVG/MathML
         (there, in HTML, `<!--` is text and `</style>` ends the element)."""
-        return not (self._uncertain and self._foreign and self._foreign[-1][1] in _SWITCH)
+        return not (self._uncertain and self._foreign and self._foreign[-1][1] in SWITCH)
 
     def _in_foreign(self) -> bool:
         """Whether the adjusted current node is an SVG/MathML element (where CDATA sections exist)."""
@@ -961,16 +782,16 @@ class HtmlRewriter:
         hosts = self._hosts
         if hosts is None:
             return tag
-        names = _SVG_URL_ATTRS.get(name, ()) if ns == b"svg" else _URL_ATTRS.get(name, ()) if not ns else ()
+        names = SVG_URL_ATTRS.get(name, ()) if ns == b"svg" else URL_ATTRS.get(name, ()) if not ns else ()
         if ns and self._uncertain:  # maybe HTML after all: what the HTML element would fetch too
-            names += _URL_ATTRS.get(name, ())
+            names += URL_ATTRS.get(name, ())
         end = start + len(tag)
         styled = low.find(b"style", start, end) >= 0
         if not names and not styled:
             return tag
         if hosts.suspect.search(low, start, end) is None:
             return tag  # names no denied host in any spelling: the common case, decided without parsing
-        attrs = _attrs(tag, len(name) + 1)
+        attrs = parse_attrs(tag, len(name) + 1)
         edits: list[tuple[int, int, bytes]] = []
         for a in attrs:
             if a[0] == b"style" or (a[0] == b"srcdoc" and name == b"iframe" and not ns):
@@ -981,10 +802,10 @@ class HtmlRewriter:
         if blocked is not None and name == b"script" and not ns:
             kind = next((a[5] for a in attrs if a[0] == b"type"), None)  # the first one counts
             kind_text = attr_text(kind, self._charset).strip(" \t\n\f\r").lower() if kind is not None else ""
-            if kind_text not in _JS_TYPES:
+            if kind_text not in JS_TYPES:
                 blocked = None  # not executed, not fetched: a data block or an already neutralised script
         if blocked is None:
-            return _edit(tag, attrs, edits, b"") if edits else tag
+            return edit_tag(tag, attrs, edits, b"") if edits else tag
         renames = {a: b"data-consent-" + a for a in names}
         extra = self._labels.get(blocked.service)
         if extra is None:
@@ -1001,7 +822,7 @@ class HtmlRewriter:
                 edits.append((a[1], a[2], new))
             elif a[0] == b"nonce" and self._mark is not None:
                 edits.append((a[1], a[4], b""))
-        edited = _edit(tag, attrs, edits, extra)
+        edited = edit_tag(tag, attrs, edits, extra)
         if name == b"iframe" and not ns and self._placeholder is not None:
             return self._placeholder(blocked, self._lang).encode(self._charset, "xmlcharrefreplace") + edited
         return edited
@@ -1012,7 +833,7 @@ class HtmlRewriter:
             if a[0] != name:
                 continue
             text = attr_text(a[5], self._charset)
-            if name in _LIST_ATTRS:
+            if name in LIST_ATTRS:
                 urls = text.split() if name == b"ping" else srcset_urls(text)
             else:
                 urls = [text]
@@ -1057,14 +878,14 @@ class HtmlRewriter:
         """Before the head injection point: blanks, doctype, comments, <html>, then <head> or other."""
         out, n = self._out, len(buf)
         while pos < n:
-            m = _BLANK.match(buf, pos)
+            m = BLANK.match(buf, pos)
             if m:
                 out.append(m.group(0))
                 pos = m.end()
                 continue
             if buf.startswith(b"<!--", pos):
                 end = self._declaration(buf, low, pos, final)
-                if end < 0 or self._state != _DATA:
+                if end < 0 or self._state != DATA:
                     return ~end if end < 0 else end  # needs more input / inside the comment
                 pos = end  # an abrupt <!--> or <!--->
                 continue
@@ -1077,9 +898,9 @@ class HtmlRewriter:
                 out.append(buf[pos : end + 1])
                 pos = end + 1
                 continue
-            m = _PROLOG_TAG.match(low, pos)
+            m = PROLOG_TAG.match(low, pos)
             if m:
-                t = _MARKUP.match(low, pos)
+                t = MARKUP.match(low, pos)
                 complete = t is not None and t.group(2) is not None
                 if not complete and not final and n - pos <= MAX_TAG:
                     return pos
@@ -1089,7 +910,7 @@ class HtmlRewriter:
                     out.append(tag)
                     pos = t.end()
                     if m.group(1) == b"html":
-                        self._lang = _attr_value(tag, 5, b"lang", _LANG)
+                        self._lang = attr_value(tag, 5, b"lang", LANG)
                         continue
                     self._prolog = False
                     self._head = _Mark("head")
@@ -1169,85 +990,9 @@ class HtmlRewriter:
         return data
 
 
-def _attrs(tag: bytes, offset: int) -> list[Attr]:
-    """The attributes of a start tag as the HTML5 tokenizer reads them, in order, duplicates included."""
-    found: list[Attr] = []
-    end = len(tag) - 1  # the closing ">"
-    pos = offset
-    while pos < end:
-        m = _ATTR.match(tag, pos, end)
-        if m is None:
-            break
-        value = m.group(2)
-        if value is None:
-            raw, vs, ve = b"", m.end(1), m.end(1)
-        else:
-            vs, ve = m.span(2)
-            raw = value[1:-1] if value[:1] in (b'"', b"'") else value
-        found.append((m.group(1).lower(), m.start(1), m.end(1), vs, ve, raw))
-        pos = m.end()
-    return found
-
-
-def _attr_value(tag: bytes, offset: int, name: bytes, valid: re.Pattern[str]) -> str | None:
-    for a in _attrs(tag, offset):
-        if a[0] == name:
-            text = attr_text(a[5]).strip()
-            return text if valid.fullmatch(text) else None
-    return None
-
-
-def _close(opened: dict[bytes, int], name: bytes) -> None:
-    count = opened.get(name)
-    if count == 1:
-        del opened[name]  # an empty table means no HTML element is open there
-    elif count:
-        opened[name] = count - 1
-
-
-def _has_any(tag: bytes, names: tuple[bytes, ...]) -> bool:
-    return any(a[0] in names for a in _attrs(tag, tag.find(b"<") + 1))
-
-
-def _self_closing(tag: bytes) -> bool:
-    """Whether a start tag ends with the self-closing `/>` (not a `/` ending an unquoted value)."""
-    if not tag.endswith(b"/>"):
-        return False
-    attrs = _attrs(tag, 1)
-    return not attrs or attrs[-1][4] != len(tag) - 1 or tag[attrs[-1][3] : attrs[-1][3] + 1] in (b'"', b"'")
-
-
-def _kind(ns: bytes, name: bytes, tag: bytes) -> int:
-    """Whether an SVG/MathML element's content is foreign, HTML, or HTML for start tags (MathML text)."""
-    if ns == b"svg":
-        return _HTML_POINT if name in _SVG_HTML_POINTS else _FOREIGN
-    if name in _MATH_TEXT_POINTS:
-        return _TEXT_POINT
-    if name == b"annotation-xml":
-        for a in _attrs(tag, 1):
-            if a[0] == b"encoding":
-                kind = attr_text(a[5]).lower()
-                return _HTML_POINT if kind in ("text/html", "application/xhtml+xml") else _FOREIGN
-    return _FOREIGN
-
-
 def _labels(blocked: Blocked) -> bytes:
     cat = html.escape(blocked.category).encode()
     svc = html.escape(blocked.service).encode()
     return b' data-consent-category="' + cat + b'" data-consent-service="' + svc + b'"'
 
 
-def _edit(tag: bytes, attrs: list[Attr], edits: list[tuple[int, int, bytes]], extra: bytes) -> bytes:
-    """The tag with the spans in `edits` replaced and `extra` attributes added before its end."""
-    parts, last = [], 0
-    for s, e, new in sorted(edits):
-        parts.append(tag[last:s])
-        parts.append(new)
-        last = e
-    body = b"".join(parts) + tag[last:-1]
-    if not extra:
-        return body + b">"
-    # Before a final "/" only when it is a self-closing slash, not the end of an unquoted value.
-    if body.endswith(b"/") and _self_closing(tag):
-        return body[:-1].rstrip() + extra + b"/>"
-    return body + extra + b">"

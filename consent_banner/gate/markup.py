@@ -1,0 +1,313 @@
+"""The HTML5 tokenizer's tables, as the rewriter (html.py) reads markup with them: the states that
+decide where a tag or attribute is, the elements that switch the tokenizer or fetch, SVG/MathML
+integration points, and the tag and attribute patterns (possessive, on lower-cased bytes: linear
+time on any input). Pure data and pure functions; no state.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .urls import attr_text
+
+# --- the tokenizer's tables ------------------------------------------------------------------------
+# Every pattern runs on the lower-cased copy of the buffer (same offsets, ASCII-only lowering), so
+# none needs re.I. All are possessive or bounded: linear time on any input, no backtracking.
+
+# After a tag name: attributes as the HTML5 tokenizer reads them (a name may start with `=` and hold
+# quotes; a quote opens a value only right after `=`), up to the `>` that ends the tag.
+REST = (
+    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+"
+    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)"""
+    rb"|(?![\t\n\f\r ]*+=)))*+>"
+)
+# In the data state: a start tag (name, rest or None when unfinished), an end tag (same), or `<!`,
+# `</` not followed by a letter, `<?`. Any other `<` is text.
+MARKUP = re.compile(
+    rb"<(?:([a-z][^\t\n\f\r />]*+)(" + REST + rb")?|/([a-z][^\t\n\f\r />]*+)(" + REST + rb")?|([!/?]))"
+)
+# Outside SVG/MathML: text and the tags the rewriter leaves alone, skipped in one match. A start tag
+# is left alone when its name neither switches the tokenizer nor fetches, and it has no attribute
+# that fetches on any element or holds CSS; an end tag unless it is </body> or </head>.
+INERT_ATTR = rb"(?!(?:style|ping|background|srcdoc)[\t\n\f\r />=])"
+SWITCHING = (  # by first letter: `re` tries alternatives one by one
+    rb"(?:s(?:cript|tyle|vg)|t(?:extarea|itle)|iframe|no(?:embed|frames|script)|plaintext|math|body|h(?:ead|tml)"
+    rb"|xmp)[\t\n\f\r />]"
+)
+FETCHING = (
+    rb"(?:s(?:ource)|t(?:rack)|i(?:mg|mage|nput)|b(?:ase)|v(?:ideo)|a(?:udio)|e(?:mbed)|o(?:bject)|l(?:ink)"
+    rb"|f(?:rame))[\t\n\f\r />]"
+)
+INERT_REST = REST.replace(rb"|[^\t\n\f\r />][^", rb"|" + INERT_ATTR + rb"[^\t\n\f\r />][^", 1)
+# A fetching tag may be skipped too when no value in it holds a byte that could spell a host another
+# way (references, escapes, percent, controls, non-ASCII); the skipped text is then searched for the
+# denied hosts as written, and only what names one is read tag by tag.
+RESPELL = rb"&%\\\x00-\x1f\x80-\xff"  # bytes that may spell a host another way
+PLAIN_REST = INERT_REST.replace(
+    rb"""(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+)""",
+    rb"""(?:"[^\"""" + RESPELL + rb"""]*+"|'[^'""" + RESPELL + rb"""]*+'|(?!["'])[^\t\n\f\r >"""
+    + RESPELL + rb"""]*+(?=[\t\n\f\r >]))""",
+    1,
+)
+SKIP_PARTS = (
+    rb"(?:[^<]++|<(?=[^a-z!/?])|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+"
+    + INERT_REST,
+    rb"|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+" + REST + rb")*+",
+)
+SKIP = re.compile(b"".join(SKIP_PARTS))
+SKIP_PLAIN = re.compile(
+    SKIP_PARTS[0] + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + SKIP_PARTS[1]
+)
+ATTR = re.compile(
+    rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
+    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
+)
+COMMENT_END = re.compile(rb"--!?>")
+SCRIPT_DATA = re.compile(rb"<!--|</script[\t\n\f\r />]")
+SCRIPT_ESCAPED = re.compile(rb"-->|<(/?)script[\t\n\f\r />]")
+SCRIPT_DOUBLE = re.compile(rb"-->|</script[\t\n\f\r />]")
+PROLOG_TAG = re.compile(rb"<(html|head)(?=[\t\n\f\r />])")
+BLANK = re.compile(rb"(?:[\t\n\f\r ]|\xef\xbb\xbf)+")
+LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+END_TAGS: dict[bytes, re.Pattern[bytes]] = {}
+
+# The tokenizer states this rewriter tracks (the tag and attribute states live in REST / scan_tag).
+DATA, RAW, STYLE, NOSCRIPT, SCRIPT, ESCAPED, DOUBLE, PLAIN, COMMENT, BOGUS, CDATA, TAG = range(12)
+# HTML elements whose start tag switches the tokenizer (the tree builder does it, HTML namespace only).
+SWITCH = {
+    b"script": SCRIPT,
+    b"style": STYLE,
+    b"textarea": RAW,
+    b"title": RAW,
+    b"xmp": RAW,
+    b"iframe": RAW,
+    b"noembed": RAW,
+    b"noframes": RAW,
+    b"noscript": NOSCRIPT,
+    b"plaintext": PLAIN,
+}
+VOID = frozenset(
+    b"area base br col embed hr img image input link meta source track wbr param keygen frame basefont "
+    b"bgsound".split()
+)
+# Start tags that leave SVG/MathML content (the parser pops back to HTML), and the integration points
+# whose content is HTML again.
+BREAKOUT = frozenset(
+    b"b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img li "
+    b"listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var".split()
+)
+SVG_HTML_POINTS = frozenset({b"foreignobject", b"desc", b"title"})
+MATH_TEXT_POINTS = frozenset({b"mi", b"mo", b"mn", b"ms", b"mtext"})
+FOREIGN, HTML_POINT, TEXT_POINT = 0, 1, 2
+
+# Attributes that make the browser fetch, per element: HTML, then SVG.
+URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
+    b"img": (b"src", b"srcset"),
+    b"image": (b"src", b"srcset"),  # parsed as <img>
+    b"input": (b"src",),
+    b"source": (b"src", b"srcset"),
+    b"video": (b"src", b"poster"),
+    b"audio": (b"src",),
+    b"track": (b"src",),
+    b"embed": (b"src",),
+    b"object": (b"data",),
+    b"link": (b"href", b"imagesrcset"),
+    b"iframe": (b"src",),
+    b"frame": (b"src",),
+    b"script": (b"src",),
+    b"a": (b"ping",),
+    b"area": (b"ping",),
+    b"table": (b"background",),
+    b"td": (b"background",),
+    b"th": (b"background",),
+    b"body": (b"background",),
+    b"base": (b"href",),
+}
+SVG_URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
+    name: (b"href", b"xlink:href") for name in (b"image", b"use", b"feimage", b"script")
+}
+LIST_ATTRS = frozenset({b"srcset", b"imagesrcset", b"ping"})
+JS_TYPES = frozenset(
+    {
+        "", "module", "text/javascript", "application/javascript", "text/ecmascript",
+        "application/ecmascript", "application/x-javascript", "application/x-ecmascript", "text/x-javascript",
+        "text/x-ecmascript", "text/jscript", "text/livescript",
+    }
+)
+
+
+def end_tag_pattern(name: bytes) -> re.Pattern[bytes]:
+    found = END_TAGS.get(name)
+    if found is None:
+        found = END_TAGS[name] = re.compile(rb"</" + re.escape(name) + rb"[\t\n\f\r />]")
+    return found
+
+
+SCRIPT_STATES = {SCRIPT: SCRIPT_DATA, ESCAPED: SCRIPT_ESCAPED, DOUBLE: SCRIPT_DOUBLE}
+
+
+Attr = tuple[bytes, int, int, int, int, bytes]  # lower-case name, name start/end, value start/end, raw value
+
+# The tag and attribute states, resumable: for a tag that does not end in the buffer at hand.
+IN_NAME, BEFORE, ATTR_NAME, AFTER_NAME, BEFORE_VALUE, DQ, SQ, UNQUOTED = range(8)
+TAG_NAME = re.compile(rb"[^\t\n\f\r />]*+")
+# Whole attributes, in one match, up to one that may go on in the next chunk.
+ATTRS_RUN = re.compile(
+    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />])"
+    rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+(?=[\t\n\f\r >]))"""
+    rb"|(?![\t\n\f\r ]*+(?:=|\Z))))*+"
+)
+LONG_TAG_ATTR = re.compile(
+    rb"(?:^|(?<=[\t\n\f\r /\"']))"
+    rb"(src|srcset|data|href|imagesrcset|ping|background|poster|xlink:href|style|srcdoc)(?=[\t\n\f\r />=])"
+)
+CSS_AND_HTML = (b"style", b"srcdoc")
+VALUE_START = re.compile(rb"[\t\n\f\r ]*+=[\t\n\f\r ]*+[\"']?[\x00-\x20]*+")
+NAME_CHARS = re.compile(rb"[^\t\n\f\r />=]*+")
+SPACES = re.compile(rb"[\t\n\f\r ]*+")
+UNQUOTED_CHARS = re.compile(rb"[^\t\n\f\r >]*+")
+
+
+def scan_tag(low: bytes, pos: int, state: int) -> tuple[int, int, bool]:
+    """Run the tag states from `pos`: (where it stopped, the state there, whether `>` ended the tag);
+    an unfinished attribute name is reported as a stop where it began."""
+    n = len(low)
+    name_start = pos
+    while pos < n:
+        if state == IN_NAME:
+            pos = TAG_NAME.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            if low[pos] == 62:  # ">"
+                return pos + 1, state, True
+            state, pos = BEFORE, pos + 1
+        elif state == BEFORE:
+            pos = ATTRS_RUN.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            if low[pos] == 62:
+                return pos + 1, state, True
+            state, name_start, pos = ATTR_NAME, pos, pos + 1  # the first character may be "="
+        elif state == ATTR_NAME:
+            pos = NAME_CHARS.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            c = low[pos]
+            if c == 62:
+                return pos + 1, state, True
+            state, pos = (BEFORE_VALUE if c == 61 else BEFORE if c == 47 else AFTER_NAME), pos + 1
+        elif state == AFTER_NAME:
+            pos = SPACES.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            c = low[pos]
+            if c == 62:
+                return pos + 1, state, True
+            if c == 61 or c == 47:
+                state, pos = (BEFORE_VALUE if c == 61 else BEFORE), pos + 1
+            else:
+                state = BEFORE  # a new attribute: back to the fast path
+        elif state == BEFORE_VALUE:
+            pos = SPACES.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            c = low[pos]
+            if c == 62:
+                return pos + 1, state, True
+            if c == 34 or c == 39:
+                state, pos = (DQ if c == 34 else SQ), pos + 1
+            else:
+                state = UNQUOTED
+        elif state == DQ or state == SQ:
+            j = low.find(b'"' if state == DQ else b"'", pos)
+            if j < 0:
+                pos = n
+                break
+            state, pos = BEFORE, j + 1  # after a quoted value: as before an attribute name
+        else:  # UNQUOTED
+            pos = UNQUOTED_CHARS.match(low, pos).end()  # type: ignore[union-attr]
+            if pos >= n:
+                break
+            if low[pos] == 62:
+                return pos + 1, state, True
+            state, pos = BEFORE, pos + 1
+    if state == ATTR_NAME:  # unfinished: report where it began, so that it is held
+        return name_start, BEFORE, False
+    return pos, state, False
+
+def parse_attrs(tag: bytes, offset: int) -> list[Attr]:
+    """The attributes of a start tag as the HTML5 tokenizer reads them, in order, duplicates included."""
+    found: list[Attr] = []
+    end = len(tag) - 1  # the closing ">"
+    pos = offset
+    while pos < end:
+        m = ATTR.match(tag, pos, end)
+        if m is None:
+            break
+        value = m.group(2)
+        if value is None:
+            raw, vs, ve = b"", m.end(1), m.end(1)
+        else:
+            vs, ve = m.span(2)
+            raw = value[1:-1] if value[:1] in (b'"', b"'") else value
+        found.append((m.group(1).lower(), m.start(1), m.end(1), vs, ve, raw))
+        pos = m.end()
+    return found
+
+
+def attr_value(tag: bytes, offset: int, name: bytes, valid: re.Pattern[str]) -> str | None:
+    for a in parse_attrs(tag, offset):
+        if a[0] == name:
+            text = attr_text(a[5]).strip()
+            return text if valid.fullmatch(text) else None
+    return None
+
+
+def close_one(opened: dict[bytes, int], name: bytes) -> None:
+    count = opened.get(name)
+    if count == 1:
+        del opened[name]  # an empty table means no HTML element is open there
+    elif count:
+        opened[name] = count - 1
+
+
+def has_any(tag: bytes, names: tuple[bytes, ...]) -> bool:
+    return any(a[0] in names for a in parse_attrs(tag, tag.find(b"<") + 1))
+
+
+def self_closing(tag: bytes) -> bool:
+    """Whether a start tag ends with the self-closing `/>` (not a `/` ending an unquoted value)."""
+    if not tag.endswith(b"/>"):
+        return False
+    attrs = parse_attrs(tag, 1)
+    return not attrs or attrs[-1][4] != len(tag) - 1 or tag[attrs[-1][3] : attrs[-1][3] + 1] in (b'"', b"'")
+
+
+def frame_kind(ns: bytes, name: bytes, tag: bytes) -> int:
+    """Whether an SVG/MathML element's content is foreign, HTML, or HTML for start tags (MathML text)."""
+    if ns == b"svg":
+        return HTML_POINT if name in SVG_HTML_POINTS else FOREIGN
+    if name in MATH_TEXT_POINTS:
+        return TEXT_POINT
+    if name == b"annotation-xml":
+        for a in parse_attrs(tag, 1):
+            if a[0] == b"encoding":
+                kind = attr_text(a[5]).lower()
+                return HTML_POINT if kind in ("text/html", "application/xhtml+xml") else FOREIGN
+    return FOREIGN
+
+
+def edit_tag(tag: bytes, attrs: list[Attr], edits: list[tuple[int, int, bytes]], extra: bytes) -> bytes:
+    """The tag with the spans in `edits` replaced and `extra` attributes added before its end."""
+    parts, last = [], 0
+    for s, e, new in sorted(edits):
+        parts.append(tag[last:s])
+        parts.append(new)
+        last = e
+    body = b"".join(parts) + tag[last:-1]
+    if not extra:
+        return body + b">"
+    # Before a final "/" only when it is a self-closing slash, not the end of an unquoted value.
+    if body.endswith(b"/") and self_closing(tag):
+        return body[:-1].rstrip() + extra + b"/>"
+    return body + extra + b">"
