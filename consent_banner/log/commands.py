@@ -186,9 +186,27 @@ def _print_verify(result: VerifyResult, as_json: bool) -> None:
         sys.exit(1)
 
 
+# What a hand-edited or truncated file raises while it is read; named with its line or record.
+_MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
+
+
+def _malformed(option: str, where: str, what: str, e: Exception) -> click.BadParameter:
+    why = f"{e.args[0]!r} is missing" if isinstance(e, KeyError) else str(e)
+    return click.BadParameter(shown(f"{where}: not {what} ({why})"), param_hint=[option])
+
+
 def _read_checkpoints(path: Path) -> list[Checkpoint]:
-    with open(path, encoding="utf-8") as f:
-        return [Checkpoint.from_json(json.loads(line)) for line in f if line.strip()]
+    pins: list[Checkpoint] = []
+    n = 1  # the line being read, to name a malformed one
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    pins.append(Checkpoint.from_json(json.loads(line)))
+                n += 1
+    except _MALFORMED as e:
+        raise _malformed("--pins", f"{path}, line {n}", "a checkpoint (`log checkpoints`)", e) from None
+    return pins
 
 
 @log.command()
@@ -255,14 +273,20 @@ def _key_map(keys: list[bytes]) -> dict[str, bytes]:
 
 
 def _verify_file(path: Path, pins: list[Checkpoint], keys: dict[str, bytes] | None) -> VerifyResult:
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = read_rows(f)
-        first = next(rows, None)
-        v = ChainVerifier(checkpoints=pins, keys=keys, anchored=first is None or first[0] == 1 or bool(pins))
-        if first is not None and v.feed(first):
-            for row in rows:
-                if not v.feed(row):
-                    break
+    n = 1  # the record being read, to name a malformed one
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = read_rows(f)
+            first = next(rows, None)
+            anchored = first is None or first[0] == 1 or bool(pins)
+            v = ChainVerifier(checkpoints=pins, keys=keys, anchored=anchored)
+            more = first is not None and v.feed(first)
+            while more:
+                n += 1
+                row = next(rows, None)
+                more = row is not None and v.feed(row)
+    except _MALFORMED as e:
+        raise _malformed("--file", f"{path}, record {n}", "a record of a log export", e) from None
     return v.finish()
 
 

@@ -214,3 +214,32 @@ def test_out_of_range_options_are_named_not_a_traceback(
     assert f"Invalid value for '{args[1]}': {says}" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "1 decisions" in run(toml_path, "log", "stats").output
+
+
+def test_malformed_export_and_pins_files_are_named_by_line_not_a_traceback(
+    config: ConsentConfig, toml_path: Path, tmp_path: Path
+) -> None:
+    """Item 11: a hand-edited export or pins file printed a KeyError traceback; now the option,
+    the file, the record or line and what is wrong with it."""
+    decide(config, 3)
+    export = tmp_path / "export.ndjson"
+    assert run(toml_path, "log", "export", "--format", "ndjson", "-o", str(export)).exit_code == 0
+    lines = export.read_text().splitlines()
+    export.write_text("\n".join([lines[0], '{"seq": 2}', lines[2]]) + "\n")
+    result = CliRunner().invoke(cli, ["log", "verify", "--file", str(export), "--config", str(toml_path)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"Invalid value for '--file': {export}, record 2: not a record of a log export ('at' is missing)"
+        in (result.output)
+    )
+    csv_file = tmp_path / "export.csv"
+    assert run(toml_path, "log", "export", "-o", str(csv_file)).exit_code == 0
+    csv_file.write_text(csv_file.read_text() + "4,2026-01-01\n")
+    result = CliRunner().invoke(cli, ["log", "verify", "--file", str(csv_file), "--config", str(toml_path)])
+    assert result.exit_code == 2 and f"{csv_file}, record 4: not a record" in result.output, result.output
+    pins = tmp_path / "pins.ndjson"
+    pins.write_text('\n{"log_id": "x"}\n')
+    result = CliRunner().invoke(cli, ["log", "verify", "--pins", str(pins), "--config", str(toml_path)])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--pins': {pins}, line 2: not a checkpoint" in result.output
+    assert "Traceback" not in result.output
