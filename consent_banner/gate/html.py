@@ -668,7 +668,10 @@ class HtmlRewriter:
                 self._end = end_tag_pattern(name)
         elif frames and name not in VOID:  # HTML inside an integration point
             opened = frames[-1][3]
-            opened[name] = opened.get(name, 0) + 1
+            if name in opened or len(opened) < MAX_DEPTH:
+                opened[name] = opened.get(name, 0) + 1
+            else:  # more kinds of element than we follow: an end tag may close one we did not count
+                self._uncertain = True
         return end
 
     def _end_tag(self, buf: bytes, start: int, end: int, name: bytes, sent: bytes | None = None) -> int:
