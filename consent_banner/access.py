@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.status import WS_1008_POLICY_VIOLATION
+from starlette.websockets import WebSocket
 
 from .consent import Consent
 
@@ -43,10 +45,12 @@ def csp_nonce(request: HTTPConnection | dict[str, Any]) -> str:
 
 
 def requires_consent(category: str, *, service: str | None = None) -> Callable[[F], F]:
-    """Call the endpoint only when the visitor allows `category` (and `service`); else answer 204.
+    """Call the endpoint only when the visitor allows `category` (and `service`); else answer 204
+    (a WebSocket endpoint: the handshake is refused with close code 1008, which clients see as 403).
 
     This gates server-side tracking: without consent the endpoint does not run at all. The
-    endpoint must take the request (Starlette: its only argument; FastAPI: a `Request` parameter).
+    endpoint must take the request (Starlette: its only argument; FastAPI: a `Request` or
+    `WebSocket` parameter).
     """
 
     def decorate(endpoint: F) -> F:
@@ -64,6 +68,9 @@ def requires_consent(category: str, *, service: str | None = None) -> Callable[[
             consent = get_consent(request)
             allowed = consent.allows_service(service, category) if service else consent.allows(category)
             if not allowed:
+                if isinstance(request, WebSocket):
+                    await request.close(code=WS_1008_POLICY_VIOLATION)
+                    return None
                 return Response(status_code=204, headers={"vary": "Cookie, Sec-GPC"})
             return await endpoint(*args, **kwargs)
 

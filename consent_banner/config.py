@@ -121,6 +121,8 @@ class CookieSettings(_Model):
     def _cookie_name(cls, v: str) -> str:
         if not v or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", v):
             raise ValueError(f"{v!r} is not a valid cookie name")
+        if v.lower().startswith(("__host-", "__secure-")):
+            raise ValueError(f"{v!r}: leave out the prefix (__Host- is added over https where it can be)")
         return v
 
     @field_validator("path")

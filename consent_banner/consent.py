@@ -125,8 +125,9 @@ def _b64_canonical(part: str) -> bool:
 class ConsentCodec:
     """Encodes and verifies consent cookies for one configuration and key list.
 
-    Verified values are kept in a bounded LRU cache, so a returning visitor's cookie is checked
-    once per process rather than on every request; expiry is still checked on every hit.
+    Verified values are kept in an LRU cache bounded by bytes, so a returning visitor's cookie is
+    checked once per process rather than on every request; expiry is still checked on every hit.
+    Only values that verify are kept: whatever a client makes up costs a check, never memory.
     """
 
     def __init__(
@@ -137,7 +138,7 @@ class ConsentCodec:
         lifetime: int,  # seconds
         categories: Iterable[str],
         services: Iterable[str] = (),
-        cache_size: int = 8192,  # verified cookie values kept
+        cache_bytes: int = 8 * 1024 * 1024,  # bytes of verified cookie values (and their Consent) kept
     ) -> None:
         if not secret_keys:
             raise MissingSecretKey("at least one signing key is required")
@@ -150,7 +151,8 @@ class ConsentCodec:
         self._categories = frozenset(categories) - {NECESSARY}
         self._services = frozenset(services)
         self._cache: OrderedDict[str, Consent] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
 
     def encode(self, consent: Consent) -> str:
         payload: dict[str, object] = {
@@ -177,12 +179,14 @@ class ConsentCodec:
                 self._cache.move_to_end(value)
                 return hit
             del self._cache[value]
+            self._cached_bytes -= _entry_bytes(value)
             return UNDECIDED
         consent = self._verify(value)
         if consent.decided:
             self._cache[value] = consent
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cached_bytes += _entry_bytes(value)
+            while self._cached_bytes > self._cache_bytes:
+                self._cached_bytes -= _entry_bytes(self._cache.popitem(last=False)[0])
         return consent
 
     def _verify(self, value: str) -> Consent:
@@ -228,6 +232,12 @@ class ConsentCodec:
             source=source if source in SOURCES else None,
             gpc_recorded=payload.get("g") == 1,
         )
+
+
+def _entry_bytes(value: str) -> int:
+    """What one cache entry holds: the value, a Consent and the LRU links (measured with
+    tracemalloc for a typical cookie: about 900 bytes beyond the value)."""
+    return len(value) + 1024
 
 
 def consent_json(consent: Consent, revision: str) -> dict[str, object]:

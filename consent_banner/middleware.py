@@ -2,7 +2,8 @@
 
 A pure ASGI middleware (no BaseHTTPMiddleware): `__init__` does every costly thing once,
 `__call__` decodes the consent, answers its own routes under the prefix, and hands the app a
-`send` wrapped by the response gate. See DESIGN.md, "The flow of one request".
+`send` wrapped by the response gate. WebSocket handshakes get the consent too, and their
+``Set-Cookie`` headers go through the same cookie rules. See DESIGN.md, "The flow of one request".
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, Signer
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access import csp_nonce
 from .banner import Banner
 from .config import ConsentConfig
-from .consent import UNDECIDED, Consent, ConsentCodec, secret_keys_from_env
+from .consent import Consent, ConsentCodec, secret_keys_from_env
 from .gate import ResponseGate
+from .gate.cookies import expiry_headers
+from .gate.handshake import gate_handshake
 from .routes import ConsentRoutes, set_cookie_header
+from .visitor import CookieNames, CookieReader, VisitorCookies, cookie_names, own_cookie_names, read_cookies
 
 logger = logging.getLogger("consent_banner")
 
 CSRF_SALT = "consent-banner.csrf"
-VISITOR_CACHE_SIZE = 8192  # distinct Cookie headers whose consent and parse are kept
+_SECURE_SCHEMES = frozenset({"https", "wss"})
 
 
 class ConsentMiddleware:
@@ -58,22 +61,28 @@ class ConsentMiddleware:
             services=cfg.services_by_name,
         )
         self.banner = Banner(cfg, prefix=cfg.prefix)
-        self.csrf_cookie = f"{cfg.cookie.name}_csrf"
+        names_http, names_https = cookie_names(cfg.cookie)
+        self._reader_http = CookieReader(names_http)
+        self._reader_https = CookieReader(names_https) if names_https != names_http else self._reader_http
         self._csrf_signer = Signer(keys, salt=CSRF_SALT, digest_method=hashlib.sha256)
-        self.gate = ResponseGate(cfg, own_cookie_names=frozenset({cfg.cookie.name, self.csrf_cookie}))
+        self.gate = ResponseGate(cfg, own_cookie_names=own_cookie_names(cfg.cookie))
+        # The gate's own rules: one verdict cache, each undeclared name reported once.
+        self._cookie_rules = self.gate._cookies
+        self._own_paths = tuple(dict.fromkeys(("/", cfg.cookie.path)))
+        self._own_domain = "." + cfg.cookie.domain.lstrip(".") if cfg.cookie.domain else None
         self.routes = ConsentRoutes(cfg, self.codec, self.banner, keys=keys, csrf=self)
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
         self._gpc_denied = cfg.gpc_denied
         self._inject = cfg.inject
         self._page = self.page  # bound once: the gate calls it for HTML responses only
-        self._visitors: dict[bytes, tuple[Consent, dict[str, str]]] = {}
 
     # --- the request ---------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            if kind == "lifespan":
                 send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)
             return
@@ -84,14 +93,29 @@ class ConsentMiddleware:
                 cookie_header = value
             elif key == b"sec-gpc":
                 gpc = value
-        consent, request_cookies = self._visitor(cookie_header)
+        reader = self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http
+        names = reader.names
+        cookies = reader.read(cookie_header)
+        # Verified once per consent value (a cache bounded by bytes, verified values only): the rest
+        # of a header, however large or varied, costs one reading and is dropped.
+        consent = self.codec.decode(cookies.consent)
         if gpc and gpc.strip() == b"1":
             consent = consent.with_gpc(self._gpc_denied)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["consent"] = consent
+        upkeep = (
+            self._upkeep(scope, names, cookies, consent)
+            if cookies.expire or cookies.migrate_consent or cookies.migrate_csrf
+            else None
+        )
 
+        if kind == "websocket":
+            await self.app(scope, receive, self._gated_handshake(send, scope, consent, cookies, upkeep))
+            return
+        if upkeep:
+            send = _prepending_set_cookies(send, upkeep)
         path: str = scope["path"]
         if path.startswith(self._prefix) and (path == self._prefix or path.startswith(self._prefix_slash)):
             await self.routes(scope, receive, send, consent, cookie_header)
@@ -103,25 +127,73 @@ class ConsentMiddleware:
             cookie = await self.routes.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        send = self.gate.wrap_send(send, scope, consent, request_cookies=request_cookies, page=self._page)
+        others = cookies.others
+        denied = self._denied(consent, others) if others else others
+        send = self.gate.wrap_send(send, scope, consent, request_cookies=denied, page=self._page)
         await self.app(scope, receive, send)
 
-    def _visitor(self, cookie_header: bytes) -> tuple[Consent, dict[str, str]]:
-        """The verified consent and the parsed cookies of a Cookie header, cached per header value
-        so that a returning visitor costs a dict lookup (expiry is still checked on every hit)."""
-        if not cookie_header:
-            return UNDECIDED, {}
-        hit = self._visitors.get(cookie_header)
-        if hit is not None:
-            decided_at = hit[0].decided_at
-            if decided_at is None or decided_at + self.codec.lifetime >= time.time():
-                return hit
-        cookies = cookie_parser(cookie_header.decode("latin-1"))
-        consent = self.codec.decode(cookies.get(self.config.cookie.name))
-        if len(self._visitors) >= VISITOR_CACHE_SIZE:
-            self._visitors.clear()
-        self._visitors[cookie_header] = (consent, cookies)
-        return consent, cookies
+    def cookie_names(self, scope: Scope) -> CookieNames:
+        """The names of the consent and form-token cookies on this request (``__Host-`` on https
+        where the configuration allows it)."""
+        return (self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http).names
+
+    def cookies(self, scope: Scope) -> VisitorCookies:
+        """The request's cookies as the middleware reads them (for the routes, off the hot path)."""
+        return read_cookies(
+            Headers(scope=scope).get("cookie", "").encode("latin-1"), self.cookie_names(scope)
+        )
+
+    def _denied(self, consent: Consent, others: dict[str, str]) -> dict[str, str]:
+        """The request's cookies the gate must expire, and only those: the gate remembers the dict it
+        is handed, so a huge Cookie header must not be what it holds."""
+        denied = self._cookie_rules.denied_in_request(others, self.gate.plan(consent).allowed)
+        return {name: others[name] for name, _ in denied} if denied else {}
+
+    def _upkeep(
+        self, scope: Scope, names: CookieNames, cookies: VisitorCookies, consent: Consent
+    ) -> list[bytes]:
+        """Set-Cookie values that tidy the middleware's own cookies: twins expired wherever this host
+        can reach them, a cookie read under the previous release's name re-issued under the new one
+        (same value, what is left of its lifetime) and the old one expired."""
+        out: list[bytes] = []
+        expire = list(cookies.expire)
+        if cookies.migrate_consent and consent.decided and cookies.consent:
+            assert consent.decided_at is not None and names.old_consent is not None
+            left = consent.decided_at + self.codec.lifetime - int(time.time())
+            out.append(
+                set_cookie_header(names.consent, cookies.consent, self.config.cookie, max_age=left).encode()
+            )
+            expire.append(names.old_consent)
+        if cookies.migrate_csrf and cookies.csrf:
+            assert names.old_csrf is not None
+            out.append(self.csrf_set_cookie(cookies.csrf, names.csrf).encode())
+            expire.append(names.old_csrf)
+        host = Headers(scope=scope).get("host")
+        secure = scope.get("scheme") in _SECURE_SCHEMES
+        gone = [
+            v
+            for name in expire
+            for v in expiry_headers(
+                name, paths=self._own_paths, domain=self._own_domain, host=host, secure=secure
+            )
+        ]
+        return gone + out
+
+    def _gated_handshake(
+        self, send: Send, scope: Scope, consent: Consent, cookies: VisitorCookies, upkeep: list[bytes] | None
+    ) -> Send:
+        """A WebSocket handshake obeys the same cookie rules as an HTTP response."""
+        rules = self._cookie_rules
+        allowed = self.gate.plan(consent).allowed
+        extra = list(upkeep or ())
+        denied = rules.denied_in_request(cookies.others, allowed) if cookies.others else ()
+        if denied:
+            host = Headers(scope=scope).get("host")
+            secure = scope.get("scheme") in _SECURE_SCHEMES
+            extra.extend(
+                v for name, decl in denied for v in rules.expire(name, decl, host=host, secure=secure)
+            )
+        return gate_handshake(send, rules, allowed, extra)
 
     # --- helpers for the banner's form token (R34) ----------------------------------------------
 
@@ -143,9 +215,9 @@ class ConsentMiddleware:
     def page(self, scope: Scope) -> _Page:
         return _Page(self, scope)
 
-    def csrf_set_cookie(self, value: str) -> str:
+    def csrf_set_cookie(self, value: str, name: str) -> str:
         return set_cookie_header(
-            self.csrf_cookie, value, self.config.cookie, max_age=None, http_only=True, same_site="strict"
+            name, value, self.config.cookie, max_age=None, http_only=True, same_site="strict"
         )
 
     def _closing_on_shutdown(self, send: Send) -> Send:
@@ -155,6 +227,25 @@ class ConsentMiddleware:
             await send(message)
 
         return wrapped
+
+
+def _prepending_set_cookies(send: Send, set_cookies: list[bytes]) -> Send:
+    """Adds the middleware's cookie upkeep ahead of the response's own Set-Cookie headers: a browser
+    applies them in order, so a cookie the response itself sets (a new decision) comes later and wins."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or ())
+            # The upkeep depends on the request's cookies: no shared cache may hand it to another.
+            vary = any(k.lower() == b"vary" and b"cookie" in v.lower() for k, v in headers)
+            message["headers"] = [
+                *((b"set-cookie", v) for v in set_cookies),
+                *headers,
+                *(() if vary else ((b"vary", b"Cookie"),)),
+            ]
+        await send(message)
+
+    return wrapped
 
 
 def _adding_set_cookie(send: Send, set_cookie: str) -> Send:
@@ -175,15 +266,16 @@ class _Page:
     the body before it releases the headers.
     """
 
-    __slots__ = ("mw", "scope", "consent", "_csrf", "_csrf_is_new", "accept_language", "inject")
+    __slots__ = ("mw", "scope", "consent", "_csrf", "_csrf_name", "_csrf_is_new", "accept_language", "inject")
 
     def __init__(self, mw: ConsentMiddleware, scope: Scope) -> None:
         self.mw = mw
         self.scope = scope
         self.consent: Consent = scope["state"]["consent"]
         headers = Headers(scope=scope)
-        _, cookies = mw._visitor(headers.get("cookie", "").encode("latin-1"))  # cached: no second parse
-        self._csrf = cookies.get(mw.csrf_cookie)
+        names = mw.cookie_names(scope)
+        self._csrf = read_cookies(headers.get("cookie", "").encode("latin-1"), names).csrf
+        self._csrf_name = names.csrf
         self._csrf_is_new = not self._csrf
         self.accept_language = headers.get("accept-language", "")
         self.inject = self._render if mw._inject else None
@@ -200,7 +292,9 @@ class _Page:
         """The form-token cookie, for a visitor who has none yet."""
         if not self._csrf_is_new or self.inject is None:
             return []
-        return [(b"set-cookie", self.mw.csrf_set_cookie(self.csrf_value()).encode("latin-1"))]
+        return [
+            (b"set-cookie", self.mw.csrf_set_cookie(self.csrf_value(), self._csrf_name).encode("latin-1"))
+        ]
 
     def _render(self, html_lang: str | None) -> tuple[str, str]:
         mw = self.mw

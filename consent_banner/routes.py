@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from markupsafe import escape
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect, Request, cookie_parser
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +32,7 @@ from .gate.csp import parse_reports
 from .log import ConsentLog, InvalidDecision, hmac_keys_from_secrets, open_log
 from .log.events import BlockedAttempt, Decision, browser_family, truncate_ip
 from .ratelimit import ClientBudget, ProxyHint, Rate
+from .visitor import CookieNames, VisitorCookies
 
 logger = logging.getLogger("consent_banner")
 
@@ -45,7 +46,9 @@ TOKEN_HEADER = "x-consent-token"
 
 
 class _CsrfCheck(Protocol):
-    csrf_cookie: str
+    def cookie_names(self, scope: Scope) -> CookieNames: ...
+
+    def cookies(self, scope: Scope) -> VisitorCookies: ...
 
     def csrf_token(self, csrf_cookie: str) -> str: ...
 
@@ -249,7 +252,7 @@ class ConsentRoutes:
             granted = granted - self.config.gpc_denied
         consent_id = consent.id
         if consent_id is None:
-            consent_id = self.codec.stale_id(request.cookies.get(self.config.cookie.name))
+            consent_id = self.codec.stale_id(self.csrf.cookies(request.scope).consent)
             if consent_id is not None and action != "withdraw":
                 action = "renew"  # R18/R19: asked again after expiry or a new policy revision
         new = Consent(
@@ -283,7 +286,10 @@ class ConsentRoutes:
             response.headers.append(
                 "set-cookie",
                 set_cookie_header(
-                    self.config.cookie.name, value, self.config.cookie, max_age=self.codec.lifetime
+                    self.csrf.cookie_names(request.scope).consent,
+                    value,
+                    self.config.cookie,
+                    max_age=self.codec.lifetime,
                 ),
             )
         response.headers["cache-control"] = "no-store"
@@ -330,7 +336,10 @@ class ConsentRoutes:
             logger.error("could not record a GPC opt-out: %s", e)
             return None
         return set_cookie_header(
-            self.config.cookie.name, self.codec.encode(new), self.config.cookie, max_age=self.codec.lifetime
+            self.csrf.cookie_names(scope).consent,
+            self.codec.encode(new),
+            self.config.cookie,
+            max_age=self.codec.lifetime,
         )
 
     def _decision(self, request: Request, consent: Consent, action: str, language: str) -> Decision:
@@ -447,9 +456,9 @@ class ConsentRoutes:
             form = await replay.form(max_files=0, max_fields=64)
         except Exception as e:  # python-multipart's errors have no common base worth naming
             raise DecisionError(400, f"the form cannot be read: {e}") from None
-        cookies = cookie_parser(request.headers.get("cookie", ""))
         token = form.get("csrf")
-        if not isinstance(token, str) or not self.csrf.csrf_valid(token, cookies.get(self.csrf.csrf_cookie)):
+        csrf_cookie = self.csrf.cookies(request.scope).csrf
+        if not isinstance(token, str) or not self.csrf.csrf_valid(token, csrf_cookie):
             raise DecisionError(403, "the form's token is missing or does not belong to this visitor")
         fields: dict[str, Any] = {"categories": [], "services": {}}
         for key, value in form.multi_items():
@@ -481,8 +490,7 @@ class ConsentRoutes:
 
     async def fragment(self, request: Request, consent: Consent) -> Response:
         language = self._query_language(request)
-        cookies = request.cookies
-        csrf_value = cookies.get(self.csrf.csrf_cookie)
+        csrf_value = self.csrf.cookies(request.scope).csrf
         token = self.csrf.csrf_token(csrf_value) if csrf_value else ""
         html = self.banner.fragment(consent, language=language, csrf_token=token, return_to="/")
         return HTMLResponse(html, headers={"cache-control": "private, no-cache", "vary": "Cookie, Sec-GPC"})

@@ -10,11 +10,15 @@ Pure functions of the configuration and a per-state set of allowed services; no 
   ``Set-Cookie`` per path ("/" and the configured cookie path) and per domain variant (host-only,
   and the declared parent ``domain``), with ``Max-Age=0`` and an ``Expires`` in the past.
   Undeclared request cookies are left alone: they may belong to another application on the domain.
+  At most `MAX_EXPIRED` cookies are expired per response, so a request stuffed with thousands of
+  declared names cannot make a response of thousands of headers; a browser that really holds more
+  loses the rest on its following requests, each expiring the next ones it still sends.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from ..config import NECESSARY, ConsentConfig, CookieDeclaration
 
@@ -23,6 +27,7 @@ logger = logging.getLogger("consent_banner.gate")
 EXPIRED = b"Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 _MAX_REPORTED = 1000  # undeclared names remembered for "report once"; bounds memory on a noisy app
 _MAX_CACHED = 4096  # cookie name -> declaration lookups kept
+MAX_EXPIRED = 32  # denied request cookies expired per response (each on up to 4 path/domain variants)
 _UNKNOWN = object()
 
 
@@ -79,7 +84,8 @@ class CookieRules:
     def denied_in_request(
         self, request_cookies: dict[str, str], allowed_services: frozenset[str]
     ) -> list[tuple[str, CookieDeclaration]]:
-        """The request's declared cookies whose service is not allowed (undeclared ones are left alone)."""
+        """The request's declared cookies whose service is not allowed (undeclared ones are left alone),
+        the first `MAX_EXPIRED` of them."""
         out: list[tuple[str, CookieDeclaration]] = []
         verdicts = self._verdicts
         for name in request_cookies:
@@ -90,6 +96,8 @@ class CookieRules:
                 found = self._verdict(name)
             if found is not None and found[0] not in allowed_services:
                 out.append((name, found[1]))
+                if len(out) == MAX_EXPIRED:
+                    break
         return out
 
     def _verdict(self, name: str) -> tuple[str, CookieDeclaration] | None:
@@ -102,18 +110,7 @@ class CookieRules:
 
     def expire(self, name: str, decl: CookieDeclaration, *, host: str | None, secure: bool) -> list[bytes]:
         """Set-Cookie values deleting `name` on every path and domain variant it may live on."""
-        # A __Secure-/__Host- cookie is only replaced by a Set-Cookie with Secure, and __Host- ones
-        # may carry no Domain; on https every expiry carries Secure, which never hurts there.
-        sec = b"; Secure" if secure else b""
-        domains: list[bytes | None] = [None]
-        if decl.domain and not name.startswith("__Host-") and _within(host, decl.domain):
-            domains.append(decl.domain.encode("ascii"))
-        head = name.encode("latin-1") + b"=; " + EXPIRED
-        return [
-            head + b"; Path=" + path.encode("latin-1") + (b"; Domain=" + d if d else b"") + sec
-            for path in self._paths
-            for d in domains
-        ]
+        return expiry_headers(name, paths=self._paths, domain=decl.domain, host=host, secure=secure)
 
     def _report_undeclared(self, name: str) -> None:
         if name in self._reported or len(self._reported) >= _MAX_REPORTED:
@@ -127,6 +124,27 @@ class CookieRules:
             )
         else:
             logger.info("undeclared cookie %r passed (undeclared_cookies = \"allow\"): declare it", name)
+
+
+def expiry_headers(
+    name: str, *, paths: Iterable[str], domain: str | None, host: str | None, secure: bool
+) -> list[bytes]:
+    """Set-Cookie values deleting the cookie `name` on each of `paths`, host-only and on `domain`
+    (".example.com") when the request's `host` may set cookies there."""
+    # A __Secure-/__Host- cookie is only replaced by a Set-Cookie with Secure, and __Host- ones
+    # may carry no Domain and live on "/" only; on https every expiry carries Secure, which never
+    # hurts there.
+    host_only = name.startswith("__Host-")
+    sec = b"; Secure" if secure or host_only else b""
+    domains: list[bytes | None] = [None]
+    if domain and not host_only and _within(host, domain):
+        domains.append(domain.encode("ascii"))
+    head = name.encode("latin-1") + b"=; " + EXPIRED
+    return [
+        head + b"; Path=" + path.encode("latin-1") + (b"; Domain=" + d if d else b"") + sec
+        for path in (("/",) if host_only else paths)
+        for d in domains
+    ]
 
 
 def _within(host: str | None, domain: str) -> bool:
