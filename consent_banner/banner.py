@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 
 from .config import NECESSARY, ConsentConfig, CookieDeclaration, Service
 from .consent import Consent, consent_json
+from .visitor import cookie_names
 
 I18N_DIR = Path(__file__).parent / "i18n"
 TEMPLATES_DIR = Path(__file__).parent / "templates" / "banner"
@@ -305,14 +306,15 @@ class Banner:
         """The cookies the middleware itself sets, unless the config already declares them (R5)."""
         t = self.texts(language)
         c = self.config.cookie
+        plain, https = cookie_names(c)  # listed as a visitor over https holds them (__Host- where possible)
         own = [
-            (c.name, _count(t["days"], c.lifetime_days), t["consent_cookie_purpose"]),
-            (f"{c.name}_csrf", t["session"], t["csrf_cookie_purpose"]),
+            (https.consent, plain.consent, _count(t["days"], c.lifetime_days), t["consent_cookie_purpose"]),
+            (https.csrf, plain.csrf, t["session"], t["csrf_cookie_purpose"]),
         ]
         cookies = [
             {"name": name, "lifetime": lifetime, "domain": c.domain, "purpose": purpose}
-            for name, lifetime, purpose in own
-            if self.config.category_for_cookie(name) is None
+            for name, configured, lifetime, purpose in own
+            if self.config.category_for_cookie(configured) is None
         ]
         if not cookies:
             return []

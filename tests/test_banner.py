@@ -332,7 +332,7 @@ def test_declaration_lists_every_cookie_with_purpose_provider_lifetime_category(
             "",
         ],
         [
-            "consent",
+            "__Host-consent",  # secure, host-only, path "/": the name a visitor over https holds
             "Necessary",
             own,
             "Example Offices AB",
@@ -341,7 +341,7 @@ def test_declaration_lists_every_cookie_with_purpose_provider_lifetime_category(
             "",
         ],
         [
-            "consent_csrf",
+            "__Host-consent_csrf",
             "Necessary",
             own,
             "Example Offices AB",

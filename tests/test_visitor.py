@@ -188,3 +188,11 @@ def test_a_configured_name_cannot_carry_a_prefix(tmp_path: Path, name: str) -> N
 
     with pytest.raises(ConfigError, match="cookie.name"):
         make_config(tmp_path, f'secure = true\nname = "{name}"')
+
+
+def test_the_scanner_counts_the_host_prefixed_cookies_as_the_managers_own(tmp_path: Path) -> None:
+    from consent_banner.scan.classify import Classifier
+
+    classifier = Classifier(make_config(tmp_path), HTTPS)
+    for name in ("__Host-consent", "__Host-consent_csrf", "consent", "consent_csrf"):
+        assert classifier.cookie(name).category == "necessary", name

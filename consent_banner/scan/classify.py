@@ -3,7 +3,8 @@
 Pure functions of a `ConsentConfig` and the observed `PageResult`s; no browser, no I/O.
 
 Each cookie (and storage key) is matched by name with `config.category_for_cookie`; the consent
-manager's own cookies (`[cookie].name` and its `_csrf` twin) are necessary even when undeclared.
+manager's own cookies (`[cookie].name` and its `_csrf` twin, `__Host-` ones too) are necessary
+even when undeclared.
 Each request origin is the site's own (first party, necessary), one of a service's `origins`, or
 undeclared. The findings, and why each has its severity:
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..config import NECESSARY, ConsentConfig, CookieDeclaration
+from ..visitor import own_cookie_names
 from .model import (
     DEFAULT_PORTS,
     STATE_LABELS,
@@ -82,7 +84,7 @@ class Classifier:
     def __init__(self, config: ConsentConfig, site_origin: str) -> None:
         self.config = config
         self.site_origin = site_origin
-        self.own_cookies = frozenset({config.cookie.name, config.cookie.name + "_csrf"})
+        self.own_cookies = own_cookie_names(config.cookie)  # the __Host- names on https too
         self._origins = [(s.name, s.category, o) for s in config.services for o in s.origins]
 
     def cookie(self, name: str) -> Classification:
