@@ -29,7 +29,7 @@ MARKUP = re.compile(
 # Outside SVG/MathML: text and the tags the rewriter leaves alone, skipped in one match. A start tag
 # is left alone when its name neither switches the tokenizer nor fetches, and it has no attribute
 # that fetches on any element or holds CSS; an end tag unless it is </body> or </head>.
-INERT_ATTR = rb"(?!(?:style|ping|background|srcdoc)[\t\n\f\r />=])"
+INERT_ATTR = rb"(?!(?:s(?:tyle|rcdoc)|ping|background)[\t\n\f\r />=])"
 SWITCHING = (  # by first letter: `re` tries alternatives one by one
     rb"(?:s(?:cript|tyle|vg)|t(?:extarea|itle)|iframe|no(?:embed|frames|script)|plaintext|math|body|h(?:ead|tml)"
     rb"|xmp)[\t\n\f\r />]"
@@ -49,14 +49,14 @@ PLAIN_REST = INERT_REST.replace(
     + RESPELL + rb"""]*+(?=[\t\n\f\r >]))""",
     1,
 )
-SKIP_PARTS = (
-    rb"(?:[^<]++|<(?=[^a-z!/?])|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+"
-    + INERT_REST,
-    rb"|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+" + REST + rb")*+",
+# Most frequent first (`re` tries alternatives in order): text, end tags, inert start tags.
+_TEXT_AND_END_TAGS = (
+    rb"(?:[^<]++|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
+    rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
 )
-SKIP = re.compile(b"".join(SKIP_PARTS))
+SKIP = re.compile(_TEXT_AND_END_TAGS + rb"|<(?=[^a-z!/?]))*+")
 SKIP_PLAIN = re.compile(
-    SKIP_PARTS[0] + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + SKIP_PARTS[1]
+    _TEXT_AND_END_TAGS + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb"|<(?=[^a-z!/?]))*+"
 )
 ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
