@@ -49,15 +49,14 @@ PLAIN_REST = INERT_REST.replace(
     + RESPELL + rb"""]*+(?=[\t\n\f\r >]))""",
     1,
 )
-# Most frequent first (`re` tries alternatives in order): text, end tags, inert start tags.
+# Most frequent first (`re` tries alternatives in order): text, a `<` that is text, end tags, inert
+# start tags.
 _TEXT_AND_END_TAGS = (
-    rb"(?:[^<]++|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
+    rb"(?:[^<]++|<(?=[^a-z!/?])|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
     rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
 )
-SKIP = re.compile(_TEXT_AND_END_TAGS + rb"|<(?=[^a-z!/?]))*+")
-SKIP_PLAIN = re.compile(
-    _TEXT_AND_END_TAGS + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb"|<(?=[^a-z!/?]))*+"
-)
+SKIP = re.compile(_TEXT_AND_END_TAGS + rb")*+")
+SKIP_PLAIN = re.compile(_TEXT_AND_END_TAGS + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb")*+")
 ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
