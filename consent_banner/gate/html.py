@@ -253,6 +253,8 @@ class HtmlRewriter:
         # JavaScript on: <noscript> holds raw text, and a nested rewriter (scripting off) reads it as markup.
         self._scripting = scripting
         self._buf = b""  # input not yet processed: a tag or tail straddling chunks
+        self._more: list[bytes] = []  # chunks come since, not read yet
+        self._waiting = 0  # their size
         self._out: list[bytes | _Mark] = []  # processed output; marks hold injection points
         self._state = DATA
         self._end: re.Pattern[bytes] = end_tag_pattern(b"script")  # what ends the raw text we are in
@@ -270,6 +272,7 @@ class HtmlRewriter:
         self._hit = -1
         self._labels: dict[str, bytes] = {}  # per service: its data-consent-* labels
         self._css = b""  # CSS of a <style> that may continue in the next chunk
+        self._css_read = 0  # its size when last read
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
         self._marker_at: int | None = None  # input offset of the first marker attribute
@@ -288,13 +291,20 @@ class HtmlRewriter:
         if not chunk:
             return b""
         self._watch(chunk)
-        buf = self._buf + chunk if self._buf else chunk
-        self._buf = b""
+        if self._buf and self._waiting + len(chunk) < len(self._buf):
+            # What is held needs more input; read it again only once as much again has come, so that
+            # small chunks never make it read the same bytes over and over (linear time).
+            self._more.append(chunk)
+            self._waiting += len(chunk)
+            return b""
+        buf = b"".join((self._buf, *self._more, chunk)) if self._buf else chunk
+        self._buf, self._more, self._waiting = b"", [], 0
         self._scan(buf, final=False)
         return self._flush(final=False)
 
     def finish(self) -> bytes:
-        buf, self._buf = self._buf, b""
+        buf = b"".join((self._buf, *self._more))
+        self._buf, self._more, self._waiting = b"", [], 0
         self._scan(buf, final=True)
         if self._buf:  # never lose a byte, whatever state the scan stopped in
             self._out.append(self._buf)
@@ -766,7 +776,10 @@ class HtmlRewriter:
 
     def _style_css(self, content: bytes, *, final: bool) -> bytes:
         data = self._css + content if self._css else content
-        self._css = b""
+        if not final and len(data) < 2 * self._css_read:
+            self._css = data  # a token still open: read again once it has doubled (linear time)
+            return b""
+        self._css, self._css_read = b"", 0
         if self._hosts is None or not data or (final and not self._hosts.suspect.search(data.lower())):
             return data
         text = decode(data, self._charset)
@@ -776,6 +789,7 @@ class HtmlRewriter:
         if used == len(text):
             return data if css == text else encode(css, self._charset)
         self._css = encode(text[used:], self._charset)
+        self._css_read = len(self._css)
         return encode(css, self._charset)
 
     # --- rewriting one tag ---
