@@ -38,10 +38,6 @@ class CookieNames:
         own = {self.consent, self.csrf, self.old_consent, self.old_csrf} - {None}
         object.__setattr__(self, "all", frozenset(own))
 
-    @property
-    def host_only(self) -> bool:
-        return self.old_consent is not None
-
 
 def cookie_names(settings: CookieSettings) -> tuple[CookieNames, CookieNames]:
     """(names on plain http, names on https) for the configured `[cookie]`."""
