@@ -447,7 +447,7 @@ class HtmlRewriter:
 
     def _declaration(self, buf: bytes, low: bytes, start: int, final: bool) -> int:
         """`<!`: a comment, a doctype, a CDATA section (SVG/MathML only) or a bogus comment."""
-        out, n = self._out, len(buf)
+        out = self._out
         after = low[start + 2 : start + 9]
         if not final and len(after) < 7 and any(w.startswith(after) for w in (b"--", b"doctype", b"[cdata[")):
             return ~start  # cannot tell yet
@@ -471,7 +471,7 @@ class HtmlRewriter:
             return start + 9
         out.append(buf[start : start + 2])  # a doctype ends at the first ">" as a bogus comment does
         self._state = BOGUS
-        return start + 2 if start + 2 <= n else n
+        return start + 2
 
     def _comment(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         state, n, out = self._state, len(buf), self._out
