@@ -91,27 +91,31 @@ def main() -> None:
     session_cookie = TimestampSigner(KEY).sign(b"eyJ1c2VyIjogMX0=").decode()  # {"user": 1}
     naive_app = naive(bare())
 
+    cookie = [(b"cookie", f"consent={consent_cookie}".encode())]
+    host_cookie = [(b"cookie", f"__Host-consent={consent_cookie}".encode())]
+    https = {"scheme": "https"}  # over https the consent cookie is __Host-consent: the production path
     cases = [
-        ("bare Starlette", bare(), []),
+        ("bare Starlette", bare(), make_scope("/")),
+        ("ConsentMiddleware, valid consent cookie", gated, make_scope("/", cookie)),
+        ("ConsentMiddleware, valid __Host- cookie, https", gated, {**make_scope("/", host_cookie), **https}),
+        ("ConsentMiddleware, no cookie", gated, make_scope("/")),
         (
-            "ConsentMiddleware, valid consent cookie",
-            gated,
-            [(b"cookie", f"consent={consent_cookie}".encode())],
+            "SessionMiddleware, session cookie",
+            session,
+            make_scope("/", [(b"cookie", f"session={session_cookie}".encode())]),
         ),
-        ("ConsentMiddleware, no cookie", gated, []),
-        ("SessionMiddleware, session cookie", session, [(b"cookie", f"session={session_cookie}".encode())]),
         (
             "naive itsdangerous check per request",
             naive_app,
-            [(b"cookie", f"naive={naive_app.cookie}".encode())],
-        ),  # type: ignore[attr-defined]
+            make_scope("/", [(b"cookie", f"naive={naive_app.cookie}".encode())]),  # type: ignore[attr-defined]
+        ),
     ]
     # Interleaved rounds, best of each: a busy machine slows some rounds, never speeds one up.
     best = [0.0] * len(cases)
     for _ in range(args.rounds):
-        for i, (_name, app, headers) in enumerate(cases):
-            best[i] = max(best[i], requests_per_second(app, make_scope("/", headers), seconds=args.seconds))
-    results = [(name, rps) for (name, _app, _headers), rps in zip(cases, best, strict=True)]
+        for i, (_name, app, scope) in enumerate(cases):
+            best[i] = max(best[i], requests_per_second(app, scope, seconds=args.seconds))
+    results = [(name, rps) for (name, _app, _scope), rps in zip(cases, best, strict=True)]
     base = results[0][1]
     print(f"{'case':45} {'req/s':>10} {'ratio':>7}")
     for name, rps in results:
