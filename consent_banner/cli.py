@@ -16,7 +16,7 @@ from .display import shown
 from .errors import ConfigError, MissingSecretKey
 
 DEFAULT_CONFIG = "consent.toml"
-ENV_DEMO_MEMORY_LOG = "CONSENT_DEMO_MEMORY_LOG"  # set by `demo` for the demo site: a per-run log
+DEMO_KEY_FILE = ".consent-demo-key"  # `demo` without CONSENT_SECRET_KEYS: its key, beside its log
 config_option = click.option(
     "--config",
     "config_path",
@@ -66,6 +66,26 @@ def keygen() -> None:
     click.echo(secrets.token_urlsafe(32))
 
 
+def _demo_key(path: Path) -> str:
+    """The demo's signing key: read from `path`, or made up once and written there (owner-only)."""
+    try:
+        key = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        key = ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"cannot read the demo key {path}: {e}") from None
+    if key:
+        return key
+    key = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key + "\n")
+    except OSError as e:
+        raise click.ClickException(f"cannot write the demo key {path}: {e}") from None
+    return key
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -79,13 +99,12 @@ def keygen() -> None:
 def demo(host: str, port: int, config_path: Path | None) -> None:
     """Run the demo site (office space booking) with the SQLite consent log."""
     if not os.environ.get(ENV_SECRET_KEYS):
-        os.environ[ENV_SECRET_KEYS] = secrets.token_urlsafe(32)
-        # A key made up for this run cannot go on with a log another run signed (the log does not
-        # write after a head no listed key signed): such a run keeps its consent log in memory.
-        os.environ[ENV_DEMO_MEMORY_LOG] = "1"
+        # The log refuses to write after a head signed by a key it does not list, so a key made up
+        # per run would strand the demo's log at the second run: the key is kept beside the log.
+        os.environ[ENV_SECRET_KEYS] = _demo_key(Path.cwd() / DEMO_KEY_FILE)
         click.secho(
-            f"WARNING: {ENV_SECRET_KEYS} is not set; using a key generated for this run only. "
-            "Every consent given now becomes invalid when the demo stops. Never do this in production.",
+            f"WARNING: {ENV_SECRET_KEYS} is not set; the demo signs with a key kept in ./{DEMO_KEY_FILE}. "
+            "Never do this in production.",
             fg="red",
             bold=True,
             err=True,

@@ -34,7 +34,6 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from consent_banner import ConfigError, ConsentConfig
-from consent_banner.cli import ENV_DEMO_MEMORY_LOG
 from consent_banner.display import mask_passwords
 
 from .site import Hits, build_site
@@ -309,9 +308,7 @@ def run(host: str, port: int, config_path: Path | None, *, show_audit_password: 
     show_audit_password: print the audit password (one the demo generated); else only say it is set.
     """
     try:
-        # Under a key made up for this run (see consent_banner.cli.demo) the log lives as long as the run.
-        per_run = {"log": "memory://"} if os.environ.get(ENV_DEMO_MEMORY_LOG) else None
-        demo = Demo.prepare(host, port, config_path, workdir=Path.cwd(), overrides=per_run, log_level="info")
+        demo = Demo.prepare(host, port, config_path, workdir=Path.cwd(), log_level="info")
     except ConfigError as e:
         raise SystemExit(f"consent-banner demo: {e}") from None
     except tomllib.TOMLDecodeError as e:

@@ -89,23 +89,29 @@ def test_serve_runs_a_consent_server(toml_path: Path, tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
-def test_demo_without_key_warns_loudly(monkeypatch) -> None:
-    """Only the demo starts without CONSENT_SECRET_KEYS, and it says so."""
+def test_demo_without_key_warns_loudly_and_keeps_its_key_beside_its_log(monkeypatch, tmp_path) -> None:
+    """Only the demo starts without CONSENT_SECRET_KEYS, and it says so. Its key is made up once and
+    kept owner-only in the working directory, so the next run can go on writing the same log."""
     import consent_banner.cli as cli_module
 
-    started = {}
+    started: list[str | None] = []
 
     class FakeSite:
         @staticmethod
         def run(host, port, config_path, show_audit_password=False):
-            started.update(host=host, port=port, key=os.environ.get("CONSENT_SECRET_KEYS"))
+            started.append(os.environ.get("CONSENT_SECRET_KEYS"))
 
-    monkeypatch.delenv("CONSENT_SECRET_KEYS")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli_module, "_demo_module", lambda: FakeSite)
-    result = CliRunner().invoke(cli, ["demo", "--port", "8123"])
-    assert result.exit_code == 0, result.output
-    assert "WARNING: CONSENT_SECRET_KEYS is not set" in result.output
-    assert started["port"] == 8123 and len(started["key"]) >= 32
+    for _ in range(2):
+        monkeypatch.delenv("CONSENT_SECRET_KEYS", raising=False)
+        result = CliRunner().invoke(cli, ["demo", "--port", "8123"])
+        assert result.exit_code == 0, result.output
+        assert "WARNING: CONSENT_SECRET_KEYS is not set" in result.output
+    key_file = tmp_path / ".consent-demo-key"
+    assert started[0] and len(started[0]) >= 32 and started[0] == started[1]
+    assert key_file.read_text().strip() == started[0]
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
 
 # --- secrets and hostile input (issue 12, item 11) --------------------------------------------------

@@ -1,6 +1,6 @@
-"""`consent-banner demo` without CONSENT_SECRET_KEYS makes a key up per run, so it keeps its consent log
-in memory: the log refuses to write after a head signed by a key it does not list, and a file left by
-an earlier run was signed by that run's key. Two runs in one directory both record decisions."""
+"""`consent-banner demo` without CONSENT_SECRET_KEYS makes a key up once and keeps it beside its SQLite
+log: the log refuses to write after a head signed by a key it does not list, so a key made up per run
+would strand the log at the second run. Two runs in one directory both record into the same log."""
 
 from __future__ import annotations
 
@@ -53,7 +53,31 @@ def decide_on_a_demo_run(workdir: Path) -> int:
         proc.wait(timeout=30)
 
 
+def config_for(workdir: Path) -> Path:
+    """A consent.toml that names the demo's log file (the demo's own config, with its log path)."""
+    from server.app import DEFAULT_CONFIG  # noqa: PLC0415
+
+    path = workdir / "verify.toml"
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    path.write_text(f'log = "sqlite:///{workdir / "consent-demo.db"}"\n' + _without_log(text), encoding="utf-8")
+    return path
+
+
+def _without_log(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("log ="))
+
+
 def test_two_demo_runs_with_made_up_keys_both_record(tmp_path: Path) -> None:
     assert decide_on_a_demo_run(tmp_path) == 200
     assert decide_on_a_demo_run(tmp_path) == 200
-    assert not (tmp_path / "consent-demo.db").exists()
+    assert (tmp_path / "consent-demo.db").is_file() and (tmp_path / ".consent-demo-key").is_file()
+    key = (tmp_path / ".consent-demo-key").read_text().strip()
+    verify = subprocess.run(
+        [str(VENV_BIN / "consent-banner"), "log", "verify", "--config", str(config_for(tmp_path))],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}, "CONSENT_SECRET_KEYS": key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith("2 records")
