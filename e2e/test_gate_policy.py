@@ -43,6 +43,12 @@ REFLECTED = f"""
 <button type="button" id="fake-allow" data-consent-allow="marketing">Close</button></div>
 """
 
+# Reflected tracker tags that bring their own copy of the attributes activation reads: a second
+# source beside the tracker's, an always-allowed category. The gate keeps only what it wrote.
+HIJACK = f"""<script data-consent-src="{EVIL}/h1.js" src="{TRACKER}/h1.js"></script>
+<script src="{EVIL}/h2.js" src="{TRACKER}/h2.js"></script>
+<img id="h3" alt="" data-consent-category="necessary" src="{TRACKER}/h3.gif">"""
+
 # The site's own tracker tags, which the gate neutralises (and marks with the page's nonce).
 TRACKED = f"""<script src="{TRACKER}/t.js"></script><img id="px" alt="" src="{TRACKER}/p.gif">
 <table id="tb" background="{TRACKER}/bg.gif"><tr><td>cell</td></tr></table>
@@ -123,6 +129,7 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
     routes = [
         Path_("/", html(body=TRACKED)),
         Path_("/reflect", html(body=TRACKED + REFLECTED)),
+        Path_("/hijack", html(body=HIJACK)),
         Path_("/base", html(head=f'<base href="{EVIL}/">', body="<p>based</p>")),
         Path_("/styles", html(head=STYLES, body="<p>styled</p>")),
         Path_("/inline-style", html(body=INLINE_STYLED)),
@@ -218,6 +225,25 @@ def test_the_gates_own_neutralised_tags_still_activate(page: Page, sites: dict, 
     expect(page.locator("#tb")).to_have_attribute("background", f"{TRACKER}/bg.gif")  # any renamed URL
     assert page.evaluate("window.loadMarker") == 1  # may-grant: no reload
     assert page.evaluate("window.pwned") is None and not [u for u in hosts if u.startswith(EVIL)]
+
+
+def test_reflected_attributes_on_a_tracker_tag_cannot_pick_what_is_activated(
+    page: Page, sites: dict, hosts: list
+) -> None:
+    """Issue 12, item 1: a tracker tag reflected with its own `data-consent-src` (or a second `src`)
+    must not get the attacker's script run with the page's nonce once the tracker is granted, and its
+    own `data-consent-category="necessary"` must not activate it after Reject all."""
+    reject_all(page, sites["enforce"])
+    page.goto(sites["enforce"] + "/hijack")
+    script_ready(page)
+    assert hosts == [] and page.evaluate("window.ran") is None
+    page.context.clear_cookies()
+    page.goto(sites["enforce"] + "/hijack")
+    page.get_by_role("button", name="Accept all").click()
+    page.wait_for_function("() => window.ran && window.ran.length === 2")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.ran") == [f"{TRACKER}/h1.js", f"{TRACKER}/h2.js"]
+    assert not [u for u in hosts if u.startswith(EVIL)]
 
 
 def test_an_injected_base_does_not_move_the_script(page: Page, sites: dict, hosts: list) -> None:

@@ -52,9 +52,12 @@ is labelled with the first such service in config order.
 Markup contract (what the browser script re-activates after consent; CAT = category, SVC = service):
 
 - Mark: given ``mark`` (a zero-argument callable returning the page's CSP nonce, called at most once
-  and only when something is neutralised), every tag below also gets ``nonce="NONCE"`` (any nonce
-  attribute it had is dropped). The script activates only elements whose ``el.nonce`` is the page's
-  nonce, so markup reflected into the page cannot pass for a neutralised tracker.
+  and only when something is neutralised), every tag below also gets ``nonce="NONCE"``. Any nonce
+  or ``data-consent-*`` attribute a neutralised tag had is dropped, so that every ``data-consent-*``
+  attribute on a marked tag was written here. The script activates only elements whose ``el.nonce``
+  is the page's nonce, so markup reflected into the page cannot pass for a neutralised tracker; a URL
+  attribute given twice keeps one occurrence (the denied one), so a script activated with the nonce
+  is the tracker's.
 
 - Script: ``<script src="U" async>`` becomes
   ``<script data-consent-src="U" async type="text/plain" data-consent-category="CAT"
@@ -833,11 +836,16 @@ class HtmlRewriter:
             extra = b' type="text/plain"' + extra
         elif name == b"iframe" and not ns and not any(a[0] == b"hidden" for a in attrs):
             extra = b' hidden="" data-consent-hidden=""' + extra
-        for a in attrs:
+        kept = self._kept(attrs, names)
+        for i, a in enumerate(attrs):
             new = renames.get(a[0])
-            if new is not None:
+            if new is not None and (i in kept or a[0] not in names):
                 edits.append((a[1], a[2], new))
-            elif a[0] == b"nonce" and self._mark is not None:
+            elif new is not None:
+                edits.append((a[1], a[4], b""))  # a duplicate the browser would not have used first
+            elif a[0] == b"nonce" or a[0].startswith(b"data-consent-"):
+                # Ours to write: markup that came with its own (reflected into the page, say) could
+                # otherwise pick the URL, category or attributes the script restores on activation.
                 edits.append((a[1], a[4], b""))
         edited = edit_tag(tag, attrs, edits, extra)
         if name == b"iframe" and not ns and self._placeholder is not None:
@@ -845,20 +853,39 @@ class HtmlRewriter:
         return edited
 
     def _blocked(self, attrs: list[Attr], name: bytes) -> Blocked | None:
-        assert self._hosts is not None
         for a in attrs:  # every duplicate: renaming one exposes the next
-            if a[0] != name:
-                continue
-            text = attr_text(a[5], self._charset)
-            if name in LIST_ATTRS:
-                urls = text.split() if name == b"ping" else srcset_urls(text)
-            else:
-                urls = [text]
-            for url in urls:
-                found = self._hosts.url(url)
+            if a[0] == name:
+                found = self._denies(a)
                 if found is not None:
                     return found
         return None
+
+    def _denies(self, a: Attr) -> Blocked | None:
+        """The denied service a URL attribute fetches from, if any."""
+        assert self._hosts is not None
+        text = attr_text(a[5], self._charset)
+        if a[0] in LIST_ATTRS:
+            urls = text.split() if a[0] == b"ping" else srcset_urls(text)
+        else:
+            urls = [text]
+        for url in urls:
+            found = self._hosts.url(url)
+            if found is not None:
+                return found
+        return None
+
+    def _kept(self, attrs: list[Attr], names: tuple[bytes, ...]) -> set[int]:
+        """Per URL attribute name, the one occurrence a neutralised tag keeps: the first that fetches
+        from a denied host, else the first. Activation gives a script the page's nonce, so the URL it
+        restores must be the tracker's, never a duplicate `src` beside it."""
+        kept: dict[bytes, int] = {}
+        for i, a in enumerate(attrs):
+            if a[0] not in names:
+                continue
+            first = kept.setdefault(a[0], i)
+            if first != i and self._denies(attrs[first]) is None and self._denies(a) is not None:
+                kept[a[0]] = i
+        return set(kept.values())
 
     def _inline(self, name: bytes, raw: bytes) -> bytes | None:
         """A new quoted value for a style or srcdoc attribute that fetches from a denied host, else None."""

@@ -115,3 +115,25 @@ def test_style_attribute_with_references_and_css_escapes() -> None:
     tree = html5lib.parse(out, treebuilder="etree")
     [p] = [e for e in tree.iter() if e.tag.endswith("}p")]
     assert "about:invalid" in p.attrib["style"] and "adnet" not in p.attrib["style"]
+
+
+@pytest.mark.parametrize(
+    ("page", "kept"),
+    [
+        (f'<script data-consent-src="https://evil.example/x.js" src="{PX}.js"></script>', f"{PX}.js"),
+        (f'<script src="https://evil.example/x.js" src="{PX}.js"></script>', f"{PX}.js"),
+        (f'<img data-consent-category="necessary" data-consent-onerror="x()" src="{PX}">', PX),
+    ],
+)
+def test_a_neutralised_tag_keeps_only_the_activation_attributes_the_gate_wrote(page: str, kept: str) -> None:
+    """Issue 12, item 1: activation restores `data-consent-*` attributes and gives a script the page's
+    nonce, so markup that brings its own (or a second `src` beside the tracker's) would choose what
+    runs: the gate drops them, and the one URL it keeps is the tracker's."""
+    out = rewrite(page).decode()
+    [el] = [e for e in parse(out, True) if e.tag.endswith(("script", "img"))]
+    consent_attrs = {k: v for k, v in el.attrib.items() if k.startswith("data-consent-")}
+    assert consent_attrs["data-consent-src"] == kept
+    assert set(consent_attrs) <= {"data-consent-src", "data-consent-type", "data-consent-category",
+                                  "data-consent-service"}
+    assert consent_attrs["data-consent-category"] != "necessary"
+    assert out.count("data-consent-src") == 1 and "evil.example" not in out

@@ -22,9 +22,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+
+
 def decide_on_a_demo_run(workdir: Path) -> int:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}
+    env = clean_env()
     proc = subprocess.Popen(
         [str(VENV_BIN / "consent-banner"), "demo", "--port", str(port)],
         cwd=workdir,
@@ -59,7 +63,8 @@ def config_for(workdir: Path) -> Path:
 
     path = workdir / "verify.toml"
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
-    path.write_text(f'log = "sqlite:///{workdir / "consent-demo.db"}"\n' + _without_log(text), encoding="utf-8")
+    log = f'log = "sqlite:///{workdir / "consent-demo.db"}"\n'
+    path.write_text(log + _without_log(text), encoding="utf-8")
     return path
 
 
@@ -74,7 +79,7 @@ def test_two_demo_runs_with_made_up_keys_both_record(tmp_path: Path) -> None:
     key = (tmp_path / ".consent-demo-key").read_text().strip()
     verify = subprocess.run(
         [str(VENV_BIN / "consent-banner"), "log", "verify", "--config", str(config_for(tmp_path))],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("CONSENT_")}, "CONSENT_SECRET_KEYS": key},
+        env={**clean_env(), "CONSENT_SECRET_KEYS": key},
         capture_output=True,
         text=True,
         timeout=60,
