@@ -134,7 +134,8 @@ async def test_credential_check_uses_constant_time_compare(app: Any, monkeypatch
     real = hmac.compare_digest
 
     def spy(a: Any, b: Any) -> bool:
-        calls.append((bytes(a), bytes(b)))
+        as_bytes = (x.encode() if isinstance(x, str) else bytes(x) for x in (a, b))
+        calls.append((next(as_bytes), next(as_bytes)))
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
@@ -147,11 +148,12 @@ async def test_credential_check_uses_constant_time_compare(app: Any, monkeypatch
         "basic last wrong": basic(USER, PASSWORD[:-1] + "X"),
     }
     seen: dict[str, list[tuple[bytes, bytes]]] = {}
+    secrets_ = {TOKEN.encode(), PASSWORD.encode(), USER.encode()}
     for name, authorization in guesses.items():
         calls.clear()
         await get(app, "/_consent/audit", [(b"authorization", authorization)])
-        seen[name] = list(calls)
-    secrets_ = {TOKEN.encode(), PASSWORD.encode(), USER.encode()}
+        # the credential checks only: a page behind them compares the log head's MAC the same way
+        seen[name] = [(a, b) for a, b in calls if a in secrets_ or b in secrets_]
     for name, made in seen.items():
         assert made, f"{name}: the credentials were not compared with hmac.compare_digest"
         assert any(b in secrets_ or a in secrets_ for a, b in made), (
