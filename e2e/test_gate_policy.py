@@ -49,6 +49,14 @@ HIJACK = f"""<script data-consent-src="{EVIL}/h1.js" src="{TRACKER}/h1.js"></scr
 <script src="{EVIL}/h2.js" src="{TRACKER}/h2.js"></script>
 <img id="h3" alt="" data-consent-category="necessary" src="{TRACKER}/h3.gif">"""
 
+# A copy of our own script ('self' admits it) and a banner root of the attacker's making, whose
+# "Reject all" button sends accept_all, both reflected before the gate's own.
+FAKE_ROOT = """<script src="/_consent/consent.js"></script>
+<div data-consent-root data-prefix="/_consent"
+ data-state='{"decided":false,"categories":["necessary"],"services":{},"gpc":false}'>
+<form method="post" action="/_consent"><button id="fake-reject" name="action" value="accept_all">Reject
+all</button></form><dialog></dialog></div>"""
+
 # The site's own tracker tags, which the gate neutralises (and marks with the page's nonce).
 TRACKED = f"""<script src="{TRACKER}/t.js"></script><img id="px" alt="" src="{TRACKER}/p.gif">
 <table id="tb" background="{TRACKER}/bg.gif"><tr><td>cell</td></tr></table>
@@ -130,6 +138,7 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
         Path_("/", html(body=TRACKED)),
         Path_("/reflect", html(body=TRACKED + REFLECTED)),
         Path_("/hijack", html(body=HIJACK)),
+        Path_("/fake-root", html(body=FAKE_ROOT + TRACKED)),
         Path_("/base", html(head=f'<base href="{EVIL}/">', body="<p>based</p>")),
         Path_("/styles", html(head=STYLES, body="<p>styled</p>")),
         Path_("/inline-style", html(body=INLINE_STYLED)),
@@ -243,6 +252,26 @@ def test_reflected_attributes_on_a_tracker_tag_cannot_pick_what_is_activated(
     page.wait_for_function("() => window.ran && window.ran.length === 2")
     page.wait_for_timeout(300)
     assert page.evaluate("window.ran") == [f"{TRACKER}/h1.js", f"{TRACKER}/h2.js"]
+    assert not [u for u in hosts if u.startswith(EVIL)]
+
+
+def test_a_reflected_copy_of_the_script_and_a_fake_banner_change_nothing(
+    page: Page, sites: dict, hosts: list
+) -> None:
+    """Issue 12, item 1: a copy of consent.js reflected into the page runs first (without the nonce)
+    and a banner root of the attacker's making comes before the gate's. The gate's copy still takes
+    the page, mounts the gate's banner (the fake one's "Reject all" records nothing) and activates
+    what the visitor then grants."""
+    page.goto(sites["enforce"] + "/fake-root")
+    script_ready(page)
+    with page.expect_navigation():
+        page.locator("#fake-reject").click()  # not ours: a plain form post without the form token
+    state = page.request.get(sites["enforce"] + "/_consent/state").json()
+    assert state["decided"] is False
+    page.goto(sites["enforce"] + "/fake-root")
+    page.get_by_role("button", name="Accept all").click()
+    page.wait_for_function("() => window.ran && window.own === 1")
+    assert page.evaluate("window.ran") == [f"{TRACKER}/t.js"]
     assert not [u for u in hosts if u.startswith(EVIL)]
 
 

@@ -1,11 +1,12 @@
 /* consent-banner (see banner.py). No eval, inline handlers or styles: strict-CSP safe. ES2020. */
 ((w, d) => {
   "use strict";
-  if (w.consentBanner) return; // included twice: the first wins
   const me = d.currentScript || { dataset: {} };
   const server = (me.dataset.consentServer || "").replace(/\/+$/, "");
   const cookieName = me.dataset.consentCookie || "consent";
   const nonce = me.nonce || "";
+  // The first copy wins, but one with the gate's nonce beats a reflected one ('self' admits it).
+  if (w.consentBanner && !(nonce && !w.consentBanner.n)) return;
   const ours = (el) => el.nonce === nonce && (nonce || server);
   const handlers = [];
   let root, dialog, state, opener, source, prefix, fallback, busy;
@@ -233,17 +234,20 @@
   }
 
   const api = (w.consentBanner = {
+    n: !!nonce,
     show: () => root && open(),
     get: () => state && JSON.parse(JSON.stringify(state)),
     on: (ev, fn) => ev === "change" && handlers.push(fn),
   });
 
   function boot() {
+    if (w.consentBanner !== api) return;
     if (server) {
       prefix = new URL(me.src).pathname.replace(/\/consent\.js$/, "");
       load();
     } else {
-      const el = d.querySelector("[data-consent-root]");
+      // the last root before us: one reflected into the page comes earlier
+      const el = all("[data-consent-root]").filter((r) => r.compareDocumentPosition(me) & 4).pop();
       if (el) mount(el);
     }
     d.addEventListener("click", click);
