@@ -50,7 +50,8 @@ MAX_LANGUAGE_RANGES = 32  # ranges considered, in the order sent
 
 
 def static_dir() -> Path:
-    """Where consent.js and consent.css live: inside the wheel, or the repository's static/js."""
+    """Where the shipped (built) consent.js and consent.css live: inside the wheel, or the repository's
+    static/js, built from the readable sources in static/src by `./run build`."""
     packaged = Path(__file__).parent / "static" / "js"
     if (packaged / "consent.js").is_file():
         return packaged

@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from consent_banner.banner import Banner, safe_url, shipped_languages, shipped_t
 from consent_banner.config import ConsentConfig
 from consent_banner.consent import UNDECIDED, Consent
 
-BUDGET = 5 * 1024  # bytes: consent.js + consent.css, each gzipped as served
+BUDGET = 4 * 1024  # bytes: consent.js + consent.css as shipped (built), each gzipped as served
+SOURCES = Path(__file__).resolve().parent.parent / "static" / "src"  # the readable script and stylesheet
 
 
 def make_config(**overrides: Any) -> ConsentConfig:
@@ -538,9 +540,13 @@ def test_assets_are_hashed_and_found(banner: Banner) -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", banner.script_hash) and banner.script_hash != banner.css_hash
 
 
-def test_script_is_strict_csp_compatible() -> None:
-    """R36: the browser script uses no eval, no Function constructor, no string timers, no inline styles."""
-    js = (static_dir() / "consent.js").read_text()
+@pytest.mark.parametrize(
+    "script", [SOURCES / "consent.js", static_dir() / "consent.js"], ids=["source", "built"]
+)
+def test_script_is_strict_csp_compatible(script: Path) -> None:
+    """R36: the browser script uses no eval, no Function constructor, no string timers, no inline styles,
+    in its source and as built by the minifier."""
+    js = script.read_text()
     for bad in (
         "eval(",
         "new Function",
@@ -557,7 +563,8 @@ def test_script_is_strict_csp_compatible() -> None:
 def test_script_and_stylesheet_fit_the_budget(
     record_property: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Budget: consent.js + consent.css together at most 5 KB gzipped (anchors: 15.5 KB, 60 KB, 69 KB)."""
+    """Budget: consent.js + consent.css as shipped, together at most 4 KB gzipped: all our code loads into
+    a page before a decision (anchors: 15.5 KB, 60 KB, 69 KB)."""
     sizes = {
         p.name: len(gzip.compress(p.read_bytes(), 9))
         for p in (static_dir() / "consent.js", static_dir() / "consent.css")

@@ -32,6 +32,14 @@ def test_wheel_carries_package_data_and_serves_it(tmp_path: Path) -> None:
     ):
         assert expected in names, expected
     assert any(n.startswith("consent_banner/templates/banner/") for n in names)
+    # the built (minified) script and stylesheet, byte for byte; their readable sources stay in the repository
+    with zipfile.ZipFile(wheel) as zf:
+        for name in ("consent.js", "consent.css"):
+            assert zf.read(f"consent_banner/static/js/{name}") == (ROOT / "static" / "js" / name).read_bytes()
+    assert {n for n in names if n.startswith("consent_banner/static/")} == {
+        "consent_banner/static/js/consent.js",
+        "consent_banner/static/js/consent.css",
+    }
 
     target = tmp_path / "installed"
     subprocess.run(

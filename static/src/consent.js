@@ -1,0 +1,355 @@
+/*
+ * consent-banner's browser script, readable source. The file the middleware serves,
+ * static/js/consent.js, is built from this one by esbuild: edit here, then `./run build`
+ * (`./run test` fails while the built file is stale).
+ *
+ * It mounts the banner the server rendered (embedded on another site: fetches it from the
+ * consent server first), records decisions as JSON, keeps the settings dialog in step with the
+ * decision, activates what the gate neutralised once it is allowed, and offers
+ * window.consentBanner (show, get, on) and the `consent:change` DOM event.
+ *
+ * Strict CSP: no string evaluation, no inline handlers or styles; activated scripts carry the
+ * page's nonce. ES2020, no dependencies. Everything it needs comes from data-* attributes of
+ * its own <script> element and of the banner's root element (see consent_banner/banner.py).
+ */
+((window, document) => {
+  "use strict";
+
+  // Our own <script> element (absent when injected by hand from a console).
+  const script = document.currentScript || { dataset: {} };
+  // Embedded mode: the consent server's origin. Empty when the page's own server is the gate.
+  const server = (script.dataset.consentServer || "").replace(/\/+$/, "");
+  const cookieName = script.dataset.consentCookie || "consent";
+  const nonce = script.nonce || "";
+
+  // The first copy wins, but one with the gate's nonce beats a reflected one ('self' admits it).
+  if (window.consentBanner && !(nonce && !window.consentBanner.n)) return;
+
+  // The gate marks what it wrote with the page's nonce, so markup reflected into the page
+  // cannot pose as a placeholder or a neutralised tag. Embedded there is no gate, and no nonce.
+  const writtenByGate = (el) => el.nonce === nonce && (nonce || server);
+
+  const listeners = []; // consentBanner.on("change", fn)
+  let root; // the banner's root element: [data-consent-root]
+  let dialog; // the settings <dialog> inside it
+  let state; // the visitor's consent, shaped as GET {prefix}/state answers
+  let opener; // what had focus before the dialog opened, to return focus to
+  let source; // where the decision is being made: "banner", "dialog" or "settings"
+  let prefix; // the consent routes' prefix, e.g. "/_consent"
+  let formFallback; // set once the JSON call failed: the plain form post takes over
+  let busy; // a decision is on its way
+
+  const selectAll = (selector, within = document) => [...within.querySelectorAll(selector)];
+  const splitWords = (text) => (text ? text.split(" ") : []);
+  const inRoot = (selector) => root.querySelector(selector);
+  const gpcApplies = () => state.gpc || !!navigator.globalPrivacyControl;
+
+  // The same rule as Consent.allows_service on the server.
+  const allows = (category, service) =>
+    category === "necessary" ||
+    (state.decided && state.categories.includes(category) && state.services[service] !== false);
+
+  // Embedded mode keeps the signed token as a first-party cookie of the page.
+  function storedToken() {
+    const cookie = document.cookie.split("; ").find((c) => c.startsWith(cookieName + "="));
+    return cookie && cookie.slice(cookieName.length + 1);
+  }
+
+  // One call to the consent routes. Embedded: no third-party cookie; the token goes in a header.
+  async function request(path, body) {
+    const headers = {};
+    const token = server && storedToken();
+    if (body) headers["Content-Type"] = "application/json";
+    if (token) headers["X-Consent-Token"] = token;
+    const response = await fetch(server + prefix + path, {
+      method: body ? "POST" : "GET",
+      headers,
+      body: body && JSON.stringify(body),
+      credentials: server ? "omit" : "same-origin",
+    });
+    if (!response.ok) throw Error(response.status);
+    return response;
+  }
+
+  // Records one decision ("accept_all", "reject_all" or "custom") and applies it to the page.
+  async function decide(action) {
+    const body = { language: root.dataset.lang, source, gpc: !!navigator.globalPrivacyControl };
+    let path = "";
+    if (action === "reject_all" && state.decided) {
+      path = "/withdraw"; // refusing after a decision is a withdrawal
+    } else {
+      body.action = action;
+      if (action === "custom") {
+        body.categories = selectAll("[data-cb-category]:checked:not(:disabled)", root).map((el) => el.value);
+        body.services = {};
+        for (const el of selectAll("[data-cb-service]", root)) body.services[el.dataset.cbService] = el.checked;
+      }
+    }
+    const answer = await (await request(path, body)).json();
+    if (server && answer.token) {
+      document.cookie =
+        `${cookieName}=${answer.token}; Max-Age=${answer.max_age}; Path=/; SameSite=Lax` +
+        (location.protocol === "https:" ? "; Secure" : "");
+    }
+
+    // While the page's policy admits only what was granted (a decided visitor, or an undecided
+    // one under csp_undecided = "strict"), granting more needs a fresh page. Embedded pages have
+    // no gate policy to widen.
+    const grantedBefore = (state.decided || root.dataset.strict) && state.categories;
+    const { token: _token, max_age: _maxAge, ...newState } = answer;
+    const reload =
+      grantedBefore && !server && newState.categories.some((c) => !grantedBefore.includes(c));
+    state = newState;
+
+    // The banner goes; the settings button takes its place (and the focus, if it was inside).
+    const banner = inRoot("#cb-banner");
+    const settingsButton = inRoot("[data-cb-settings]");
+    const focusWasInBanner = banner && banner.contains(document.activeElement);
+    banner?.remove();
+    settingsButton.hidden = false;
+    if (dialog.open) dialog.close();
+    else if (focusWasInBanner) settingsButton.focus();
+
+    syncSwitches();
+    pushConsentMode("update");
+    if (!reload) activate();
+    const snapshot = api.get();
+    for (const listener of listeners) {
+      try {
+        listener(snapshot);
+      } catch (error) {
+        console.error(error); // one broken listener must not stop the others
+      }
+    }
+    document.dispatchEvent(new CustomEvent("consent:change", { detail: snapshot }));
+    if (reload) location.reload();
+  }
+
+  // Google Consent Mode v2: one call per decision, pushed as gtag.js does.
+  // data-consent-mode lists "signal:category" pairs, e.g. "analytics_storage:analytics".
+  function pushConsentMode(kind) {
+    const dataLayer = (window.dataLayer = window.dataLayer || []);
+    if (typeof window.gtag !== "function") {
+      window.gtag = function () {
+        dataLayer.push(arguments);
+      };
+    }
+    const signals = {};
+    for (const pair of splitWords(root.dataset.consentMode)) {
+      const [signal, category] = pair.split(":");
+      signals[signal] = allows(category) ? "granted" : "denied";
+    }
+    window.gtag("consent", kind, signals);
+  }
+
+  // Whether the consent now allows a tag or placeholder the gate neutralised.
+  const mayActivate = (el, data = el.dataset) =>
+    writtenByGate(el) &&
+    allows(data.consentCategory, data.consentService || data.consentPlaceholder);
+
+  // Gives back what the gate neutralised, now that it is allowed.
+  function activate() {
+    // Scripts: a <script type="text/plain"> becomes a real one. They run one after the other,
+    // in document order, as the parser would have run them.
+    let queue = Promise.resolve();
+    for (const held of selectAll("script[type='text/plain'][data-consent-category]")) {
+      if (held.cbQueued || !mayActivate(held)) continue;
+      held.cbQueued = 1;
+      queue = queue.then(
+        () =>
+          new Promise((done) => {
+            const live = document.createElement("script");
+            const src = held.dataset.consentSrc;
+            for (const attribute of held.attributes) {
+              if (!/^(type$|src$|data-consent-)/.test(attribute.name)) {
+                live.setAttribute(attribute.name, attribute.value);
+              }
+            }
+            if (held.dataset.consentType) live.type = held.dataset.consentType;
+            live.nonce = nonce;
+            if (src) {
+              live.async = false;
+              live.onload = live.onerror = done;
+              live.src = src;
+            } else {
+              live.text = held.text;
+            }
+            held.replaceWith(live);
+            if (!src) done();
+          }),
+      );
+    }
+
+    // Other tags: every URL attribute the gate renamed data-consent-NAME gets its name back.
+    for (const el of selectAll("[data-consent-category]:not(script,[data-consent-placeholder])")) {
+      if (!mayActivate(el)) continue;
+      for (const attribute of [...el.attributes]) {
+        const name = attribute.name.slice(13); // after "data-consent-"
+        if (/^data-consent-/.test(attribute.name) && !/^(category|service|hidden)$/.test(name)) {
+          el.setAttribute(name, attribute.value);
+          el.removeAttribute(attribute.name);
+        }
+      }
+      // an iframe the gate hid behind its placeholder
+      if (el.hasAttribute("data-consent-hidden")) {
+        el.hidden = false;
+        el.removeAttribute("data-consent-hidden");
+      }
+    }
+
+    // The placeholders ("Allow <category>") of what is now allowed.
+    for (const el of selectAll("[data-consent-placeholder]")) if (mayActivate(el)) el.remove();
+  }
+
+  // The dialog's switches show the current choices (undecided: all off); what GPC denies is locked.
+  function syncSwitches() {
+    const deniedByGpc = splitWords(root.dataset.gpcDenied);
+    for (const input of selectAll("[data-cb-category]:not([value=necessary]),[data-cb-service]", root)) {
+      const category = input.dataset.cbOf || input.value;
+      input.checked = allows(category, input.dataset.cbService);
+      input.disabled = gpcApplies() && deniedByGpc.includes(category);
+    }
+    for (const notice of selectAll("[data-cb-gpc]", root)) notice.hidden = !gpcApplies();
+  }
+
+  function openDialog() {
+    if (dialog.open) return;
+    opener = document.activeElement;
+    source = state.decided ? "settings" : "dialog";
+    syncSwitches();
+    dialog.showModal();
+  }
+
+  // Takes over the server-rendered banner: its forms post JSON from now on.
+  function mount(el) {
+    root = el;
+    dialog = inRoot("dialog");
+    dialog.removeAttribute("popover"); // without JavaScript a popover; with it a modal
+    prefix = root.dataset.prefix;
+    state = JSON.parse(root.dataset.state);
+    syncSwitches();
+    if (state.decided) activate();
+
+    root.addEventListener("submit", (event) => {
+      const button = event.submitter;
+      if (formFallback || !button || button.name !== "action") return;
+      event.preventDefault();
+      if (!dialog.contains(button)) source = "banner";
+      record(button.value, button);
+    });
+
+    // A category switch carries its services along; switching a service on switches its category on.
+    root.addEventListener("change", ({ target }) => {
+      const category = target.dataset.cbCategory;
+      const ofCategory = target.dataset.cbOf;
+      if (category) {
+        for (const service of selectAll(`[data-cb-of='${category}']`, root)) service.checked = target.checked;
+      }
+      if (ofCategory && target.checked) inRoot("#cb-c-" + ofCategory).checked = true;
+    });
+
+    // Focus stays in the dialog; Escape closes it natively, recording nothing.
+    dialog.addEventListener("keydown", (event) => {
+      if (event.key !== "Tab") return;
+      const focusable = selectAll("a[href],button,input:not(:disabled),summary", dialog).filter(
+        (el) => el.getClientRects().length,
+      );
+      const first = focusable[0];
+      const last = focusable[focusable.length - 1];
+      if (document.activeElement === (event.shiftKey ? first : last)) {
+        event.preventDefault();
+        (event.shiftKey ? last : first).focus();
+      }
+    });
+    dialog.addEventListener("close", () => {
+      const back =
+        opener?.isConnected && opener !== document.body ? opener : inRoot("[data-cb-settings]");
+      if (!back.hidden) back.focus();
+    });
+  }
+
+  // Records a decision once at a time. Same origin, when the JSON call fails, the button's own
+  // form is posted instead (it works without JavaScript); embedded, the error propagates.
+  function record(action, button) {
+    if (busy) return;
+    busy = 1;
+    decide(action).then(
+      () => (busy = 0),
+      (error) => {
+        busy = 0;
+        if (server || !button) throw error;
+        formFallback = 1;
+        button.form.requestSubmit(button);
+      },
+    );
+  }
+
+  // Open and close buttons, and the gate's placeholders, whose "Allow <category>" grants that
+  // category on top of the current choices.
+  function onClick(event) {
+    const target = event.target.closest?.("[data-cb-open],[data-cb-close],[data-consent-allow]");
+    if (!target || !root) return;
+    const category = target.dataset.consentAllow;
+    if (category && !writtenByGate(target.parentNode)) return;
+    event.preventDefault();
+    if (category) {
+      const categorySwitch = inRoot("#cb-c-" + category);
+      if (!categorySwitch) return;
+      syncSwitches();
+      categorySwitch.checked = true;
+      categorySwitch.dispatchEvent(new Event("change", { bubbles: true }));
+      source = "banner";
+      record("custom");
+    } else if (target.hasAttribute("data-cb-close")) dialog.close();
+    else openDialog();
+  }
+
+  // Embedded mode: the banner (in the page's language when the server has it), its stylesheet
+  // and the state come from the consent server.
+  async function loadEmbedded() {
+    const language = (document.documentElement.lang || navigator.language || "").split("-")[0];
+    const response = await request("/banner?lang=" + encodeURIComponent(language)).catch(() =>
+      request("/banner"),
+    );
+    const template = document.createElement("template");
+    template.innerHTML = (await response.text()).trim();
+    const el = template.content.firstElementChild;
+    const stylesheet = document.createElement("link");
+    stylesheet.rel = "stylesheet";
+    stylesheet.href = server + el.dataset.css;
+    // The banner appears styled or not at all: no flash of unstyled markup.
+    await new Promise((resolve) => {
+      stylesheet.onload = stylesheet.onerror = resolve;
+      document.head.append(stylesheet);
+    });
+    document.body.append(el);
+    mount(el);
+    const hasDefault = (window.dataLayer || []).some((a) => a[0] === "consent" && a[1] === "default");
+    if (!hasDefault) pushConsentMode("default");
+  }
+
+  const api = (window.consentBanner = {
+    n: !!nonce, // this copy carries the gate's nonce (see the first-copy rule above)
+    show: () => root && openDialog(),
+    get: () => state && JSON.parse(JSON.stringify(state)), // a copy: callers cannot change ours
+    on: (event, listener) => event === "change" && listeners.push(listener),
+  });
+
+  function boot() {
+    if (window.consentBanner !== api) return; // a copy with the nonce took over meanwhile
+    if (server) {
+      prefix = new URL(script.src).pathname.replace(/\/consent\.js$/, "");
+      loadEmbedded();
+    } else {
+      // The last banner root before this script: one reflected into the page comes earlier.
+      const el = selectAll("[data-consent-root]")
+        .filter((candidate) => candidate.compareDocumentPosition(script) & Node.DOCUMENT_POSITION_FOLLOWING)
+        .pop();
+      if (el) mount(el);
+    }
+    document.addEventListener("click", onClick);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})(window, document);
