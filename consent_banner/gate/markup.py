@@ -49,14 +49,30 @@ PLAIN_REST = INERT_REST.replace(
     + RESPELL + rb"""]*+(?=[\t\n\f\r >]))""",
     1,
 )
-# Most frequent first (`re` tries alternatives in order): text, a `<` that is text, end tags, inert
-# start tags.
-_TEXT_AND_END_TAGS = (
-    rb"(?:[^<]++|<(?=[^a-z!/?])|</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
-    rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
+# A start tag in the form most markup has (a name, then `name="value"`, `name='value'` or bare
+# names apart), with no byte that may spell a host another way anywhere in it, read with far fewer
+# steps than REST: every `=` directly follows an attribute name character and directly precedes a
+# quote, so every quote is a value's and the first `>` after the last value ends the tag, as the
+# tokenizer reads it (in such a tag no unquoted value can start, and an attribute name cannot start
+# with `=`). Such a tag, whatever its name and attributes, is left as it is unless it names a denied
+# host as written (the needles, searched apart), or switches the tokenizer.
+_PLAIN_RUN = rb"[^>\"'=&%\\\x00-\x08\x0b\x0e-\x1f\x80-\xff]*+"  # no `>`, quote, `=`, nor RESPELL but blanks
+PLAIN_TAG = (
+    rb"<(?!" + SWITCHING + rb")[a-z][^\t\n\f\r />" + RESPELL + rb"]*+" + _PLAIN_RUN
+    + rb"""(?:(?<=[^\t\n\f\r /"'])=(?:"[^\"""" + RESPELL + rb"""]*+"|'[^'""" + RESPELL + rb"]*+')"
+    + _PLAIN_RUN + rb")*+>"
 )
-SKIP = re.compile(_TEXT_AND_END_TAGS + rb")*+")
-SKIP_PLAIN = re.compile(_TEXT_AND_END_TAGS + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb")*+")
+# Text and the tags skipped, one tag and the text after it per step (`re` tries alternatives in order,
+# most frequent first): end tags, plain start tags (SKIP_PLAIN only), a `<` that is text, inert start
+# tags, fetching tags with plain values (SKIP_PLAIN only).
+_END_TAG = rb"</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
+_TEXT = rb"|<(?=[^a-z!/?])"
+_INERT_TAG = rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
+SKIP = re.compile(rb"(?:[^<]*+(?:" + _END_TAG + _TEXT + _INERT_TAG + rb"))*+[^<]*+")
+SKIP_PLAIN = re.compile(
+    rb"(?:[^<]*+(?:" + _END_TAG + rb"|" + PLAIN_TAG + _TEXT + _INERT_TAG
+    + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb"))*+[^<]*+"
+)
 ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
