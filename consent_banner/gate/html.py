@@ -151,6 +151,8 @@ from .urls import attr_text, decode, encode, srcset_urls, unescape, url_host
 MAX_TAG = 64 * 1024  # a tag, attribute, or CSS token held whole at most this long (then decided as it stands)
 MAX_HOLD = 64 * 1024  # output held for an injection decision before it is made anyway
 MAX_DEPTH = 1024  # SVG/MathML elements nested deeper than this are not followed one by one
+MAX_MEMO = 256  # rewritten tags remembered per consent state (then forgotten all at once)
+MAX_MEMO_TAG = 512  # the longest tag remembered, in bytes
 MARKER = b"data-consent-banner"
 
 Inject = Callable[[str | None], tuple[str, str]]
@@ -174,7 +176,7 @@ _SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "needles", "suspect")
+    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo")
 
     def __init__(self, exact: dict[str, Blocked], wildcard: dict[str, Blocked]) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
@@ -183,6 +185,8 @@ class HostRules:
         self.needles = (*(h.encode() for h in exact), *(b"." + h.encode() for h in wildcard))
         # What makes a tag worth decoding: a needle as written, or a byte that may spell one otherwise.
         self.suspect = re.compile(b"|".join([_SUSPECT, *map(re.escape, self.needles)]))
+        # The tags HtmlRewriter rewrote under these rules (see HtmlRewriter._rewrite), unmarked.
+        self.memo: dict[tuple[bytes, bytes, bool, str], tuple[bytes, bool]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.wildcard)
@@ -273,7 +277,6 @@ class HtmlRewriter:
         self._hits: dict[bytes, int] = {}  # the next place of each needle in the buffer being scanned
         self._hits_in = b""
         self._hit = -1
-        self._labels: dict[str, bytes] = {}  # per service: its data-consent-* labels
         self._css = b""  # CSS of a <style> that may continue in the next chunk
         self._css_read = 0  # its size when last read
         self._prolog = inject is not None  # still before <head> or the first element
@@ -811,6 +814,31 @@ class HtmlRewriter:
             return tag
         if hosts.suspect.search(low, start, end) is None:
             return tag  # names no denied host in any spelling: the common case, decided without parsing
+        if name == b"iframe" and not ns:  # its placeholder and srcdoc depend on the page
+            return self._neutralise(ns, name, tag, names, mark=True)[0]
+        # The same tag in the same state is rewritten the same way in every response of this consent
+        # state, but for the page's mark: remembered without it (trackers repeat across pages, and a
+        # page may repeat one tag many times).
+        key = (tag, ns, self._uncertain and bool(ns), self._charset)
+        found = hosts.memo.get(key)
+        if found is None:
+            found = self._neutralise(ns, name, tag, names, mark=False)
+            if len(tag) <= MAX_MEMO_TAG:
+                if len(hosts.memo) >= MAX_MEMO:
+                    hosts.memo.clear()
+                hosts.memo[key] = found
+        edited, marked = found
+        if not marked or self._mark is None:
+            return edited
+        cut = len(edited) - (2 if edited.endswith(b"/>") else 1)  # the mark goes last, as _neutralise puts it
+        return edited[:cut] + self._marked() + edited[cut:]
+
+    def _neutralise(
+        self, ns: bytes, name: bytes, tag: bytes, names: tuple[bytes, ...], *, mark: bool
+    ) -> tuple[bytes, bool]:
+        """`_rewrite`'s work once the tag may name a denied host: the tag (its CSS rewritten, if that
+        fetches from one), and whether it was neutralised, then with the page's mark unless `mark`
+        is false."""
         attrs = parse_attrs(tag, len(name) + 1)
         edits: list[tuple[int, int, bytes]] = []
         for a in attrs:
@@ -825,12 +853,9 @@ class HtmlRewriter:
             if kind_text not in JS_TYPES:
                 blocked = None  # not executed, not fetched: a data block or an already neutralised script
         if blocked is None:
-            return edit_tag(tag, attrs, edits, b"") if edits else tag
+            return (edit_tag(tag, attrs, edits, b"") if edits else tag), False
         renames = {a: b"data-consent-" + a for a in names}
-        extra = self._labels.get(blocked.service)
-        if extra is None:
-            extra = self._labels[blocked.service] = _labels(blocked)
-        extra += self._marked()
+        extra = _labels(blocked) + (self._marked() if mark else b"")
         if name == b"script" and not ns:
             renames[b"type"] = b"data-consent-type"
             extra = b' type="text/plain"' + extra
@@ -849,8 +874,9 @@ class HtmlRewriter:
                 edits.append((a[1], a[4], b""))
         edited = edit_tag(tag, attrs, edits, extra)
         if name == b"iframe" and not ns and self._placeholder is not None:
-            return self._placeholder(blocked, self._lang).encode(self._charset, "xmlcharrefreplace") + edited
-        return edited
+            placeholder = self._placeholder(blocked, self._lang).encode(self._charset, "xmlcharrefreplace")
+            return placeholder + edited, True
+        return edited, True
 
     def _blocked(self, attrs: list[Attr], name: bytes) -> Blocked | None:
         for a in attrs:  # every duplicate: renaming one exposes the next
