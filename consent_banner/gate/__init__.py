@@ -31,6 +31,7 @@ HEAD requests and 1xx/204/304/206 responses are not rewritten either.
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -624,6 +625,7 @@ def _label_codec(label: str) -> str | None:
     return name if name.startswith(_BROWSER_CODECS) and name != "utf-8-sig" else _UNKNOWN
 
 
+@functools.lru_cache(maxsize=64)  # an app sends few distinct types; the lookup costs a page 4 us
 def _header_codec(content_type: bytes) -> str | None:
     """The codec the Content-Type's charset names (see `_label_codec`); "" when it names none the
     browser knows, so that the body decides."""
