@@ -116,7 +116,6 @@ from .markup import (
     JS_TYPES,
     LANG,
     LIST_ATTRS,
-    LONG_TAG_ATTR,
     MARKUP,
     NOSCRIPT,
     PLAIN,
@@ -142,6 +141,7 @@ from .markup import (
     end_tag_pattern,
     frame_kind,
     has_any,
+    long_tag_attrs,
     parse_attrs,
     scan_tag,
     self_closing,
@@ -601,7 +601,7 @@ class HtmlRewriter:
         parts, last = [], pos
         if self._hosts is not None and not self._tag[0]:
             names = URL_ATTRS.get(name, ()) + SVG_URL_ATTRS.get(name, ()) + CSS_AND_HTML
-            for m in LONG_TAG_ATTR.finditer(low, pos, stop):
+            for m in long_tag_attrs(low, pos, stop):
                 if m.group(1) not in names:
                     continue
                 v = VALUE_START.match(low, m.end(1))

@@ -7,6 +7,7 @@ time on any input). Pure data and pure functions; no state.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from .urls import attr_text
 
@@ -66,7 +67,7 @@ PLAIN_TAG = (
 # most frequent first): end tags, plain start tags (SKIP_PLAIN only), a `<` that is text, inert start
 # tags, fetching tags with plain values (SKIP_PLAIN only).
 _END_TAG = rb"</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
-_TEXT = rb"|<(?=[^a-z!/?])"
+_TEXT = rb"|<++(?=[^a-z!/?])|<+(?=<)"  # a run of `<` in one step: all of it, or all but the last
 _INERT_TAG = rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
 SKIP = re.compile(rb"(?:[^<]*+(?:" + _END_TAG + _TEXT + _INERT_TAG + rb"))*+[^<]*+")
 SKIP_PLAIN = re.compile(
@@ -172,10 +173,14 @@ ATTRS_RUN = re.compile(
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+(?=[\t\n\f\r >]))"""
     rb"|(?![\t\n\f\r ]*+(?:=|\Z))))*+"
 )
-LONG_TAG_ATTR = re.compile(
-    rb"(?:^|(?<=[\t\n\f\r /\"']))"
+# In an over-long tag, a name that may fetch (or holds CSS) where an attribute name may start: after
+# a blank, slash or quote (matched, not looked behind for, so that `re` skips to the candidates), or
+# at the start of a buffer (a tag resumed there); see `long_tag_attrs`.
+_LONG_TAG_NAME = (
     rb"(src|srcset|data|href|imagesrcset|ping|background|poster|xlink:href|style|srcdoc)(?=[\t\n\f\r />=])"
 )
+LONG_TAG_ATTR = re.compile(rb"[\t\n\f\r /\"']" + _LONG_TAG_NAME)
+LONG_TAG_FIRST = re.compile(_LONG_TAG_NAME)
 CSS_AND_HTML = (b"style", b"srcdoc")
 VALUE_START = re.compile(rb"[\t\n\f\r ]*+=[\t\n\f\r ]*+[\"']?[\x00-\x20]*+")
 NAME_CHARS = re.compile(rb"[^\t\n\f\r />=]*+")
@@ -249,6 +254,15 @@ def scan_tag(low: bytes, pos: int, state: int) -> tuple[int, int, bool]:
     if state == ATTR_NAME:  # unfinished: report where it began, so that it is held
         return name_start, BEFORE, False
     return pos, state, False
+
+def long_tag_attrs(low: bytes, pos: int, stop: int) -> Iterator[re.Match[bytes]]:
+    """The names LONG_TAG_ATTR finds in low[pos:stop] (group 1), in order."""
+    if pos == 0:
+        first = LONG_TAG_FIRST.match(low, 0, stop)
+        if first is not None:
+            yield first
+    yield from LONG_TAG_ATTR.finditer(low, pos, stop)
+
 
 def parse_attrs(tag: bytes, offset: int) -> list[Attr]:
     """The attributes of a start tag as the HTML5 tokenizer reads them, in order, duplicates included."""
