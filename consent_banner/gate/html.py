@@ -277,7 +277,8 @@ class HtmlRewriter:
         self._hits: dict[bytes, int] = {}  # the next place of each needle in the buffer being scanned
         self._hits_in = b""
         self._hit = -1
-        self._css = b""  # CSS of a <style> that may continue in the next chunk
+        self._css: list[bytes] = []  # CSS of a <style> that may continue in the next chunk, in pieces
+        self._css_size = 0  # their size
         self._css_read = 0  # its size when last read
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
@@ -296,7 +297,8 @@ class HtmlRewriter:
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
-        self._watch(chunk)
+        if self._inject is not None:  # what it watches decides the injection only
+            self._watch(chunk)
         if self._buf and self._waiting + len(chunk) < len(self._buf):
             # What is held needs more input; read it again only once as much again has come, so that
             # small chunks never make it read the same bytes over and over (linear time).
@@ -781,11 +783,13 @@ class HtmlRewriter:
         return end
 
     def _style_css(self, content: bytes, *, final: bool) -> bytes:
-        data = self._css + content if self._css else content
-        if not final and len(data) < 2 * self._css_read:
-            self._css = data  # a token still open: read again once it has doubled (linear time)
+        if not final and self._css_size + len(content) < 2 * self._css_read:
+            # A token still open: read again once it has doubled, and joined only then (linear time).
+            self._css.append(content)
+            self._css_size += len(content)
             return b""
-        self._css, self._css_read = b"", 0
+        data = b"".join((*self._css, content)) if self._css else content
+        self._css, self._css_size, self._css_read = [], 0, 0
         if self._hosts is None or not data or (final and not self._hosts.suspect.search(data.lower())):
             return data
         text = decode(data, self._charset)
@@ -794,8 +798,8 @@ class HtmlRewriter:
             css, used = rewrite_css(text, self._denied_css_url, final=True)
         if used == len(text):
             return data if css == text else encode(css, self._charset)
-        self._css = encode(text[used:], self._charset)
-        self._css_read = len(self._css)
+        rest = encode(text[used:], self._charset)
+        self._css, self._css_size, self._css_read = [rest], len(rest), len(rest)
         return encode(css, self._charset)
 
     # --- rewriting one tag ---
@@ -1042,7 +1046,10 @@ class HtmlRewriter:
         """Join what can be sent: everything before the first undecided injection point."""
         out = self._out
         while True:
-            first = next((i for i, p in enumerate(out) if isinstance(p, _Mark)), None)
+            # the marks in the output are the undecided points
+            first = None if self._head is None and self._body is None else next(
+                (i for i, p in enumerate(out) if isinstance(p, _Mark)), None
+            )
             if first is None:
                 data = b"".join(out)  # type: ignore[arg-type]
                 out.clear()
