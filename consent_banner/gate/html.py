@@ -112,6 +112,8 @@ from .markup import (
     DOUBLE,
     ESCAPED,
     FOREIGN,
+    FOREIGN_SKIP,
+    FOREIGN_TAG,
     IN_NAME,
     JS_TYPES,
     LANG,
@@ -154,6 +156,8 @@ MAX_DEPTH = 1024  # SVG/MathML elements nested deeper than this are not followed
 MAX_MEMO = 256  # rewritten tags remembered per consent state (then forgotten all at once)
 MAX_MEMO_TAG = 512  # the longest tag remembered, in bytes
 MARKER = b"data-consent-banner"
+# Top SVG/MathML elements under which FOREIGN_SKIP does not run: in annotation-xml an <svg> is SVG.
+_NO_RUN = frozenset({b"annotation-xml", b"style"})
 
 Inject = Callable[[str | None], tuple[str, str]]
 
@@ -389,6 +393,14 @@ class HtmlRewriter:
                 pos = skip
                 if pos == len(buf):
                     return pos
+        elif self._foreign[-1][2] == FOREIGN and self._foreign[-1][1] not in _NO_RUN:
+            skip = FOREIGN_SKIP.match(low, pos, self._next_needle(low, pos)).end()  # type: ignore[union-attr]
+            if skip > pos:
+                self._open_foreign(low, pos, skip)
+                out.append(buf[pos:skip])
+                pos = skip
+                if pos == len(buf):
+                    return pos
         m = MARKUP.search(low, pos)
         if m is None:
             n = len(buf)
@@ -432,6 +444,19 @@ class HtmlRewriter:
         out.append(buf[start : start + 2])
         self._state = BOGUS
         return start + 2
+
+    def _open_foreign(self, low: bytes, start: int, end: int) -> None:
+        """The SVG/MathML elements the tags FOREIGN_SKIP skipped in low[start:end] open, followed
+        up to MAX_DEPTH as `_push` follows them."""
+        frames = self._foreign
+        ns = frames[-1][0]
+        for m in FOREIGN_TAG.finditer(low, start, end):
+            if low[m.end() - 2] == 47:  # "/>": a plain tag ending so closes itself
+                continue
+            if len(frames) >= MAX_DEPTH:
+                self._uncertain = True
+                return
+            frames.append((ns, m.group(1), FOREIGN, {}))
 
     def _next_needle(self, low: bytes, pos: int) -> int:
         """Where the next denied host as written starts (len(low) if none), each needle's next place

@@ -58,11 +58,11 @@ PLAIN_REST = INERT_REST.replace(
 # with `=`). Such a tag, whatever its name and attributes, is left as it is unless it names a denied
 # host as written (the needles, searched apart), or switches the tokenizer.
 _PLAIN_RUN = rb"[^>\"'=&%\\\x00-\x08\x0b\x0e-\x1f\x80-\xff]*+"  # no `>`, quote, `=`, nor RESPELL but blanks
-PLAIN_TAG = (
-    rb"<(?!" + SWITCHING + rb")[a-z][^\t\n\f\r />" + RESPELL + rb"]*+" + _PLAIN_RUN
-    + rb"""(?:(?<=[^\t\n\f\r /"'])=(?:"[^\"""" + RESPELL + rb"""]*+"|'[^'""" + RESPELL + rb"]*+')"
+_PLAIN_REST = (
+    _PLAIN_RUN + rb"""(?:(?<=[^\t\n\f\r /"'])=(?:"[^\"""" + RESPELL + rb"""]*+"|'[^'""" + RESPELL + rb"]*+')"
     + _PLAIN_RUN + rb")*+>"
 )
+PLAIN_TAG = rb"<(?!" + SWITCHING + rb")[a-z][^\t\n\f\r />" + RESPELL + rb"]*+" + _PLAIN_REST
 # Text and the tags skipped, one tag and the text after it per step (`re` tries alternatives in order,
 # most frequent first): end tags, plain start tags (SKIP_PLAIN only), a `<` that is text, inert start
 # tags, fetching tags with plain values (SKIP_PLAIN only).
@@ -116,6 +116,41 @@ SVG_HTML_POINTS = frozenset({b"foreignobject", b"desc", b"title"})
 MATH_TEXT_POINTS = frozenset({b"mi", b"mo", b"mn", b"ms", b"mtext"})
 FOREIGN, HTML_POINT, TEXT_POINT = 0, 1, 2
 
+# Inside SVG/MathML, under an element whose content is SVG/MathML too: text and plain start tags (as
+# above) that open one more such element, or none (`/>`), with no other effect; skipped in one match
+# (FOREIGN_SKIP), then read for their names (FOREIGN_TAG) only while they are followed one by one
+# (up to MAX_DEPTH). Not: what leaves SVG/MathML, an integration point, a <style> (CSS follows).
+
+
+def _trie(names: set[bytes]) -> bytes:
+    """A pattern matching exactly `names`, branching one byte at a time (`re` tries alternatives one
+    by one: a flat list of 60 names costs every tag 60 tries)."""
+    if names == {b""}:
+        return b""
+    groups: dict[bytes, set[bytes]] = {}
+    for n in names:
+        groups.setdefault(n[:1], set()).add(n[1:])
+    parts = []
+    for first, rests in sorted(groups.items()):
+        if not first:
+            continue
+        inner = _trie(rests)
+        if b"" in rests and rests != {b""}:
+            inner = rb"(?:" + _trie(rests - {b""}) + rb")?"
+        elif len(rests) > 1:
+            inner = rb"(?:" + inner + rb")"
+        parts.append(re.escape(first) + inner)
+    return b"|".join(parts)
+
+
+_FOREIGN_OTHER = _trie(
+    set(BREAKOUT | SVG_HTML_POINTS | MATH_TEXT_POINTS | {b"font", b"annotation-xml", b"style"})
+)
+_FOREIGN_TAG = (
+    rb"<(?!(?:" + _FOREIGN_OTHER + rb")[\t\n\f\r />])([a-z][^\t\n\f\r />" + RESPELL + rb"]*+)" + _PLAIN_REST
+)
+FOREIGN_SKIP = re.compile(rb"(?:[^<]*+" + _FOREIGN_TAG + rb")*+[^<]*+")
+FOREIGN_TAG = re.compile(rb"[^<]*+" + _FOREIGN_TAG)
 # Attributes that make the browser fetch, per element: HTML, then SVG.
 URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {
     b"img": (b"src", b"srcset"),
