@@ -123,6 +123,7 @@ from .markup import (
     PLAIN,
     PROLOG_TAG,
     RAW,
+    REPEAT,
     SCRIPT,
     SCRIPT_STATES,
     SKIP,
@@ -275,6 +276,7 @@ class HtmlRewriter:
         # then on, raw text elements and comments inside SVG/MathML hide nothing from the rewrite.
         self._uncertain = False
         self._nested: HtmlRewriter | None = None  # the rewriter of the <noscript> we are in
+        self._seen: dict[bytes, bytes] = {}  # tags rewritten in HTML content, and their output here
         self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
         self._long_tag: tuple[bytes, bool] | None = None  # an over-long tag streaming through: (name, denied)
         self._final = False
@@ -384,6 +386,8 @@ class HtmlRewriter:
     def _data(self, buf: bytes, low: bytes, pos: int, final: bool) -> int:
         out = self._out
         if not self._foreign:
+            if self._seen:
+                pos = self._repeats(buf, low, pos)
             hit = self._next_needle(low, pos)
             skip = SKIP_PLAIN.match(low, pos, hit).end()  # type: ignore[union-attr]
             if skip == hit and hit < len(low):  # a denied host as written: only inert tags skip it
@@ -444,6 +448,23 @@ class HtmlRewriter:
         out.append(buf[start : start + 2])
         self._state = BOGUS
         return start + 2
+
+    def _repeats(self, buf: bytes, low: bytes, pos: int) -> int:
+        """Text and tags rewritten before, each replaced with its earlier output, from `pos` on;
+        where that stops."""
+        out, seen, match = self._out, self._seen, REPEAT.match
+        while True:
+            m = match(low, pos)
+            if m is None:
+                return pos
+            start, end = m.span(1)
+            done = seen.get(buf[start:end])
+            if done is None:
+                return pos
+            if start > pos:
+                out.append(buf[pos:start])
+            out.append(done)
+            pos = end
 
     def _open_foreign(self, low: bytes, start: int, end: int) -> None:
         """The SVG/MathML elements the tags FOREIGN_SKIP skipped in low[start:end] open, followed
@@ -693,7 +714,8 @@ class HtmlRewriter:
             return end
         if name == b"body":
             self._decide_head(self._base + start)
-        emit(self._rewrite(b"", name, tag, low, start))
+        rewritten = self._rewrite(b"", name, tag, low, start)
+        emit(rewritten)
         switch = SWITCH.get(name)
         if switch is not None:
             if switch == NOSCRIPT:
@@ -715,6 +737,12 @@ class HtmlRewriter:
                 opened[name] = opened.get(name, 0) + 1
             else:  # more kinds of element than we follow: an end tag may close one we did not count
                 self._uncertain = True
+        elif rewritten is not tag and sent is None and name != b"body" and len(tag) <= MAX_MEMO_TAG:
+            # Rewriting was all this tag did here: the same bytes again in HTML content are replaced
+            # with the same output (`_repeats`), a tracker repeated down a page read once.
+            if len(self._seen) >= MAX_MEMO:
+                self._seen.clear()
+            self._seen[tag] = rewritten
         return end
 
     def _end_tag(self, buf: bytes, start: int, end: int, name: bytes, sent: bytes | None = None) -> int:

@@ -78,6 +78,8 @@ ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
 )
+# Text, then a whole start tag (HtmlRewriter._repeats).
+REPEAT = re.compile(rb"[^<]*+(<[a-z][^\t\n\f\r />]*+" + REST + rb")")
 COMMENT_END = re.compile(rb"--!?>")
 SCRIPT_DATA = re.compile(rb"<!--|</script[\t\n\f\r />]")
 SCRIPT_ESCAPED = re.compile(rb"-->|<(/?)script[\t\n\f\r />]")
