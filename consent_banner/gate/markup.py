@@ -206,7 +206,9 @@ IN_NAME, BEFORE, ATTR_NAME, AFTER_NAME, BEFORE_VALUE, DQ, SQ, UNQUOTED = range(8
 TAG_NAME = re.compile(rb"[^\t\n\f\r />]*+")
 # Whole attributes, in one match, up to one that may go on in the next chunk.
 ATTRS_RUN = re.compile(
-    rb"(?:[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />])"
+    # first, names without values in one step each: a name, blanks, then a name that starts another
+    rb"(?:(?:[^\t\n\f\r />=]++[\t\n\f\r ]++(?=[^\t\n\f\r />=]))++"
+    rb"|[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />])"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+(?=[\t\n\f\r >]))"""
     rb"|(?![\t\n\f\r ]*+(?:=|\Z))))*+"
 )
