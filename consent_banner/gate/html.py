@@ -311,6 +311,17 @@ class HtmlRewriter:
             self._more.append(chunk)
             self._waiting += len(chunk)
             return b""
+        if self._css_read and self._state == STYLE and not self._more and b"<" not in self._buf + chunk:
+            # More of a CSS token held open, and nothing that could end the <style>: held with it
+            # until it has doubled, as _raw holds it, without the rest of the scan.
+            buf = self._buf + chunk
+            stop = max(0, len(buf) - 12)  # _raw keeps as many back
+            if self._css_size + stop < 2 * self._css_read:
+                self._css.append(buf[:stop])
+                self._css_size += stop
+                self._base += stop
+                self._buf = buf[stop:]
+                return b""
         buf = b"".join((self._buf, *self._more, chunk)) if self._buf else chunk
         self._buf, self._more, self._waiting = b"", [], 0
         self._scan(buf, final=False)
