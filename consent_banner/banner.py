@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -261,6 +262,10 @@ class Banner:
             "consent": consent,
             "csrf_token": csrf_token,
             "return_to": return_to,
+            # The forms' ids differ per page: markup reflected into the page could otherwise name
+            # them (`<button form=...>`, `<input form=...>`, or a form of the same id placed first)
+            # and submit the banner's form, with the visitor's token, carrying its own fields.
+            "form_id": secrets.token_urlsafe(9),
             "categories": self._categories(language, consent),
             "purposes": [
                 cfg.localize(cat.label, language) for name, cat in cfg.categories.items() if name != NECESSARY

@@ -282,14 +282,14 @@ def test_dialog_shows_current_choices_of_a_decided_visitor(banner: Banner) -> No
 def test_forms_work_without_javascript(banner: Banner) -> None:
     """R13: the banner posts a plain form with the contract's fields; Accept/Reject send no categories."""
     tree = dom(body(banner))
-    quick = tree.one("form", id="cb-q")
+    [quick, dialog_form] = tree.all("form")
+    assert quick.attrs["id"].startswith("cb-q-") and dialog_form.attrs["id"].startswith("cb-f-")
     assert quick.attrs["method"] == "post" and quick.attrs["action"] == "/_consent"
     fields = {i.attrs["name"]: i.attrs["value"] for i in quick.all("input")}
     assert fields == {"csrf": "TOKEN", "language": "en", "return_to": "/rooms"}
     assert {
         b.attrs.get("form") for b in tree.all("button", name="action") if b.attrs["value"] != "custom"
-    } == {"cb-q"}
-    dialog_form = tree.one("form", id="cb-f")
+    } == {quick.attrs["id"]}
     names = sorted({i.attrs["name"] or "" for i in dialog_form.all("input")})
     assert names == ["categories", "csrf", "language", "return_to", "service.stats"]
     assert dialog_form.one("button", value="custom").attrs["class"] == "cb-btn"

@@ -1,0 +1,146 @@
+"""Red team of issue 12 in Chromium: markup reflected into a page that borrows the banner's own forms.
+
+The banner's buttons name their form by id (`form="..."`), and so can any markup on the page: a
+reflected `<button form=...>` submits the real form, with the visitor's form token, and a reflected
+`<input form=...>` adds its field to the real form's post. One site behind the real
+ConsentMiddleware, pages reflecting such markup; the attacker (`https://evil.test`) is stood in for
+with Playwright routing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import ServerThread, _free_socket
+from playwright.sync_api import BrowserContext, Page, Route, expect
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route as Path_
+
+from consent_banner import ConsentConfig, ConsentMiddleware
+
+EVIL = "https://evil.test"
+SHELL = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Search</title></head>
+<body><main><h1>Search</h1><p>Results for: {reflected}</p></main></body></html>"""
+
+# Reflected search terms. The banner's form ids as the page shipped them before this file.
+BORROW_QUICK = """<button id="fake" form="cb-q" name="action" value="accept_all">Reject all</button>"""
+BORROW_DIALOG = """<input type="hidden" form="cb-f" name="categories" value="marketing">"""
+SHADOW_QUICK = f"""<form id="cb-q" method="get" action="{EVIL}/phish"></form>"""
+
+
+def config(log: str) -> ConsentConfig:
+    return ConsentConfig.from_dict(
+        {
+            "policy_revision": "2026-11-01",
+            "controller": "Example AB",
+            "privacy_policy_url": "/privacy",
+            "log": log,
+            "cookie": {"secure": False},
+            "categories": {
+                "necessary": {"label": "Necessary"},
+                "analytics": {"label": "Analytics"},
+                "marketing": {"label": "Marketing"},
+            },
+            "services": [
+                {"name": "pixel", "category": "marketing", "provider": "Tracker Ltd"},
+                {"name": "stats", "category": "analytics", "provider": "Stats Oy"},
+            ],
+        }
+    )
+
+
+def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
+    def reflect(markup: str) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return HTMLResponse(SHELL.format(reflected=markup))
+
+        return endpoint
+
+    routes = [
+        Path_("/borrow-quick", reflect(BORROW_QUICK)),
+        Path_("/borrow-dialog", reflect(BORROW_DIALOG)),
+        Path_("/shadow-quick", reflect(SHADOW_QUICK)),
+    ]
+    return ConsentMiddleware(Starlette(routes=routes), config=cfg)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = f"sqlite:///{tmp_path_factory.mktemp('redteam') / 'log.db'}"
+    sock = _free_socket()
+    with ServerThread(build_app(config(log)), sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def evil(new_context: Callable[..., BrowserContext]) -> list[str]:
+    return []
+
+
+def visitor(new_context: Callable[..., BrowserContext], evil: list[str], *, js: bool) -> Page:
+    ctx = new_context(java_script_enabled=js)
+
+    def answer(route: Route) -> None:
+        evil.append(route.request.url)
+        route.fulfill(body="<!doctype html><title>phish</title><p>evil</p>", content_type="text/html")
+
+    ctx.route(f"{EVIL}/**", answer)
+    return ctx.new_page()
+
+
+def state(page: Page, url: str) -> dict[str, Any]:
+    return page.request.get(url + "/_consent/state").json()
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
+def test_a_reflected_button_naming_the_banners_form_records_nothing(
+    new_context: Callable[..., BrowserContext], site: str, evil: list[str], js: bool
+) -> None:
+    """A reflected `<button form=... value=accept_all>Reject all</button>` outside the banner must not
+    submit the banner's form: the visitor would have "accepted all" by clicking "Reject all"."""
+    page = visitor(new_context, evil, js=js)
+    page.goto(site + "/borrow-quick")
+    if js:
+        page.wait_for_function("() => window.consentBanner && document.readyState === 'complete'")
+    page.locator("#fake").click()
+    page.wait_for_timeout(500)
+    assert state(page, site)["decided"] is False
+
+
+def test_a_reflected_input_naming_the_dialogs_form_adds_nothing_to_a_choice(
+    new_context: Callable[..., BrowserContext], site: str, evil: list[str]
+) -> None:
+    """JavaScript off: the visitor ticks nothing and saves; a reflected hidden
+    `<input form=... name=categories value=marketing>` must not make that a grant of marketing."""
+    page = visitor(new_context, evil, js=False)
+    page.goto(site + "/borrow-dialog")
+    page.get_by_role("button", name="Customise").click()
+    dialog = page.locator("#cb-dialog")
+    expect(dialog).to_be_visible()
+    with page.expect_navigation():
+        dialog.get_by_role("button", name="Save choices").click()
+    s = state(page, site)
+    assert s["decided"] is True
+    assert s["categories"] == ["necessary"]
+
+
+@pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
+def test_a_reflected_form_with_the_banners_id_does_not_capture_its_buttons(
+    new_context: Callable[..., BrowserContext], site: str, evil: list[str], js: bool
+) -> None:
+    """A reflected `<form id=...>` before the banner must not become the form of the banner's own
+    "Reject all" (which would then take the visitor to the attacker and record nothing)."""
+    page = visitor(new_context, evil, js=js)
+    page.goto(site + "/shadow-quick")
+    if js:
+        page.wait_for_function("() => window.consentBanner && document.readyState === 'complete'")
+    page.get_by_role("button", name="Reject all").click()
+    page.wait_for_timeout(500)
+    assert evil == []
+    s = state(page, site)
+    assert s["decided"] is True and s["categories"] == ["necessary"]
