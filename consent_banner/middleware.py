@@ -107,7 +107,7 @@ class ConsentMiddleware:
         state["consent"] = consent
         upkeep = (
             self._upkeep(scope, names, cookies, consent)
-            if cookies.expire or cookies.migrate_consent or cookies.migrate_csrf
+            if cookies.expire or cookies.migrate_consent
             else None
         )
 
@@ -164,10 +164,6 @@ class ConsentMiddleware:
                 set_cookie_header(names.consent, cookies.consent, self.config.cookie, max_age=left).encode()
             )
             expire.append(names.old_consent)
-        if cookies.migrate_csrf and cookies.csrf:
-            assert names.old_csrf is not None
-            out.append(self.csrf_set_cookie(cookies.csrf, names.csrf).encode())
-            expire.append(names.old_csrf)
         host = Headers(scope=scope).get("host")
         secure = scope.get("scheme") in _SECURE_SCHEMES
         gone = [

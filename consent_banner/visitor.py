@@ -7,9 +7,11 @@ allows it (`secure`, no `domain`, path `/`) and the request came over https, the
 on `/`, set by this very host, so no sibling can plant one. Elsewhere (plain http, a configured
 `domain`) the plain names stay, and two cookies of one name in a request decide nothing.
 
-The previous release's plain names are still read over https while no ``__Host-`` cookie is
-present, so an upgrade loses nobody's choice: the value is re-issued under the new name and the
-old cookie expired (`Tidy`). Pure functions of the configuration and one Cookie header.
+The previous release's plain consent name is still read over https while no ``__Host-`` cookie
+is present, so an upgrade loses nobody's choice: the value is re-issued under the new name and the
+old cookie expired. The old form-token name is only expired, never read: a token holds no choice,
+and a planted one would let a sibling know the token of a visitor's form. Pure functions of the
+configuration and one Cookie header.
 """
 
 from __future__ import annotations
@@ -61,7 +63,6 @@ class VisitorCookies(NamedTuple):
     csrf: str | None  # the one form-token cookie value, likewise
     others: dict[str, str]  # every other cookie (the last of duplicates)
     migrate_consent: bool = False  # `consent` was read under the old name: re-issue it
-    migrate_csrf: bool = False
     expire: tuple[str, ...] = ()  # own cookie names to expire wherever this host can reach them
 
 
@@ -133,10 +134,14 @@ def _sorted_out(header: bytes, names: CookieNames, others: dict[str, str]) -> Vi
     consent, migrate_consent = _pick(
         values[names.consent], values.get(names.old_consent, []), names.consent, names.old_consent, expire
     )
-    csrf, migrate_csrf = _pick(
-        values[names.csrf], values.get(names.old_csrf, []), names.csrf, names.old_csrf, expire
-    )
-    return VisitorCookies(consent, csrf, others, migrate_consent, migrate_csrf, tuple(expire))
+    # The form token holds no choice, so nothing is lost by not reading the old name: a sibling
+    # could plant `consent_csrf` with a value whose token it knows. It is expired, and a new token
+    # comes with the next page.
+    if values.get(names.old_csrf):
+        assert names.old_csrf is not None
+        expire.append(names.old_csrf)
+    csrf, _ = _pick(values[names.csrf], [], names.csrf, None, expire)
+    return VisitorCookies(consent, csrf, others, migrate_consent, tuple(expire))
 
 
 def _pick(

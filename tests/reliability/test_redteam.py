@@ -1,0 +1,87 @@
+"""Red team of issue 12 over HTTP: what the review of the issue's fixes still found, one test each.
+
+Each test drives the real middleware through its public interface (httpx over ASGI) as the
+adversary of docs/threat-model.md named in its docstring would.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from consent_banner import ConsentConfig
+
+from ..conftest import MODEL_TOML, make_app
+
+HTTPS = "https://www.example.com"
+
+
+def https_config(tmp_path: Path) -> ConsentConfig:
+    path = tmp_path / "consent.toml"
+    path.write_text(
+        textwrap.dedent(MODEL_TOML.format(db=tmp_path / "log.db")).replace("secure = false", "secure = true")
+    )
+    return ConsentConfig.from_toml(path)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = make_app(https_config(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HTTPS) as c:
+        c.app = app  # type: ignore[attr-defined]
+        yield c
+    await app.routes.close()
+
+
+def browser_jar(jar: dict[str, str], response: httpx.Response) -> dict[str, str]:
+    """The cookies a browser holds for this host after `response` (Max-Age=0 deletes)."""
+    out = dict(jar)
+    for line in response.headers.get_list("set-cookie"):
+        name, _, value = line.split(";")[0].partition("=")
+        if "Max-Age=0" in line:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return out
+
+
+def header(jar: dict[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+async def test_a_planted_old_name_form_token_does_not_authenticate_a_form_post(
+    site: httpx.AsyncClient,
+) -> None:
+    """A sibling subdomain (adversary 3) gets its own form token (cookie value X, and the token for X
+    from the banner), plants `consent_csrf=X; Domain=example.com` in a visitor's browser, and markup
+    reflected into one of the site's pages (adversary 2) holds a form with the token for X behind a
+    "Reject all" label. Over https the form token lives in `__Host-consent_csrf`, which no sibling can
+    set; a planted cookie under the previous release's name must not stand in for it, nor be
+    adopted under the new name."""
+    own = await site.get("/")
+    x = own.cookies["__Host-consent_csrf"]
+    token = re.search(r'name="csrf" value="([^"]*)"', own.text).group(1)
+    site.cookies.clear()
+
+    jar = {"consent_csrf": x}  # planted, domain-wide: the browser sends it to www.example.com
+    page = await site.get("/", headers={"cookie": header(jar)})
+    jar = browser_jar(jar, page)
+    assert jar.get("__Host-consent_csrf") != x  # the sibling's value is not adopted
+    r = await site.post(
+        "/_consent",
+        data={"action": "accept_all", "csrf": token},
+        headers={"origin": HTTPS, "cookie": header(jar)},
+    )
+    assert r.status_code == 403, r.text
+    r = await site.post(
+        "/_consent",
+        data={"action": "accept_all", "csrf": token},
+        headers={"origin": HTTPS, "cookie": "consent_csrf=" + x},
+    )
+    assert r.status_code == 403, r.text
+    assert await (await site.app.routes.log()).count() == 0  # type: ignore[attr-defined]
