@@ -31,6 +31,9 @@ SHELL = """<!doctype html>
 BORROW_QUICK = """<button id="fake" form="cb-q" name="action" value="accept_all">Reject all</button>"""
 BORROW_DIALOG = """<input type="hidden" form="cb-f" name="categories" value="marketing">"""
 SHADOW_QUICK = f"""<form id="cb-q" method="get" action="{EVIL}/phish"></form>"""
+# DOM clobbering: a named form is `window.consentBanner` before the script runs, and its `n` input
+# looks like the flag of a copy that carried the nonce.
+CLOBBER = """<form id="consentBanner"><input name="n"></form>"""
 
 
 def config(log: str) -> ConsentConfig:
@@ -65,6 +68,7 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
         Path_("/borrow-quick", reflect(BORROW_QUICK)),
         Path_("/borrow-dialog", reflect(BORROW_DIALOG)),
         Path_("/shadow-quick", reflect(SHADOW_QUICK)),
+        Path_("/clobber", reflect(CLOBBER)),
     ]
     return ConsentMiddleware(Starlette(routes=routes), config=cfg)
 
@@ -144,3 +148,21 @@ def test_a_reflected_form_with_the_banners_id_does_not_capture_its_buttons(
     assert evil == []
     s = state(page, site)
     assert s["decided"] is True and s["categories"] == ["necessary"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="static/js/consent.js takes a clobbered window.consentBanner (a reflected <form "
+    "id=consentBanner><input name=n>) for a nonce-carrying copy and stands down; owner: static/js",
+)
+def test_a_clobbered_global_does_not_switch_the_script_off(
+    new_context: Callable[..., BrowserContext], site: str, evil: list[str]
+) -> None:
+    """A reflected `<form id="consentBanner"><input name="n"></form>` must not make the gate's own copy
+    of consent.js believe a nonce-carrying copy already runs: the page would lose the script's API
+    (`consentBanner.on/show/get`) and decisions would fall back to full-page form posts."""
+    page = visitor(new_context, evil, js=True)
+    page.goto(site + "/clobber")
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(300)
+    assert page.evaluate("typeof (window.consentBanner && window.consentBanner.get)") == "function"
