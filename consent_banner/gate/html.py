@@ -181,7 +181,7 @@ _SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo")
+    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo", "labels")
 
     def __init__(self, exact: dict[str, Blocked], wildcard: dict[str, Blocked]) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
@@ -192,6 +192,7 @@ class HostRules:
         self.suspect = re.compile(b"|".join([_SUSPECT, *map(re.escape, self.needles)]))
         # The tags HtmlRewriter rewrote under these rules (see HtmlRewriter._rewrite), unmarked.
         self.memo: dict[tuple[bytes, bytes, bool, str], tuple[bytes, bool]] = {}
+        self.labels: dict[str, bytes] = {}  # per denied service: its data-consent-* labels
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.wildcard)
@@ -923,7 +924,9 @@ class HtmlRewriter:
         if blocked is None:
             return (edit_tag(tag, attrs, edits, b"") if edits else tag), False
         renames = {a: b"data-consent-" + a for a in names}
-        extra = _labels(blocked) + (self._marked() if mark else b"")
+        labels = self._hosts.labels  # type: ignore[union-attr]
+        extra = labels.get(blocked.service) or labels.setdefault(blocked.service, _labels(blocked))
+        extra += self._marked() if mark else b""
         if name == b"script" and not ns:
             renames[b"type"] = b"data-consent-type"
             extra = b' type="text/plain"' + extra
