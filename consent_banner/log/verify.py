@@ -140,6 +140,7 @@ class ChainVerifier:
         self._expected_seq: int | None = None
         self._failed: _Failed | None = None
         self._versions_ok: set[str] = set()
+        self._vouched = 0  # the last record a signed checkpoint was compared with
         notes = self._result.notes
         if keys is None:
             notes.append("signatures not checked: no server key available (set CONSENT_SECRET_KEYS)")
@@ -303,6 +304,7 @@ class ChainVerifier:
                     f"the signed checkpoint at record {seq} has head {cp.hash[:16]}..., the chain has "
                     f"{str(h)[:16]}...: the log was rewritten from here or before",
                 )
+            self._vouched = seq
         if self._versions is not None:
             self._check_version(seq, cols[9])
         if self._unconfirmed_anchor is not None and cols[2] == "purge":
@@ -408,6 +410,15 @@ class ChainVerifier:
                 )
         head = self._head
         if head is None:
+            # An export carries no signed head: whoever holds a copy can rewrite records and
+            # recompute every hash after them. Only pinned checkpoints vouch for a file's records.
+            if r.records and self._vouched < last:
+                first = max(self._vouched + 1, r.first_seq or 1)
+                r.notes.append(
+                    f"records {first}..{last} are vouched for by no signed checkpoint: a file has no "
+                    "signed head, so their chain is only self-consistent (anyone can recompute it); "
+                    "pin checkpoints with `log checkpoints` and pass --pins to check them"
+                )
             return
         if self._log_id is not None and head.log_id != self._log_id:
             raise _Failed(None, "signature", "the head belongs to another log")

@@ -6,6 +6,8 @@ adversary of docs/threat-model.md named in its docstring would.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import textwrap
 from collections.abc import AsyncIterator
@@ -13,8 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from consent_banner import ConsentConfig
+from consent_banner.cli import cli
+from consent_banner.log.events import GENESIS, LoggedRecord, record_hash
 
 from ..conftest import MODEL_TOML, make_app
 
@@ -85,3 +90,40 @@ async def test_a_planted_old_name_form_token_does_not_authenticate_a_form_post(
     )
     assert r.status_code == 403, r.text
     assert await (await site.app.routes.log()).count() == 0  # type: ignore[attr-defined]
+
+
+async def test_verify_file_says_when_nothing_signed_vouches_for_an_export(
+    site: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Whoever hands an auditor an export (adversary 4 with a copy of the data, not the keys) can turn
+    a reject into an accept and recompute every hash after it. An export carries no signed head, so
+    `log verify --file` can only find the chain self-consistent: with the keys at hand it must not
+    say "chain intact" and stop there, as if the keys had vouched for it."""
+    for action in ("accept_all", "reject_all", "reject_all", "custom"):
+        r = await site.post("/_consent", json={"action": action}, headers={"origin": HTTPS})
+        assert r.status_code == 200, r.text
+        site.cookies.clear()
+    out = tmp_path / "export.ndjson"
+    cfg = str(tmp_path / "consent.toml")
+    runner = CliRunner()
+    done = await asyncio.to_thread(
+        runner.invoke, cli, ["log", "export", "--config", cfg, "--format", "ndjson", "-o", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    forged, prev = [], GENESIS
+    for n, line in enumerate(out.read_text().splitlines(), start=1):
+        d = json.loads(line)
+        if n == 2:
+            d["action"], d["granted"], d["denied"] = "accept_all", ["necessary", "analytics", "marketing"], []
+        d["prev_hash"] = prev
+        d["hash"] = prev = record_hash(prev, LoggedRecord.from_json(d).row()[1:-2])
+        forged.append(json.dumps(d))
+    out.write_text("\n".join(forged) + "\n")
+    result = await asyncio.to_thread(
+        runner.invoke, cli, ["log", "verify", "--config", cfg, "--file", str(out), "--json"]
+    )
+    report = json.loads(result.output)
+    assert report["records"] == 4
+    assert not report["ok"] or any("not signed" in note or "vouch" in note for note in report["notes"]), (
+        report
+    )
