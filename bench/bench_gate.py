@@ -21,8 +21,8 @@ The HTML rewriter alone (`HtmlRewriter`, fed 4 KB chunks as a streaming app send
 the product page (the baseline) and on hostile inputs built to make a scanner rescan or work per
 byte (an unfinished `<script ` tag, a denied host in text every 20 bytes, unfinished quotes and
 comments, `<` runs, one over-long tag, CSS made of tokens, SVG nesting, a tracker tag every 30
-bytes, held input in 64-byte chunks), each with its cost per MB as a multiple of the baseline's
-(target: within 3x).
+bytes, the same or each one different, held input in 64-byte chunks), each with its cost per MB as
+a multiple of the baseline's (target: within 3x).
 """
 
 from __future__ import annotations
@@ -283,6 +283,10 @@ HOSTILE = {
     "`<style>` of one-byte tokens, 200 KB": b"<style>" + b"''" * 100_000,
     "nested `<svg>`, 250 KB": b"<svg>" * 50_000,
     "a denied tracker tag every 30 B, 1 MB": b'<img src=//px.adnet.example>\n' * 35_000,
+    # each tag different, so none is rewritten from memory: the per-tag work itself
+    "a different denied tag every 35 B, 1 MB": b"".join(
+        b"<img src=//px.adnet.example/%05d>\n" % i for i in range(32_000)
+    ),
 }
 # Held input (an open tag, CSS token or SVG <style> text) fed in 64-byte chunks: read again only
 # once it has doubled, never once per chunk.

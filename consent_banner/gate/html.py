@@ -23,12 +23,14 @@ nested rewriter with scripting off (with JavaScript off it is live markup: pixel
 
 Text and tags that can fetch nothing are skipped in one regex match; so are fetching tags whose
 values hold no byte that could spell a host another way (`&`, `%`, `\\`, controls, non-ASCII) and
-no denied host as written. Every other fetching tag is parsed and each URL decoded as the browser
-does (`urls.py`: references, percent, IDNA, stripped whitespace, backslashes, `//host`). Every
-pattern is possessive, each byte is looked at a bounded number of times, and a tag that does not
-end in the chunk is resumed where it stopped, not rescanned: linear time on any input
-(bench/bench_gate.py measures the worst cases). Before `<head>` the prolog (doctype, comments,
-`<html lang>`) is read too.
+no denied host as written (inside SVG/MathML too, where such tags are followed by name). A tag
+rewritten once is remembered, per consent state without the page's mark (MAX_MEMO) and per page
+(MAX_SEEN), and the same bytes again are not read again. Every other fetching tag is parsed and
+each URL decoded as the browser does (`urls.py`: references, percent, IDNA, stripped whitespace,
+backslashes, `//host`). Every pattern is possessive, each byte is looked at a bounded number of
+times, and a tag that does not end in the chunk is resumed where it stopped, not rescanned: linear
+time on any input (bench/bench_gate.py measures the worst cases). Before `<head>` the prolog
+(doctype, comments, `<html lang>`) is read too.
 
 What fetches: `<img|image src srcset>`, `<input src>`, `<source src srcset>`, `<video src poster>`,
 `<audio|track|embed|frame|script src>`, `<object data>`, `<link href imagesrcset>`, `<iframe src>`,
@@ -154,7 +156,8 @@ from .urls import attr_text, decode, encode, srcset_urls, unescape, url_host
 MAX_TAG = 64 * 1024  # a tag, attribute, or CSS token held whole at most this long (then decided as it stands)
 MAX_HOLD = 64 * 1024  # output held for an injection decision before it is made anyway
 MAX_DEPTH = 1024  # SVG/MathML elements nested deeper than this are not followed one by one
-MAX_MEMO = 256  # rewritten tags remembered per consent state (then forgotten all at once)
+MAX_MEMO = 32 * 1024  # bytes of rewritten tags remembered per consent state (then all forgotten)
+MAX_SEEN = 64 * 1024  # bytes of rewritten tags remembered per response (then all forgotten)
 MAX_MEMO_TAG = 512  # the longest tag remembered, in bytes
 MARKER = b"data-consent-banner"
 # Top SVG/MathML elements under which FOREIGN_SKIP does not run: in annotation-xml an <svg> is SVG.
@@ -181,7 +184,7 @@ _SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo", "labels")
+    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo", "memo_size", "labels")
 
     def __init__(self, exact: dict[str, Blocked], wildcard: dict[str, Blocked]) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
@@ -192,6 +195,7 @@ class HostRules:
         self.suspect = re.compile(b"|".join([_SUSPECT, *map(re.escape, self.needles)]))
         # The tags HtmlRewriter rewrote under these rules (see HtmlRewriter._rewrite), unmarked.
         self.memo: dict[tuple[bytes, bytes, bool, str], tuple[bytes, bool]] = {}
+        self.memo_size = 0  # bytes of tags and their rewrites in memo
         self.labels: dict[str, bytes] = {}  # per denied service: its data-consent-* labels
 
     def __bool__(self) -> bool:
@@ -278,6 +282,7 @@ class HtmlRewriter:
         self._uncertain = False
         self._nested: HtmlRewriter | None = None  # the rewriter of the <noscript> we are in
         self._seen: dict[bytes, bytes] = {}  # tags rewritten in HTML content, and their output here
+        self._seen_size = 0  # their bytes
         self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
         self._long_tag: tuple[bytes, bool] | None = None  # an over-long tag streaming through: (name, denied)
         self._final = False
@@ -752,9 +757,12 @@ class HtmlRewriter:
         elif rewritten is not tag and sent is None and name != b"body" and len(tag) <= MAX_MEMO_TAG:
             # Rewriting was all this tag did here: the same bytes again in HTML content are replaced
             # with the same output (`_repeats`), a tracker repeated down a page read once.
-            if len(self._seen) >= MAX_MEMO:
+            size = len(tag) + len(rewritten)
+            if self._seen_size + size > MAX_SEEN:
                 self._seen.clear()
+                self._seen_size = 0
             self._seen[tag] = rewritten
+            self._seen_size += size
         return end
 
     def _end_tag(self, buf: bytes, start: int, end: int, name: bytes, sent: bytes | None = None) -> int:
@@ -893,9 +901,12 @@ class HtmlRewriter:
         if found is None:
             found = self._neutralise(ns, name, tag, names, mark=False)
             if len(tag) <= MAX_MEMO_TAG:
-                if len(hosts.memo) >= MAX_MEMO:
+                size = len(tag) + len(found[0])
+                if hosts.memo_size + size > MAX_MEMO:
                     hosts.memo.clear()
+                    hosts.memo_size = 0
                 hosts.memo[key] = found
+                hosts.memo_size += size
         edited, marked = found
         if not marked or self._mark is None:
             return edited
