@@ -34,6 +34,23 @@ SHADOW_QUICK = f"""<form id="cb-q" method="get" action="{EVIL}/phish"></form>"""
 # DOM clobbering: a named form is `window.consentBanner` before the script runs, and its `n` input
 # looks like the flag of a copy that carried the nonce.
 CLOBBER = """<form id="consentBanner"><input name="n"></form>"""
+# An unclosed <template>: whatever the gate injects before </body> (the banner, the nonce-carrying
+# script) would land in its inert content. Then a fake root and a copy of the script ('self').
+SWALLOWERS = {
+    "template": "<template>",
+    "textarea": "<textarea>",
+    "comment": "<!--",
+    "attribute": '<p title="',
+    "select": "<select>",
+    "noscript": "<noscript>",
+    "xmp": "<xmp>",
+    "svg": "<svg><desc>",
+    "object": '<object data="/nothing">',
+}
+TEMPLATE_FAKE_ROOT = """<div data-consent-root data-prefix="/_consent"
+ data-state='{"decided":false,"categories":["necessary"],"services":{},"gpc":false}'>
+<form><button id="fake-reject" name="action" value="accept_all">Reject all</button></form>
+<dialog></dialog></div><script src="/_consent/consent.js"></script><template>"""
 
 
 def config(log: str) -> ConsentConfig:
@@ -69,6 +86,8 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
         Path_("/borrow-dialog", reflect(BORROW_DIALOG)),
         Path_("/shadow-quick", reflect(SHADOW_QUICK)),
         Path_("/clobber", reflect(CLOBBER)),
+        *(Path_("/swallow/" + k, reflect(v)) for k, v in SWALLOWERS.items()),
+        Path_("/template-fake-root", reflect(TEMPLATE_FAKE_ROOT)),
     ]
     return ConsentMiddleware(Starlette(routes=routes), config=cfg)
 
@@ -166,3 +185,56 @@ def test_a_clobbered_global_does_not_switch_the_script_off(
     page.wait_for_load_state("load")
     page.wait_for_timeout(300)
     assert page.evaluate("typeof (window.consentBanner && window.consentBanner.get)") == "function"
+
+
+SWALLOWED = pytest.mark.xfail(
+    strict=True,
+    reason="consent_banner/gate: the banner and the nonce-carrying script are injected before </body> "
+    "whatever the tokenizer's state there (inside <template>, <textarea>, <xmp>, a comment, "
+    "<noscript> with scripting on, SVG): close what is open first; owner: gate/",
+)
+
+
+def _swallow_cases() -> list[Any]:
+    cases = []
+    for opener in SWALLOWERS:
+        for js in (True, False):
+            bites = opener in ("template", "textarea", "comment", "xmp", "svg")
+            bites = bites or (opener == "noscript" and js)
+            marks = [SWALLOWED] if bites else []
+            cases.append(pytest.param(opener, js, marks=marks, id=f"{opener}-{'js' if js else 'nojs'}"))
+    return cases
+
+
+@pytest.mark.parametrize(("opener", "js"), _swallow_cases())
+def test_an_unclosed_element_does_not_swallow_the_banner(
+    new_context: Callable[..., BrowserContext], site: str, evil: list[str], opener: str, js: bool
+) -> None:
+    """A reflected, unclosed element must not make the banner and the gate's script inert or text:
+    the visitor could not decide, and a reflected copy of the script would take the page."""
+    page = visitor(new_context, evil, js=js)
+    page.goto(site + "/swallow/" + opener)
+    expect(page.locator("#cb-banner")).to_be_visible()
+    if js:
+        page.wait_for_function("() => window.consentBanner && window.consentBanner.n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="static/js/consent.js mounts any banner root when no copy with the nonce runs: a copy without "
+    "the page's nonce (reflected, admitted by 'self') should mount only a root carrying the nonce "
+    "(the gate would add it to the root), i.e. nothing; owner: static/js (and the gate item above)",
+)
+def test_a_swallowed_script_leaves_no_fake_banner_to_record_accept_all(
+    new_context: Callable[..., BrowserContext], site: str, evil: list[str]
+) -> None:
+    """Reflected: a fake banner root whose "Reject all" sends accept_all, a copy of consent.js, and an
+    unclosed `<template>` to bury the gate's own banner and script. Clicking the fake "Reject all"
+    must not record accept_all."""
+    page = visitor(new_context, evil, js=True)
+    page.goto(site + "/template-fake-root")
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(300)
+    page.locator("#fake-reject").click()
+    page.wait_for_timeout(500)
+    assert state(page, site)["categories"] == ["necessary"]
