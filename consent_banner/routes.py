@@ -320,6 +320,11 @@ class ConsentRoutes:
 
     async def record_gpc(self, scope: Scope, consent: Consent) -> str | None:
         """Log a decided visitor's first GPC signal; the Set-Cookie that remembers it, or None."""
+        # A visitor needs this once (the re-issued cookie remembers it); a replayed cookie would
+        # reach the log's write path on every request. Over the budget the signal still applies
+        # to the request, and the recording waits for a later one.
+        if self._decision_budget is not None and self._decision_budget.take(scope.get("client")) > 0:
+            return None
         new = replace(
             consent,
             granted=consent.granted - self.config.gpc_denied,

@@ -127,3 +127,30 @@ async def test_verify_file_says_when_nothing_signed_vouches_for_an_export(
     assert not report["ok"] or any("not signed" in note or "vouch" in note for note in report["notes"]), (
         report
     )
+
+
+async def test_gpc_replays_count_against_the_decision_rate_limit(tmp_path: Path) -> None:
+    """A client (adversary 5) replays one decided cookie with `Sec-GPC: 1` on every request. The log
+    records GPC once, but each replay still went through the log's write path (its lock, its
+    queries), unmetered: a GPC opt-out is a decision and spends the same per-client budget. Past
+    it, the signal still applies to the request; only the recording waits."""
+    path = tmp_path / "consent.toml"
+    text = textwrap.dedent(MODEL_TOML.format(db=tmp_path / "log.db"))
+    path.write_text('decision_rate_limit = "5/minute"\n' + text)
+    config = ConsentConfig.from_toml(path)
+    app = make_app(config)
+    origin = "http://testserver"
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=origin) as client:
+            r = await client.post("/_consent", json={"action": "accept_all"}, headers={"origin": origin})
+            assert r.status_code == 200, r.text
+            cookie = f"consent={client.cookies['consent']}"
+            reissued = 0
+            for _ in range(50):
+                client.cookies.clear()
+                answer = await client.get("/whoami", headers={"cookie": cookie, "sec-gpc": "1"})
+                assert answer.status_code == 200 and not answer.json()["marketing"]
+                reissued += any(v.startswith("consent=") for v in answer.headers.get_list("set-cookie"))
+    finally:
+        await app.routes.close()
+    assert reissued <= 5  # the budget's burst, less the decision itself
