@@ -70,10 +70,6 @@ _END_TAG = rb"</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST
 _TEXT = rb"|<++(?=[^a-z!/?])|<+(?=<)"  # a run of `<` in one step: all of it, or all but the last
 _INERT_TAG = rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
 SKIP = re.compile(rb"(?:[^<]*+(?:" + _END_TAG + _TEXT + _INERT_TAG + rb"))*+[^<]*+")
-SKIP_PLAIN = re.compile(
-    rb"(?:[^<]*+(?:" + _END_TAG + rb"|" + PLAIN_TAG + _TEXT + _INERT_TAG
-    + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb"))*+[^<]*+"
-)
 ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
@@ -152,6 +148,20 @@ _FOREIGN_TAG = (
     rb"<(?!(?:" + _FOREIGN_OTHER + rb")[\t\n\f\r />])([a-z][^\t\n\f\r />" + RESPELL + rb"]*+)" + _PLAIN_REST
 )
 FOREIGN_SKIP = re.compile(rb"(?:[^<]*+" + _FOREIGN_TAG + rb")*+[^<]*+")
+# An inline SVG in HTML content whose children are all plain: self-closing, or holding only text and
+# closed right after it (an icon: `<svg ...><path .../><text>A</text></svg>`). Each child opens and
+# closes, the </svg> closes the <svg>: back in HTML as before it (SKIP_PLAIN skips it whole).
+_PLAIN_OPEN = _PLAIN_REST[:-1] + rb"(?<!/)>"  # a plain start tag that opens an element
+_PLAIN_CLOSED = _PLAIN_REST[:-1] + rb"(?<=/)>"  # one that closes itself
+_PLAIN_SVG = (
+    rb"<svg(?=[\t\n\f\r />])" + _PLAIN_OPEN
+    + rb"(?:[^<]*+<(?!(?:" + _FOREIGN_OTHER + rb")[\t\n\f\r />])(?P<leaf>[a-z][^\t\n\f\r />" + RESPELL
+    + rb"]*+)(?:" + _PLAIN_OPEN + rb"[^<]*+</(?P=leaf)>|" + _PLAIN_CLOSED + rb"))*+[^<]*+</svg>"
+)
+SKIP_PLAIN = re.compile(
+    rb"(?:[^<]*+(?:" + _END_TAG + rb"|" + PLAIN_TAG + rb"|" + _PLAIN_SVG + _TEXT + _INERT_TAG
+    + rb"|<(?=" + FETCHING + rb")[a-z]++" + PLAIN_REST + rb"))*+[^<]*+"
+)
 FOREIGN_TAG = re.compile(rb"[^<]*+" + _FOREIGN_TAG)
 # Attributes that make the browser fetch, per element: HTML, then SVG.
 URL_ATTRS: dict[bytes, tuple[bytes, ...]] = {

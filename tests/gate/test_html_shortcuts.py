@@ -107,3 +107,21 @@ def test_plain_svg_tags_are_followed_so_a_comment_in_svg_style_stays_a_comment()
     page = f'<!doctype html><body><svg><g class="x"><g></g></g><style><!--</style>{TRACKER}--></style></svg>'
     assert not any(e.tag.endswith("}img") for e in parse(page, True))  # the <img> is comment text
     assert rewrite(hosts, page, "N0nce0001", 1 << 20) == page
+
+
+@pytest.mark.parametrize(
+    "svg",
+    [
+        '<svg class="i" viewBox="0 0 2 2"><path d="M0 0"></path><circle r="1"/><text>a &amp; b</text></svg>',
+        '<svg><style>@import "https://px.adnet\\2e example/p";</style></svg>',  # CSS, not text
+        "<svg><style>*{background:url(https://ads.example&#46;org/a)}</style></svg>",
+        '<svg><title><img src="https://px.adnet.example/t"></title></svg>',  # an integration point
+        '<svg><desc><img src="https://px.adnet.example/d"></desc></svg>',
+        '<svg><path d="M0 0"/ ><img src="https://px.adnet.example/s"></svg>',  # `/ >` does not close
+        '<svg><image href="https://px.adnet&#46;example/i"></image></svg>',
+        '<svg><g><path d="M0 0"></path></g></svg>',
+    ],
+)
+@pytest.mark.parametrize("scripting", [True, False])
+def test_inline_svg_icons_are_read_as_svg(svg: str, scripting: bool) -> None:
+    check(f"<!doctype html><body><p>{svg}{TRACKER}</p>{svg}", scripting)
