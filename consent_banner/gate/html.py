@@ -558,6 +558,8 @@ class HtmlRewriter:
         if end < 0:
             stop = n if final else max(pos, n - keep)
             if state == CDATA and self._in_foreign_style():
+                if not final and n - pos <= MAX_TAG:
+                    return ~pos  # CSS: held whole until the section ends (a URL may straddle chunks)
                 out.append(self._css_text(buf[pos:stop], escaped=False))
             else:
                 out.append(buf[pos:stop])

@@ -137,3 +137,12 @@ def test_a_neutralised_tag_keeps_only_the_activation_attributes_the_gate_wrote(p
                                   "data-consent-service"}
     assert consent_attrs["data-consent-category"] != "necessary"
     assert out.count("data-consent-src") == 1 and "evil.example" not in out
+
+
+def test_css_in_a_cdata_section_of_svg_style_is_rewritten_whole_whatever_the_chunks() -> None:
+    """A CDATA section in an SVG <style> is CSS: held until it ends (up to MAX_TAG), not rewritten
+    piece by piece, where an @import cut in two was left as it was or mangled."""
+    page = b'<svg><style><![CDATA[@import "https://ads.example.org/a.css";]]></style></svg>'
+    whole = rewrite(page)
+    assert whole == page.replace(b"https://ads.example.org/a.css", b"about:invalid")
+    assert all(rewrite(page, chunk) == whole for chunk in range(1, len(page)))
