@@ -288,12 +288,13 @@ HOSTILE = {
         b"<img src=//px.adnet.example/%05d>\n" % i for i in range(32_000)
     ),
 }
-# Held input (an open tag, CSS token or SVG <style> text) fed in 64-byte chunks: read again only
+# Held input (an open tag, CSS token, SVG <style> text or CDATA) fed in 64-byte chunks: read again only
 # once it has doubled, never once per chunk.
 TINY_CHUNKS = {
     "60 KB `<img alt=` in 64 B chunks": b'<img alt="' + b"a" * 60_000 + b'">',
     "60 KB CSS comment in 64 B chunks": b"<style>/*" + b"a" * 60_000 + b"*/</style>",
     "60 KB SVG `<style>` text in 64 B chunks": b"<svg><style>" + b"a" * 60_000 + b"</style></svg>",
+    "60 KB SVG `<style>` CDATA in 64 B chunks": b"<svg><style><![CDATA[" + b"a" * 60_000 + b"]]></style>",
 }
 
 
