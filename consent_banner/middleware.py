@@ -27,7 +27,15 @@ from .gate import ResponseGate
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .routes import ConsentRoutes, set_cookie_header
-from .visitor import CookieNames, CookieReader, VisitorCookies, cookie_names, own_cookie_names, read_cookies
+from .visitor import (
+    CookieNames,
+    CookieReader,
+    VisitorCookies,
+    cookie_names,
+    own_cookie_names,
+    read_cookies,
+    request_cookie_header,
+)
 
 logger = logging.getLogger("consent_banner")
 
@@ -89,8 +97,8 @@ class ConsentMiddleware:
 
         cookie_header = gpc = b""
         for key, value in scope["headers"]:
-            if key == b"cookie":
-                cookie_header = value
+            if key == b"cookie":  # several fields are one header (see visitor.request_cookie_header)
+                cookie_header = cookie_header + b"; " + value if cookie_header else value
             elif key == b"sec-gpc":
                 gpc = value
         reader = self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http
@@ -139,9 +147,7 @@ class ConsentMiddleware:
 
     def cookies(self, scope: Scope) -> VisitorCookies:
         """The request's cookies as the middleware reads them (for the routes, off the hot path)."""
-        return read_cookies(
-            Headers(scope=scope).get("cookie", "").encode("latin-1"), self.cookie_names(scope)
-        )
+        return read_cookies(request_cookie_header(scope["headers"]), self.cookie_names(scope))
 
     def _denied(self, consent: Consent, others: dict[str, str]) -> dict[str, str]:
         """The request's cookies the gate must expire, and only those: the gate remembers the dict it
@@ -270,7 +276,7 @@ class _Page:
         self.consent: Consent = scope["state"]["consent"]
         headers = Headers(scope=scope)
         names = mw.cookie_names(scope)
-        self._csrf = read_cookies(headers.get("cookie", "").encode("latin-1"), names).csrf
+        self._csrf = read_cookies(request_cookie_header(scope["headers"]), names).csrf
         self._csrf_name = names.csrf
         self._csrf_is_new = not self._csrf
         self.accept_language = headers.get("accept-language", "")

@@ -99,6 +99,13 @@ class CookieReader:
         return found
 
 
+def request_cookie_header(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A request's Cookie fields as one header. HTTP/2 may send one field per cookie (RFC 9113
+    8.2.3) and an ASGI server may pass them on unjoined: reading only one would miss a twin."""
+    fields = [v for k, v in headers if k == b"cookie"]
+    return fields[0] if len(fields) == 1 else b"; ".join(fields)
+
+
 def read_cookies(header: bytes, names: CookieNames) -> VisitorCookies:
     """Split a Cookie header as browsers and Starlette do (`;`, then the first `=`, stripped; a
     chunk without `=` is a nameless cookie) and pick out the middleware's own cookies."""

@@ -210,3 +210,57 @@ async def test_guessing_from_many_ipv6_networks_is_still_slowed(
     finally:
         await app.routes.close()
     assert statuses[429] > 0, statuses
+
+
+async def _whoami(app: Any, cookie_fields: list[bytes]) -> dict[str, Any]:
+    """GET /whoami over plain http with the Cookie header split in several fields, as HTTP/2
+    sends it (RFC 9113 §8.2.3: one field per cookie) when the server passes them on unjoined."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "2",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/whoami",
+        "raw_path": b"/whoami",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"www.example.com"), *((b"cookie", c) for c in cookie_fields)],
+        "client": ("192.0.2.7", 1234),
+        "server": ("www.example.com", 80),
+    }
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return json.loads(b"".join(body))
+
+
+async def test_twin_consent_cookies_in_separate_cookie_fields_decide_nothing(tmp_path: Path) -> None:
+    """A sibling subdomain (adversary 3) plants `consent=<its own accept_all>` on the parent domain
+    where the prefix is impossible (plain http). Two consent cookies decide nothing, also when they
+    arrive in two Cookie fields: read one field only, and the planted one may be all that counts."""
+    path = tmp_path / "consent.toml"
+    path.write_text(textwrap.dedent(MODEL_TOML.format(db=tmp_path / "log.db")))
+    app = make_app(ConsentConfig.from_toml(path))
+    origin = "http://www.example.com"
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=origin) as c:
+            values = {}
+            for action in ("reject_all", "accept_all"):
+                r = await c.post("/_consent", json={"action": action}, headers={"origin": origin})
+                values[action] = r.cookies["consent"]
+                c.cookies.clear()
+        own = b"consent=" + values["reject_all"].encode()
+        planted = b"consent=" + values["accept_all"].encode()
+        for fields in ([own, planted], [planted, own], [own + b"; x=1", planted]):
+            seen = await _whoami(app, fields)
+            assert seen["decided"] is False and seen["marketing"] is False, (fields, seen)
+    finally:
+        await app.routes.close()
