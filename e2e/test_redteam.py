@@ -173,11 +173,6 @@ def test_a_reflected_form_with_the_banners_id_does_not_capture_its_buttons(
     assert s["decided"] is True and s["categories"] == ["necessary"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static/js/consent.js takes a clobbered window.consentBanner (a reflected <form "
-    "id=consentBanner><input name=n>) for a nonce-carrying copy and stands down; owner: static/js",
-)
 def test_a_clobbered_global_does_not_switch_the_script_off(
     new_context: Callable[..., BrowserContext], site: str, evil: list[str]
 ) -> None:
@@ -220,15 +215,9 @@ def test_an_unclosed_element_does_not_swallow_the_banner(
     page.goto(site + "/swallow/" + opener)
     expect(page.locator("#cb-banner")).to_be_visible()
     if js:
-        page.wait_for_function("() => window.consentBanner && window.consentBanner.n")
+        page.wait_for_function("() => typeof (window.consentBanner && window.consentBanner.get) === 'function'")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="static/js/consent.js mounts any banner root when no copy with the nonce runs: a copy without "
-    "the page's nonce (reflected, admitted by 'self') should mount only a root carrying the nonce "
-    "(the gate would add it to the root), i.e. nothing; owner: static/js (and the gate item above)",
-)
 def test_a_swallowed_script_leaves_no_fake_banner_to_record_accept_all(
     new_context: Callable[..., BrowserContext], site: str, evil: list[str]
 ) -> None:

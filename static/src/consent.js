@@ -22,8 +22,15 @@
   const cookieName = script.dataset.consentCookie || "consent";
   const nonce = script.nonce || "";
 
-  // The first copy wins, but one with the gate's nonce beats a reflected one ('self' admits it).
-  if (window.consentBanner && !(nonce && !window.consentBanner.n)) return;
+  // On its own origin the gate injects this script with the page's nonce. A copy without it was
+  // put there by someone else ('self' admits one reflected into the page, perhaps beside a fake
+  // banner, perhaps after markup that buried the gate's own copy): it does nothing at all.
+  if (!nonce && !server) return;
+  // Included twice, the first wins. The flag is a symbol, because markup reflected into the page
+  // can clobber window.consentBanner (<form id="consentBanner">) but never a symbol.
+  const running = Symbol.for("consent-banner");
+  if (window[running]) return;
+  window[running] = true;
 
   // The gate marks what it wrote with the page's nonce, so markup reflected into the page
   // cannot pose as a placeholder or a neutralised tag. Embedded there is no gate, and no nonce.
@@ -329,14 +336,12 @@
   }
 
   const api = (window.consentBanner = {
-    n: !!nonce, // this copy carries the gate's nonce (see the first-copy rule above)
     show: () => root && openDialog(),
     get: () => state && JSON.parse(JSON.stringify(state)), // a copy: callers cannot change ours
     on: (event, listener) => event === "change" && listeners.push(listener),
   });
 
   function boot() {
-    if (window.consentBanner !== api) return; // a copy with the nonce took over meanwhile
     if (server) {
       prefix = new URL(script.src).pathname.replace(/\/consent\.js$/, "");
       loadEmbedded();
