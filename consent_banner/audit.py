@@ -46,7 +46,7 @@ from .errors import LogError
 from .log import ACTIONS, LoggedRecord, LogStats, RecordFilter
 from .log.base import parse_day, valid_action
 from .log.export import CONTENT_TYPES, stream
-from .ratelimit import Client, Key, client_key
+from .ratelimit import Client, ClientBudget, Key, Rate, client_key
 
 logger = logging.getLogger("consent_banner.audit")
 
@@ -151,16 +151,26 @@ class FailedLogins:
     even checked, so a wait cannot be used to learn a guess was right. Right credentials forget
     the client's failures; so does an hour without one. At most `max_clients` are remembered, the
     least recently failing forgotten first, so memory stays bounded whatever the number of addresses.
+
+    Whoever holds more addresses than that (one IPv6 /48 is 65,536 /64s) is forgotten before any of
+    them waits, so all failures together also have a budget, GLOBAL_FAILURES: past it every
+    client waits, the auditor too. An attacker can thus keep the audit view answering 429 (the
+    `consent-banner log` commands still work) but cannot guess faster than that budget.
     """
 
     FREE_FAILURES = 10
     MAX_WAIT = 15 * 60  # seconds
     FORGET_AFTER = 3600  # seconds after a client's last failure
+    # Wrong credentials from everyone together: 120 a minute, after a first 200 (far more than
+    # a few mistyping auditors make, so one client's own budget runs out long before this one).
+    GLOBAL_FAILURES = Rate(120, 60, at_once=200)
 
     def __init__(self, *, max_clients: int = 10_000) -> None:
         self._max_clients = max_clients
         # client -> (failures, time of the last one, waiting until); times from time.monotonic()
         self._clients: OrderedDict[Key, tuple[int, float, float]] = OrderedDict()
+        self._all = ClientBudget(self.GLOBAL_FAILURES, max_clients=1)
+        self._all_wait_until = 0.0
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -168,9 +178,13 @@ class FailedLogins:
     def wait(self, client: Client, now: float) -> float:
         """Seconds the client must still wait before its credentials are checked again (0: none)."""
         entry = self._clients.get(client_key(client))
-        return max(0.0, entry[2] - now) if entry else 0.0
+        own = entry[2] - now if entry else 0.0
+        return max(0.0, own, self._all_wait_until - now)
 
     def failed(self, client: Client, now: float) -> None:
+        over = self._all.take(None, now=now)  # one key for everyone
+        if over > 0:
+            self._all_wait_until = now + over
         key = client_key(client)
         failures, last, _ = self._clients.pop(key, (0, now, now))
         failures = 1 if now - last > self.FORGET_AFTER else failures + 1

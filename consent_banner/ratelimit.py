@@ -41,10 +41,11 @@ class Rate:
 
     count: int
     period: int  # seconds
+    at_once: int = 0  # the burst, when the default rule below does not fit
 
     @property
     def burst(self) -> int:
-        return max(min(self.count, DEFAULT_BURST), math.ceil(self.count / self.period))
+        return self.at_once or max(min(self.count, DEFAULT_BURST), math.ceil(self.count / self.period))
 
     def __str__(self) -> str:
         unit = {v: k for k, v in _PERIODS.items()}[self.period]

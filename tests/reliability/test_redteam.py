@@ -188,12 +188,6 @@ async def _audit_status(app: Any, host: str, authorization: bytes) -> int:
     return status[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="audit.py FailedLogins forgets the least recently failing of 10,000 clients: whoever "
-    "cycles through 10,001 IPv6 /64s (a /48 holds 65,536) is forgotten before any of them waits; "
-    "needs a design decision (count /48s too, or a global budget that cannot lock the auditor out)",
-)
 async def test_guessing_from_many_ipv6_networks_is_still_slowed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
