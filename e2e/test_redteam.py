@@ -215,7 +215,7 @@ def test_an_unclosed_element_does_not_swallow_the_banner(
     page.goto(site + "/swallow/" + opener)
     expect(page.locator("#cb-banner")).to_be_visible()
     if js:
-        page.wait_for_function("() => typeof (window.consentBanner && window.consentBanner.get) === 'function'")
+        page.wait_for_function("() => typeof window.consentBanner?.get === 'function'")
 
 
 def test_a_swallowed_script_leaves_no_fake_banner_to_record_accept_all(
