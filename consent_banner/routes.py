@@ -392,8 +392,12 @@ class ConsentRoutes:
         for name in chosen:
             if name not in by_name:
                 raise DecisionError(400, f"services: unknown service {name!r}")
-        # A service of a refused category is refused whatever its switch says.
-        return {n: v and by_name[n].category in granted for n, v in sorted(chosen.items())}
+        # A service of a refused category is refused whatever its switch says; a necessary one is
+        # always on, so the record says so whatever its switch says.
+        return {
+            n: by_name[n].category == NECESSARY or (v and by_name[n].category in granted)
+            for n, v in sorted(chosen.items())
+        }
 
     def _language(self, language: str | None, request: Request) -> str:
         if language is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from pathlib import Path
@@ -76,6 +77,18 @@ async def test_custom_with_services(client, config) -> None:
     r = await decide(client, {"action": "custom", "categories": ["analytics"], "services": {"stats": True}})
     assert r.status_code == 200, r.text
     assert r.json()["categories"] == ["necessary", "analytics"] and r.json()["services"] == {"stats": True}
+
+
+@pytest.mark.parametrize("switch", [True, False])
+async def test_a_necessary_service_is_recorded_on_whatever_its_switch_says(client, config, switch) -> None:
+    """A necessary service cannot be refused: the answer and the log record it as on (it was
+    recorded off, as if its category had been refused, because necessary is never in the body)."""
+    body = {"action": "custom", "categories": ["analytics"], "services": {"booking": switch, "stats": True}}
+    r = await decide(client, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["services"] == {"booking": True, "stats": True}
+    [record] = rows(config)
+    assert json.loads(record["services"]) == {"booking": True, "stats": True}
 
 
 async def test_consent_id_is_kept_across_decisions(client, config) -> None:
