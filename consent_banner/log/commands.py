@@ -261,7 +261,10 @@ async def verify(
 def _verify_keys(cli_keys: tuple[str, ...]) -> list[bytes]:
     """The HMAC keys verify checks with: from --key when given, else from CONSENT_SECRET_KEYS."""
     if cli_keys:
-        return [derive_hmac_key(k) for k in cli_keys]
+        for i, k in enumerate(cli_keys, 1):
+            if len(k.strip()) < 32:  # the rule of CONSENT_SECRET_KEYS: an empty key checks nothing
+                raise click.BadParameter(f"key #{i} is shorter than 32 characters", param_hint="--key")
+        return [derive_hmac_key(k.strip()) for k in cli_keys]
     key, old = _keys(False)
     return [key, *old] if key is not None else []
 

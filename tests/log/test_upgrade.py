@@ -143,3 +143,12 @@ async def test_previous_release_log_verifies_from_the_command_line(tmp_path: Pat
         env={"CONSENT_SECRET_KEYS": f"{OLD_SECRET},{NEW_SECRET}", "PATH": "/usr/bin:/bin"},
     )
     assert with_key.returncode == 1 and "not listed" in with_key.stdout, with_key.stdout
+    for empty in ("", "   ", "short"):
+        refused = subprocess.run(
+            [str(VENV_BIN / "consent-banner"), "log", "verify", "--config", str(config), "--key", empty],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        assert refused.returncode == 2 and "--key" in refused.stderr and "32 characters" in refused.stderr
