@@ -109,7 +109,6 @@ class ResponseGate:
         self._strict_undecided = config.csp_undecided == "strict"
         self._plans: dict[object, _Plan] = {}
         self._plan_of: dict[int, tuple[Consent, _Plan]] = {}
-        self._denied_of: dict[int, tuple[dict[str, str], _Plan, list[tuple[str, Any]]]] = {}
         self._by_allowed: dict[tuple[frozenset[str], frozenset[str]], _Plan] = {}
         self._policies: dict[tuple[object, ...], bytes] = {}
         self._endpoints: dict[str, bytes] = {}
@@ -148,16 +147,9 @@ class ResponseGate:
         return plan
 
     def denied_in_request(self, request_cookies: dict[str, str], plan: _Plan) -> list[tuple[str, Any]]:
-        """The request's declared cookies of services the plan does not allow; remembered per cookie
-        dict (the middleware hands the same dict for the same Cookie header) and plan."""
-        seen = self._denied_of.get(id(request_cookies))
-        if seen is not None and seen[0] is request_cookies and seen[1] is plan:
-            return seen[2]
-        denied = self._cookies.denied_in_request(request_cookies, plan.allowed)
-        if len(self._denied_of) >= _MAX_CACHED:
-            self._denied_of.clear()
-        self._denied_of[id(request_cookies)] = (request_cookies, plan, denied)
-        return denied
+        """The request's declared cookies of services the plan does not allow (the middleware hands
+        only the few it found denied, so this is not worth remembering)."""
+        return self._cookies.denied_in_request(request_cookies, plan.allowed)
 
     def _plan_for_state(self, consent: Consent) -> _Plan:
         services = consent.services
