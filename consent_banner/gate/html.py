@@ -15,11 +15,12 @@ textarea), RAWTEXT (style, xmp, iframe, noembed, noframes), PLAINTEXT, and scrip
 escaped and double-escaped states. The tree builder's switch is followed too: inside `<svg>` and
 `<math>` a `<style>` or `<plaintext>` is an ordinary element (its content is markup, and `<img>`,
 `<p>`... leave SVG/MathML again), with the integration points (foreignObject, desc, title,
-annotation-xml as HTML; mi, mo, mn, ms, mtext) where HTML starts over. Open HTML elements are not
-tracked: when an end tag inside SVG/MathML may or may not close it, the rewriter stays in SVG/MathML
-but from then on lets no comment hide a raw text element's content and neutralises what either
-reading would fetch. With JavaScript on, `<noscript>` is raw text; its content goes through a
-nested rewriter with scripting off (with JavaScript off it is live markup: pixels hide there).
+annotation-xml as HTML; mi, mo, mn, ms, mtext) where HTML starts over. Open HTML `<template>`
+elements are counted (for the injection); other open HTML elements are not tracked: when an end
+tag inside SVG/MathML may or may not close one, the rewriter stays in SVG/MathML but from then on
+lets no comment hide a raw text element's content and neutralises what either reading would fetch.
+With JavaScript on, `<noscript>` is raw text; its content goes through a nested rewriter with
+scripting off (with JavaScript off it is live markup: pixels hide there).
 
 Text and tags that can fetch nothing are skipped in one regex match; so are fetching tags whose
 values hold no byte that could spell a host another way (`&`, `%`, `\\`, controls, non-ASCII) and
@@ -88,7 +89,14 @@ Markup contract (what the browser script re-activates after consent; CAT = categ
 
 Injection (`inject(html_lang)` gives head_html and body_end_html): head_html right after the
 opening `<head ...>` tag, or, when the page has none, before the first element or text after the
-doctype / `<html>`; body_end_html before the last `</body>`, or at the end when there is none.
+doctype / `<html>`; body_end_html before the last `</body>`, or at the end when there is none (or
+when every `</body>` was text: inside raw text, a comment, script). Markup reflected into the page
+may leave something open there that would make the snippet inert (template content, SVG/MathML) or
+text (a comment, `<textarea>`, `<xmp>`, script, `<noscript>` with JavaScript on), and the visitor
+could not decide: body_end_html is preceded by what closes it all as the tokenizer and tree state
+say (`_closers`: `-->`, `</textarea>`, `--></script>`, `</template>`, `</desc></svg>`...), so that it
+is live HTML in the body, with JavaScript on and off. `<plaintext>` cannot be closed: there the
+snippet is left out (it would be text, its nonce shown), and the page has no banner.
 Both are skipped when the page already contains the marker attribute ``data-consent-banner``
 (in the head for head_html, anywhere for body_end_html). Empty bodies get nothing.
 """
@@ -162,6 +170,10 @@ MAX_MEMO_TAG = 512  # the longest tag remembered, in bytes
 MARKER = b"data-consent-banner"
 # Top SVG/MathML elements under which FOREIGN_SKIP does not run: in annotation-xml an <svg> is SVG.
 _NO_RUN = frozenset({b"annotation-xml", b"style"})
+# HTML start tags whose effect on what is open goes beyond their rewrite: never replayed (`_repeats`).
+_EFFECTS = frozenset({b"body", b"template"})
+# HTML elements the closers leave alone: a <template> is closed before them, the others cannot be.
+_NOT_CLOSED = frozenset({b"template", b"body", b"html", b"head"})
 
 Inject = Callable[[str | None], tuple[str, str]]
 
@@ -275,6 +287,10 @@ class HtmlRewriter:
         self._out: list[bytes | _Mark] = []  # processed output; marks hold injection points
         self._state = DATA
         self._end: re.Pattern[bytes] = end_tag_pattern(b"script")  # what ends the raw text we are in
+        self._raw_name = b"script"  # the element of that raw text
+        # Open HTML <template> elements: per template, how many SVG/MathML elements were open at it.
+        self._templates: list[int] = []
+        self._floor = 0  # SVG/MathML elements open outside this (nested <noscript>) rewriter
         # Open SVG/MathML elements: (namespace, name, kind, HTML elements open in it per name).
         self._foreign: list[tuple[bytes, bytes, int, dict[bytes, int]]] = []
         # An end tag left SVG/MathML content or not, depending on HTML elements we did not track: from
@@ -302,6 +318,7 @@ class HtmlRewriter:
         self._parts: tuple[bytes, bytes] | None = None
         self._head: _Mark | None = None
         self._body: _Mark | None = None
+        self._body_closers = b""  # what closes everything open at the body mark (see _closers)
         self._body_done = inject is None
 
     # --- public ---
@@ -344,7 +361,8 @@ class HtmlRewriter:
             self._out.append(self._style_css(b"", final=True))
         if self._nested is not None:
             self._out.append(self._nested.finish())
-            self._nested = None
+        closers = self._closers() if not self._body_done and self._body is None else b""
+        self._nested = None
         if self._inject is not None and self._content:
             if self._prolog:  # nothing but doctype / <html> / comments: inject at the end
                 self._prolog = False
@@ -354,7 +372,8 @@ class HtmlRewriter:
                 self._decide_body(inject=True)
             elif not self._body_done:
                 self._body_done = True
-                self._out.append(b"" if self._marker_at is not None else self._parts_bytes()[1])
+                if self._marker_at is None and closers is not None:
+                    self._out.append(closers + self._parts_bytes()[1])
         return self._flush(final=True)
 
     # --- scanning ---
@@ -614,7 +633,8 @@ class HtmlRewriter:
             self._out.append(self._nested.feed(content))
             if done:
                 self._out.append(self._nested.finish())
-                self._nested = None
+                if m is not None:  # at the end of input it stays: what is open in it is closed (_closers)
+                    self._nested = None
         else:
             self._out.append(content)
         if m is None:
@@ -735,6 +755,8 @@ class HtmlRewriter:
             self._decide_head(self._base + start)
         rewritten = self._rewrite(b"", name, tag, low, start)
         emit(rewritten)
+        if name == b"template":
+            self._templates.append(len(frames))
         switch = SWITCH.get(name)
         if switch is not None:
             if switch == NOSCRIPT:
@@ -747,16 +769,17 @@ class HtmlRewriter:
                 # it starts where this one stands
                 nested._foreign = [(*f[:3], dict(f[3])) for f in frames]
                 nested._uncertain = self._uncertain
+                nested._floor = len(frames)
             self._state = switch
             if switch != SCRIPT:
-                self._end = end_tag_pattern(name)
+                self._end, self._raw_name = end_tag_pattern(name), name
         elif frames and name not in VOID:  # HTML inside an integration point
             opened = frames[-1][3]
             if name in opened or len(opened) < MAX_DEPTH:
                 opened[name] = opened.get(name, 0) + 1
             else:  # more kinds of element than we follow: an end tag may close one we did not count
                 self._uncertain = True
-        elif rewritten is not tag and sent is None and name != b"body" and len(tag) <= MAX_MEMO_TAG:
+        elif rewritten is not tag and sent is None and name not in _EFFECTS and len(tag) <= MAX_MEMO_TAG:
             # Rewriting was all this tag did here: the same bytes again in HTML content are replaced
             # with the same output (`_repeats`), a tracker repeated down a page read once.
             size = len(tag) + len(rewritten)
@@ -774,6 +797,12 @@ class HtmlRewriter:
             self._decide_head(self._base + start)
         self._out.append(buf[start:end] if sent is None else sent)
         frames = self._foreign
+        if name == b"template" and self._templates and self._ends_template():
+            del frames[self._templates.pop() :]  # the HTML parser pops all that is open in it
+            if frames:
+                close_one(frames[-1][3], name)
+            self._uncertain = self._uncertain and bool(frames)
+            return end
         if not frames:
             return end
         # frames[base] is the nearest integration point with HTML elements open in it (-1: none), so
@@ -812,6 +841,17 @@ class HtmlRewriter:
         else:
             self._uncertain = True  # whether an HTML element of that name is open: not tracked
         return end
+
+    def _ends_template(self) -> bool:
+        """Whether a `</template>` here reaches the HTML rules (which close the innermost template),
+        not an SVG/MathML element of that name open above the nearest HTML element."""
+        frames = self._foreign
+        for i in range(len(frames) - 1, -1, -1):
+            if frames[i][3]:  # an HTML element is open in it: the end tag meets that first
+                return True
+            if frames[i][1] == b"template":
+                return False
+        return True
 
     def _push(self, frame: tuple[bytes, bytes, int, dict[bytes, int]]) -> None:
         if len(self._foreign) < MAX_DEPTH:
@@ -1107,13 +1147,51 @@ class HtmlRewriter:
         if self._body is not None:
             self._replace(self._body, b"")
         self._body = _Mark("body")
+        self._body_closers = self._closers() or b""  # never None: </body> is read in the data state
         self._out.append(self._body)
 
     def _decide_body(self, *, inject: bool) -> None:
         assert self._body is not None
-        self._replace(self._body, self._parts_bytes()[1] if inject and self._marker_at is None else b"")
+        injected = self._body_closers + self._parts_bytes()[1] if inject and self._marker_at is None else b""
+        self._replace(self._body, injected)
         self._body = None
         self._body_done = True
+
+    def _closers(self) -> bytes | None:
+        """What closes everything the tokenizer and tree state say is open here, innermost first, so
+        that the body-end snippet after it is live HTML in the body, not text, a comment, template
+        content or SVG/MathML: the raw text, comment or script we are in (in the states that decide
+        what ends it), then each open <template> (the HTML parser pops all that is open in it), then
+        the SVG/MathML elements still open outside them, with the HTML elements open in their
+        integration points first. None inside <plaintext>, which nothing ends: the snippet would be
+        text there, so it is left out."""
+        state, parts = self._state, []
+        if state == PLAIN:
+            return None
+        if state == COMMENT:
+            parts.append(b"-->")  # after "-", "--" or "--!" as well
+        elif state == BOGUS:
+            parts.append(b">")
+        elif state == CDATA:
+            parts.append(b"]]>")
+        elif state == SCRIPT:
+            parts.append(b"</script>")
+        elif state == ESCAPED or state == DOUBLE:
+            parts.append(b"--></script>")  # "-->" leaves either escape; "</script" only the single one
+        elif state == NOSCRIPT:  # with JavaScript off its content is markup: what is open in it first
+            inner = self._nested._closers() if self._nested is not None else None
+            parts.append((inner or b"") + b"</noscript>")
+        elif state == RAW or state == STYLE:
+            parts.append(b"</" + self._raw_name + b">")
+        frames = self._foreign
+        depth = len(frames)
+        for at in reversed(self._templates):
+            parts.append(b"</template>")
+            depth = min(depth, at)
+        for _, name, _, opened in reversed(frames[self._floor : depth]):
+            parts.extend((b"</" + n + b">") * c for n, c in reversed(opened.items()) if n not in _NOT_CLOSED)
+            parts.append(b"</" + name + b">")
+        return b"".join(parts)
 
     def _replace(self, mark: _Mark, data: bytes) -> None:
         out = self._out

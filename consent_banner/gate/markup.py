@@ -28,11 +28,12 @@ MARKUP = re.compile(
     rb"<(?:([a-z][^\t\n\f\r />]*+)(" + REST + rb")?|/([a-z][^\t\n\f\r />]*+)(" + REST + rb")?|([!/?]))"
 )
 # Outside SVG/MathML: text and the tags the rewriter leaves alone, skipped in one match. A start tag
-# is left alone when its name neither switches the tokenizer nor fetches, and it has no attribute
-# that fetches on any element or holds CSS; an end tag unless it is </body> or </head>.
+# is left alone when its name neither switches the tokenizer (nor is <template>, counted for the
+# injection) nor fetches, and it has no attribute that fetches on any element or holds CSS; an end
+# tag unless it is </body>, </head> or </template>.
 INERT_ATTR = rb"(?!(?:s(?:tyle|rcdoc)|ping|background)[\t\n\f\r />=])"
 SWITCHING = (  # by first letter: `re` tries alternatives one by one
-    rb"(?:s(?:cript|tyle|vg)|t(?:extarea|itle)|iframe|no(?:embed|frames|script)|plaintext|math|body|h(?:ead|tml)"
+    rb"(?:s(?:cript|tyle|vg)|t(?:e(?:xtarea|mplate)|itle)|iframe|no(?:embed|frames|script)|plaintext|math|body|h(?:ead|tml)"
     rb"|xmp)[\t\n\f\r />]"
 )
 FETCHING = (
@@ -66,7 +67,7 @@ PLAIN_TAG = rb"<(?!" + SWITCHING + rb")[a-z][^\t\n\f\r />" + RESPELL + rb"]*+" +
 # Text and the tags skipped, one tag and the text after it per step (`re` tries alternatives in order,
 # most frequent first): end tags, plain start tags (SKIP_PLAIN only), a `<` that is text, inert start
 # tags, fetching tags with plain values (SKIP_PLAIN only).
-_END_TAG = rb"</(?!(?:body|head)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
+_END_TAG = rb"</(?!(?:body|head|template)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>|" + REST + rb")"
 _TEXT = rb"|<++(?=[^a-z!/?])|<+(?=<)"  # a run of `<` in one step: all of it, or all but the last
 _INERT_TAG = rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
 SKIP = re.compile(rb"(?:[^<]*+(?:" + _END_TAG + _TEXT + _INERT_TAG + rb"))*+[^<]*+")
