@@ -41,6 +41,7 @@ SWALLOWERS = {
     "textarea": "<textarea>",
     "comment": "<!--",
     "attribute": '<p title="',
+    "attribute-single": "<p title='",
     "select": "<select>",
     "noscript": "<noscript>",
     "xmp": "<xmp>",

@@ -95,9 +95,10 @@ may leave something open there that would make the snippet inert (template conte
 text (a comment, `<textarea>`, `<xmp>`, script, `<noscript>` with JavaScript on), and the visitor
 could not decide: body_end_html is preceded by what closes it all as the tokenizer and tree state
 say (`_closers`: `-->`, `</textarea>`, `--></script>`, `</template>`, `</desc></svg>`...), so that it
-is live HTML in the body, with JavaScript on and off. `<plaintext>` cannot be closed: there the
-snippet is left out (it would be text, its nonce shown), and the page has no banner.
-Both are skipped when the page already contains the marker attribute ``data-consent-banner``
+is live HTML in the body, with JavaScript on and off; at the end, a tag the input ends in is ended
+first (`">`, read then as any tag), or the snippet would be its attributes. `<plaintext>` cannot be
+closed: there the snippet is left out (it would be text, its nonce shown), and the page has no
+banner. Both are skipped when the page already contains the marker attribute ``data-consent-banner``
 (in the head for head_html, anywhere for body_end_html). Empty bodies get nothing.
 """
 
@@ -120,6 +121,7 @@ from .markup import (
     CSS_AND_HTML,
     DATA,
     DOUBLE,
+    DQ,
     ESCAPED,
     FOREIGN,
     FOREIGN_SKIP,
@@ -138,6 +140,7 @@ from .markup import (
     SCRIPT_STATES,
     SKIP,
     SKIP_PLAIN,
+    SQ,
     STYLE,
     SVG_URL_ATTRS,
     SWITCH,
@@ -353,6 +356,10 @@ class HtmlRewriter:
     def finish(self) -> bytes:
         buf = b"".join((self._buf, *self._more))
         self._buf, self._more, self._waiting = b"", [], 0
+        if self._inject is not None and self._body is None and not self._body_done and buf:
+            # The snippet goes at the end: a tag the input ends in would take it in as attributes.
+            self._scan(buf, final=False)
+            buf, self._buf = self._buf + self._tag_closer(), b""
         self._scan(buf, final=True)
         if self._buf:  # never lose a byte, whatever state the scan stopped in
             self._out.append(self._buf)
@@ -1156,6 +1163,15 @@ class HtmlRewriter:
         self._replace(self._body, injected)
         self._body = None
         self._body_done = True
+
+    def _tag_closer(self) -> bytes:
+        """What ends the tag the held input ends in (its quoted value, then the tag), if it does: the
+        tag is then read as any other (rewritten, followed into raw text, SVG...)."""
+        if self._state != TAG or self._long_tag is not None:
+            return b""
+        _, state, at = self._tag
+        state = scan_tag(self._buf.lower(), at, state)[1]
+        return b'">' if state == DQ else b"'>" if state == SQ else b">"
 
     def _closers(self) -> bytes | None:
         """What closes everything the tokenizer and tree state say is open here, innermost first, so

@@ -61,6 +61,13 @@ OPENERS = [
     "<svg><desc><template><textarea>",
     "<svg><desc><div><template><math><mi>",
     '<div title="x">a</div><template>',
+    '<p title="',
+    "<p title='",
+    "<p title=x",
+    "<p <",
+    "<textarea title='",
+    "<svg><desc title=x",
+    "</textarea",
 ]
 
 
@@ -116,6 +123,7 @@ def test_what_is_left_open_is_closed_before_the_banner(opener: str, end: str) ->
         ("<script><!--<script>", "--></script>"),
         ("<svg><desc>", "</desc></svg>"),
         ("<svg><desc><template><math><mi>", "</template></desc></svg>"),
+        ("<textarea title='", "'></textarea>"),
     ],
 )
 def test_the_closers_are_only_what_is_open(opener: str, closers: str) -> None:
