@@ -356,7 +356,7 @@ class HtmlRewriter:
     def finish(self) -> bytes:
         buf = b"".join((self._buf, *self._more))
         self._buf, self._more, self._waiting = b"", [], 0
-        if self._inject is not None and self._body is None and not self._body_done and buf:
+        if self._body is None and not self._body_done and self._marker_at is None:  # _body_done: no inject
             # The snippet goes at the end: a tag the input ends in would take it in as attributes.
             self._scan(buf, final=False)
             buf, self._buf = self._buf + self._tag_closer(), b""
