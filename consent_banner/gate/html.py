@@ -22,16 +22,17 @@ lets no comment hide a raw text element's content and neutralises what either re
 With JavaScript on, `<noscript>` is raw text; its content goes through a nested rewriter with
 scripting off (with JavaScript off it is live markup: pixels hide there).
 
-Text and tags that can fetch nothing are skipped in one regex match; so are fetching tags whose
-values hold no byte that could spell a host another way (`&`, `%`, `\\`, controls, non-ASCII) and
-no denied host as written (inside SVG/MathML too, where such tags are followed by name). A tag
-rewritten once is remembered, per consent state without the page's mark (MAX_MEMO) and per page
-(MAX_SEEN), and the same bytes again are not read again. Every other fetching tag is parsed and
-each URL decoded as the browser does (`urls.py`: references, percent, IDNA, stripped whitespace,
-backslashes, `//host`). Every pattern is possessive, each byte is looked at a bounded number of
-times, and a tag that does not end in the chunk is resumed where it stopped, not rescanned: linear
-time on any input (bench/bench_gate.py measures the worst cases). Before `<head>` the prolog
-(doctype, comments, `<html lang>`) is read too.
+Text and tags that can fetch nothing are skipped in one regex match (which stops where the marker's
+bytes could be an attribute name: see Injection); so are fetching tags whose values hold no byte
+that could spell a host another way (`&`, `%`, `\\`, controls, non-ASCII) and no denied host as
+written (inside SVG/MathML too, where such tags are followed by name). A tag rewritten once is
+remembered, per consent state without the page's mark (MAX_MEMO) and per page (MAX_SEEN), and the
+same bytes again are not read again. Every other fetching tag is parsed and each URL decoded as the
+browser does (`urls.py`: references, percent, IDNA, stripped whitespace, backslashes, `//host`).
+Every pattern is possessive, each byte is looked at a bounded number of times, and a tag that does
+not end in the chunk is resumed where it stopped, not rescanned: linear time on any input
+(bench/bench_gate.py measures the worst cases). Before `<head>` the prolog (doctype, comments,
+`<html lang>`) is read too.
 
 What fetches: `<img|image src srcset>`, `<input src>`, `<source src srcset>`, `<video src poster>`,
 `<audio|track|embed|frame|script src>`, `<object data>`, `<link href imagesrcset>`, `<iframe src>`,
@@ -98,8 +99,16 @@ say (`_closers`: `-->`, `</textarea>`, `--></script>`, `</template>`, `</desc></
 is live HTML in the body, with JavaScript on and off; at the end, a tag the input ends in is ended
 first (`">`, read then as any tag), or the snippet would be its attributes. `<plaintext>` cannot be
 closed: there the snippet is left out (it would be text, its nonce shown), and the page has no
-banner. Both are skipped when the page already contains the marker attribute ``data-consent-banner``
-(in the head for head_html, anywhere for body_end_html). Empty bodies get nothing.
+banner. Both are skipped when the page already carries our snippet (two gates nested, a page the gate
+rewrote before): a start tag with the marker attribute ``data-consent-banner`` (in the head for
+head_html, anywhere for body_end_html). It counts only as an HTML5 parser reads it, as the name of
+an attribute of a start tag read in HTML content, where it makes an HTML element with that attribute;
+never as text (a reflected search term, however well escaped, would take the banner out of the
+page), an attribute value or a longer name, in a comment, raw text (`<textarea>`, `<title>`,
+`<script>`, `<style>`, `<noscript>` with JavaScript on...), an end tag or SVG/MathML content, nor on
+a tag the input ends in, a `<head>` tag the parser drops (past the prolog) or a tag over MAX_TAG
+(not read whole). The skips stop where the marker's bytes could be an attribute name (`_data`).
+Empty bodies get nothing.
 """
 
 from __future__ import annotations
@@ -130,6 +139,7 @@ from .markup import (
     JS_TYPES,
     LANG,
     LIST_ATTRS,
+    MARKER,
     MARKUP,
     NOSCRIPT,
     PLAIN,
@@ -147,6 +157,7 @@ from .markup import (
     TAG,
     TAG_NAME,
     TEXT_POINT,
+    UNMARKED_TAG,
     URL_ATTRS,
     VALUE_START,
     VOID,
@@ -158,6 +169,7 @@ from .markup import (
     frame_kind,
     has_any,
     long_tag_attrs,
+    marker_candidate,
     parse_attrs,
     scan_tag,
     self_closing,
@@ -170,7 +182,6 @@ MAX_DEPTH = 1024  # SVG/MathML elements nested deeper than this are not followed
 MAX_MEMO = 32 * 1024  # bytes of rewritten tags remembered per consent state (then all forgotten)
 MAX_SEEN = 64 * 1024  # bytes of rewritten tags remembered per response (then all forgotten)
 MAX_MEMO_TAG = 512  # the longest tag remembered, in bytes
-MARKER = b"data-consent-banner"
 # Top SVG/MathML elements under which FOREIGN_SKIP does not run: in annotation-xml an <svg> is SVG.
 _NO_RUN = frozenset({b"annotation-xml", b"style"})
 # HTML start tags whose effect on what is open goes beyond their rewrite: never replayed (`_repeats`).
@@ -313,10 +324,11 @@ class HtmlRewriter:
         self._css_read = 0  # its size when last read
         self._prolog = inject is not None  # still before <head> or the first element
         self._lang: str | None = None
-        self._marker_at: int | None = None  # input offset of the first marker attribute
+        self._marker_at: int | None = None  # input offset of the first tag with the marker attribute
+        self._marker_in = b""  # the buffer whose next marker bytes are at _marker_next
+        self._marker_next = -1
         self._fed = 0  # input bytes fed so far
         self._base = 0  # input offset of the first byte of the buffer being scanned
-        self._tail = b""  # the input's last bytes, to find the marker across chunk boundaries
         self._content = False  # seen any non-blank input
         self._parts: tuple[bytes, bytes] | None = None
         self._head: _Mark | None = None
@@ -356,11 +368,16 @@ class HtmlRewriter:
     def finish(self) -> bytes:
         buf = b"".join((self._buf, *self._more))
         self._buf, self._more, self._waiting = b"", [], 0
-        if self._body is None and not self._body_done and self._marker_at is None:  # _body_done: no inject
-            # The snippet goes at the end: a tag the input ends in would take it in as attributes.
+        at_end = self._body is None and not self._body_done  # _body_done: no inject
+        if at_end:
+            # The snippet goes at the end (unless what is complete holds the marker): a tag the input
+            # ends in would take it in as attributes.
             self._scan(buf, final=False)
-            buf, self._buf = self._buf + self._tag_closer(), b""
+            buf, self._buf = self._buf + (self._tag_closer() if self._marker_at is None else b""), b""
+        marker = self._marker_at
         self._scan(buf, final=True)
+        if at_end:  # a tag that only that closer ended is ours, not the page's: its marker is not
+            self._marker_at = marker
         if self._buf:  # never lose a byte, whatever state the scan stopped in
             self._out.append(self._buf)
             self._buf = b""
@@ -388,13 +405,24 @@ class HtmlRewriter:
     def _watch(self, chunk: bytes) -> None:
         if not self._content and chunk.strip():
             self._content = True
-        if self._marker_at is None:
-            window = self._tail + chunk
-            i = window.find(MARKER)
-            if i >= 0:
-                self._marker_at = self._fed - len(self._tail) + i
-            self._tail = window[-len(MARKER) :]
         self._fed += len(chunk)
+
+    def _next_marker(self, low: bytes, pos: int) -> int:
+        """Where the marker's bytes next stand in `low` from `pos` on where they could be an
+        attribute name (len(low) if nowhere, or once the marker decides nothing more): the skips
+        stop there, so that a tag holding them is read by `_start_tag`, which decides."""
+        if self._marker_at is not None or self._body_done:
+            return len(low)
+        if self._marker_in is not low or self._marker_next < pos:
+            self._marker_in, self._marker_next = low, marker_candidate(low, pos)
+        return self._marker_next
+
+    def _note_marker(self, low: bytes, start: int, end: int, name: bytes) -> None:
+        """Whether the HTML start tag at low[start:end] (complete, read in HTML content) carries
+        the marker as an attribute name: the page then carries our snippet (see the docstring)."""
+        if self._marker_at is None and not self._body_done and low.find(MARKER, start, end) >= 0:
+            if any(a[0] == MARKER for a in parse_attrs(low[start:end], 1 + len(name))):
+                self._marker_at = self._base + start
 
     def _scan(self, buf: bytes, *, final: bool) -> None:
         """Run the tokenizer over `buf`; what may continue in the next chunk is left in self._buf."""
@@ -431,10 +459,25 @@ class HtmlRewriter:
         if not self._foreign:
             if self._seen:
                 pos = self._repeats(buf, low, pos)
-            hit = self._next_needle(low, pos)
-            skip = SKIP_PLAIN.match(low, pos, hit).end()  # type: ignore[union-attr]
-            if skip == hit and hit < len(low):  # a denied host as written: only inert tags skip it
-                skip = SKIP.match(low, skip).end()  # type: ignore[union-attr]
+            skip = pos
+            while True:
+                hit = self._next_needle(low, skip)
+                marker = self._next_marker(low, skip)  # a tag that may hold it is read by _start_tag
+                skip = SKIP_PLAIN.match(low, skip, min(hit, marker)).end()  # type: ignore[union-attr]
+                if skip == hit < marker:  # a denied host as written: only inert tags skip it
+                    skip = SKIP.match(low, skip, marker).end()  # type: ignore[union-attr]
+                if marker == len(low):
+                    break
+                if skip == marker:  # a skip ends at a `<` or where it was told: text, up to a `<`
+                    skip = low.find(b"<", skip + len(MARKER))
+                    if skip < 0:
+                        skip = len(low)
+                        break
+                    continue
+                m = UNMARKED_TAG.match(low, skip)
+                if m is None or m.end() <= marker:
+                    break  # a tag to read (the one holding the marker's bytes, or one before it)
+                skip = m.end()  # an inert tag that holds them but not as an attribute name
             if skip > pos:
                 out.append(buf[pos:skip])
                 pos = skip
@@ -760,6 +803,8 @@ class HtmlRewriter:
             return end
         if name == b"body":
             self._decide_head(self._base + start)
+        if sent is None and name != b"head":  # the parser drops a <head> past the prolog; an
+            self._note_marker(low, start, end, name)  # over-long tag is not read whole
         rewritten = self._rewrite(b"", name, tag, low, start)
         emit(rewritten)
         if name == b"template":
@@ -1108,6 +1153,7 @@ class HtmlRewriter:
                 if complete:
                     assert t is not None
                     tag = buf[pos : t.end()]
+                    self._note_marker(low, pos, t.end(), m.group(1))
                     out.append(tag)
                     pos = t.end()
                     if m.group(1) == b"html":

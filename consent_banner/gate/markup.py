@@ -71,6 +71,33 @@ _END_TAG = rb"</(?!(?:body|head|template)[\t\n\f\r />])[a-z][^\t\n\f\r />]*+(?:>
 _TEXT = rb"|<++(?=[^a-z!/?])|<+(?=<)"  # a run of `<` in one step: all of it, or all but the last
 _INERT_TAG = rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + INERT_REST
 SKIP = re.compile(rb"(?:[^<]*+(?:" + _END_TAG + _TEXT + _INERT_TAG + rb"))*+[^<]*+")
+# The attribute that marks our snippet (html.py: a page carrying it gets no second one), and the bytes
+# around it where an attribute name can stand: after a blank, `/` or a quoted value's quote, before
+# a blank, `/`, `>` or `=`.
+MARKER = b"data-consent-banner"
+_BEFORE_NAME = frozenset(b"\t\n\f\r /\"'")
+_AFTER_NAME = frozenset(b"\t\n\f\r />=")
+# A tag a skip stopped at because MARKER's bytes in it may be an attribute name, skipped after all
+# when it is an end tag (no attributes) or an inert start tag with no attribute of that name.
+_UNMARKED_REST = INERT_REST.replace(INERT_ATTR, INERT_ATTR + rb"(?!" + MARKER + rb"[\t\n\f\r />=])", 1)
+UNMARKED_TAG = re.compile(
+    _END_TAG + rb"|<(?!" + SWITCHING + rb"|" + FETCHING + rb")[a-z][^\t\n\f\r />]*+" + _UNMARKED_REST
+)
+
+
+def marker_candidate(low: bytes, pos: int) -> int:
+    """Where MARKER's bytes next stand in `low`, from `pos` on, where they could be an attribute's
+    whole name (len(low) if nowhere); at either end of the buffer they always could. Elsewhere they
+    are certainly text or part of a value or longer name, which the skips may pass over."""
+    n, size = len(low), len(MARKER)
+    at = low.find(MARKER, pos)
+    while at > 0 and (
+        low[at - 1] not in _BEFORE_NAME or (at + size < n and low[at + size] not in _AFTER_NAME)
+    ):
+        at = low.find(MARKER, at + 1)
+    return n if at < 0 else at
+
+
 ATTR = re.compile(
     rb"[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r />=]*+)"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+("[^"]*+"|'[^']*+'|[^\t\n\f\r >]*+))?"""
