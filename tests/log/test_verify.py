@@ -235,6 +235,34 @@ async def test_verify_with_a_rotated_key(log_url: str, decision: MakeDecision) -
         await stranger.close()
 
 
+async def test_a_key_replaced_outright_stops_writes_until_the_old_one_is_listed_again(
+    log_url: str, decision: MakeDecision
+) -> None:
+    """What the README's "Keys" section promises: the new key alone cannot write after a head the
+    old one signed; listed beside it once, the next write re-signs the head, and the new key alone
+    then writes and verifies."""
+    await (await filled(log_url, decision, 2)).close()
+    new_key = derive_hmac_key("n" * 40)
+    alone = await open_log(log_url, hmac_key=new_key)
+    try:
+        with pytest.raises(LogUnavailable, match="not listed"):
+            await alone.append(decision())
+    finally:
+        await alone.close()
+    both = await open_log(log_url, hmac_key=new_key, previous_hmac_keys=[KEY])
+    try:
+        await both.append(decision())
+    finally:
+        await both.close()
+    alone = await open_log(log_url, hmac_key=new_key)
+    try:
+        await alone.append(decision())
+        result = await alone.verify()
+        assert result.ok and result.records == 4, result.message
+    finally:
+        await alone.close()
+
+
 # --- issue 12, item 3: the head, the checkpoint chain, keys and pins ----------------------------------
 
 
