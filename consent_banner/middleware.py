@@ -33,7 +33,6 @@ from .visitor import (
     VisitorCookies,
     cookie_names,
     own_cookie_names,
-    read_cookies,
     request_cookie_header,
 )
 
@@ -140,18 +139,22 @@ class ConsentMiddleware:
         send = self.gate.wrap_send(send, scope, consent, request_cookies=denied, page=self._page)
         await self.app(scope, receive, send)
 
+    def _reader(self, scope: Scope) -> CookieReader:
+        return self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http
+
     def cookie_names(self, scope: Scope) -> CookieNames:
         """The names of the consent and form-token cookies on this request (``__Host-`` on https
         where the configuration allows it)."""
-        return (self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http).names
+        return self._reader(scope).names
 
     def cookies(self, scope: Scope) -> VisitorCookies:
-        """The request's cookies as the middleware reads them (for the routes, off the hot path)."""
-        return read_cookies(request_cookie_header(scope["headers"]), self.cookie_names(scope))
+        """The request's cookies as the middleware read them (the same remembered reading: the routes
+        and the page ask again without parsing the header again)."""
+        return self._reader(scope).read(request_cookie_header(scope["headers"]))
 
     def _denied(self, consent: Consent, others: dict[str, str]) -> dict[str, str]:
-        """The request's cookies the gate must expire, and only those: the gate remembers the dict it
-        is handed, so a huge Cookie header must not be what it holds."""
+        """The request's cookies the gate must expire, and only those: the gate is handed a dict of a
+        few names, never a huge Cookie header's."""
         denied = self._cookie_rules.denied_in_request(others, self.gate.plan(consent).allowed)
         return {name: others[name] for name, _ in denied} if denied else {}
 
@@ -275,9 +278,8 @@ class _Page:
         self.scope = scope
         self.consent: Consent = scope["state"]["consent"]
         headers = Headers(scope=scope)
-        names = mw.cookie_names(scope)
-        self._csrf = read_cookies(request_cookie_header(scope["headers"]), names).csrf
-        self._csrf_name = names.csrf
+        self._csrf = mw.cookies(scope).csrf
+        self._csrf_name = mw.cookie_names(scope).csrf
         self._csrf_is_new = not self._csrf
         self.accept_language = headers.get("accept-language", "")
         self.inject = self._render if mw._inject else None
