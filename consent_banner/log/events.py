@@ -458,8 +458,6 @@ def checkpoint_mac(
     deleted records, so an ordinary periodic one must not be relabelled into one. From schema 2 on
     (`prev` given) it also covers its place `n` and the chain of the checkpoints before it, so that
     none of them can be deleted unseen; without `prev` it is the previous release's signature."""
-    if prev is None:
-        return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at)
     return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at, n=n, prev=prev)
 
 
@@ -471,8 +469,6 @@ def checkpoint_link(tip: str, mac: str) -> str:
 def head_mac(key: bytes, log_id: str, seq: int, head_hash: str, at: str, checkpoints: str | None) -> str:
     """The head's signature: from schema 2 on it covers the checkpoint chain's tip too (None: the
     previous release's head, which did not)."""
-    if checkpoints is None:
-        return sign(key, "head", log_id, seq, head_hash, at)
     return sign(key, "head", log_id, seq, head_hash, at, prev=checkpoints)
 
 
