@@ -41,7 +41,8 @@ from ..config import ConsentConfig
 from ..consent import Consent
 from .cookies import CookieRules
 from .csp import NONCE_PLACEHOLDER, REPORT_GROUP, build_policy, merge, parse_policies, serialize
-from .html import PLACEHOLDER_TEXTS, Blocked, HostRules, HtmlRewriter, Inject, placeholder_html, url_host
+from .html import Blocked, HostRules, HtmlRewriter, Inject, url_host
+from .placeholder import Placeholders
 
 __all__ = ["ResponseGate"]
 
@@ -112,7 +113,7 @@ class ResponseGate:
         self._by_allowed: dict[tuple[frozenset[str], frozenset[str]], _Plan] = {}
         self._policies: dict[tuple[object, ...], bytes] = {}
         self._endpoints: dict[str, bytes] = {}
-        self._placeholders: dict[tuple[str, str], str] = {}
+        self._placeholders = Placeholders(config)
         self._warned_encoding = False
 
     def wrap_send(
@@ -249,15 +250,7 @@ class ResponseGate:
         return b", ".join((*(v for v in app_values if mine not in v), ours))
 
     def placeholder(self, blocked: Blocked, html_lang: str | None) -> str:
-        language = self._language(html_lang)
-        key = (blocked.service, language)
-        found = self._placeholders.get(key)
-        if found is None:
-            shipped = PLACEHOLDER_TEXTS.get(language, PLACEHOLDER_TEXTS["en"])
-            overrides = self.config.texts.get(language, {})
-            texts = (overrides.get("placeholder", shipped[0]), overrides.get("placeholder_allow", shipped[1]))
-            found = self._placeholders[key] = placeholder_html(blocked, language, texts)
-        return found
+        return self._placeholders.html(blocked, self._language(html_lang))
 
     def _language(self, html_lang: str | None) -> str:
         languages = self.config.languages

@@ -244,27 +244,6 @@ class HostRules:
         return self.denied(host) if host else None
 
 
-# Placeholder texts shipped for the two shipped languages; config `texts.<lang>` may override
-# "placeholder" and "placeholder_allow" ({service} and {category} are filled in).
-PLACEHOLDER_TEXTS = {
-    "en": ("Content from {service} will load once you allow {category}.", "Allow {category}"),
-    "sv": ("Innehåll från {service} laddas när du tillåter {category}.", "Tillåt {category}"),
-}
-
-
-def placeholder_html(blocked: Blocked, language: str, texts: tuple[str, str]) -> str:
-    from ..config import localized
-
-    label = localized(blocked.category_labels, language, language) or blocked.category
-    text, allow = (t.format(service=blocked.name, category=label) for t in texts)
-    cat = html.escape(blocked.category)
-    return (
-        f'<div class="consent-placeholder" data-consent-placeholder="{html.escape(blocked.service)}" '
-        f'data-consent-category="{cat}"><p>{html.escape(text)}</p>'
-        f'<button type="button" data-consent-allow="{cat}">{html.escape(allow)}</button></div>'
-    )
-
-
 class _Mark:
     """An injection point held in the output until it is decided."""
 
