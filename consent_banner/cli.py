@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import click
 
@@ -50,7 +51,9 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except click.ClickException as e:
-            e.message = shown(e.message)
+            # click types `message` Final, but every subclass (BadParameter, UsageError, ours) builds
+            # what it shows from it, so the masked text replaces it in place.
+            vars(e)["message"] = shown(e.message)
             raise
 
 
@@ -137,7 +140,7 @@ def serve(host: str, port: int, config_path: Path) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def _demo_module():  # type: ignore[no-untyped-def]
+def _demo_module() -> ModuleType:
     """The demo site: shipped in the wheel as consent_banner.demo_site, or server/ in a checkout."""
     try:
         return importlib.import_module("consent_banner.demo_site.app")

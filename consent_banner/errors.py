@@ -4,8 +4,9 @@ ConsentBannerError
 ├── ConfigError          consent.toml (or a ConsentConfig built in Python) is invalid
 ├── MissingSecretKey     CONSENT_SECRET_KEYS is not set where a key is required
 ├── DecisionError        a request to record a decision is refused (carries the HTTP status)
-└── LogError             the consent log cannot be read or written
-    └── LogUnavailable   the log cannot accept a write right now (the decision is refused, 503)
+├── LogError             the consent log cannot be read or written
+│   └── LogUnavailable   the log cannot accept a write right now (the decision is refused, 503)
+└── ScanError            `consent-banner scan` cannot run at all (browser, start page)
 """
 
 from __future__ import annotations
@@ -47,3 +48,8 @@ class LogError(ConsentBannerError):
 
 class LogUnavailable(LogError):
     """The consent log cannot durably record a decision right now."""
+
+
+class ScanError(ConsentBannerError):
+    """The scan could not run at all: the browser would not start, or the start page failed to load
+    (the message says which, and what the browser answered). The `scan` command exits 2 on it."""

@@ -1,4 +1,5 @@
-"""The built wheel carries the script, the templates, the texts and the demo, and serves them."""
+"""The built wheel carries the script, the templates, the texts, the demo and the type marker, and
+serves them; the sdist carries the licence, and so does the wheel a release builds from it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -29,6 +31,7 @@ def test_wheel_carries_package_data_and_serves_it(tmp_path: Path) -> None:
         "consent_banner/i18n/sv.toml",
         "consent_banner/demo_site/app.py",
         "consent_banner/demo_site/consent.toml",
+        "consent_banner/py.typed",  # PEP 561: type checkers read the package's own annotations
     ):
         assert expected in names, expected
     assert any(n.startswith("consent_banner/templates/banner/") for n in names)
@@ -81,3 +84,30 @@ def test_wheel_carries_package_data_and_serves_it(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("served")
+
+
+def test_sdist_carries_the_licence_and_the_wheel_built_from_it_too(tmp_path: Path) -> None:
+    """`python -m build` as a release runs it: the sdist first, then the wheel from that sdist (so a file
+    the sdist leaves out is missing from the wheel too)."""
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "-o", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    [sdist] = dist.glob("consent_banner-*.tar.gz")
+    [wheel] = dist.glob("consent_banner-*.whl")
+    licence = (ROOT / "LICENSE").read_bytes()
+    assert b"Apache License" in licence and b"Version 2.0, January 2004" in licence
+    with tarfile.open(sdist) as tf:
+        top = tf.getnames()[0].split("/")[0]
+        member = tf.extractfile(f"{top}/LICENSE")
+        assert member is not None and member.read() == licence
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        assert "consent_banner/py.typed" in names
+        [wheel_licence] = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert zf.read(wheel_licence) == licence
+        metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "License-File: LICENSE" in metadata

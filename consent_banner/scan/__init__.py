@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.util
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -29,7 +30,7 @@ import click
 
 from ..config import ConsentConfig
 from ..display import escape_controls
-from ..errors import ConfigError
+from ..errors import ConfigError, ScanError
 from .classify import findings_for
 from .model import Finding, PageResult, ScanReport, origin_of
 from .report import render
@@ -58,7 +59,7 @@ async def scan_site(
     config_source: str | None = None,
     on_page: Callable[[PageResult | None, str], None] | None = None,
 ) -> ScanReport:
-    """Crawls and checks the site at `url`; raises crawl.ScanError when it cannot run at all."""
+    """Crawls and checks the site at `url`; raises errors.ScanError when it cannot run at all."""
     from .crawl import CrawlOptions, crawl  # Playwright is needed from here on only
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -175,10 +176,8 @@ def scan(
         config = ConsentConfig.from_toml(config_path)
     except ConfigError as e:
         raise ScanFailed(str(e)) from None
-    try:
-        from .crawl import ScanError
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ScanFailed(f"the scanner needs Playwright: pip install 'consent-banner[scan]' ({e})") from None
+    if importlib.util.find_spec("playwright") is None:  # pragma: no cover - depends on the installation
+        raise ScanFailed("the scanner needs Playwright: pip install 'consent-banner[scan]'")
 
     bar = None
     if sys.stderr.isatty():
@@ -203,7 +202,7 @@ def scan(
         with bar if bar is not None else contextlib.nullcontext():
             report = _run(job)
             if bar is not None:
-                bar.update(bar.length - bar.pos)  # the site had fewer pages than --pages: done anyway
+                bar.update(pages - bar.pos)  # the site had fewer pages than --pages: done anyway
     except ScanError as e:
         raise ScanFailed(str(e)) from None
 

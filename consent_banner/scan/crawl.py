@@ -23,6 +23,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Request, Respons
 from playwright.async_api import Error as PlaywrightError
 
 from ..config import ConsentConfig
+from ..errors import ScanError
 from .model import (
     STATES,
     CookieSeen,
@@ -68,10 +69,6 @@ _STORAGE = """() => {
   return { localStorage: keys(window.localStorage), sessionStorage: keys(window.sessionStorage) };
 }"""
 _LINKS = "() => Array.from(document.querySelectorAll('a[href]'), a => a.href)"
-
-
-class ScanError(Exception):
-    """The scan could not run at all: the browser would not start, or the start page failed."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ as necessary: a guess must not open a gate.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
-from ..config import NECESSARY, ConsentConfig, parse_lifetime
+from ..config import NECESSARY, ConsentConfig
 from ..display import escape_controls
+from ..durations import parse_lifetime
 from .classify import Classifier
 from .model import CookieSeen, PageResult
 
@@ -80,7 +82,11 @@ def database() -> CookieDatabase:
     """The shipped Open Cookie Database, read once."""
     exact: dict[str, KnownCookie] = {}
     prefixes: list[KnownCookie] = []
-    with resources.files("consent_banner").joinpath("data", DATABASE).open(encoding="utf-8", newline="") as f:
+    # newline="" as the csv module asks (a quoted field may hold a line break); Traversable.open
+    # takes no newline argument, so the text layer is put on the bytes here.
+    with io.TextIOWrapper(
+        resources.files("consent_banner").joinpath("data", DATABASE).open("rb"), encoding="utf-8", newline=""
+    ) as f:
         for row in csv.DictReader(f):
             known = KnownCookie(
                 platform=row["Platform"].strip(),
