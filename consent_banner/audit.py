@@ -26,11 +26,11 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -39,14 +39,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .banner import parse_accept_language
-from .config import ConsentConfig, localized
+from .config import ConsentConfig
 from .consent import Consent
 from .errors import LogError
+from .language import Languages
 from .log import ACTIONS, LoggedRecord, LogStats, RecordFilter
 from .log.base import parse_day, valid_action
 from .log.export import CONTENT_TYPES, stream
 from .ratelimit import Client, ClientBudget, Key, Rate, client_key
+from .texts import Texts, shipped_languages
+
+if TYPE_CHECKING:
+    from .banner import Banner
 
 logger = logging.getLogger("consent_banner.audit")
 
@@ -223,7 +227,7 @@ class _RequireCredentials:
         wait = self.failed_logins.wait(client, now)
         if wait > 0:
             seconds = math.ceil(wait)
-            response = JSONResponse(
+            response: Response = JSONResponse(
                 {"error": f"too many wrong credentials from this address: try again in {seconds} s"},
                 status_code=429,
                 headers={"retry-after": str(seconds), "cache-control": "no-store"},
@@ -282,7 +286,7 @@ def daily_chart(
     slot = (width - left - 8) / max(len(days), 1)
     bars: list[Bar] = []
     for i, d in enumerate(days):
-        y = 10 + plot_h
+        y: float = 10 + plot_h
         counts = per_day.get(d.isoformat(), {})
         for action in ACTIONS:
             n = counts.get(action, 0)
@@ -357,7 +361,7 @@ class AuditView:
         self.config = config
         self.log = log
         lang = config.default_language
-        self.labels = {name: localized(c.label, lang, lang) for name, c in config.categories.items()}
+        self.labels = {name: config.localize(c.label, lang) for name, c in config.categories.items()}
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
@@ -575,56 +579,9 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 # --- the visitor's receipt -------------------------------------------------------------------------
 
-RECEIPT_TEXTS = {
-    "en": {
-        "title": "Your consent receipt",
-        "intro": "These are the consent decisions recorded for this browser, newest last.",
-        "none": "No consent decision is recorded for this browser.",
-        "id": "Consent id",
-        "time": "Time (UTC)",
-        "action": "Decision",
-        "granted": "Allowed",
-        "denied": "Refused",
-        "services": "Services",
-        "revision": "Policy revision",
-        "language": "Language",
-        "source": "Where",
-        "proof": "Proof (record hash)",
-        "json": "Download as JSON",
-        "accept_all": "Accepted all",
-        "reject_all": "Rejected all",
-        "custom": "Chose categories",
-        "withdraw": "Withdrew consent",
-        "gpc": "Global Privacy Control opt-out",
-        "renew": "Renewed",
-        "on": "on",
-        "off": "off",
-    },
-    "sv": {
-        "title": "Ditt samtyckeskvitto",
-        "intro": "Det här är de samtyckesbeslut som registrerats för den här webbläsaren, det senaste sist.",
-        "none": "Inget samtyckesbeslut är registrerat för den här webbläsaren.",
-        "id": "Samtyckes-id",
-        "time": "Tid (UTC)",
-        "action": "Beslut",
-        "granted": "Tillåtet",
-        "denied": "Nekat",
-        "services": "Tjänster",
-        "revision": "Policyversion",
-        "language": "Språk",
-        "source": "Var",
-        "proof": "Bevis (postens hash)",
-        "json": "Ladda ner som JSON",
-        "accept_all": "Godkände alla",
-        "reject_all": "Avvisade alla",
-        "custom": "Valde kategorier",
-        "withdraw": "Återkallade samtycket",
-        "gpc": "Global Privacy Control: avböjt",
-        "renew": "Förnyade",
-        "on": "på",
-        "off": "av",
-    },
-}
+# Without a banner (a receipt served apart from the middleware): the shipped languages and texts.
+_SHIPPED_LANGUAGES = Languages(shipped_languages())
+_SHIPPED_TEXTS = Texts()
 
 
 def _wants_json(request: Request) -> bool:
@@ -637,23 +594,12 @@ def _wants_json(request: Request) -> bool:
     )
 
 
-def _receipt_language(request: Request, languages: Sequence[str]) -> str:
-    wanted = request.query_params.get("lang")
-    candidates = [wanted] if wanted else []
-    for tag in parse_accept_language(request.headers.get("accept-language")):
-        candidates += [tag.lower(), tag.split("-")[0].lower()]
-    for c in candidates:
-        if c in RECEIPT_TEXTS and c in languages:
-            return c
-    first = languages[0] if languages else "en"
-    return first if first in RECEIPT_TEXTS else "en"
-
-
-async def receipt(request: Request, consent: Consent, log: Any) -> Response:
+async def receipt(request: Request, consent: Consent, log: Any, banner: Banner | None = None) -> Response:
     """`GET {prefix}/receipt`: the caller's own records, from their verified consent cookie (R24).
 
     No valid cookie, no records: the consent id comes only from the signed cookie, never from
-    the request, so nobody can ask for someone else's history.
+    the request, so nobody can ask for someone else's history. In the language and with the texts
+    of `banner` (the page's banner: `?lang=`, then Accept-Language), or the shipped ones without it.
     """
     records: list[LoggedRecord] = []
     if consent.decided and consent.id:
@@ -671,10 +617,11 @@ async def receipt(request: Request, consent: Consent, log: Any) -> Response:
             },
             headers=headers,
         )
-    lang = _receipt_language(request, tuple(RECEIPT_TEXTS))
+    languages, texts = (banner.languages, banner.catalog) if banner else (_SHIPPED_LANGUAGES, _SHIPPED_TEXTS)
+    lang = languages.pick(request.query_params.get("lang"), request.headers.get("accept-language"))
     nonce = secrets.token_urlsafe(16)
     html = _env.get_template("receipt.html").render(
-        t=RECEIPT_TEXTS[lang],
+        t=texts.of(lang),
         lang=lang,
         records=records,
         consent_id=consent.id if consent.decided else None,

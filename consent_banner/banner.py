@@ -2,8 +2,14 @@
 
 Rendered on the server from `templates/banner/` (Jinja2, autoescaped) so the banner is in the
 first HTML response: no flash, no layout shift, and it works with JavaScript off (R13). The
-texts come from `i18n/<language>.toml`, overridden per language by `config.texts[language]`;
-adding a language is adding one file there and naming it in `config.languages`.
+language is negotiated by `language.Languages`, the texts come from `texts.Texts` (`i18n/*.toml`
+and the config's overrides); adding a language is adding one file there and naming it in
+`config.languages`.
+
+Every HTML response carries the banner, so it is not rendered per response: Jinja2 renders it once
+per (language, consent state), with markers where the per-response values go (the form token, the
+forms' ids, the page to return to, the visitor's state), and each response splices its own values,
+escaped as the template would have, into those parts: the same bytes, for a few string joins.
 
 The browser script (`static/js/consent.js`) reads everything it needs from `data-` attributes
 on the root element, so no inline JSON and no inline handlers are needed (strict CSP).
@@ -15,8 +21,7 @@ import hashlib
 import json
 import re
 import secrets
-import tomllib
-from functools import cache
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +30,12 @@ from markupsafe import Markup, escape
 
 from .config import NECESSARY, ConsentConfig, CookieDeclaration, Service
 from .consent import Consent, consent_json
+from .language import Languages
+from .memo import Memo
+from .texts import Texts
 from .visitor import cookie_names
 
-I18N_DIR = Path(__file__).parent / "i18n"
 TEMPLATES_DIR = Path(__file__).parent / "templates" / "banner"
-FALLBACK_LANGUAGE = "en"  # the shipped file every other language falls back to, key by key
 
 # Google Consent Mode v2 signals and the category each one follows (R30, R31).
 CONSENT_MODE: dict[str, str] = {
@@ -42,12 +48,6 @@ OWN_SERVICE = "consent-banner"  # the declaration's entry for the middleware's o
 WAIT_FOR_UPDATE = 500  # milliseconds Google tags wait for the update of an undecided visitor
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-# Accept-Language (RFC 9110 12.5.4): each part is matched on its own, whitespace already stripped,
-# so no pattern ever sees more than one range or one weight and none can backtrack across them.
-_LANGUAGE_RANGE = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*|\*")
-_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
-MAX_ACCEPT_LANGUAGE = 1024  # characters of the header considered; real ones are under 200
-MAX_LANGUAGE_RANGES = 32  # ranges considered, in the order sent
 
 
 def static_dir() -> Path:
@@ -57,21 +57,6 @@ def static_dir() -> Path:
     if (packaged / "consent.js").is_file():
         return packaged
     return Path(__file__).resolve().parent.parent / "static" / "js"
-
-
-@cache
-def shipped_texts(language: str) -> dict[str, str]:
-    """The texts of `i18n/<language>.toml` ({} when the language ships no file)."""
-    path = I18N_DIR / f"{language}.toml"
-    if not path.is_file():
-        return {}
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    return {str(k): str(v) for k, v in data.items()}
-
-
-def shipped_languages() -> tuple[str, ...]:
-    return tuple(sorted(p.stem for p in I18N_DIR.glob("*.toml")))
 
 
 def safe_url(url: str | None) -> str:
@@ -89,34 +74,27 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def parse_accept_language(header: str | None) -> list[str]:
-    """Language tags of an Accept-Language header, best first (q=0 and malformed ranges dropped).
+class Spliced:
+    """A rendered text cut at its markers: the fixed parts, and between them which value goes there."""
 
-    Linear in the header and bounded: only the first MAX_ACCEPT_LANGUAGE characters and the first
-    MAX_LANGUAGE_RANGES ranges count, and a range cut by the first limit is dropped, never misread.
-    """
-    if not header:
-        return []
-    parts = header[:MAX_ACCEPT_LANGUAGE].split(",", MAX_LANGUAGE_RANGES)
-    if len(header) > MAX_ACCEPT_LANGUAGE and len(parts) <= MAX_LANGUAGE_RANGES:
-        parts.pop()  # runs past the limit: its end was not read
-    items = parts[:MAX_LANGUAGE_RANGES]
-    ranked: list[tuple[float, int, str]] = []
-    for i, item in enumerate(items):
-        tag, *params = item.split(";")
-        tag = tag.strip()
-        if not _LANGUAGE_RANGE.fullmatch(tag):
-            continue
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() != "q" or not _QVALUE.fullmatch(value.strip()):
-                break
-            q = float(value)
-        else:
-            if q > 0:
-                ranked.append((-q, i, tag))
-    return [tag for _, _, tag in sorted(ranked)]
+    __slots__ = ("parts", "slots")
+
+    def __init__(self, rendered: str, markers: Mapping[str, int]) -> None:
+        pieces = re.split("(" + "|".join(map(re.escape, markers)) + ")", rendered)
+        self.parts = tuple(pieces[0::2])
+        self.slots = tuple(markers[m] for m in pieces[1::2])
+
+    def fill(self, values: Sequence[str]) -> str:
+        """The text with `values[slot]` at each marker (already escaped by the caller)."""
+        out = [self.parts[0]]
+        for slot, part in zip(self.slots, self.parts[1:], strict=True):
+            out.append(values[slot])
+            out.append(part)
+        return "".join(out)
+
+
+# The per-response values of the banner root, in the order `Banner._fragment` passes them.
+_CSRF, _RETURN_TO, _FORM_ID, _STATE = range(4)
 
 
 class Banner:
@@ -132,6 +110,8 @@ class Banner:
         self.css_hash = _digest(self.css_path)
         self.script_url = f"{prefix}/consent.js?v={self.script_hash}"
         self.css_url = f"{prefix}/consent.css?v={self.css_hash}"
+        self.languages = Languages(config.languages)
+        self.catalog = Texts(config.texts, config.controller)
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
             autoescape=True,
@@ -143,47 +123,31 @@ class Banner:
         self._env.globals["data_attrs"] = data_attrs
         self._root = self._env.get_template("root.html")
         self._declaration = self._env.get_template("declaration.html")
-        self._texts = {lang: self._build_texts(lang) for lang in config.languages}
         self._mode_attr = " ".join(
             f"{signal}:{cat}" for signal, cat in CONSENT_MODE.items() if cat in config.categories
         )
+        self._script_open = f'<script src="{escape(self.script_url)}" defer nonce="'
+        self._script_close = '" data-consent-banner></script>'
+        # Markers for the per-response values: random, so that no configured text can contain one,
+        # and made of letters and digits, which the template's escaping leaves as they are.
+        tag = secrets.token_hex(8)
+        self._markers = {f"cb{tag}v{i}": i for i in (_CSRF, _RETURN_TO, _FORM_ID, _STATE)}
+        self._marker_of = {i: m for m, i in self._markers.items()}
+        # Keyed by language and the consent state the markup shows: at most a few per language on a
+        # healthy site (each distinct set of switches is one), bounded whatever visitors send.
+        self._roots: Memo[Hashable, Spliced] = Memo(512)
+        self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(64)
+        self._declarations: Memo[str, str] = Memo(64)
 
     # --- language and texts ----------------------------------------------------------------------
 
     def pick_language(self, html_lang: str | None, accept_language: str | None) -> str:
         """The configured language for a page's `lang` attribute, else Accept-Language (R14)."""
-        configured = {lang.lower(): lang for lang in self.config.languages}
-        primaries: dict[str, str] = {}
-        for lang in self.config.languages:
-            primaries.setdefault(lang.split("-")[0].lower(), lang)
-        candidates = ([html_lang.strip()] if html_lang and html_lang.strip() else []) + parse_accept_language(
-            accept_language
-        )
-        for tag in candidates:
-            t = tag.lower()
-            if t in configured:
-                return configured[t]
-            if t.split("-")[0] in primaries:
-                return primaries[t.split("-")[0]]
-        return self.config.default_language
+        return self.languages.pick(html_lang, accept_language)
 
     def texts(self, language: str) -> dict[str, str]:
-        """Every string of the first layer and the dialog, the config's overrides applied."""
-        if language not in self._texts:
-            self._texts[language] = self._build_texts(language)
-        return dict(self._texts[language])
-
-    def _build_texts(self, language: str) -> dict[str, str]:
-        primary = language.split("-")[0]
-        texts = dict(shipped_texts(FALLBACK_LANGUAGE))
-        texts.update(shipped_texts(primary))
-        if primary != language:
-            texts.update(shipped_texts(language))
-        overrides = self.config.texts
-        texts.update(overrides.get(primary, {}))
-        if primary != language:
-            texts.update(overrides.get(language, {}))
-        return {k: v.replace("{controller}", self.config.controller) for k, v in texts.items()}
+        """Every visible text in `language`, the config's overrides applied."""
+        return dict(self.catalog.of(language))
 
     def version(self, language: str) -> dict[str, Any]:
         """What the visitor read, for the log's banner versions table (R20)."""
@@ -223,49 +187,103 @@ class Banner:
 
     def head_html(self, consent: Consent, *, nonce: str) -> str:
         """Consent Mode default before any Google tag (R30), and the banner stylesheet."""
-        state: dict[str, object] = dict(self.consent_mode(consent))
-        if not consent.decided:
-            state["wait_for_update"] = WAIT_FOR_UPDATE
+        mode = self.consent_mode(consent)
+        key = (consent.decided, *mode.values())
+        parts = self._heads.get(key)
+        if parts is None:
+            state: dict[str, object] = dict(mode)
+            if not consent.decided:
+                state["wait_for_update"] = WAIT_FOR_UPDATE
+            # The JSON holds only fixed signal names and "granted"/"denied": nothing to escape.
+            parts = self._heads.put(
+                key,
+                (
+                    '<script nonce="',
+                    '">window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}'
+                    f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});</script>"
+                    f'<link rel="stylesheet" href="{escape(self.css_url)}" nonce="',
+                    '">',
+                ),
+            )
         n = escape(nonce)
-        # The JSON holds only fixed signal names and "granted"/"denied": nothing to escape.
-        return (
-            f'<script nonce="{n}">window.dataLayer=window.dataLayer||[];'
-            "function gtag(){dataLayer.push(arguments)}"
-            f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});</script>"
-            f'<link rel="stylesheet" href="{escape(self.css_url)}" nonce="{n}">'
-        )
+        return f"{parts[0]}{n}{parts[1]}{n}{parts[2]}"
 
     def body_html(
         self, consent: Consent, *, language: str, nonce: str, csrf_token: str, return_to: str
     ) -> str:
         """Banner (when undecided), dialog, settings button and the deferred script."""
-        script = f'<script src="{escape(self.script_url)}" defer nonce="{escape(nonce)}" data-consent-banner>'
-        return self.fragment(consent, language=language, csrf_token=csrf_token, return_to=return_to) + (
-            script + "</script>"
-        )
+        root = self.fragment(consent, language=language, csrf_token=csrf_token, return_to=return_to)
+        return f"{root}{self._script_open}{escape(nonce)}{self._script_close}"
 
     def fragment(self, consent: Consent, *, language: str, csrf_token: str, return_to: str) -> str:
         """The banner root element alone: for `GET {prefix}/banner` and embedded sites."""
-        return self._root.render(self._context(consent, language, csrf_token, return_to))
+        # The forms' ids differ per page: markup reflected into the page could otherwise name
+        # them (`<button form=...>`, `<input form=...>`, or a form of the same id placed first)
+        # and submit the banner's form, with the visitor's token, carrying its own fields.
+        return self._fragment(consent, language, csrf_token, return_to, secrets.token_urlsafe(9))
 
     def declaration(self, language: str) -> str:
         """The cookie declaration table (R5): every declared cookie with its service and purpose."""
-        t = self.texts(language)
-        return self._declaration.render(t=t, language=language, categories=self._categories(language, None))
+        found = self._declarations.get(language)
+        if found is None:
+            found = self._declarations.put(
+                language,
+                self._declaration.render(
+                    t=self.catalog.of(language),
+                    language=language,
+                    categories=self._categories(language, None),
+                ),
+            )
+        return found
 
-    def _context(self, consent: Consent, language: str, csrf_token: str, return_to: str) -> dict[str, Any]:
+    def _fragment(
+        self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str
+    ) -> str:
+        """The root as remembered for its language and state, this response's values spliced in."""
+        key = (language, consent.decided, consent.gpc, self._switches(consent))
+        spliced = self._roots.get(key)
+        if spliced is None:
+            m = self._marker_of
+            rendered = self._render(consent, language, m[_CSRF], m[_RETURN_TO], m[_FORM_ID], m[_STATE])
+            spliced = self._roots.put(key, Spliced(rendered, self._markers))
+        values = [""] * 4
+        values[_CSRF] = escape(csrf_token)
+        values[_RETURN_TO] = escape(return_to)
+        values[_FORM_ID] = escape(form_id)
+        values[_STATE] = escape(self._state(consent))
+        return spliced.fill(values)
+
+    def _render(
+        self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str, state: str
+    ) -> str:
+        """The root rendered by Jinja2 from these values: what `_fragment` must equal, byte for byte."""
+        return self._root.render(self._context(consent, language, csrf_token, return_to, form_id, state))
+
+    def _state(self, consent: Consent) -> str:
+        # the same shape as GET {prefix}/state, so the script has one state format
+        return json.dumps(consent_json(consent, self.config.policy_revision), separators=(",", ":"))
+
+    def _switches(self, consent: Consent) -> tuple[bool, ...]:
+        """Every switch the markup shows for a consent: on, and locked by GPC, per category and service."""
+        cfg = self.config
+        return (
+            *(_category_on(name, consent) for name in cfg.categories),
+            *(_locked_by_gpc(name, consent, cfg.gpc_denied) for name in cfg.categories),
+            *(_service_on(s, consent) for s in cfg.services),
+        )
+
+    def _context(
+        self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str, state: str
+    ) -> dict[str, Any]:
         cfg = self.config
         return {
-            "t": self.texts(language),
+            "t": self.catalog.of(language),
             "language": language,
             "prefix": self.prefix,
             "consent": consent,
             "csrf_token": csrf_token,
             "return_to": return_to,
-            # The forms' ids differ per page: markup reflected into the page could otherwise name
-            # them (`<button form=...>`, `<input form=...>`, or a form of the same id placed first)
-            # and submit the banner's form, with the visitor's token, carrying its own fields.
-            "form_id": secrets.token_urlsafe(9),
+            "form_id": form_id,
             "categories": self._categories(language, consent),
             "purposes": [
                 cfg.localize(cat.label, language) for name, cat in cfg.categories.items() if name != NECESSARY
@@ -276,8 +294,7 @@ class Banner:
             "data": {
                 "prefix": self.prefix,
                 "lang": language,
-                # the same shape as GET {prefix}/state, so the script has one state format
-                "state": json.dumps(consent_json(consent, cfg.policy_revision), separators=(",", ":")),
+                "state": state,
                 "gpc-denied": " ".join(sorted(cfg.gpc_denied)),
                 "consent-mode": self._mode_attr,
                 "css": self.css_url,
@@ -292,16 +309,15 @@ class Banner:
         out = []
         for name, cat in cfg.categories.items():
             necessary = name == NECESSARY
-            on = necessary or (consent is not None and consent.decided and consent.allows(name))
             out.append(
                 {
                     "name": name,
                     "label": cfg.localize(cat.label, language),
                     "description": cfg.localize(cat.description, language) if cat.description else "",
                     "necessary": necessary,
-                    "checked": on,
+                    "checked": necessary or _category_on(name, consent),
                     # GPC denies these whatever is ticked (R26): say so rather than pretend.
-                    "locked_by_gpc": consent is not None and consent.gpc and name in cfg.gpc_denied,
+                    "locked_by_gpc": _locked_by_gpc(name, consent, cfg.gpc_denied),
                     "services": [self._service(s, consent, language) for s in cfg.services_in(name)]
                     + (self._own_service(language) if necessary else []),
                 }
@@ -310,7 +326,7 @@ class Banner:
 
     def _own_service(self, language: str) -> list[dict[str, Any]]:
         """The cookies the middleware itself sets, unless the config already declares them (R5)."""
-        t = self.texts(language)
+        t = self.catalog.of(language)
         c = self.config.cookie
         plain, https = cookie_names(c)  # listed as a visitor over https holds them (__Host- where possible)
         own = [
@@ -337,8 +353,7 @@ class Banner:
         ]
 
     def _service(self, s: Service, consent: Consent | None, language: str) -> dict[str, Any]:
-        on = consent is not None and consent.decided and consent.allows_service(s.name, s.category)
-        t = self.texts(language)
+        t = self.catalog.of(language)
         purpose = self.config.localize(s.purpose, language)
         return {
             "name": s.name,
@@ -346,7 +361,7 @@ class Banner:
             "purpose": purpose,
             "privacy_url": s.privacy_url,
             "switch": s.switch,
-            "checked": on,
+            "checked": _service_on(s, consent),
             "cookies": [
                 {
                     "name": c.name,
@@ -359,13 +374,25 @@ class Banner:
         }
 
 
+def _category_on(name: str, consent: Consent | None) -> bool:
+    return consent is not None and consent.decided and consent.allows(name)
+
+
+def _locked_by_gpc(name: str, consent: Consent | None, gpc_denied: frozenset[str]) -> bool:
+    return consent is not None and consent.gpc and name in gpc_denied
+
+
+def _service_on(s: Service, consent: Consent | None) -> bool:
+    return consent is not None and consent.decided and consent.allows_service(s.name, s.category)
+
+
 def _count(text: str, n: int) -> str:
     """A text of the form "{n} day|{n} days" (one|many) for n; a text without "|" serves both."""
     one, _, many = text.partition("|")
     return (one if n == 1 or not many else many).replace("{n}", str(n))
 
 
-def _lifetime(texts: dict[str, str], cookie: CookieDeclaration) -> str:
+def _lifetime(texts: Mapping[str, str], cookie: CookieDeclaration) -> str:
     """A cookie's declared lifetime ("13 months", "1 y", "session") in the visitor's language."""
     parts = cookie.lifetime_parts
     if parts is None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,8 +30,10 @@ from pydantic import (
 )
 
 from .display import mask_passwords
+from .durations import lifetime_parts, parse_duration, parse_lifetime
 from .errors import ConfigError
 from .ratelimit import Rate, parse_rate
+from .texts import text_keys
 
 NECESSARY = "necessary"
 DEFAULT_PREFIX = "/_consent"
@@ -40,47 +43,6 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 # RFC 6265 cookie-name token characters, plus the glob wildcards * ? [ ] !
 _COOKIE_GLOB = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z?\[\]]+$")
-_LIFETIME = re.compile(r"^\s*(\d+)\s*([a-z]+?)s?\s*$")
-# Each spelling of a unit: its name (the key of its text in i18n/*.toml) and its longest reading in
-# seconds, so that a real lifetime is never judged longer than declared only because a month had 31 days.
-_UNITS = {
-    "second": ("seconds", 1),
-    "sec": ("seconds", 1),
-    "s": ("seconds", 1),
-    "minute": ("minutes", 60),
-    "min": ("minutes", 60),
-    "hour": ("hours", 3600),
-    "h": ("hours", 3600),
-    "day": ("days", 86400),
-    "d": ("days", 86400),
-    "week": ("weeks", 7 * 86400),
-    "w": ("weeks", 7 * 86400),
-    "month": ("months", 31 * 86400),
-    "m": ("months", 31 * 86400),
-    "year": ("years", 366 * 86400),
-    "y": ("years", 366 * 86400),
-}
-
-
-def lifetime_parts(text: str) -> tuple[int, str, int] | None:
-    """(number, unit name, seconds per unit) of "13 months"; None for "session". Raises ValueError."""
-    t = text.strip().lower()
-    if t in ("session", "end of session", "browser session"):
-        return None
-    m = _LIFETIME.match(t)
-    unit = m and (_UNITS.get(m.group(2)) or _UNITS.get(m.group(2) + "s"))
-    if not m or not unit:
-        raise ValueError(
-            f"lifetime {text!r} is not understood: write a number and a unit "
-            "(seconds, minutes, hours, days, weeks, months, years) or 'session'"
-        )
-    return int(m.group(1)), unit[0], unit[1]
-
-
-def parse_lifetime(text: str) -> int | None:
-    """Seconds for "13 months", "30 minutes", "1 year"; None for "session". Raises ValueError."""
-    parts = lifetime_parts(text)
-    return None if parts is None else parts[0] * parts[2]
 
 
 def _text_map(value: Any) -> Any:
@@ -92,14 +54,6 @@ def _text_map(value: Any) -> Any:
 
 Text = Annotated[dict[str, str], BeforeValidator(_text_map)]
 OptionalText = Annotated[dict[str, str] | None, BeforeValidator(_text_map)]
-
-
-def localized(text: dict[str, str], language: str, default_language: str) -> str:
-    """Pick the text for a language, falling back to the default language, then to anything."""
-    for key in (language, language.split("-")[0], "*", default_language):
-        if key in text:
-            return text[key]
-    return next(iter(text.values()), "")
 
 
 class _Model(BaseModel):
@@ -341,9 +295,30 @@ class ConsentConfig(_Model):
                 problems.append("gpc_denies: 'necessary' cannot be denied")
         if self.cookie.same_site == "none" and not self.cookie.secure:
             problems.append("cookie.same_site: 'none' needs cookie.secure = true")
+        problems += self._texts_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _texts_problems(self) -> list[str]:
+        # A table applies to a configured language and to every configured language of its primary
+        # subtag ([texts.sv] to sv-FI too); any other would never be shown, and neither would a key
+        # the shipped English file does not have: both are mistakes to name, not to ignore.
+        known = set(self.languages) | {lang.split("-")[0] for lang in self.languages}
+        keys = text_keys()
+        problems = []
+        for lang, table in self.texts.items():
+            if lang not in known:
+                problems.append(
+                    f"texts.{lang}: {lang!r} is not a configured language "
+                    f"(languages: {', '.join(self.languages)}): add it there or remove the table"
+                )
+            for key in table:
+                if key not in keys:
+                    problems.append(
+                        f"texts.{lang}.{key}: unknown key (the keys are those of consent_banner/i18n/en.toml)"
+                    )
+        return problems
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -396,10 +371,13 @@ class ConsentConfig(_Model):
     def default_language(self) -> str:
         return self.languages[0]
 
-    def localize(self, text: dict[str, str], language: str) -> str:
+    def localize(self, text: Mapping[str, str], language: str) -> str:
         """A configured text (a label, a description, a purpose) in `language`, else in the default
-        language: `config.localize(service.purpose, "sv")`."""
-        return localized(text, language, self.default_language)
+        language, else any: `config.localize(service.purpose, "sv")`."""
+        for key in (language, language.split("-")[0], "*", self.default_language):
+            if key in text:
+                return text[key]
+        return next(iter(text.values()), "")
 
     @cached_property
     def config_hash(self) -> str:
@@ -419,17 +397,6 @@ class ConsentConfig(_Model):
         """The category and declaration of the first declared pattern matching a cookie name."""
         found = self.service_for_cookie(name)
         return (found[0].category, found[1]) if found else None
-
-
-_DURATION = re.compile(r"^\s*(\d+)\s*([dmy])\s*$")
-
-
-def parse_duration(text: str) -> int:
-    """Days in a retention period: "30d", "6m", "3y" (a month is 30 days, a year 365)."""
-    m = _DURATION.match(text.lower())
-    if not m:
-        raise ValueError(f"{text!r} is not a duration: write a number and d, m or y, e.g. 3y")
-    return int(m.group(1)) * {"d": 1, "m": 30, "y": 365}[m.group(2)]
 
 
 def _describe(error: ValidationError) -> list[str]:

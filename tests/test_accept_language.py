@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from consent_banner.banner import MAX_ACCEPT_LANGUAGE, MAX_LANGUAGE_RANGES, parse_accept_language
+from consent_banner.language import MAX_ACCEPT_LANGUAGE, MAX_LANGUAGE_RANGES, parse_accept_language
 
 HOSTILE = 64 * 1024  # characters: four times uvicorn's default header limit, whatever a server allows
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from consent_banner.banner import Banner, safe_url, shipped_languages, shipped_texts, static_dir
+from consent_banner.banner import Banner, safe_url, static_dir
 from consent_banner.config import ConsentConfig
 from consent_banner.consent import UNDECIDED, Consent
+from consent_banner.texts import shipped_languages, shipped_texts
 
 BUDGET = 4 * 1024  # bytes: consent.js + consent.css as shipped (built), each gzipped as served
 SOURCES = Path(__file__).resolve().parent.parent / "static" / "src"  # the readable script and stylesheet

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from consent_banner import ConfigError, ConsentConfig
-from consent_banner.config import parse_duration, parse_lifetime
+from consent_banner.durations import parse_duration, parse_lifetime
 
 BASE = {
     "policy_revision": "r1",
@@ -81,7 +81,7 @@ def test_cookie_patterns_are_globs(config: ConsentConfig) -> None:
                     {"name": "s", "category": "analytics", "cookies": [{"name": "a", "lifetime": "forever"}]}
                 ]
             },
-            "services[0].cookies[0].lifetime: lifetime 'forever' is not understood",
+            "services[0].cookies[0].lifetime: 'forever' is not a duration",
         ),
         (
             {"services": [{"name": "s", "category": "analytics", "origins": ["https://x.net/path"]}]},
@@ -138,7 +138,55 @@ def test_lifetimes_and_durations() -> None:
     assert parse_lifetime("1 year") == 366 * 86400
     assert parse_lifetime("13 months") == 13 * 31 * 86400
     assert parse_lifetime("session") is None
-    assert parse_duration("3y") == 3 * 365 and parse_duration("6m") == 180 and parse_duration("10d") == 10
+    assert parse_duration("3y") == 3 * 366 and parse_duration("6m") == 6 * 31 and parse_duration("10d") == 10
+    assert parse_duration("2 weeks") == 14
+
+
+def test_a_month_is_as_long_in_a_retention_period_as_in_a_cookie_lifetime() -> None:
+    """Issue 13: "6m" was 6 x 31 days as a cookie lifetime and 6 x 30 as a retention period, so
+    `log purge --older-than 6m` removed records younger than six calendar months (which last up to 184
+    days). One parser: the longest reading of a month (and a year) for both."""
+    for short, long in (("6m", "6 months"), ("13m", "13 months"), ("3y", "3 years"), ("90d", "90 days")):
+        assert parse_duration(short) * 86400 == parse_lifetime(short) == parse_lifetime(long), short
+    assert parse_duration("6m") >= 184 and parse_duration("1y") >= 366
+
+
+def test_a_retention_period_shorter_than_a_day_is_refused() -> None:
+    """ "12h" would be 0 days, which would purge every record."""
+    with pytest.raises(ValueError, match="days, weeks, months or years"):
+        parse_duration("12h")
+    assert "retention: '1 minute': a retention period is counted in days" in problems(
+        {**BASE, "retention": "1 minute"}
+    )
+
+
+def test_a_misspelt_text_key_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    """Issue 13: `[texts.sv] acept_all = ...` was accepted and never shown; like every other unknown
+    key it now stops the config from loading, with the key's path."""
+    path = tmp_path / "consent.toml"
+    path.write_text(
+        'policy_revision = "r1"\ncontroller = "C"\nprivacy_policy_url = "/p"\nlanguages = ["en", "sv"]\n'
+        '[texts.sv]\naccept_all = "Godkänn alla"\nacept_all = "Godkänn"\n'
+        '[categories.necessary]\nlabel = "N"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as e:
+        ConsentConfig.from_toml(path)
+    assert "texts.sv.acept_all: unknown key" in str(e.value) and str(path) in str(e.value)
+    assert "accept_all:" not in str(e.value).replace("acept_all", "")
+
+
+def test_texts_for_a_language_not_configured_are_a_config_error() -> None:
+    """Issue 13: a `[texts.<lang>]` table applies to a configured language, or to the configured
+    languages of its primary subtag ([texts.sv] to sv-FI); any other would never be shown."""
+    message = problems(
+        {**BASE, "languages": ["en", "sv"], "texts": {"de": {"accept_all": "Alle akzeptieren"}}}
+    )
+    assert "texts.de: 'de' is not a configured language (languages: en, sv)" in message
+    regional = {**BASE, "languages": ["en", "sv-FI"], "texts": {"sv": {"accept_all": "Godkänn alla"}}}
+    assert ConsentConfig.from_dict(regional).texts["sv"]["accept_all"] == "Godkänn alla"
+    every_key = ConsentConfig.from_dict({**BASE, "texts": {"en": {"placeholder": "x", "receipt_title": "y"}}})
+    assert every_key.texts["en"]["receipt_title"] == "y"
 
 
 def test_config_hash_changes_with_content() -> None:

@@ -19,9 +19,10 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from ..config import ConsentConfig, parse_duration
+from ..config import ConsentConfig
 from ..consent import secret_keys_from_env
 from ..display import escape_controls, shown
+from ..durations import parse_duration
 from ..errors import ConsentBannerError, MissingSecretKey
 from . import derive_hmac_key, hmac_keys_from_secrets, open_log
 from .base import RecordFilter, parse_day, valid_action

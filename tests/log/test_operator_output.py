@@ -198,7 +198,7 @@ def test_export_escapes_on_a_terminal_and_stays_faithful_in_a_file(
         (["export", "--since", "2026-13-01"], "'2026-13-01' is not a date"),
         (["purge", "--older-than", "99999y", "--yes"], "'99999y' reaches back before the year 1"),
         (["purge", "--older-than", "9999999999999y", "--yes"], "'9999999999999y' reaches back"),
-        (["purge", "--older-than", "3 weeks", "--yes"], "'3 weeks' is not a duration"),
+        (["purge", "--older-than", "3 eons", "--yes"], "'3 eons' is not a duration"),
         (["blocked", "--limit", "-1"], "-1 is not in the range 1<=x<=100000"),
         (["blocked", "--limit", "99999999999999999999"], "99999999999999999999 is not in the range"),
     ],
