@@ -22,12 +22,12 @@ NOW = 1_800_000_000.0
     ],
 )
 def test_origin_of(url: str, origin: str | None) -> None:
-    """R2: requests are grouped by origin; URLs that reach no host are not requests to a host."""
+    """Requests are grouped by origin; URLs that reach no host are not requests to a host."""
     assert origin_of(url) == origin
 
 
 def test_default_path_is_the_directory_of_the_request() -> None:
-    """R16: a cookie set without Path lives on the request's directory (RFC 6265 5.1.4)."""
+    """A cookie set without Path lives on the request's directory (RFC 6265 5.1.4)."""
     assert default_path("https://e.com/") == "/"
     assert default_path("https://e.com/page") == "/"
     assert default_path("https://e.com/shop/cart") == "/shop"
@@ -35,7 +35,7 @@ def test_default_path_is_the_directory_of_the_request() -> None:
 
 
 def test_set_cookie_attributes_and_expiries() -> None:
-    """R16: the scanner tells a cookie being stored from an expiry, with the path and domain it
+    """The scanner tells a cookie being stored from an expiry, with the path and domain it
     applies to, so an expiry that misses the cookie can be shown as evidence."""
     url = "https://shop.example.com/deals/today"
     stored = parse_set_cookie("_ads=1; Max-Age=7776000; Domain=.Example.com; Secure", url, now=NOW)

@@ -35,7 +35,7 @@ def report(config: ConsentConfig) -> ScanReport:
 
 
 def test_table_lists_errors_first_with_evidence_and_a_page_summary(config: ConsentConfig) -> None:
-    """R1, R2, R16, R5: each finding is one row (severity, requirement, page, subject) followed by
+    """The table: each finding is one row (severity, requirement, page, subject) followed by
     its message and evidence; every page shows what it held in each state; skipped links are named."""
     text = render(report(config), "table")
     rows = [line.split(None, 3) for line in text.splitlines() if line.startswith(("ERROR ", "WARNING "))]
@@ -53,7 +53,7 @@ def test_table_lists_errors_first_with_evidence_and_a_page_summary(config: Conse
 
 
 def test_table_of_a_clean_scan_says_so(config: ConsentConfig) -> None:
-    """R1: a scan without findings says the site keeps its declaration."""
+    """The table of a scan without findings says the site keeps its declaration."""
     r = ScanReport(url=SITE + "/", config=None, started_at="")
     r.pages = [page("/")]
     text = render(r, "table")
@@ -62,7 +62,7 @@ def test_table_of_a_clean_scan_says_so(config: ConsentConfig) -> None:
 
 
 def test_json_carries_findings_pages_states_and_exit_code(config: ConsentConfig) -> None:
-    """R5: the JSON report is the whole scan, machine-readable."""
+    """The JSON report is the whole scan, machine-readable."""
     r = report(config)
     data = json.loads(render(r, "json"))
     assert data["summary"] == {"pages": 2, "errors": 2, "warnings": 3, "exit_code": 1}
@@ -78,7 +78,7 @@ def test_json_carries_findings_pages_states_and_exit_code(config: ConsentConfig)
 
 
 def test_junit_fails_the_checks_with_errors_and_keeps_warnings_as_output(config: ConsentConfig) -> None:
-    """R1, R16, R5: one suite per page and one for the site; a check with an error finding has one
+    """JUnit: one suite per page and one for the site; a check with an error finding has one
     <failure>, a check with only warnings passes with them in <system-out>."""
     root = ET.fromstring(render(report(config), "junit").split("\n", 1)[1])
     assert root.tag == "testsuites"

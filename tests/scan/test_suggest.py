@@ -12,7 +12,7 @@ from .conftest import CONFIG, SITE, cookie, host, page
 
 
 def test_database_is_shipped_with_its_licence_and_source() -> None:
-    """R5: the data ships as package data, Apache-2.0, with its source named."""
+    """The Open Cookie Database ships as package data, Apache-2.0, with its source named."""
     data = resources.files("consent_banner").joinpath("data")
     assert "Apache License" in data.joinpath("LICENSE").read_text()
     readme = data.joinpath("README.md").read_text()
@@ -58,7 +58,7 @@ def test_lifetimes_follow_the_database_unless_the_browser_showed_longer() -> Non
 
 
 def test_suggestions_are_valid_toml_that_the_config_accepts(config: ConsentConfig) -> None:
-    """R5: proposals for the undeclared cookies and hosts a scan found, one service per platform,
+    """Proposals for the undeclared cookies and hosts a scan found, one service per platform,
     in this config's categories, with provider, purpose and lifetime from the database; what the
     database does not know is proposed in the strictest optional category, never necessary; the
     merged config validates."""
