@@ -5,13 +5,21 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from markupsafe import escape
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
+from consent_banner import ConsentMiddleware
+from consent_banner import texts as texts_module
 from consent_banner.banner import Banner, safe_url, static_dir
 from consent_banner.config import ConsentConfig
 from consent_banner.consent import UNDECIDED, Consent
@@ -575,3 +583,120 @@ def test_script_and_stylesheet_fit_the_budget(
     with capsys.disabled():
         print(f"\nconsent.js + consent.css gzipped: {sizes} = {total} bytes (budget {BUDGET})")
     assert total <= BUDGET
+
+
+# --- the render remembered per language and state ----------------------------------------------------------
+
+
+HOSTILE = "\"><script>alert(1)</script>&amp;'<"  # per-response values that need escaping
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"do_not_sell_link": True, "csp_undecided": "strict"},
+        {
+            "controller": "Ex & <Co>",
+            "texts": {"en": {"accept_all": 'OK "<all>"'}, "sv": {"title": "Vi & <ni>"}},
+            "gpc_denies": ["analytics", "marketing"],
+        },
+    ],
+    ids=["model", "do-not-sell-strict", "hostile-texts-gpc"],
+)
+def test_the_remembered_render_is_byte_identical_to_a_fresh_one(overrides: dict[str, Any]) -> None:
+    """Issue 13: the banner is rendered by Jinja2 once per language and state and each response splices
+    its own form token, form ids, return path and state in: the bytes must be those a fresh render of the
+    same values gives, in every state, language and configuration, the first time and from memory."""
+    config = make_config(**overrides)
+    cached, fresh = Banner(config, prefix="/_consent"), Banner(config, prefix="/_consent")
+    gpc = config.gpc_denied
+    consents = [
+        UNDECIDED,
+        UNDECIDED.with_gpc(gpc),
+        decided(),
+        decided("analytics"),
+        decided("analytics", stats=False),
+        decided("analytics", "marketing", stats=True),
+        decided("analytics", "marketing").with_gpc(gpc),
+    ]
+    responses = [("TOKEN", "/rooms", "f0rmId"), (HOSTILE, HOSTILE, HOSTILE), ("other-token", "/", "xyz")]
+    for language in ("en", "sv"):
+        for consent in consents:
+            for token, return_to, form_id in responses:
+                expected = fresh._render(consent, language, token, return_to, form_id, fresh._state(consent))
+                for _ in range(2):  # rendered, then from memory
+                    assert cached._fragment(consent, language, token, return_to, form_id) == expected
+    assert 0 < len(cached._roots) <= 2 * len(consents)
+    # Nothing of the per-response values is remembered: each visitor gets their own id, token and form ids.
+    a = cached.fragment(decided("analytics"), language="en", csrf_token="A-TOKEN", return_to="/a")
+    b = cached.fragment(
+        Consent(id="other-visitor", granted=frozenset({"analytics"}), revision="2026-11-01", decided_at=1),
+        language="en",
+        csrf_token="B-TOKEN",
+        return_to="/b",
+    )
+    assert "A-TOKEN" in a and "B-TOKEN" not in a and "other-visitor" in b and "&#34;abc&#34;" not in b
+    assert re.findall(r'id="cb-q-([^"]+)"', a) != re.findall(r'id="cb-q-([^"]+)"', b)
+
+
+def test_the_nonce_is_spliced_escaped_into_head_and_script(banner: Banner) -> None:
+    """The head and the script tag are remembered too; the nonce is each response's own, escaped."""
+    for nonce in ("n1", 'n"2<'):
+        n = str(escape(nonce))
+        assert banner.head_html(UNDECIDED, nonce=nonce).count(f'nonce="{n}"') == 2
+        html = banner.body_html(UNDECIDED, language="en", nonce=nonce, csrf_token="T", return_to="/")
+        assert html.endswith(f'" defer nonce="{n}" data-consent-banner></script>')
+
+
+# --- a third language is one more file ----------------------------------------------------------------------
+
+
+GERMAN = {
+    "title": "Ihre Datenschutz-Einstellungen",
+    "accept_all": "Alle akzeptieren",
+    "reject_all": "Alle ablehnen",
+    "dialog_title": "Cookie-Einstellungen",
+    "save": "Auswahl speichern",
+    "placeholder": "Inhalte von {service} werden geladen, sobald Sie {category} erlauben.",
+    "placeholder_allow": "{category} erlauben",
+    "receipt_title": "Ihre Einwilligungsquittung",
+    "receipt_none": "Für diesen Browser ist keine Entscheidung gespeichert.",
+}
+
+
+async def test_a_third_language_is_one_more_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: ConsentConfig
+) -> None:
+    """Issue 13: every visible text is in i18n/*.toml, so German is de.toml and nothing else: the
+    banner, the dialog, the placeholder of a blocked embed and the receipt all speak it."""
+    i18n = tmp_path / "i18n"
+    shutil.copytree(texts_module.I18N_DIR, i18n)
+    lines = [
+        f"{key} = {json.dumps(GERMAN.get(key, 'DE ' + text), ensure_ascii=False)}"
+        for key, text in shipped_texts("en").items()
+    ]
+    (i18n / "de.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(texts_module, "I18N_DIR", i18n)
+    assert set(shipped_texts("de")) == set(shipped_texts("en")) and "de" in shipped_languages()
+
+    german = ConsentConfig.from_dict({**config.model_dump(), "languages": ["en", "sv", "de"]})
+    embed = '<iframe src="https://ads.example.com/embed"></iframe>'
+
+    async def page(request: Any) -> HTMLResponse:
+        return HTMLResponse(f"<!doctype html><html lang='de-AT'><head></head><body>{embed}</body></html>")
+
+    app = ConsentMiddleware(Starlette(routes=[Route("/", page)]), config=german)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        html = (await client.get("/")).text
+        receipt = (await client.get("/_consent/receipt", headers={"accept-language": "de-DE, en;q=0.5"})).text
+    await app.routes.close()
+    page_dom = dom(html)
+    assert page_dom.one("section", id="cb-banner").all_text.count("Alle akzeptieren") == 1
+    assert "Ihre Datenschutz-Einstellungen" in page_dom.one("section", id="cb-banner").all_text
+    assert "Cookie-Einstellungen" in page_dom.one("dialog").all_text and 'lang="de"' in html
+    assert "Inhalte von Ads Inc werden geladen, sobald Sie Marketing erlauben." in html
+    assert ">Marketing erlauben</button>" in html
+    assert '<html lang="de">' in receipt and "Ihre Einwilligungsquittung" in receipt
+    assert "Für diesen Browser ist keine Entscheidung gespeichert." in receipt
