@@ -192,7 +192,8 @@ def test_escape_closes_the_dialog_and_records_nothing(page: Page, site: Any) -> 
 
 
 def test_keyboard_only_journey_through_the_dialog(page: Page, site: Any) -> None:
-    """R12: Tab reaches Customise, Enter opens, Space toggles, Enter on Save records the choice."""
+    """R12, R8: Tab reaches Customise (with a visible focus ring), Enter opens, Space toggles, Enter
+    on Save records the choice."""
     page.goto(site.url + "/")
     for _ in range(40):
         page.keyboard.press("Tab")
@@ -416,7 +417,7 @@ def test_first_layer_names_controller_purposes_links_and_withdrawal(page: Page, 
 def test_page_language_picks_the_banner_and_dialog_texts(new_context, site: Any, screenshot) -> None:
     """R14: the page's <html lang> picks the banner's and the dialog's texts over Accept-Language, in
     the light and the dark scheme. The screenshots (e2e/artifacts/) are for a person reviewing a
-    change: nothing is judged from them (axe-core checks contrast in both schemes, R8)."""
+    change: nothing is judged from them (axe-core checks contrast in both schemes)."""
     for lang, path, texts in (
         ("en", "/", ("Your privacy choices", "Cookie settings", "Save choices")),
         ("sv", "/sv", ("Dina val om integritet", "Kakinställningar", "Spara val")),

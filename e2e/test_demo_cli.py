@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 def test_demo_command_serves_the_site_and_its_third_parties_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """R13, R19, R25 (the demo's wiring): `consent-banner demo --port P` prints the site, the audit
+    """R25 and the demo's wiring: `consent-banner demo --port P` prints the site, the audit
     credentials it generated and five third-party hosts on their own loopback addresses; the site
     answers with the banner, a decision is written to the SQLite log in the working directory,
     the audit view wants the printed credentials, and Ctrl-C stops every server cleanly."""
