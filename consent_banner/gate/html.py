@@ -118,6 +118,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..memo import Memo
 from .css import rewrite_css
 from .markup import (
     BEFORE,
@@ -182,6 +183,9 @@ MAX_DEPTH = 1024  # SVG/MathML elements nested deeper than this are not followed
 MAX_MEMO = 32 * 1024  # bytes of rewritten tags remembered per consent state (then all forgotten)
 MAX_SEEN = 64 * 1024  # bytes of rewritten tags remembered per response (then all forgotten)
 MAX_MEMO_TAG = 512  # the longest tag remembered, in bytes
+NEEDLE_WINDOW = 32 * 1024  # bytes searched at once for the denied hosts as written
+RUN = 4096  # the least bytes of markup whose skip is remembered as one run (see _known_runs)
+MAX_RUNS = 1024 * 1024  # bytes of such runs remembered in the process (then all forgotten)
 # Top SVG/MathML elements under which FOREIGN_SKIP does not run: in annotation-xml an <svg> is SVG.
 _NO_RUN = frozenset({b"annotation-xml", b"style"})
 # HTML start tags whose effect on what is open goes beyond their rewrite: never replayed (`_repeats`).
@@ -190,6 +194,17 @@ _EFFECTS = frozenset({b"body", b"template"})
 _NOT_CLOSED = frozenset({b"template", b"body", b"html", b"head"})
 
 Inject = Callable[[str | None], tuple[str, str]]
+# Runs of markup by content (and the denied hosts as written): how far the skip goes in them, from
+# where it starts in HTML content to a `<` (see `_known_runs`). Shared by all responses and states.
+_RUNS: Memo[tuple[tuple[bytes, ...], bytes], int] = Memo(MAX_RUNS, lambda key, _: len(key[1]))
+
+
+def _memo_weight(key: tuple[bytes, bytes, bool, str], found: tuple[bytes, bool]) -> int:
+    return len(key[0]) + len(found[0])
+
+
+def _seen_weight(tag: bytes, rewritten: bytes) -> int:
+    return len(tag) + len(rewritten)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +225,7 @@ _SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo", "memo_size", "labels")
+    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo", "labels")
 
     def __init__(self, exact: dict[str, Blocked], wildcard: dict[str, Blocked]) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
@@ -220,8 +235,7 @@ class HostRules:
         # What makes a tag worth decoding: a needle as written, or a byte that may spell one otherwise.
         self.suspect = re.compile(b"|".join([_SUSPECT, *map(re.escape, self.needles)]))
         # The tags HtmlRewriter rewrote under these rules (see HtmlRewriter._rewrite), unmarked.
-        self.memo: dict[tuple[bytes, bytes, bool, str], tuple[bytes, bool]] = {}
-        self.memo_size = 0  # bytes of tags and their rewrites in memo
+        self.memo: Memo[tuple[bytes, bytes, bool, str], tuple[bytes, bool]] = Memo(MAX_MEMO, _memo_weight)
         self.labels: dict[str, bytes] = {}  # per denied service: its data-consent-* labels
 
     def __bool__(self) -> bool:
@@ -290,8 +304,8 @@ class HtmlRewriter:
         # then on, raw text elements and comments inside SVG/MathML hide nothing from the rewrite.
         self._uncertain = False
         self._nested: HtmlRewriter | None = None  # the rewriter of the <noscript> we are in
-        self._seen: dict[bytes, bytes] = {}  # tags rewritten in HTML content, and their output here
-        self._seen_size = 0  # their bytes
+        # Tags rewritten in HTML content, and their output here.
+        self._seen: Memo[bytes, bytes] = Memo(MAX_SEEN, _seen_weight)
         self._tag: list = []  # an unfinished tag: [name, is_end, state, resume offset]
         self._long_tag: tuple[bytes, bool] | None = None  # an over-long tag streaming through: (name, denied)
         self._final = False
@@ -439,11 +453,15 @@ class HtmlRewriter:
             if self._seen:
                 pos = self._repeats(buf, low, pos)
             skip = pos
+            needles = self._hosts.needles if self._hosts is not None else ()
             while True:
+                skip = _known_runs(low, skip, needles)
                 hit = self._next_needle(low, skip)
                 marker = self._next_marker(low, skip)  # a tag that may hold it is read by _start_tag
                 skip = SKIP_PLAIN.match(low, skip, min(hit, marker)).end()  # type: ignore[union-attr]
                 if skip == hit < marker:  # a denied host as written: only inert tags skip it
+                    if not any(low.startswith(n, hit) for n in needles):
+                        continue  # only the end of what was searched for them
                     skip = SKIP.match(low, skip, marker).end()  # type: ignore[union-attr]
                 if marker == len(low):
                     break
@@ -545,21 +563,24 @@ class HtmlRewriter:
             frames.append((ns, m.group(1), FOREIGN, {}))
 
     def _next_needle(self, low: bytes, pos: int) -> int:
-        """Where the next denied host as written starts (len(low) if none), each needle's next place
-        remembered per buffer so that no byte is searched twice."""
+        """Where the next denied host as written starts (len(low) if none), or where the search for
+        them stopped (NEEDLE_WINDOW on: no page is searched further than its skips go, which
+        `_known_runs` may take far), each needle's next place remembered per buffer so that no byte
+        is searched twice."""
         if self._hosts is None:
             return len(low)
         if self._hits_in is not low:
             self._hits, self._hits_in, self._hit = {}, low, -1
-        elif pos <= self._hit:
+        elif pos < self._hit:
             return self._hit  # still the nearest
         hits = self._hits
-        best = len(low)
+        best = n = len(low)
         for needle in self._hosts.needles:
             at = hits.get(needle, -1)
-            if at < pos:
-                at = low.find(needle, pos)
-                hits[needle] = at = len(low) if at < 0 else at
+            if at < pos or (at == pos and not low.startswith(needle, pos)):
+                limit = pos + NEEDLE_WINDOW
+                at = low.find(needle, pos, limit + len(needle) - 1)
+                hits[needle] = at = min(limit, n) if at < 0 else at
             best = min(best, at)
         self._hit = best
         return best
@@ -813,12 +834,7 @@ class HtmlRewriter:
         elif rewritten is not tag and sent is None and name not in _EFFECTS and len(tag) <= MAX_MEMO_TAG:
             # Rewriting was all this tag did here: the same bytes again in HTML content are replaced
             # with the same output (`_repeats`), a tracker repeated down a page read once.
-            size = len(tag) + len(rewritten)
-            if self._seen_size + size > MAX_SEEN:
-                self._seen.clear()
-                self._seen_size = 0
-            self._seen[tag] = rewritten
-            self._seen_size += size
+            self._seen.put(tag, rewritten)
         return end
 
     def _end_tag(self, buf: bytes, start: int, end: int, name: bytes, sent: bytes | None = None) -> int:
@@ -974,12 +990,7 @@ class HtmlRewriter:
         if found is None:
             found = self._neutralise(ns, name, tag, names, mark=False)
             if len(tag) <= MAX_MEMO_TAG:
-                size = len(tag) + len(found[0])
-                if hosts.memo_size + size > MAX_MEMO:
-                    hosts.memo.clear()
-                    hosts.memo_size = 0
-                hosts.memo[key] = found
-                hosts.memo_size += size
+                hosts.memo.put(key, found)
         edited, marked = found
         if not marked or self._mark is None:
             return edited
@@ -1264,6 +1275,35 @@ class HtmlRewriter:
         data = b"".join(out[:first])  # type: ignore[arg-type]
         del out[:first]
         return data
+
+
+def _known_runs(low: bytes, pos: int, needles: tuple[bytes, ...]) -> int:
+    """Where the skip from `pos` in HTML content stops, as far as runs of markup seen before tell:
+    a page served again, or its template, is mostly the same runs, and a dict lookup costs a
+    fraction of SKIP_PLAIN (which reads each byte of every tag) and of searching every run for each
+    denied host and the marker. A run ends at a `<` after a newline (else any `<`) at least RUN
+    bytes on, so that the runs after a part that differs per response are the same again. A run
+    holding a denied host as written or the marker's bytes is never passed: the skip stops at
+    them. Elsewhere what SKIP_PLAIN does in a run depends on its bytes alone: it is bounded by the
+    run's end, which it reaches when every tag in the run is one it skips."""
+    while True:
+        cut = low.find(b"\n<", pos + RUN, pos + 4 * RUN) + 1
+        if not cut:
+            cut = low.find(b"<", pos + RUN)
+            if cut < 0:
+                return pos
+        key = (needles, low[pos:cut])
+        size = _RUNS.get(key)
+        if size is None:
+            run = key[1]
+            if MARKER in run or any(n in run for n in needles):
+                size = 0
+            else:
+                size = SKIP_PLAIN.match(low, pos, cut).end() - pos  # type: ignore[union-attr]
+            _RUNS.put(key, size)
+        pos += size
+        if pos < cut:
+            return pos
 
 
 def _labels(blocked: Blocked) -> bytes:
