@@ -119,8 +119,8 @@ def test_after_reject_survivors_and_newcomers_are_errors_with_their_story(config
 
 
 def test_undeclared_cookie_is_one_error_per_page_listing_each_state(config: ConsentConfig) -> None:
-    """R5: an undeclared HttpOnly cookie seen in all three states is one error (not also an R1 or
-    R16 one), its evidence names each state and the response that set it."""
+    """R5: an undeclared HttpOnly cookie seen in all three states is one error (not also a
+    before-decision or after-reject one), its evidence names each state and the response that set it."""
     sticky = cookie("lb_sticky", http_only=True, set_by="GET https://shop.example.com/")
     pages = [
         page("/", before={"cookies": [sticky]}, reject={"cookies": [sticky]}, accept={"cookies": [sticky]})
