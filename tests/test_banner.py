@@ -691,7 +691,7 @@ async def test_a_third_language_is_one_more_file(
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         html = (await client.get("/")).text
         receipt = (await client.get("/_consent/receipt", headers={"accept-language": "de-DE, en;q=0.5"})).text
-    await app.routes.close()
+    await app.close()
     page_dom = dom(html)
     assert page_dom.one("section", id="cb-banner").all_text.count("Alle akzeptieren") == 1
     assert "Ihre Datenschutz-Einstellungen" in page_dom.one("section", id="cb-banner").all_text

@@ -39,6 +39,8 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from ..schemes import DEFAULT_PORTS
+
 REPORT_GROUP = "consent-banner"
 NONCE_PLACEHOLDER = "'nonce-__consent_banner_nonce__'"
 MAX_REPORT_BYTES = 64 * 1024  # a violation report body larger than this is ignored
@@ -103,7 +105,7 @@ _HOST_SOURCE = re.compile(
     r"(?::(?P<port>\d+|\*))?(?P<path>/[^?#]*)?$",
     re.I,
 )
-_DEFAULT_PORT = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
+_DEFAULT_PORT = {scheme: str(port) for scheme, port in DEFAULT_PORTS.items()}  # as the sources write them
 _NETWORK_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 
 

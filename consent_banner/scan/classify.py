@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..config import NECESSARY, ConsentConfig, CookieDeclaration
+from ..schemes import DEFAULT_PORTS
 from ..visitor import own_cookie_names
 from .model import (
-    DEFAULT_PORTS,
     STATE_LABELS,
     CookieSeen,
     Finding,

@@ -12,6 +12,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ..schemes import DEFAULT_PORTS
+
 State = Literal["before", "reject", "accept"]
 STATES: tuple[State, ...] = ("before", "reject", "accept")
 STATE_LABELS: dict[State, str] = {
@@ -21,7 +23,6 @@ STATE_LABELS: dict[State, str] = {
 }
 Severity = Literal["error", "warning"]
 DecisionVia = Literal["banner", "post"]  # clicked our banner's button, or posted to {prefix} from the page
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def origin_of(url: str) -> str | None:

@@ -22,8 +22,8 @@ from consent_banner.consent import ConsentCodec
 from consent_banner.log import BlockedAttempt, Decision
 from consent_banner.log.export import read_rows
 
-from .conftest import SECRET, VERSION_EN
-from .rawdb import RawDB
+from ..log.conftest import SECRET, VERSION_EN
+from ..log.rawdb import RawDB
 
 MakeDecision = Callable[..., Decision]
 USER, PASSWORD, TOKEN = "auditor", "correct horse battery staple", "t" * 40
