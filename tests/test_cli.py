@@ -86,7 +86,7 @@ def test_serve_runs_a_consent_server(toml_path: Path, tmp_path: Path) -> None:
         assert partner.status_code == 200 and partner.json()["token"]
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # waits, and closes the output pipe (wait() left it to the GC)
 
 
 def test_demo_without_key_warns_loudly_and_keeps_its_key_beside_its_log(monkeypatch, tmp_path) -> None:
