@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import inspect
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.status import WS_1008_POLICY_VIOLATION
+from starlette.types import Scope
 from starlette.websockets import WebSocket
 
 from .consent import Consent
@@ -18,27 +19,32 @@ from .consent import Consent
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def get_consent(request: HTTPConnection | dict[str, Any]) -> Consent:
+def _state(request: HTTPConnection | Scope) -> MutableMapping[str, Any]:
+    """The request's ASGI state (empty when no middleware gave it one)."""
+    scope = request.scope if isinstance(request, HTTPConnection) else request
+    state: MutableMapping[str, Any] = scope.get("state") or {}
+    return state
+
+
+def get_consent(request: HTTPConnection | Scope) -> Consent:
     """The visitor's consent for a Starlette/FastAPI request (or an ASGI scope)."""
-    scope = request if isinstance(request, dict) else request.scope
-    try:
-        return scope["state"]["consent"]
-    except KeyError:
+    consent = _state(request).get("consent")
+    if not isinstance(consent, Consent):
         raise RuntimeError(
             "no consent on this request: add ConsentMiddleware to the application "
             "(app.add_middleware(ConsentMiddleware, config=...))"
-        ) from None
+        )
+    return consent
 
 
-def csp_nonce(request: HTTPConnection | dict[str, Any]) -> str:
+def csp_nonce(request: HTTPConnection | Scope) -> str:
     """The nonce of this response's Content-Security-Policy, for the app's own inline scripts:
     ``<script nonce="{{ nonce }}">``. Without it, an enforced policy refuses them."""
-    scope = request if isinstance(request, dict) else request.scope
-    state = scope.get("state") or {}
+    state = _state(request)
     if "consent" not in state:
         raise RuntimeError("no CSP nonce on this request: add ConsentMiddleware to the application")
     nonce = state.get("csp_nonce")
-    if nonce is None:
+    if not isinstance(nonce, str):
         # Drawn on first use, by the app or by the gate for an HTML response; never for other responses.
         nonce = state["csp_nonce"] = secrets.token_urlsafe(12)
     return nonce

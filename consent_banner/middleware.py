@@ -1,21 +1,22 @@
 """`ConsentMiddleware`: reads the consent on every request and enforces it on every response.
 
 A pure ASGI middleware (no BaseHTTPMiddleware): `__init__` does every costly thing once,
-`__call__` decodes the consent, answers its own routes under the prefix, and hands the app a
-`send` wrapped by the response gate. WebSocket handshakes get the consent too, and their
-``Set-Cookie`` headers go through the same cookie rules. See DESIGN.md, "The flow of one request".
+`__call__` reads the consent (`visitor.Visitors`, the one cache of Cookie headers), hands the
+requests under the prefix to the endpoints (`routes.ConsentRoutes`, a plain ASGI app), and hands the
+app a `send` wrapped by the response gate. WebSocket handshakes get the consent too, and their
+``Set-Cookie`` headers go through the same cookie rules. The middleware owns the consent log: it
+opens it on first use, hands the endpoints the function that does so, and closes it on shutdown.
+See DESIGN.md, "The flow of one request".
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from itsdangerous import BadSignature, Signer
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,22 +24,20 @@ from .access import csp_nonce
 from .banner import Banner
 from .config import ConsentConfig
 from .consent import Consent, ConsentCodec, secret_keys_from_env
+from .decisions import Decisions
+from .errors import LogUnavailable
+from .formtoken import FormTokens
 from .gate import ResponseGate
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
-from .routes import ConsentRoutes, set_cookie_header
-from .visitor import (
-    CookieNames,
-    CookieReader,
-    VisitorCookies,
-    cookie_names,
-    own_cookie_names,
-    request_cookie_header,
-)
+from .gate.html import Inject
+from .log import ConsentLog, hmac_keys_from_secrets, open_log
+from .request_checks import OriginPolicy
+from .routes import ConsentRoutes
+from .visitor import Visit, VisitorCookies, Visitors, own_cookie_names, request_cookies, set_cookie_header
 
 logger = logging.getLogger("consent_banner")
 
-CSRF_SALT = "consent-banner.csrf"
 _SECURE_SCHEMES = frozenset({"https", "wss"})
 
 
@@ -68,16 +67,34 @@ class ConsentMiddleware:
             services=cfg.services_by_name,
         )
         self.banner = Banner(cfg, prefix=cfg.prefix)
-        names_http, names_https = cookie_names(cfg.cookie)
-        self._reader_http = CookieReader(names_http)
-        self._reader_https = CookieReader(names_https) if names_https != names_http else self._reader_http
-        self._csrf_signer = Signer(keys, salt=CSRF_SALT, digest_method=hashlib.sha256)
+        self.visitors = Visitors(cfg.cookie, self.codec)
+        self.tokens = FormTokens(keys, cfg.cookie)
         self.gate = ResponseGate(cfg, own_cookie_names=own_cookie_names(cfg.cookie))
-        # The gate's own rules: one verdict cache, each undeclared name reported once.
-        self._cookie_rules = self.gate._cookies
+        self._cookie_rules = self.gate.cookie_rules  # one verdict cache, each undeclared name reported once
         self._own_paths = tuple(dict.fromkeys(("/", cfg.cookie.path)))
         self._own_domain = "." + cfg.cookie.domain.lstrip(".") if cfg.cookie.domain else None
-        self.routes = ConsentRoutes(cfg, self.codec, self.banner, keys=keys, csrf=self)
+        # The log's head and checkpoints are HMAC-signed with keys derived from the signing keys.
+        self._log_key, self._previous_log_keys = hmac_keys_from_secrets(keys)
+        self._log: ConsentLog | None = None
+        self._log_lock = asyncio.Lock()
+        self.decisions = Decisions(
+            cfg,
+            self.codec,
+            self.banner,
+            visitors=self.visitors,
+            tokens=self.tokens,
+            origins=OriginPolicy(cfg.allowed_origins),
+            log=self.log,
+        )
+        self.routes = ConsentRoutes(
+            cfg,
+            self.codec,
+            self.banner,
+            visitors=self.visitors,
+            tokens=self.tokens,
+            decisions=self.decisions,
+            log=self.log,
+        )
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
         self._gpc_denied = cfg.gpc_denied
@@ -94,76 +111,55 @@ class ConsentMiddleware:
             await self.app(scope, receive, send)
             return
 
-        cookie_header = gpc = b""
-        for key, value in scope["headers"]:
-            if key == b"cookie":  # several fields are one header (see visitor.request_cookie_header)
-                cookie_header = cookie_header + b"; " + value if cookie_header else value
-            elif key == b"sec-gpc":
-                gpc = value
-        reader = self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http
-        names = reader.names
-        cookies = reader.read(cookie_header)
-        # Verified once per consent value (a cache bounded by bytes, verified values only): the rest
-        # of a header, however large or varied, costs one reading and is dropped.
-        consent = self.codec.decode(cookies.consent)
-        if gpc and gpc.strip() == b"1":
-            consent = consent.with_gpc(self._gpc_denied)
+        header, gpc = request_cookies(scope["headers"])
+        visit = self.visitors.visit(header, scope.get("scheme") in _SECURE_SCHEMES)
+        # Remembered with the reading: a returning visitor's request costs two lookups here.
+        applied = visit.applied.get(gpc) or self._apply(visit, gpc)
+        consent = applied[0]
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["consent"] = consent
-        upkeep = (
-            self._upkeep(scope, names, cookies, consent)
-            if cookies.expire or cookies.migrate_consent
-            else None
-        )
+        cookies = visit.cookies
+        upkeep = self._upkeep(scope, cookies, consent) if cookies.expire or cookies.migrate_consent else None
 
         if kind == "websocket":
-            await self.app(scope, receive, self._gated_handshake(send, scope, consent, cookies, upkeep))
+            await self.app(scope, receive, self._gated_handshake(send, scope, consent, visit, upkeep))
             return
         if upkeep:
             send = _prepending_set_cookies(send, upkeep)
         path: str = scope["path"]
         if path.startswith(self._prefix) and (path == self._prefix or path.startswith(self._prefix_slash)):
-            await self.routes(scope, receive, send, consent, cookie_header)
+            await self.routes(scope, receive, send)
             return
 
-        if consent.gpc and consent.decided and not consent.gpc_recorded:
+        if gpc and consent.decided and not consent.gpc_recorded:
             # R26/R27: the first time a decided visitor meets the signal it is logged, and the
             # re-issued cookie no longer grants what GPC denies, even on a later visit without it.
-            cookie = await self.routes.record_gpc(scope, consent)
+            cookie = await self.decisions.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        others = cookies.others
-        denied = self._denied(consent, others) if others else others
-        send = self.gate.wrap_send(send, scope, consent, request_cookies=denied, page=self._page)
+        send = self.gate.wrap_send(send, scope, consent, request_cookies=applied[1], page=self._page)
         await self.app(scope, receive, send)
 
-    def _reader(self, scope: Scope) -> CookieReader:
-        return self._reader_https if scope.get("scheme") in _SECURE_SCHEMES else self._reader_http
+    def _apply(self, visit: Visit, gpc: bool) -> tuple[Consent, dict[str, str]]:
+        """The consent as it applies to a request with or without Sec-GPC, and the request's cookies
+        the gate must expire under it (only those: the gate is handed a dict of a few names, never a
+        huge Cookie header's). Remembered in the visit."""
+        consent = visit.consent.with_gpc(self._gpc_denied) if gpc else visit.consent
+        others = visit.cookies.others
+        denied: dict[str, str] = {}
+        if others:
+            found = self._cookie_rules.denied_in_request(others, self.gate.plan(consent).allowed)
+            denied = {name: others[name] for name, _ in found}
+        applied = visit.applied[gpc] = (consent, denied)
+        return applied
 
-    def cookie_names(self, scope: Scope) -> CookieNames:
-        """The names of the consent and form-token cookies on this request (``__Host-`` on https
-        where the configuration allows it)."""
-        return self._reader(scope).names
-
-    def cookies(self, scope: Scope) -> VisitorCookies:
-        """The request's cookies as the middleware read them (the same remembered reading: the routes
-        and the page ask again without parsing the header again)."""
-        return self._reader(scope).read(request_cookie_header(scope["headers"]))
-
-    def _denied(self, consent: Consent, others: dict[str, str]) -> dict[str, str]:
-        """The request's cookies the gate must expire, and only those: the gate is handed a dict of a
-        few names, never a huge Cookie header's."""
-        denied = self._cookie_rules.denied_in_request(others, self.gate.plan(consent).allowed)
-        return {name: others[name] for name, _ in denied} if denied else {}
-
-    def _upkeep(
-        self, scope: Scope, names: CookieNames, cookies: VisitorCookies, consent: Consent
-    ) -> list[bytes]:
+    def _upkeep(self, scope: Scope, cookies: VisitorCookies, consent: Consent) -> list[bytes]:
         """Set-Cookie values that tidy the middleware's own cookies: twins expired wherever this host
         can reach them, a cookie read under the previous release's name re-issued under the new one
         (same value, what is left of its lifetime) and the old one expired."""
+        names = self.visitors.names(scope)
         out: list[bytes] = []
         expire = list(cookies.expire)
         if cookies.migrate_consent and consent.decided and cookies.consent:
@@ -185,13 +181,14 @@ class ConsentMiddleware:
         return gone + out
 
     def _gated_handshake(
-        self, send: Send, scope: Scope, consent: Consent, cookies: VisitorCookies, upkeep: list[bytes] | None
+        self, send: Send, scope: Scope, consent: Consent, visit: Visit, upkeep: list[bytes] | None
     ) -> Send:
         """A WebSocket handshake obeys the same cookie rules as an HTTP response."""
         rules = self._cookie_rules
         allowed = self.gate.plan(consent).allowed
         extra = list(upkeep or ())
-        denied = rules.denied_in_request(cookies.others, allowed) if cookies.others else ()
+        others = visit.cookies.others
+        denied = rules.denied_in_request(others, allowed) if others else ()
         if denied:
             host = Headers(scope=scope).get("host")
             secure = scope.get("scheme") in _SECURE_SCHEMES
@@ -200,35 +197,37 @@ class ConsentMiddleware:
             )
         return gate_handshake(send, rules, allowed, extra)
 
-    # --- helpers for the banner's form token (R34) ----------------------------------------------
-
-    def csrf_token(self, csrf_cookie: str) -> str:
-        return self._csrf_signer.sign(csrf_cookie).decode()
-
-    def csrf_valid(self, token: str, csrf_cookie: str | None) -> bool:
-        if not csrf_cookie or not token:
-            return False
-        try:
-            value = self._csrf_signer.unsign(token).decode()
-        except (BadSignature, UnicodeDecodeError):
-            return False
-        # Only the exact token issued counts (itsdangerous would also take a padded signature).
-        return secrets.compare_digest(value, csrf_cookie) and secrets.compare_digest(
-            token, self.csrf_token(csrf_cookie)
-        )
-
     def page(self, scope: Scope) -> _Page:
+        """What the gate needs for one HTML response (see `gate.PageHooks`)."""
         return _Page(self, scope)
 
-    def csrf_set_cookie(self, value: str, name: str) -> str:
-        return set_cookie_header(
-            name, value, self.config.cookie, max_age=None, http_only=True, same_site="strict"
-        )
+    # --- the log ---------------------------------------------------------------------------------
+
+    async def log(self) -> ConsentLog:
+        """The consent log, opened on first use (LogUnavailable when it cannot be)."""
+        if self._log is None:
+            async with self._log_lock:
+                if self._log is None:
+                    try:
+                        self._log = await open_log(
+                            self.config.log,
+                            hmac_key=self._log_key,
+                            previous_hmac_keys=self._previous_log_keys,
+                        )
+                    except OSError as e:
+                        raise LogUnavailable(f"the consent log cannot be opened: {e}") from e
+        return self._log
+
+    async def close(self) -> None:
+        """Close the log (done on ASGI lifespan shutdown; call it where the server sends none)."""
+        if self._log is not None:
+            await self._log.close()
+            self._log = None
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
-                await self.routes.close()
+                await self.close()
             await send(message)
 
         return wrapped
@@ -263,7 +262,7 @@ def _adding_set_cookie(send: Send, set_cookie: str) -> Send:
 
 
 class _Page:
-    """What one HTML page needs: its CSP nonce, the banner in its language, the form token.
+    """What one HTML page needs: its CSP nonce, its language, the banner in it, the form token.
 
     Built only for an HTML response. A visitor without a form-token cookie gets one with the
     headers of the first HTML page (R34: the token is bound to a value the visitor holds); the
@@ -277,40 +276,42 @@ class _Page:
         self.mw = mw
         self.scope = scope
         self.consent: Consent = scope["state"]["consent"]
-        headers = Headers(scope=scope)
-        self._csrf = mw.cookies(scope).csrf
-        self._csrf_name = mw.cookie_names(scope).csrf
+        self._csrf = mw.visitors.cookies(scope).csrf
+        self._csrf_name = mw.visitors.names(scope).csrf
         self._csrf_is_new = not self._csrf
-        self.accept_language = headers.get("accept-language", "")
-        self.inject = self._render if mw._inject else None
+        self.accept_language = Headers(scope=scope).get("accept-language", "")
+        self.inject: Inject | None = self._render if mw._inject else None
 
     def nonce(self) -> str:
         return csp_nonce(self.scope)
 
+    def language(self, html_lang: str | None) -> str:
+        """The page's language: its banner's and its placeholders' (the page's `lang`, else the
+        visitor's Accept-Language, else the default)."""
+        return self.mw.banner.pick_language(html_lang, self.accept_language)
+
     def csrf_value(self) -> str:
         if not self._csrf:
-            self._csrf = secrets.token_urlsafe(16)
+            self._csrf = self.mw.tokens.new_value()
         return self._csrf
 
     def html_headers(self) -> list[tuple[bytes, bytes]]:
         """The form-token cookie, for a visitor who has none yet."""
         if not self._csrf_is_new or self.inject is None:
             return []
-        return [
-            (b"set-cookie", self.mw.csrf_set_cookie(self.csrf_value(), self._csrf_name).encode("latin-1"))
-        ]
+        cookie = self.mw.tokens.set_cookie(self._csrf_name, self.csrf_value())
+        return [(b"set-cookie", cookie.encode("latin-1"))]
 
     def _render(self, html_lang: str | None) -> tuple[str, str]:
-        mw = self.mw
-        language = mw.banner.pick_language(html_lang, self.accept_language)
+        banner = self.mw.banner
         nonce = self.nonce()
         return (
-            mw.banner.head_html(self.consent, nonce=nonce),
-            mw.banner.body_html(
+            banner.head_html(self.consent, nonce=nonce),
+            banner.body_html(
                 self.consent,
-                language=language,
+                language=self.language(html_lang),
                 nonce=nonce,
-                csrf_token=mw.csrf_token(self.csrf_value()),
+                csrf_token=self.mw.tokens.token(self.csrf_value()),
                 return_to=self.scope["path"],
             ),
         )

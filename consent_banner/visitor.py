@@ -10,16 +10,25 @@ on `/`, set by this very host, so no sibling can plant one. Elsewhere (plain htt
 The previous release's plain consent name is still read over https while no ``__Host-`` cookie
 is present, so an upgrade loses nobody's choice: the value is re-issued under the new name and the
 old cookie expired. The old form-token name is only expired, never read: a token holds no choice,
-and a planted one would let a sibling know the token of a visitor's form. Pure functions of the
-configuration and one Cookie header.
+and a planted one would let a sibling know the token of a visitor's form.
+
+A request may carry its Cookie header in several fields (HTTP/2 sends one per cookie): the one rule,
+`request_cookies`, joins them all in order, so a twin in another field is seen as a twin. `Visitors`
+is the one cache of what a Cookie header says and proves (its reading and the consent it verified):
+the middleware, the page and the endpoints all read a request through it.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .config import CookieSettings
+from .consent import UNDECIDED, Consent, ConsentCodec
+from .memo import Memo
 
 HOST_PREFIX = "__Host-"
 CSRF_SUFFIX = "_csrf"
@@ -67,43 +76,125 @@ class VisitorCookies(NamedTuple):
 
 
 NO_COOKIES = VisitorCookies(None, None, {})
-MEMO_BYTES = 2 * 1024 * 1024  # readings of short Cookie headers kept (header and reading), in bytes
-MEMO_HEADER = 1024  # bytes: a longer header is read on every request
+_SECURE_SCHEMES = frozenset({"https", "wss"})
+VISITS_BYTES = 2 * 1024 * 1024  # per kind of request: readings of Cookie headers kept, in bytes
+MEMO_HEADER = 1024  # bytes: a longer header is read (and its consent verified) on every request
+_CONSENT_BYTES = 1024  # a verified Consent and its services (tracemalloc, rounded up)
 
 
-class CookieReader:
-    """`read_cookies` for one set of names, remembering the readings of short headers: a returning
-    visitor sends the same header on every request. Bounded by bytes, so a flood of distinct or
-    large headers empties the memo, never grows it."""
+def set_cookie_header(
+    name: str,
+    value: str,
+    settings: CookieSettings,
+    *,
+    max_age: int | None,  # seconds; None: a session cookie
+    http_only: bool = False,
+    same_site: str | None = None,  # None: the configured one
+) -> str:
+    """A Set-Cookie value for one of the middleware's own cookies, with the configured attributes."""
+    parts = [f"{name}={value}", f"Path={settings.path}"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    if settings.domain:
+        parts.append(f"Domain={settings.domain}")
+    if settings.secure:
+        parts.append("Secure")
+    if http_only:
+        parts.append("HttpOnly")
+    parts.append(f"SameSite={(same_site or settings.same_site).capitalize()}")
+    return "; ".join(parts)
 
-    __slots__ = ("names", "_memo", "_bytes")
 
-    def __init__(self, names: CookieNames) -> None:
-        self.names = names
-        self._memo: dict[bytes, VisitorCookies] = {}
-        self._bytes = 0
+def request_cookies(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+    """(the request's Cookie header, whether it carries ``Sec-GPC: 1``): the one rule for which
+    Cookie header counts. Every Cookie field counts, joined in order: HTTP/2 may send one field per
+    cookie (RFC 9113 8.2.3) and an ASGI server may pass them on unjoined, and reading only one field
+    (the first or the last) would miss a twin planted in another."""
+    cookie = gpc = b""
+    for key, value in headers:
+        if key == b"cookie":
+            cookie = cookie + b"; " + value if cookie else value
+        elif key == b"sec-gpc":
+            gpc = value
+    return cookie, gpc.strip() == b"1"
 
-    def read(self, header: bytes) -> VisitorCookies:
-        found = self._memo.get(header)
-        if found is not None:
+
+class Visit:
+    """What one Cookie header says (`cookies`) and proves (`consent`, verified), remembered per header.
+
+    `until` is when the reading stops counting as it is (unix seconds): the consent's expiry, never
+    for a header without a consent cookie, and already past for a value that did not verify, which
+    is checked again on every request (a value signed by a server whose clock runs ahead verifies a
+    moment later) and never remembered as verified. `applied` remembers, per Sec-GPC signal, the
+    consent as it applies to the request and the request's cookies it denies (the middleware fills it).
+    """
+
+    __slots__ = ("cookies", "consent", "until", "applied")
+
+    def __init__(self, cookies: VisitorCookies, consent: Consent, until: float) -> None:
+        self.cookies = cookies
+        self.consent = consent
+        self.until = until
+        self.applied: dict[bool, tuple[Consent, dict[str, str]]] = {}
+
+
+def _weight(header: bytes, visit: Visit) -> int:
+    # the header, its pieces as str and their dict slots, the tuple (tracemalloc, rounded up)
+    size = 256 + 2 * len(header) + 96 * (header.count(b";") + 1)
+    return size + _CONSENT_BYTES if visit.consent.decided else size
+
+
+class Visitors:
+    """The one cache of Cookie headers: for each kind of request (http, https) its cookie names, and
+    per header what it says and proves. Bounded by bytes, so a flood of distinct or large headers
+    empties it, never grows it; headers over MEMO_HEADER bytes are read on every request."""
+
+    __slots__ = ("_codec", "_http", "_https", "_memo_http", "_memo_https")
+
+    def __init__(self, settings: CookieSettings, codec: ConsentCodec) -> None:
+        self._codec = codec
+        self._http, self._https = cookie_names(settings)
+        self._memo_http: Memo[bytes, Visit] = Memo(VISITS_BYTES, weigh=_weight)
+        self._memo_https = (
+            self._memo_http if self._https == self._http else Memo[bytes, Visit](VISITS_BYTES, weigh=_weight)
+        )
+
+    def names(self, scope: Mapping[str, object]) -> CookieNames:
+        """The names of the consent and form-token cookies on this request (``__Host-`` on https
+        where the configuration allows it)."""
+        return self._https if scope.get("scheme") in _SECURE_SCHEMES else self._http
+
+    def visit(self, header: bytes, secure: bool) -> Visit:
+        """What `header` says and proves, on an https (`secure`) or plain request."""
+        memo = self._memo_https if secure else self._memo_http
+        found = memo.get(header)
+        if found is not None and time.time() < found.until:
             return found
-        found = read_cookies(header, self.names)
+        return self.read(header, secure, found)
+
+    def read(self, header: bytes, secure: bool, known: Visit | None = None) -> Visit:
+        """`visit` past its cache: `known` is what the cache holds for `header`, if it has run out."""
+        if known is not None:
+            cookies = known.cookies
+        else:
+            cookies = read_cookies(header, self._https if secure else self._http)
+        value = cookies.consent
+        consent = self._codec.decode(value) if value else UNDECIDED
+        if consent.decided:
+            assert consent.decided_at is not None
+            until = float(consent.decided_at + self._codec.lifetime)
+        else:
+            until = -math.inf if value else math.inf
+        visit = Visit(cookies, consent, until)
         if len(header) <= MEMO_HEADER:
-            # the header, its pieces as str and their dict slots, the tuple (tracemalloc, rounded up)
-            size = 256 + 2 * len(header) + 96 * (header.count(b";") + 1)
-            if self._bytes + size > MEMO_BYTES:
-                self._memo.clear()
-                self._bytes = 0
-            self._memo[header] = found
-            self._bytes += size
-        return found
+            (self._memo_https if secure else self._memo_http).put(header, visit)
+        return visit
 
-
-def request_cookie_header(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A request's Cookie fields as one header. HTTP/2 may send one field per cookie (RFC 9113
-    8.2.3) and an ASGI server may pass them on unjoined: reading only one would miss a twin."""
-    fields = [v for k, v in headers if k == b"cookie"]
-    return fields[0] if len(fields) == 1 else b"; ".join(fields)
+    def cookies(self, scope: Mapping[str, object]) -> VisitorCookies:
+        """The request's own cookies as the middleware read them (the same remembered reading)."""
+        headers = scope["headers"]
+        assert isinstance(headers, list)
+        return self.visit(request_cookies(headers)[0], scope.get("scheme") in _SECURE_SCHEMES).cookies
 
 
 def read_cookies(header: bytes, names: CookieNames) -> VisitorCookies:

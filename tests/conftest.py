@@ -133,4 +133,4 @@ async def client(config: ConsentConfig) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
-    await app.routes.close()
+    await app.close()

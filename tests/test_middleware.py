@@ -81,8 +81,8 @@ def test_log_is_closed_on_shutdown(config) -> None:
         assert (
             c.post("/_consent", json={"action": "reject_all"}, headers={"origin": ORIGIN}).status_code == 200
         )
-        assert app.routes._log is not None
-    assert app.routes._log is None
+        assert app._log is not None
+    assert app._log is None
 
 
 def test_fastapi_get_consent_and_requires_consent(config) -> None:
@@ -220,7 +220,7 @@ async def test_distinct_cookie_headers_do_not_accumulate_memory(config, size, re
             grown = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
-    await app.routes.close()
+    await app.close()
     # Before the fix every header and its parsed dict stayed cached (8,192 of them): 50 MB for the
     # 300 long headers here, 8 MB for the 1,000 short ones.
     assert grown < 4 * 1024 * 1024, f"{grown / 1e6:.1f} MB kept after {requests} requests"

@@ -48,7 +48,7 @@ async def connect(limit: str, toml_path: Path) -> AsyncIterator[Connect]:
     yield connect
     for c in clients:
         await c.aclose()
-    await app.routes.close()
+    await app.close()
 
 
 async def accept(client: httpx.AsyncClient) -> httpx.Response:
@@ -171,7 +171,7 @@ async def test_junk_reports_from_one_client_do_not_starve_another(connect) -> No
         assert (await junk.post("/_consent/csp-report", json=batch, headers=headers)).status_code == 204
     real = report("/shop", "https://ads.example.com")
     assert (await genuine.post("/_consent/csp-report", json=real, headers=headers)).status_code == 204
-    log = await connect.app.routes.log()
+    log = await connect.app.log()
     await log.flush()
     blocked = await log.blocked()
     assert [(b.page, b.origin) for b in blocked if b.page == "/shop"] == [("/shop", "https://ads.example.com")]

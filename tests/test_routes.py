@@ -104,7 +104,7 @@ async def test_new_visitor_gets_new_id(config) -> None:
     for _ in range(3):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
             ids.add((await decide(c, {"action": "accept_all"})).json()["consent_id"])
-    await app.routes.close()
+    await app.close()
     assert len(ids) == 3
 
 
@@ -138,7 +138,7 @@ async def test_ip_is_truncated(config) -> None:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.77", 5000))
     async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as c:
         await decide(c, {"action": "accept_all"})
-    await app.routes.close()
+    await app.close()
     [row] = rows(config)
     assert row["ip"] == "203.0.113.0"
     assert "203.0.113.77" not in Path(config.log.removeprefix("sqlite:///")).read_bytes().decode("latin-1")
@@ -152,7 +152,7 @@ async def test_concurrent_decisions_are_all_logged(config) -> None:
         results = await asyncio.gather(
             *(c.post("/_consent", json={"action": "reject_all"}, headers=SAME) for _ in range(200))
         )
-    await app.routes.close()
+    await app.close()
     assert {r.status_code for r in results} == {200}
     assert len(rows(config)) == 200
 
@@ -371,7 +371,7 @@ async def test_form_token_of_another_visitor_is_refused(client, config) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as other:
         await other.get("/")  # has a csrf cookie of its own
         r = await other.post("/_consent", data={"action": "accept_all", "csrf": token}, headers=SAME)
-    await app.routes.close()
+    await app.close()
     assert r.status_code == 403 and rows(config) == []
 
 
@@ -414,7 +414,7 @@ async def test_unwritable_log_answers_503_and_grants_nothing(tmp_path, toml_path
         assert r.status_code == 503 and "unavailable" in r.json()["error"]
         assert "set-cookie" not in r.headers
         assert (await c.get("/whoami")).json()["decided"] is False
-    await app.routes.close()
+    await app.close()
 
 
 async def test_decision_after_revision_change_is_a_renewal_under_the_same_id(config, toml_path) -> None:
@@ -422,13 +422,13 @@ async def test_decision_after_revision_change_is_a_renewal_under_the_same_id(con
     app = make_app(config)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
         cid = (await decide(c, {"action": "accept_all"})).json()["consent_id"]
-        await app.routes.close()
+        await app.close()
         newer = ConsentConfig.from_toml(toml_path).model_copy(update={"policy_revision": "2027-01-01"})
         c._transport = httpx.ASGITransport(app=(app2 := make_app(newer)))
         assert (await c.get("/_consent/state")).json()["decided"] is False
         r = await decide(c, {"action": "reject_all"})
         assert r.json()["consent_id"] == cid and r.json()["revision"] == "2027-01-01"
-    await app2.routes.close()
+    await app2.close()
     assert [(r["action"], r["revision"]) for r in rows(config)] == [
         ("accept_all", "2026-11-01"),
         ("renew", "2027-01-01"),

@@ -47,7 +47,7 @@ async def site(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = make_app(make_config(tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HTTPS) as c:
         yield c
-    await app.routes.close()
+    await app.close()
 
 
 async def signed(client: httpx.AsyncClient, action: str) -> str:
@@ -118,7 +118,7 @@ async def test_previous_release_cookie_still_decides_over_http(tmp_path: Path, m
     app = make_app(make_config(tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HTTP) as c:
         state, r = await whoami(c, f"consent={PREVIOUS_RELEASE_COOKIE}")
-    await app.routes.close()
+    await app.close()
     assert state["decided"] and state["id"] == PREVIOUS_ID and set_cookies(r) == []
 
 
@@ -172,7 +172,7 @@ async def test_twin_consent_cookies_decide_nothing_where_the_prefix_is_impossibl
         ]
         single, r = await whoami(c, f"consent={rejected}")
         assert single["decided"] and set_cookies(r) == []
-    await app.routes.close()
+    await app.close()
 
 
 async def test_twin_consent_cookies_decide_nothing_on_plain_http(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ async def test_twin_consent_cookies_decide_nothing_on_plain_http(tmp_path: Path)
         rejected, accepted = await signed(c, "reject_all"), await signed(c, "accept_all")
         assert rejected and accepted
         state, r = await whoami(c, f"consent={rejected}; consent={accepted}")
-    await app.routes.close()
+    await app.close()
     assert not state["decided"] and not state["analytics"]
     assert [v.split(";")[0] for v in set_cookies(r)] == ["consent="]
 

@@ -12,6 +12,7 @@ import pytest
 from consent_banner.config import ConsentConfig
 from consent_banner.consent import Consent
 from consent_banner.gate import ResponseGate
+from consent_banner.language import Languages
 
 OWN = frozenset({"consent", "consent_csrf"})
 NONCE = "TestNonce0123456789"
@@ -85,6 +86,9 @@ class TestPage:
 
     def nonce(self) -> str:
         return self._nonce
+
+    def language(self, html_lang: str | None) -> str:
+        return Languages(CONFIG["languages"]).pick(html_lang, None)
 
     def html_headers(self) -> list[tuple[bytes, bytes]]:
         return []

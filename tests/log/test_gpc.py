@@ -174,7 +174,7 @@ async def test_500_requests_with_gpc_give_one_record(tmp_path: Path, toml_path: 
                 answer = await client.get("/whoami", headers={"cookie": cookie, "sec-gpc": "1"})
                 assert answer.status_code == 200 and not answer.json()["marketing"]
     finally:
-        await app.routes.close()
+        await app.close()
     async with RawDB(config.log) as raw:
         actions = [a for (a,) in await raw.fetch("SELECT action FROM records ORDER BY seq")]
     assert actions == ["accept_all", "gpc"]

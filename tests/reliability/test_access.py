@@ -46,7 +46,7 @@ async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setenv(name, value)
     application = make_app(ConsentConfig.from_toml(write_config(tmp_path)))
     yield application
-    await application.routes.close()
+    await application.close()
 
 
 async def get(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
@@ -123,7 +123,7 @@ async def test_audit_view_does_not_exist_without_configured_credentials(
             answer = await get(application, "/_consent/audit/records", headers)
             assert answer.status == 404
     finally:
-        await application.routes.close()
+        await application.close()
 
 
 async def test_credential_check_uses_constant_time_compare(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:

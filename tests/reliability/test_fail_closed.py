@@ -68,7 +68,7 @@ async def until_recorded(app: Any, attempts: int = 50) -> Answer:
 
 
 async def assert_log_intact(app: Any, acked: list[str]) -> None:
-    log = await app.routes.log()
+    log = await app.log()
     ids = {r.consent_id for cid in acked for r in await log.records_for(cid)}
     assert ids == set(acked), f"acknowledged but missing: {set(acked) - ids}"
     result = await log.verify()
@@ -131,7 +131,7 @@ async def closing() -> AsyncIterator[list[Any]]:
     yield apps
     for app in apps:
         with contextlib.suppress(Exception):
-            await app.routes.close()
+            await app.close()
 
 
 # --- SQLite --------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ async def test_read_only_log_refuses_then_recovers(tmp_path: Path, closing: list
     rejected = first.set_cookie("consent")
     acked = [json.loads(first.body)["consent_id"]]
 
-    with read_only(logdir, await app.routes.log()):
+    with read_only(logdir, await app.log()):
         for _ in range(3):
             assert_refused(await decide(app), app)
         assert (await whoami(app))["decided"] is False
@@ -172,7 +172,7 @@ async def test_log_on_a_read_only_filesystem_from_the_start(tmp_path: Path, clos
     config = ConsentConfig.from_toml(write_config(tmp_path, f"sqlite:///{logdir / 'log.db'}"))
     creator = make_app(config)  # an earlier run created the log, then the files were locked down
     assert (await decide(creator)).status == 200
-    await creator.routes.close()
+    await creator.close()
     app = make_app(config)
     closing.append(app)
     with read_only(logdir, None):
@@ -195,7 +195,7 @@ async def test_full_disk_refuses_then_recovers(tmp_path: Path, closing: list[Any
         assert first.status == 200
         acked = [json.loads(first.body)["consent_id"]]
         filler = mnt / "filler"
-        log = await app.routes.log()
+        log = await app.log()
         original_commit = log._commit  # noqa: SLF001 - only where no tmpfs can be mounted
         if mounted:
             fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -310,6 +310,6 @@ async def test_postgres_unreachable_refuses_then_recovers(tmp_path: Path, closin
         await assert_log_intact(app, acked)
     finally:
         with contextlib.suppress(Exception):
-            await app.routes.close()
+            await app.close()
         await proxy.stop()
         await drop_schema(schema)

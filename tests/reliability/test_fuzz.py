@@ -66,7 +66,7 @@ class Harness:
     async def records(self) -> int:
         """Records committed so far: the writer's public counter (a count(*) per request would cost
         more than the request; test_durability counts rows in the database instead)."""
-        return int((await self.app.routes.log()).writer.items)
+        return int((await self.app.log()).writer.items)
 
     async def request(
         self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
@@ -122,11 +122,11 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         h.invalid.append(_expired(codec, _consent(granted, config), config, rng))
     for value, _ in h.valid:  # an authentic cookie with bytes cut off or added
         h.invalid += [value[:-1], value[1:], value + "A", value.replace(".", "..", 1), value + "=" * 2]
-    h.run(app.routes.log())  # open the log now: the first example should not pay for it
+    h.run(app.log())  # open the log now: the first example should not pay for it
     try:
         yield h
     finally:
-        h.run(app.routes.close())
+        h.run(app.close())
         loop.close()
 
 
@@ -748,6 +748,6 @@ async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path: Path, path: str) 
         except RecursionError as e:
             raise AssertionError(f"POST {path} with nested JSON raised RecursionError (a 500)") from e
         assert 400 <= answer.status < 500 or (path.endswith("report") and answer.status == 204)
-        assert await (await app.routes.log()).count() == 0
+        assert await (await app.log()).count() == 0
     finally:
-        await app.routes.close()
+        await app.close()

@@ -59,7 +59,7 @@ async def test_rotation_keeps_consent_until_the_key_is_removed(tmp_path: Path) -
         assert (await who(before, new_cookie))["decided"] is False  # a key it never had
     finally:
         for app in apps:
-            await app.routes.close()
+            await app.close()
 
 
 def test_no_key_no_middleware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

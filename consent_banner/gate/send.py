@@ -1,0 +1,369 @@
+"""The wrapped ASGI `send` of one request: where the gate touches a response (see `gate/__init__.py`).
+
+`GatedSend` acts on ``http.response.start`` in a few named steps (read the headers, classify the
+response, filter its cookies, rebuild its headers, then either add the policy now or hold the start
+until the body's first bytes tell how the browser will decode the page), and streams an HTML body
+through the rewriter. A response nothing depends on passes after one look at its headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from .charset import MAX_HEAD, body_codec, enough, header_codec
+from .html import Blocked, HtmlRewriter, Inject
+
+if TYPE_CHECKING:
+    from . import ResponseGate, _Plan
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Headers = list[tuple[bytes, bytes]]
+
+VARY_TOKENS = (b"Cookie", b"Sec-GPC")
+_VARY = b", ".join(VARY_TOKENS)
+_NO_BODY = frozenset({204, 205, 206, 304})
+_SECURE_SCHEMES = ("https", "wss")
+_CHUNK = 64 * 1024  # bytes read at a time from a file sent with http.response.pathsend
+
+
+class PageHooks(Protocol):
+    """What an HTML response needs from the middleware (see `ResponseGate.wrap_send`'s `page`)."""
+
+    @property
+    def inject(self) -> Inject | None:
+        """The snippets to inject for the page's `lang`; None: nothing is injected."""
+        ...
+
+    def nonce(self) -> str: ...
+
+    def language(self, html_lang: str | None) -> str:
+        """The page's language, the one its banner is in: its placeholders are written in it."""
+        ...
+
+    def html_headers(self) -> Headers: ...
+
+
+class _Kind(NamedTuple):
+    """What the start message says of the response, as far as consent goes."""
+
+    html: bool  # HTML (or XHTML) the gate acts on
+    xhtml: bool
+    unlabelled: bool  # a body without Content-Type, under a policy: it gets one and nosniff
+    content_type: bytes | None
+    encoding: bytes | None  # Content-Encoding
+
+
+class GatedSend:
+    """The wrapped `send` of one request."""
+
+    __slots__ = (
+        "_gate",
+        "_send",
+        "_scope",
+        "_plan",
+        "_cookies",
+        "_page",
+        "_hooks",
+        "_rewriter",
+        "_held",
+        "_peek",
+        "_header",
+        "_searched",
+        "_rewrite",
+        "_deferred",
+        "_xhtml",
+    )
+    _hooks: PageHooks | None  # the page's nonce, language, snippets and headers; None until needed
+    # Set in `_start` only for an HTML page held until its first bytes are read (not on the hot path):
+    _peek: bytes  # the body's first bytes, until they decide how the page is decoded
+    _header: str | None  # the codec the Content-Type names
+    _searched: int  # bytes of _peek already searched for the end of <head>
+    _deferred: tuple[list[bytes], list[bytes]] | None  # the app's CSP and Reporting-Endpoints
+    _xhtml: bool
+    _rewrite: bool  # whether a readable body is to be rewritten
+
+    def __init__(
+        self,
+        gate: ResponseGate,
+        send: Send,
+        scope: Scope,
+        plan: _Plan,
+        request_cookies: dict[str, str],
+        page: Callable[[Scope], PageHooks],
+    ) -> None:
+        self._gate = gate
+        self._send = send
+        self._scope = scope
+        self._plan = plan
+        self._cookies = request_cookies  # the request's cookies the consent denies
+        self._page = page
+        self._hooks = None
+        self._rewriter: HtmlRewriter | None = None
+        self._held: Message | None = None  # the start message, until the body's first bytes are read
+
+    async def __call__(self, message: Message) -> None:
+        # Kept flat on purpose: this runs for every message of every response.
+        if self._rewriter is None and self._held is None:
+            if message["type"] == "http.response.start" and not self._start(message):
+                return  # held until the body's first bytes tell how the browser will read it
+            await self._send(message)
+            return
+        kind = message["type"]
+        if kind == "http.response.body":
+            await self._body(message.get("body", b""), message.get("more_body", False))
+        elif kind == "http.response.pathsend":
+            await self._pathsend(message["path"])
+        else:
+            await self._send(message)
+
+    # --- the start message, step by step ------------------------------------------------------------
+
+    def _start(self, message: Message) -> bool:
+        """Apply the cookie, CSP and Vary rules to the start message; False when it is held back."""
+        headers: Headers = message.get("headers") or []
+        set_cookies, kind = self._read(headers, message)
+        denied = self._gate.denied_in_request(self._cookies, self._plan) if self._cookies else ()
+        if not set_cookies and not denied and not kind.html and not kind.unlabelled:
+            return True  # nothing depends on consent: untouched, still cacheable
+        if kind.html or kind.unlabelled:
+            self._hooks = self._page(self._scope)
+        kept, dropped = (
+            self._gate.cookie_rules.filter(set_cookies, self._plan.allowed) if set_cookies else ([], False)
+        )
+        expiries = self._expiries(denied) if denied else []
+        vary = dropped or bool(expiries) or kind.html or kind.unlabelled
+        gated = (kind.html or kind.unlabelled) and self._gate.csp_header is not None
+        app_csp, endpoints = self._rebuild(message, headers, kind, kept + expiries, vary=vary, gated=gated)
+        return self._policy_or_hold(message, kind, app_csp, endpoints, gated=gated)
+
+    def _read(self, headers: Headers, message: Message) -> tuple[list[bytes], _Kind]:
+        """The response's Set-Cookie values, and what kind of response it is."""
+        content_type = encoding = None
+        set_cookies: list[bytes] = []
+        for k, v in headers:
+            lk = k.lower()
+            if lk == b"set-cookie":
+                set_cookies.append(v)
+            elif lk == b"content-type":
+                content_type = v
+            elif lk == b"content-encoding":
+                encoding = v
+        gate = self._gate
+        xhtml = unlabelled = False
+        if content_type is not None:
+            low = content_type[:21].lower()
+            is_html = low[:9] == b"text/html" or (xhtml := low == b"application/xhtml+xml")
+            is_html = is_html and gate.handles_html
+        else:
+            # The browser would sniff a body without a type, maybe into an ungated HTML page.
+            is_html = False
+            unlabelled = gate.csp_header is not None and _has_body(message.get("status", 200), headers)
+        return set_cookies, _Kind(is_html, xhtml, unlabelled, content_type, encoding)
+
+    def _expiries(self, denied: Iterable[tuple[str, Any]]) -> list[bytes]:
+        """Set-Cookie values expiring the request's cookies the consent denies."""
+        rules = self._gate.cookie_rules
+        host, secure = self._host(), self._scope.get("scheme") in _SECURE_SCHEMES
+        return [v for name, decl in denied for v in rules.expire(name, decl, host=host, secure=secure)]
+
+    def _rebuild(
+        self,
+        message: Message,
+        headers: Headers,
+        kind: _Kind,
+        set_cookies: list[bytes],
+        *,
+        vary: bool,
+        gated: bool,
+    ) -> tuple[list[bytes], list[bytes]]:
+        """The start message's new headers; the app's CSP and Reporting-Endpoints, taken out to be merged."""
+        csp_header = self._gate.csp_header
+        app_csp: list[bytes] = []
+        endpoints: list[bytes] = []
+        varies: list[bytes] = []
+        rest: Headers = []
+        for k, v in headers:
+            lk = k.lower()
+            if lk == b"set-cookie":
+                continue
+            if gated and lk == csp_header:
+                app_csp.append(v)
+            elif gated and lk == b"reporting-endpoints":
+                endpoints.append(v)
+            elif vary and lk == b"vary":
+                varies.append(v)
+            else:
+                rest.append((k, v))
+        rest.extend((b"set-cookie", v) for v in set_cookies)
+        if kind.html and self._hooks is not None:
+            rest.extend(self._hooks.html_headers())
+        if kind.unlabelled:
+            rest.append((b"x-content-type-options", b"nosniff"))
+        if vary:
+            rest.append((b"vary", _merge_vary(varies) if varies else _VARY))
+        message["headers"] = rest
+        return app_csp, endpoints
+
+    def _policy_or_hold(
+        self, message: Message, kind: _Kind, app_csp: list[bytes], endpoints: list[bytes], *, gated: bool
+    ) -> bool:
+        """Adds the policy now, or holds the start message until the body's first bytes tell how the
+        browser decodes the page (a BOM, a <meta charset>): both the policy and the rewrite wait."""
+        status = message.get("status", 200)
+        body = kind.html and self._scope.get("method") != "HEAD" and _has_body(status, ())
+        encoded = kind.encoding is not None and kind.encoding.strip().lower() not in (b"", b"identity")
+        readable = kind.html and not encoded
+        if kind.html and not readable:
+            self._gate.warn_encoded()
+        self._rewrite = readable and self._wants_rewrite(kind.xhtml)
+        if readable and body and (gated or self._rewrite):
+            self._header = header_codec(kind.content_type or b"")
+            self._xhtml = kind.xhtml
+            self._peek, self._searched = b"", 0
+            self._held = message
+            self._deferred = (app_csp, endpoints) if gated else None
+            return False
+        if gated:
+            # What the gate does not rewrite (XHTML, compressed, no Content-Type) gets only what is granted.
+            granted_only = kind.xhtml or kind.unlabelled or not readable
+            if kind.html and not granted_only and not body:
+                granted_only = header_codec(kind.content_type or b"") is None
+            self._policy_headers(message, app_csp, endpoints, granted_only=granted_only)
+        return True
+
+    def _wants_rewrite(self, xhtml: bool) -> bool:
+        # The banner is HTML, not XML: an XHTML page is rewritten and gated, but gets no banner.
+        inject = self._hooks.inject if self._hooks is not None and not xhtml else None
+        return bool((self._gate.rewrites and self._plan.hosts) or inject is not None)
+
+    def _policy_headers(
+        self, message: Message, app_csp: list[bytes], endpoints: list[bytes], *, granted_only: bool
+    ) -> None:
+        """Adds the policy (and Reporting-Endpoints) to the start message."""
+        gate, hooks = self._gate, self._hooks
+        assert gate.csp_header is not None and hooks is not None
+        root = self._scope.get("root_path", "")
+        # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
+        # to secure origins: on plain http report-uri alone, so that reports arrive at all.
+        secure = self._scope.get("scheme") == "https"
+        policy = gate.csp(
+            self._plan,
+            app_csp,
+            root_path=root,
+            self_origin=self._origin() if app_csp else None,
+            nonce=hooks.nonce(),
+            secure=secure,
+            granted_only=granted_only,
+        )
+        headers = message["headers"]
+        headers.append((gate.csp_header, policy))
+        if secure or endpoints:
+            headers.append((b"reporting-endpoints", gate.reporting_endpoints(root, endpoints)))
+
+    # --- the body ----------------------------------------------------------------------------------
+
+    def _release(self, head: bytes, complete: bool) -> Message:
+        """Decides, from the body's first bytes, how the held page is read, and completes its headers."""
+        held, hooks = self._held, self._hooks
+        assert held is not None and hooks is not None
+        self._held = None
+        codec = body_codec(self._header, head, complete=complete)
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            # A page the gate cannot read passes unrewritten: only what is granted may load. XHTML
+            # is rewritten as HTML, but the XML parser makes elements where HTML has text
+            # (an <img> inside <style>): only what is granted may load there either.
+            self._policy_headers(held, *deferred, granted_only=codec is None or self._xhtml)
+        if codec is not None and self._rewrite:
+            self._rewriter = HtmlRewriter(
+                self._plan.hosts if self._gate.rewrites else None,
+                None if self._xhtml else hooks.inject,
+                charset=codec,
+                placeholder=self._placeholder,
+                mark=hooks.nonce,
+            )
+            headers = held["headers"]
+            headers[:] = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        return held
+
+    def _placeholder(self, blocked: Blocked, html_lang: str | None) -> str:
+        # In the page's language, as its banner; with the nonce: the script honours only the gate's "Allow".
+        hooks = self._hooks
+        assert hooks is not None
+        html = self._gate.placeholder(blocked, html_lang, language=hooks.language(html_lang))
+        return html.replace("<div ", f'<div nonce="{hooks.nonce()}" ', 1)
+
+    async def _body(self, chunk: bytes, more: bool) -> None:
+        if self._held is not None:
+            whole = not more and not self._peek  # the whole body in one message: its length is known
+            self._peek += chunk
+            if more and not enough(self._header, self._peek, self._searched):
+                self._searched = len(self._peek)
+                return
+            chunk, self._peek = self._peek, b""
+            held = self._release(chunk, complete=not more or len(chunk) < MAX_HEAD)
+            if self._rewriter is None:
+                await self._send(held)
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+                return
+            data = self._rewriter.feed(chunk)
+            if not more:
+                data += self._rewriter.finish()
+            if whole:
+                held["headers"].append((b"content-length", str(len(data)).encode()))
+            await self._send(held)
+            if data or not more:
+                await self._send({"type": "http.response.body", "body": data, "more_body": more})
+            return
+        if self._rewriter is None:
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
+            return
+        data = self._rewriter.feed(chunk)
+        if not more:
+            data += self._rewriter.finish()
+        if data or not more:
+            await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def _pathsend(self, path: str) -> None:
+        # A file response (e.g. FileResponse of an .html page): read it ourselves to rewrite it.
+        import anyio
+
+        async with await anyio.open_file(path, "rb") as f:
+            chunk = await f.read(_CHUNK)
+            while True:
+                following = await f.read(_CHUNK) if chunk else b""
+                await self._body(chunk, bool(following))
+                if not following:
+                    return
+                chunk = following
+
+    def _host(self) -> str | None:
+        for k, v in self._scope.get("headers", ()):
+            if k == b"host":
+                return str(v.decode("latin-1"))
+        return None
+
+    def _origin(self) -> str | None:
+        host = self._host()
+        return f"{self._scope.get('scheme', 'http')}://{host}".lower() if host else None
+
+
+def _has_body(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a browser could render this response's body (not 1xx, 204, 304, a redirect)."""
+    if status < 200 or status in _NO_BODY:
+        return False
+    if 300 <= status < 400 and any(k.lower() == b"location" for k, _ in headers):
+        return False
+    return True
+
+
+def _merge_vary(values: list[bytes]) -> bytes:
+    tokens = [t.strip() for v in values for t in v.split(b",") if t.strip()]
+    if b"*" in tokens:
+        return b"*"
+    present = {t.lower() for t in tokens}
+    tokens.extend(t for t in VARY_TOKENS if t.lower() not in present)
+    return b", ".join(tokens)
