@@ -177,7 +177,10 @@ def scan(
     except ConfigError as e:
         raise ScanFailed(str(e)) from None
     if importlib.util.find_spec("playwright") is None:  # pragma: no cover - depends on the installation
-        raise ScanFailed("the scanner needs Playwright: pip install 'consent-banner[scan]'")
+        raise ScanFailed(
+            "the scanner needs Playwright: install the package with its scan extra "
+            "(pip install 'consent-banner[scan]', or pip install '.[scan]' in a clone)"
+        )
 
     bar = None
     if sys.stderr.isatty():
