@@ -6,7 +6,9 @@
  * It mounts the banner the server rendered (embedded on another site: fetches it from the
  * consent server first), records decisions as JSON, keeps the settings dialog in step with the
  * decision, activates what the gate neutralised once it is allowed, and offers
- * window.consentBanner (show, get, on) and the `consent:change` DOM event.
+ * window.consentBanner (show, get, on) and the `consent:change` DOM event. What fails is never
+ * swallowed: a decision that was not recorded is said in the banner or the dialog (and the
+ * visitor can try again), and every error goes to console.error with its cause.
  *
  * Strict CSP: no string evaluation, no inline handlers or styles; activated scripts carry the
  * page's nonce. ES2020, no dependencies. Everything it needs comes from data-* attributes of
@@ -43,13 +45,14 @@
   let opener; // what had focus before the dialog opened, to return focus to
   let source; // where the decision is being made: "banner", "dialog" or "settings"
   let prefix; // the consent routes' prefix, e.g. "/_consent"
-  let formFallback; // set once the JSON call failed: the plain form post takes over
   let busy; // a decision is on its way
 
   const selectAll = (selector, within = document) => [...within.querySelectorAll(selector)];
   const splitWords = (text) => (text ? text.split(" ") : []);
   const inRoot = (selector) => root.querySelector(selector);
   const gpcApplies = () => state.gpc || !!navigator.globalPrivacyControl;
+  // What went wrong, for the site's developers (the visitor is told in the banner or dialog).
+  const report = (error) => console.error("consent-banner:", error);
 
   // The same rule as Consent.allows_service on the server.
   const allows = (category, service) =>
@@ -62,20 +65,29 @@
     return cookie && cookie.slice(cookieName.length + 1);
   }
 
-  // One call to the consent routes. Embedded: no third-party cookie; the token goes in a header.
+  // One call to the consent routes: a decision (POST, answered with JSON) or the banner (GET,
+  // answered with HTML). Embedded: no third-party cookie; the token goes in a header. Whatever
+  // goes wrong (no network, a refusal, an answer that is not JSON) throws an Error naming the call
+  // and the cause, with the server's own explanation when it gave one (a 403 names the origin).
   async function request(path, body) {
+    const method = body ? "POST" : "GET";
+    const url = server + prefix + path;
     const headers = {};
     const token = server && storedToken();
     if (body) headers["Content-Type"] = "application/json";
     if (token) headers["X-Consent-Token"] = token;
-    const response = await fetch(server + prefix + path, {
-      method: body ? "POST" : "GET",
-      headers,
-      body: body && JSON.stringify(body),
-      credentials: server ? "omit" : "same-origin",
-    });
-    if (!response.ok) throw Error(response.status);
-    return response;
+    try {
+      const response = await fetch(url, {
+        method,
+        headers,
+        body: body && JSON.stringify(body),
+        credentials: server ? "omit" : "same-origin",
+      });
+      if (!response.ok) throw Error(response.status + " " + (await response.text()));
+      return await (body ? response.json() : response.text());
+    } catch (error) {
+      throw Error(`${method} ${url}: ${error.message}`);
+    }
   }
 
   // Records one decision ("accept_all", "reject_all" or "custom") and applies it to the page.
@@ -92,7 +104,7 @@
         for (const el of selectAll("[data-cb-service]", root)) body.services[el.dataset.cbService] = el.checked;
       }
     }
-    const answer = await (await request(path, body)).json();
+    const answer = await request(path, body);
     if (server && answer.token) {
       document.cookie =
         `${cookieName}=${answer.token}; Max-Age=${answer.max_age}; Path=/; SameSite=Lax` +
@@ -125,7 +137,7 @@
       try {
         listener(snapshot);
       } catch (error) {
-        console.error(error); // one broken listener must not stop the others
+        report(error); // one broken listener must not stop the others
       }
     }
     document.dispatchEvent(new CustomEvent("consent:change", { detail: snapshot }));
@@ -186,6 +198,7 @@
           }),
       );
     }
+    queue.catch(report); // a held script that throws while made live stops those after it (order)
 
     // Other tags: every URL attribute the gate renamed data-consent-NAME gets its name back.
     for (const el of selectAll("[data-consent-category]:not(script,[data-consent-placeholder])")) {
@@ -219,8 +232,14 @@
     for (const notice of selectAll("[data-cb-gpc]", root)) notice.hidden = !gpcApplies();
   }
 
+  // The message that a decision was not recorded, in the live regions of the banner and the dialog
+  // (role="alert"): emptied when the visitor tries again, so that a second failure is a new text,
+  // announced again.
+  const clearError = () => selectAll("[data-cb-error]", root).forEach((region) => (region.textContent = ""));
+
   function openDialog() {
     if (dialog.open) return;
+    clearError();
     opener = document.activeElement;
     source = state.decided ? "settings" : "dialog";
     syncSwitches();
@@ -239,10 +258,10 @@
 
     root.addEventListener("submit", (event) => {
       const button = event.submitter;
-      if (formFallback || !button || button.name !== "action") return;
+      if (!button || button.name !== "action") return;
       event.preventDefault();
       if (!dialog.contains(button)) source = "banner";
-      record(button.value, button);
+      record(button.value);
     });
 
     // A category switch carries its services along; switching a service on switches its category on.
@@ -275,20 +294,23 @@
     });
   }
 
-  // Records a decision once at a time. Same origin, when the JSON call fails, the button's own
-  // form is posted instead (it works without JavaScript); embedded, the error propagates.
-  function record(action, button) {
+  // Records a decision once at a time. When it cannot be recorded (refused, the log down, no
+  // network, an answer that is not ours) the visitor stays undecided and is told so where they
+  // are: in the dialog when it is open, else in the banner, else (a decided visitor withdrawing
+  // or allowing from a placeholder) in the dialog, opened for it. Its buttons try again. A form
+  // post instead would pass the same checks and fail the same way, landing on a JSON answer.
+  function record(action) {
     if (busy) return;
     busy = 1;
-    decide(action).then(
-      () => (busy = 0),
-      (error) => {
-        busy = 0;
-        if (server || !button) throw error;
-        formFallback = 1;
-        button.form.requestSubmit(button);
-      },
-    );
+    clearError();
+    decide(action)
+      .catch((error) => {
+        report(error);
+        if (!inRoot("#cb-banner")) openDialog();
+        const region = (dialog.open ? dialog : root).querySelector("[data-cb-error]");
+        region.textContent = region.dataset.cbError;
+      })
+      .finally(() => (busy = 0));
   }
 
   // Open and close buttons, and the gate's placeholders, whose "Allow <category>" grants that
@@ -311,15 +333,13 @@
     else openDialog();
   }
 
-  // Embedded mode: the banner (in the page's language when the server has it), its stylesheet
-  // and the state come from the consent server.
+  // Embedded mode: the banner, its stylesheet and the state come from the consent server. The
+  // server picks the language as it does for its own pages: the page's <html lang> when it has
+  // texts for it, else the Accept-Language the browser sends.
   async function loadEmbedded() {
-    const language = (document.documentElement.lang || navigator.language || "").split("-")[0];
-    const response = await request("/banner?lang=" + encodeURIComponent(language)).catch(() =>
-      request("/banner"),
-    );
+    const html = await request("/banner?lang=" + encodeURIComponent(document.documentElement.lang));
     const template = document.createElement("template");
-    template.innerHTML = (await response.text()).trim();
+    template.innerHTML = html.trim();
     const el = template.content.firstElementChild;
     const stylesheet = document.createElement("link");
     stylesheet.rel = "stylesheet";
@@ -344,7 +364,7 @@
   function boot() {
     if (server) {
       prefix = new URL(script.src).pathname.replace(/\/consent\.js$/, "");
-      loadEmbedded();
+      loadEmbedded().catch(report); // no banner: the page stays as it is, undecided
     } else {
       // The last banner root before this script: one reflected into the page comes earlier.
       const el = selectAll("[data-consent-root]")
