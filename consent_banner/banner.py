@@ -77,19 +77,19 @@ def _digest(path: Path) -> str:
 class Spliced:
     """A rendered text cut at its markers: the fixed parts, and between them which value goes there."""
 
-    __slots__ = ("parts", "slots")
+    __slots__ = ("_pieces", "_slots")
 
     def __init__(self, rendered: str, markers: Mapping[str, int]) -> None:
         pieces = re.split("(" + "|".join(map(re.escape, markers)) + ")", rendered)
-        self.parts = tuple(pieces[0::2])
-        self.slots = tuple(markers[m] for m in pieces[1::2])
+        # Every other piece is a marker: it stands where its value goes.
+        self._pieces = pieces
+        self._slots = tuple((i, markers[pieces[i]]) for i in range(1, len(pieces), 2))
 
     def fill(self, values: Sequence[str]) -> str:
         """The text with `values[slot]` at each marker (already escaped by the caller)."""
-        out = [self.parts[0]]
-        for slot, part in zip(self.slots, self.parts[1:], strict=True):
-            out.append(values[slot])
-            out.append(part)
+        out = self._pieces.copy()
+        for i, slot in self._slots:
+            out[i] = values[slot]
         return "".join(out)
 
 
@@ -138,6 +138,7 @@ class Banner:
         self._roots: Memo[Hashable, Spliced] = Memo(512)
         self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(64)
         self._declarations: Memo[str, str] = Memo(64)
+        self._undecided_states: dict[bool, str] = {}  # by the GPC signal: two entries at most
 
     # --- language and texts ----------------------------------------------------------------------
 
@@ -240,7 +241,8 @@ class Banner:
         self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str
     ) -> str:
         """The root as remembered for its language and state, this response's values spliced in."""
-        key = (language, consent.decided, consent.gpc, self._switches(consent))
+        # An undecided visitor's switches are all off, and locked only under GPC: no need to ask each.
+        key = (language, consent.gpc, self._switches(consent) if consent.decided else None)
         spliced = self._roots.get(key)
         if spliced is None:
             m = self._marker_of
@@ -250,7 +252,7 @@ class Banner:
         values[_CSRF] = escape(csrf_token)
         values[_RETURN_TO] = escape(return_to)
         values[_FORM_ID] = escape(form_id)
-        values[_STATE] = escape(self._state(consent))
+        values[_STATE] = self._escaped_state(consent)
         return spliced.fill(values)
 
     def _render(
@@ -262,6 +264,15 @@ class Banner:
     def _state(self, consent: Consent) -> str:
         # the same shape as GET {prefix}/state, so the script has one state format
         return json.dumps(consent_json(consent, self.config.policy_revision), separators=(",", ":"))
+
+    def _escaped_state(self, consent: Consent) -> str:
+        if consent.decided or consent.id or consent.granted or consent.services:
+            return escape(self._state(consent))  # the visitor's own id and choices: for each response
+        # Undecided, the state differs only by the GPC signal: written once for each.
+        found = self._undecided_states.get(consent.gpc)
+        if found is None:
+            found = self._undecided_states[consent.gpc] = escape(self._state(consent))
+        return found
 
     def _switches(self, consent: Consent) -> tuple[bool, ...]:
         """Every switch the markup shows for a consent: on, and locked by GPC, per category and service."""
