@@ -21,14 +21,14 @@ import logging
 from collections.abc import Iterable
 
 from ..config import NECESSARY, ConsentConfig, CookieDeclaration
+from ..memo import Memo
 
 logger = logging.getLogger("consent_banner.gate")
 
 EXPIRED = b"Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
 _MAX_REPORTED = 1000  # undeclared names remembered for "report once"; bounds memory on a noisy app
-_MAX_CACHED = 4096  # cookie name -> declaration lookups kept
+_MAX_CACHED = 4096  # cookie names whose declaration and verdict are remembered
 MAX_EXPIRED = 32  # denied request cookies expired per response (each on up to 4 path/domain variants)
-_UNKNOWN = object()
 
 
 def set_cookie_name(value: bytes) -> str:
@@ -48,8 +48,10 @@ class CookieRules:
         self._config = config
         # Besides "/", the path the site's own cookies live on (the configured cookie path).
         self._paths = tuple(dict.fromkeys(("/", config.cookie.path)))
-        self._cache: dict[str, tuple[CookieDeclaration, str, str] | None] = {}
-        self._verdicts: dict[str, tuple[str, CookieDeclaration] | None] = {}
+        self._cache: Memo[str, tuple[CookieDeclaration, str, str] | None] = Memo(_MAX_CACHED)
+        # name -> (service, declaration) when it could ever be expired, else None (own, necessary,
+        # undeclared): one dict lookup per request cookie on the hot path.
+        self._verdicts: Memo[str, tuple[str, CookieDeclaration] | None] = Memo(_MAX_CACHED)
         self._reported: set[str] = set()
 
     def declaration(self, name: str) -> tuple[CookieDeclaration, str, str] | None:
@@ -59,11 +61,7 @@ class CookieRules:
         except KeyError:
             pass
         match = self._config.service_for_cookie(name)
-        found = (match[1], match[0].name, match[0].category) if match else None
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
-        self._cache[name] = found
-        return found
+        return self._cache.put(name, (match[1], match[0].name, match[0].category) if match else None)
 
     def allows(self, name: str, allowed_services: frozenset[str]) -> bool:
         """May a response set the cookie `name`, given the services the visitor allows?"""
@@ -89,10 +87,9 @@ class CookieRules:
         out: list[tuple[str, CookieDeclaration]] = []
         verdicts = self._verdicts
         for name in request_cookies:
-            # name -> (service, declaration) when it could ever be expired, else None (own, necessary,
-            # undeclared); one dict lookup per cookie on the hot path.
-            found = verdicts.get(name, _UNKNOWN)
-            if found is _UNKNOWN:
+            try:
+                found = verdicts[name]
+            except KeyError:
                 found = self._verdict(name)
             if found is not None and found[0] not in allowed_services:
                 out.append((name, found[1]))
@@ -103,10 +100,7 @@ class CookieRules:
     def _verdict(self, name: str) -> tuple[str, CookieDeclaration] | None:
         declared = None if name in self._own else self.declaration(name)
         verdict = None if declared is None or declared[2] == NECESSARY else (declared[1], declared[0])
-        if len(self._verdicts) >= _MAX_CACHED:
-            self._verdicts.clear()
-        self._verdicts[name] = verdict
-        return verdict
+        return self._verdicts.put(name, verdict)
 
     def expire(self, name: str, decl: CookieDeclaration, *, host: str | None, secure: bool) -> list[bytes]:
         """Set-Cookie values deleting `name` on every path and domain variant it may live on."""

@@ -343,12 +343,12 @@ def parse_reports(body: bytes, content_type: str) -> list[tuple[str, str, str]]:
                         r.get("effectiveDirective") or r.get("violatedDirective"),
                     )
                 )
-    out = []
+    out: list[tuple[str, str, str]] = []
     for page, blocked, directive in entries:
-        parsed = (_page(page), _blocked_origin(blocked), _directive(directive))
-        if all(parsed):
-            out.append(parsed)  # type: ignore[arg-type]
-    return out  # type: ignore[return-value]
+        path, origin, name = _page(page), _blocked_origin(blocked), _directive(directive)
+        if path and origin and name:
+            out.append((path, origin, name))
+    return out
 
 
 def _page(value: object) -> str | None:

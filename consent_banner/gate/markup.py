@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 from .urls import attr_text
 
+MAX_TAG = 64 * 1024  # a tag, attribute, or CSS token held whole at most this long (then decided as it stands)
+
 # --- the tokenizer's tables ------------------------------------------------------------------------
 # Every pattern runs on the lower-cased copy of the buffer (same offsets, ASCII-only lowering), so
 # none needs re.I. All are possessive or bounded: linear time on any input, no backtracking.
