@@ -8,8 +8,8 @@ and the config's overrides); adding a language is adding one file there and nami
 
 Every HTML response carries the banner, so it is not rendered per response: Jinja2 renders it once
 per (language, consent state), with markers where the per-response values go (the form token, the
-forms' ids, the page to return to, the visitor's state), and each response splices its own values,
-escaped as the template would have, into those parts: the same bytes, for a few string joins.
+forms' ids, the page to return to, the visitor's state; `splice.py`), and each response joins its
+own values, escaped as the template would have, with those parts: the same bytes, for a few joins.
 
 The browser script (`static/js/consent.js`) reads everything it needs from `data-` attributes
 on the root element, so no inline JSON and no inline handlers are needed (strict CSP).
@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from .config import NECESSARY, ConsentConfig, CookieDeclaration, Service
 from .consent import Consent, consent_json
 from .language import Languages
 from .memo import Memo
+from .splice import Markers, Spliced
 from .texts import Texts
 from .visitor import cookie_names
 
@@ -74,25 +75,6 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-class Spliced:
-    """A rendered text cut at its markers: the fixed parts, and between them which value goes there."""
-
-    __slots__ = ("_pieces", "_slots")
-
-    def __init__(self, rendered: str, markers: Mapping[str, int]) -> None:
-        pieces = re.split("(" + "|".join(map(re.escape, markers)) + ")", rendered)
-        # Every other piece is a marker: it stands where its value goes.
-        self._pieces = pieces
-        self._slots = tuple((i, markers[pieces[i]]) for i in range(1, len(pieces), 2))
-
-    def fill(self, values: Sequence[str]) -> str:
-        """The text with `values[slot]` at each marker (already escaped by the caller)."""
-        out = self._pieces.copy()
-        for i, slot in self._slots:
-            out[i] = values[slot]
-        return "".join(out)
-
-
 # The per-response values of the banner root, in the order `Banner._fragment` passes them.
 _CSRF, _RETURN_TO, _FORM_ID, _STATE = range(4)
 
@@ -128,11 +110,7 @@ class Banner:
         )
         self._script_open = f'<script src="{escape(self.script_url)}" defer nonce="'
         self._script_close = '" data-consent-banner></script>'
-        # Markers for the per-response values: random, so that no configured text can contain one,
-        # and made of letters and digits, which the template's escaping leaves as they are.
-        tag = secrets.token_hex(8)
-        self._markers = {f"cb{tag}v{i}": i for i in (_CSRF, _RETURN_TO, _FORM_ID, _STATE)}
-        self._marker_of = {i: m for m, i in self._markers.items()}
+        self._markers = Markers(4)  # where the per-response values go: _CSRF, _RETURN_TO, ...
         # Keyed by language and the consent state the markup shows: at most a few per language on a
         # healthy site (each distinct set of switches is one), bounded whatever visitors send.
         self._roots: Memo[Hashable, Spliced] = Memo(512)
@@ -245,9 +223,9 @@ class Banner:
         key = (language, consent.gpc, self._switches(consent) if consent.decided else None)
         spliced = self._roots.get(key)
         if spliced is None:
-            m = self._marker_of
+            m = self._markers.markers
             rendered = self._render(consent, language, m[_CSRF], m[_RETURN_TO], m[_FORM_ID], m[_STATE])
-            spliced = self._roots.put(key, Spliced(rendered, self._markers))
+            spliced = self._roots.put(key, self._markers.cut(rendered))
         values = [""] * 4
         values[_CSRF] = escape(csrf_token)
         values[_RETURN_TO] = escape(return_to)

@@ -2,8 +2,12 @@
 
 Loaded from a hand-written `consent.toml` (`ConsentConfig.from_toml(path)`) or built in Python
 (`ConsentConfig(policy_revision=..., categories={...}, services=[...])`). Validation is pydantic's,
-with unknown keys forbidden; every problem is reported as ``key.path: what is wrong``.
-This module knows nothing of HTTP.
+with unknown keys forbidden (`[texts.<lang>]` included: its keys are those of i18n/en.toml); every
+problem is reported as ``key.path: what is wrong``. This module knows nothing of HTTP.
+
+One module on purpose, at about 400 lines: it is the schema of consent.toml, a model per table in
+the order the README lists them, and reads as the reference of what the file may say. What the
+values mean lives elsewhere (`durations.py`, `texts.py`, `ratelimit.py`).
 """
 
 from __future__ import annotations
