@@ -6,10 +6,15 @@ so a 64 KB header is read like its first kilobyte; bench/bench_parsers.py measur
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
-from consent_banner.language import MAX_ACCEPT_LANGUAGE, MAX_LANGUAGE_RANGES, parse_accept_language
+from consent_banner import ConsentConfig
+from consent_banner.language import MAX_ACCEPT_LANGUAGE, MAX_LANGUAGE_RANGES, Languages, parse_accept_language
+
+from .conftest import ORIGIN, make_app
 
 HOSTILE = 64 * 1024  # characters: four times uvicorn's default header limit, whatever a server allows
 
@@ -66,3 +71,44 @@ async def test_the_receipt_weighs_the_header_like_the_banner(client: httpx.Async
     assert 'lang="en"' in english.text
     swedish = await client.get("/_consent/receipt", headers={"accept-language": "en;q=0.2, sv"})
     assert 'lang="sv"' in swedish.text
+
+
+# --- one negotiation for everything a visitor reads (issue 13) ------------------------------------------
+
+
+def lang_of(html: str) -> str:
+    m = re.search(r'<html lang="([^"]+)"|<div id="cb" class="cb" lang="([^"]+)"', html)
+    assert m, html[:300]
+    return m.group(1) or m.group(2)
+
+
+@pytest.mark.parametrize(
+    ("languages", "query", "header"),
+    [
+        (["en", "sv"], "sv-SE", "en"),  # a regional tag in ?lang= is its language, for the receipt too
+        (["en", "sv"], "", "sv-FI;q=0.9, en;q=0.5"),
+        (["sv"], "", "en"),  # only Swedish configured: the receipt does not speak English either
+        (["sv", "en"], "de", "*"),  # nothing matches: the default, the first configured
+    ],
+)
+async def test_the_receipt_speaks_the_language_the_banner_does(
+    config: ConsentConfig, languages: list[str], query: str, header: str
+) -> None:
+    """Issue 13: the receipt chose its language itself, among the two it had texts for and ignoring the
+    configured ones and regional tags; banner and receipt now ask the one negotiation."""
+    app = make_app(ConsentConfig.from_dict({**config.model_dump(), "languages": languages}))
+    transport = httpx.ASGITransport(app=app)
+    q = f"?lang={query}" if query else ""
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as c:
+        banner = (await c.get(f"/_consent/banner{q}", headers={"accept-language": header})).text
+        receipt = (await c.get(f"/_consent/receipt{q}", headers={"accept-language": header})).text
+    await app.close()
+    assert lang_of(receipt) == lang_of(banner) == Languages(languages).pick(query, header)
+
+
+def test_the_negotiation_remembers_a_bounded_amount() -> None:
+    """What a pair of inputs picked is remembered, bounded by the characters held whatever visitors send."""
+    languages = Languages(["en", "sv"])
+    for i in range(20_000):
+        assert languages.pick(None, f"x{i}-{'a' * 20}, sv") == "sv"
+    assert 0 < languages._picked.weight <= languages._picked.size
