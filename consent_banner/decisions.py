@@ -223,12 +223,13 @@ class Decisions:
         """429, nothing recorded: JSON for the script, a short page for a form post (JavaScript off)."""
         headers = {"retry-after": str(seconds), "cache-control": "no-store"}
         if reply.kind == "form":
-            text = _TOO_MANY.get(language.split("-")[0], _TOO_MANY["en"])
-            back = escape(_same_origin_path(reply.return_to))
+            t = self.banner.catalog.of(language)  # too_many_*: texts a config may override, so escaped
+            title, back = escape(t["too_many_title"]), escape(_same_origin_path(reply.return_to))
             page = (
                 f'<!doctype html><html lang="{escape(language)}"><meta charset="utf-8">'
-                f"<title>{text[0]}</title><h1>{text[0]}</h1>"
-                f'<p>{text[1].format(seconds=seconds)}</p><p><a href="{back}">{text[2]}</a></p></html>'
+                f"<title>{title}</title><h1>{title}</h1>"
+                f'<p>{escape(t["too_many_text"].format(seconds=seconds))}</p>'
+                f'<p><a href="{back}">{escape(t["too_many_back"])}</a></p></html>'
             )
             return HTMLResponse(page, status_code=429, headers=headers)
         assert self.budget is not None
@@ -358,23 +359,6 @@ class Decisions:
         if services:
             fields["services"] = services
         return fields
-
-
-# The page a form post gets over the decision rate limit: title, what happened, the way back.
-_TOO_MANY = {
-    "en": (
-        "Too many choices",
-        "Too many cookie choices came from your network just now, so this one was not saved. "
-        "Please go back and try again in {seconds} seconds.",
-        "Back",
-    ),
-    "sv": (
-        "För många val",
-        "För många cookieval kom från ditt nätverk nyss, så det här sparades inte. "
-        "Gå tillbaka och försök igen om {seconds} sekunder.",
-        "Tillbaka",
-    ),
-}
 
 
 def _validated(model: type[Model], fields: dict[str, Any]) -> Model:
