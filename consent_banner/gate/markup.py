@@ -248,7 +248,7 @@ TAG_NAME = re.compile(rb"[^\t\n\f\r />]*+")
 ATTRS_RUN = re.compile(
     # first, names without values in one step each: a name, blanks, then a name that starts another
     rb"(?:(?:[^\t\n\f\r />=]++[\t\n\f\r ]++(?=[^\t\n\f\r />=]))++"
-    rb"|[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />])"
+    rb"|[\t\n\f\r /]++|[^\t\n\f\r />][^\t\n\f\r />=]*+(?=[\t\n\f\r />=])"
     rb"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"|'[^']*+'|(?!["'])[^\t\n\f\r >]*+(?=[\t\n\f\r >]))"""
     rb"|(?![\t\n\f\r ]*+(?:=|\Z))))*+"
 )
@@ -267,69 +267,42 @@ SPACES = re.compile(rb"[\t\n\f\r ]*+")
 UNQUOTED_CHARS = re.compile(rb"[^\t\n\f\r >]*+")
 
 
+# Per tag state but the quoted values: the run of bytes that stays in it, then the move on each byte
+# that ends the run (but ">", which ends the tag): (next state, bytes consumed), by byte, else default.
+_TAG_STEPS: dict[int, tuple[re.Pattern[bytes], dict[int, tuple[int, int]], tuple[int, int]]] = {
+    IN_NAME: (TAG_NAME, {}, (BEFORE, 1)),
+    BEFORE: (ATTRS_RUN, {}, (ATTR_NAME, 1)),  # the first character of a name may be "="
+    ATTR_NAME: (NAME_CHARS, {61: (BEFORE_VALUE, 1), 47: (BEFORE, 1)}, (AFTER_NAME, 1)),
+    AFTER_NAME: (SPACES, {61: (BEFORE_VALUE, 1), 47: (BEFORE, 1)}, (BEFORE, 0)),  # a new attribute
+    BEFORE_VALUE: (SPACES, {34: (DQ, 1), 39: (SQ, 1)}, (UNQUOTED, 0)),
+    UNQUOTED: (UNQUOTED_CHARS, {}, (BEFORE, 1)),
+}
+
+
 def scan_tag(low: bytes, pos: int, state: int) -> tuple[int, int, bool]:
     """Run the tag states from `pos`: (where it stopped, the state there, whether `>` ended the tag);
     an unfinished attribute name is reported as a stop where it began."""
     n = len(low)
     name_start = pos
     while pos < n:
-        if state == IN_NAME:
-            pos = TAG_NAME.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            if low[pos] == 62:  # ">"
-                return pos + 1, state, True
-            state, pos = BEFORE, pos + 1
-        elif state == BEFORE:
-            pos = ATTRS_RUN.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            if low[pos] == 62:
-                return pos + 1, state, True
-            state, name_start, pos = ATTR_NAME, pos, pos + 1  # the first character may be "="
-        elif state == ATTR_NAME:
-            pos = NAME_CHARS.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            c = low[pos]
-            if c == 62:
-                return pos + 1, state, True
-            state, pos = (BEFORE_VALUE if c == 61 else BEFORE if c == 47 else AFTER_NAME), pos + 1
-        elif state == AFTER_NAME:
-            pos = SPACES.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            c = low[pos]
-            if c == 62:
-                return pos + 1, state, True
-            if c == 61 or c == 47:
-                state, pos = (BEFORE_VALUE if c == 61 else BEFORE), pos + 1
-            else:
-                state = BEFORE  # a new attribute: back to the fast path
-        elif state == BEFORE_VALUE:
-            pos = SPACES.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            c = low[pos]
-            if c == 62:
-                return pos + 1, state, True
-            if c == 34 or c == 39:
-                state, pos = (DQ if c == 34 else SQ), pos + 1
-            else:
-                state = UNQUOTED
-        elif state == DQ or state == SQ:
+        if state == DQ or state == SQ:
             j = low.find(b'"' if state == DQ else b"'", pos)
             if j < 0:
                 pos = n
                 break
             state, pos = BEFORE, j + 1  # after a quoted value: as before an attribute name
-        else:  # UNQUOTED
-            pos = UNQUOTED_CHARS.match(low, pos).end()  # type: ignore[union-attr]
-            if pos >= n:
-                break
-            if low[pos] == 62:
-                return pos + 1, state, True
-            state, pos = BEFORE, pos + 1
+            continue
+        run, moves, default = _TAG_STEPS[state]
+        pos = run.match(low, pos).end()  # type: ignore[union-attr]
+        if pos >= n:
+            break
+        c = low[pos]
+        if c == 62:  # ">"
+            return pos + 1, state, True
+        if state == BEFORE:
+            name_start = pos
+        state, step = moves.get(c, default)
+        pos += step
     if state == ATTR_NAME:  # unfinished: report where it began, so that it is held
         return name_start, BEFORE, False
     return pos, state, False
