@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 
@@ -55,3 +58,31 @@ def test_embedded_banner_comes_back_for_an_old_revision(
     expect(page.locator("#cb-banner")).to_have_count(0)
     token = [c for c in context.cookies(site.embed_url) if c["name"] == "site_consent"][0]["value"]
     assert token != old_revision_token
+
+
+# Sets (or, for null, removes) <html lang> as the parser inserts it: before the script reads it.
+SET_HTML_LANG = """(lang) => new MutationObserver((_, observer) => {
+    const root = document.documentElement;
+    if (!root) return;
+    observer.disconnect();
+    if (lang === null) root.removeAttribute("lang");
+    else root.lang = lang;
+}).observe(document, {childList: true})"""
+
+
+@pytest.mark.parametrize("html_lang", [None, "fi"])
+def test_an_embedded_banner_is_in_the_language_the_server_negotiates(
+    new_context: Callable[..., BrowserContext], site: Any, html_lang: str | None
+) -> None:
+    """The page's <html lang> is sent; when the server has no texts for it (or it is absent), the
+    server falls back to the Accept-Language the browser sends, as for its own pages, whatever
+    navigator.language says."""
+    ctx = new_context(locale="en-US", extra_http_headers={"Accept-Language": "sv"})
+    ctx.add_init_script(f"({SET_HTML_LANG})({json.dumps(html_lang)})")
+    page = ctx.new_page()
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/_consent/banner" in r.url else None)
+    page.goto(site.embed_url + "/")
+    assert page.evaluate("[navigator.language, document.documentElement.lang]") == ["en-US", html_lang or ""]
+    expect(page.locator("#cb-banner h2")).to_have_text("Dina val om integritet")
+    assert asked == [f"{site.url}/_consent/banner?lang={html_lang or ''}"]

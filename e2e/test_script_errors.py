@@ -8,7 +8,6 @@ routes in front of the real server (a 403 is the server's own answer to a foreig
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +70,7 @@ def server_state(page: Page, site: Any) -> dict[str, Any]:
 def test_a_decision_that_is_not_recorded_is_shown_and_can_be_tried_again(
     page: Page, site: Any, failure: str
 ) -> None:
+    """The message in the banner, announced; undecided; the console names the call and the cause."""
     fail, cause = FAILURES[failure]
     errors = console_errors(page)
     page.goto(site.url + "/")
@@ -112,6 +112,7 @@ def test_each_failure_is_announced_again(page: Page, site: Any) -> None:
 
 
 def test_in_the_dialog_the_message_is_in_the_dialog_and_in_swedish(page: Page, site: Any) -> None:
+    """The modal dialog hides the banner from screen readers: the message goes where the visitor is."""
     errors = console_errors(page)
     page.goto(site.url + "/sv")
     page.route(site.url + "/_consent", FAILURES["no network"][0])
@@ -141,16 +142,19 @@ def test_a_withdrawal_that_fails_opens_the_dialog_to_say_so(page: Page, site: An
     expect(dialog.get_by_role("alert")).to_have_text(NOT_RECORDED["en"])
     assert server_state(page, site)["categories"] == ["necessary", "analytics", "marketing"]
     assert len(ours(errors)) == 1 and "POST /_consent/withdraw: 503" in ours(errors)[0]
+    # closed and opened again, the dialog no longer shows the old message
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("button", name="Withdraw consent")).to_be_focused()
+    page.get_by_role("button", name="Cookie settings").click()
+    expect(dialog.get_by_role("alert")).to_have_text("")
     page.unroute(site.url + "/_consent/withdraw")
     dialog.get_by_role("button", name="Reject all").click()
     expect(dialog).to_be_hidden()
     assert server_state(page, site)["categories"] == ["necessary"]
-    # a later opening of the dialog does not show the old message
-    page.get_by_role("button", name="Cookie settings").click()
-    expect(dialog.get_by_role("alert")).to_have_text("")
 
 
 def test_an_embedded_banner_that_cannot_load_logs_why(context: BrowserContext, site: Any) -> None:
+    """The page stays as it is (no banner to show a message in); the site's developer learns why."""
     page = context.new_page()
     errors = console_errors(page)
     page.route(f"{site.url}/_consent/banner?**", FAILURES["log down (503)"][0])
@@ -161,7 +165,22 @@ def test_an_embedded_banner_that_cannot_load_logs_why(context: BrowserContext, s
     assert len(ours(errors)) == 1
 
 
+def test_an_embedded_banner_whose_stylesheet_cannot_load_comes_unstyled_and_logs_why(
+    context: BrowserContext, site: Any
+) -> None:
+    """The banner still comes, usable: a visitor is never left without a way to decide."""
+    page = context.new_page()
+    page.route(f"{site.url}/_consent/consent.css?**", lambda route: route.abort("connectionrefused"))
+    with page.expect_console_message(lambda m: m.text.startswith("consent-banner:")) as logged:
+        page.goto(site.embed_url + "/")
+    text = logged.value.text
+    assert f"GET {site.url}/_consent/consent.css?v=" in text and ": not loaded" in text
+    expect(page.locator("#cb-banner")).to_be_visible()
+    expect(page.get_by_role("button", name="Accept all")).to_be_enabled()
+
+
 def test_an_embedded_decision_that_is_not_recorded_is_shown(context: BrowserContext, site: Any) -> None:
+    """Embedded too: the message, no first-party cookie, and a retry that stores one."""
     page = context.new_page()
     errors = console_errors(page)
     page.goto(site.embed_url + "/")
@@ -174,31 +193,3 @@ def test_an_embedded_decision_that_is_not_recorded_is_shown(context: BrowserCont
     page.get_by_role("button", name="Reject all").click()
     expect(page.locator("#cb-banner")).to_have_count(0)
     assert [c for c in context.cookies(site.embed_url) if c["name"] == "site_consent"]
-
-
-# Sets (or, for null, removes) <html lang> as the parser inserts it: before the script reads it.
-SET_HTML_LANG = """(lang) => new MutationObserver((_, observer) => {
-    const root = document.documentElement;
-    if (!root) return;
-    observer.disconnect();
-    if (lang === null) root.removeAttribute("lang");
-    else root.lang = lang;
-}).observe(document, {childList: true})"""
-
-
-@pytest.mark.parametrize("html_lang", [None, "fi"])
-def test_an_embedded_banner_is_in_the_language_the_server_negotiates(
-    new_context: Callable[..., BrowserContext], site: Any, html_lang: str | None
-) -> None:
-    """The page's <html lang> is sent; when the server has no texts for it (or it is absent), the
-    server falls back to the Accept-Language the browser sends, as for its own pages, whatever
-    navigator.language says."""
-    ctx = new_context(locale="en-US", extra_http_headers={"Accept-Language": "sv"})
-    ctx.add_init_script(f"({SET_HTML_LANG})({json.dumps(html_lang)})")
-    page = ctx.new_page()
-    asked: list[str] = []
-    page.on("request", lambda r: asked.append(r.url) if "/_consent/banner" in r.url else None)
-    page.goto(site.embed_url + "/")
-    assert page.evaluate("[navigator.language, document.documentElement.lang]") == ["en-US", html_lang or ""]
-    expect(page.locator("#cb-banner h2")).to_have_text("Dina val om integritet")
-    assert asked == [f"{site.url}/_consent/banner?lang={html_lang or ''}"]

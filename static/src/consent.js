@@ -344,9 +344,11 @@
     const stylesheet = document.createElement("link");
     stylesheet.rel = "stylesheet";
     stylesheet.href = server + el.dataset.css;
-    // The banner appears styled or not at all: no flash of unstyled markup.
+    // The banner waits for its stylesheet: no flash of unstyled markup. Should the stylesheet not
+    // load, the banner still comes, unstyled but usable, and the console says why.
     await new Promise((resolve) => {
-      stylesheet.onload = stylesheet.onerror = resolve;
+      stylesheet.onload = resolve;
+      stylesheet.onerror = () => resolve(report(Error("GET " + stylesheet.href + ": not loaded")));
       document.head.append(stylesheet);
     });
     document.body.append(el);
