@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -125,9 +124,8 @@ def _b64_canonical(part: str) -> bool:
 class ConsentCodec:
     """Encodes and verifies consent cookies for one configuration and key list.
 
-    Verified values are kept in an LRU cache bounded by bytes, so a returning visitor's cookie is
-    checked once per process rather than on every request; expiry is still checked on every hit.
-    Only values that verify are kept: whatever a client makes up costs a check, never memory.
+    It remembers nothing: what a request's Cookie header proves is remembered in one place,
+    `visitor.Visitors`, so that a returning visitor's cookie is checked once per process.
     """
 
     def __init__(
@@ -138,7 +136,6 @@ class ConsentCodec:
         lifetime: int,  # seconds
         categories: Iterable[str],
         services: Iterable[str] = (),
-        cache_bytes: int = 8 * 1024 * 1024,  # bytes of verified cookie values (and their Consent) kept
     ) -> None:
         if not secret_keys:
             raise MissingSecretKey("at least one signing key is required")
@@ -150,9 +147,6 @@ class ConsentCodec:
         self.lifetime = lifetime
         self._categories = frozenset(categories) - {NECESSARY}
         self._services = frozenset(services)
-        self._cache: OrderedDict[str, Consent] = OrderedDict()
-        self._cache_bytes = cache_bytes
-        self._cached_bytes = 0
 
     def encode(self, consent: Consent) -> str:
         payload: dict[str, object] = {
@@ -172,22 +166,7 @@ class ConsentCodec:
         """The consent a cookie value proves, or UNDECIDED."""
         if not value:
             return UNDECIDED
-        now = time.time()
-        hit = self._cache.get(value)
-        if hit is not None:
-            if hit.decided_at is not None and hit.decided_at + self.lifetime >= now:
-                self._cache.move_to_end(value)
-                return hit
-            del self._cache[value]
-            self._cached_bytes -= _entry_bytes(value)
-            return UNDECIDED
-        consent = self._verify(value)
-        if consent.decided:
-            self._cache[value] = consent
-            self._cached_bytes += _entry_bytes(value)
-            while self._cached_bytes > self._cache_bytes:
-                self._cached_bytes -= _entry_bytes(self._cache.popitem(last=False)[0])
-        return consent
+        return self._verify(value)
 
     def _verify(self, value: str) -> Consent:
         if len(value) > 2 * MAX_COOKIE_BYTES or not _CANONICAL.match(value):
@@ -232,12 +211,6 @@ class ConsentCodec:
             source=source if source in SOURCES else None,
             gpc_recorded=payload.get("g") == 1,
         )
-
-
-def _entry_bytes(value: str) -> int:
-    """What one cache entry holds: the value, a Consent and the LRU links (measured with
-    tracemalloc for a typical cookie: about 900 bytes beyond the value)."""
-    return len(value) + 1024
 
 
 def consent_json(consent: Consent, revision: str) -> dict[str, object]:

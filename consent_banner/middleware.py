@@ -27,10 +27,11 @@ from .consent import Consent, ConsentCodec, secret_keys_from_env
 from .decisions import Decisions
 from .errors import LogUnavailable
 from .formtoken import FormTokens
-from .gate import ResponseGate
+from .gate import Plan, ResponseGate
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .gate.html import Inject
+from .gate.send import GatedSend
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
 from .request_checks import OriginPolicy
 from .routes import ConsentRoutes
@@ -114,14 +115,12 @@ class ConsentMiddleware:
         header, gpc = request_cookies(scope["headers"])
         visit = self.visitors.visit(header, scope.get("scheme") in _SECURE_SCHEMES)
         # Remembered with the reading: a returning visitor's request costs two lookups here.
-        applied = visit.applied.get(gpc) or self._apply(visit, gpc)
-        consent = applied[0]
+        consent, denied, plan = visit.applied.get(gpc) or self._apply(visit, gpc)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
         state["consent"] = consent
-        cookies = visit.cookies
-        upkeep = self._upkeep(scope, cookies, consent) if cookies.expire or cookies.migrate_consent else None
+        upkeep = self._upkeep(scope, visit.cookies, consent) if visit.tidy else None
 
         if kind == "websocket":
             await self.app(scope, receive, self._gated_handshake(send, scope, consent, visit, upkeep))
@@ -139,20 +138,21 @@ class ConsentMiddleware:
             cookie = await self.decisions.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        send = self.gate.wrap_send(send, scope, consent, request_cookies=applied[1], page=self._page)
-        await self.app(scope, receive, send)
+        # What `gate.wrap_send` makes, from the plan remembered with the visit.
+        await self.app(scope, receive, GatedSend(self.gate, send, scope, plan, denied, self._page))
 
-    def _apply(self, visit: Visit, gpc: bool) -> tuple[Consent, dict[str, str]]:
-        """The consent as it applies to a request with or without Sec-GPC, and the request's cookies
-        the gate must expire under it (only those: the gate is handed a dict of a few names, never a
-        huge Cookie header's). Remembered in the visit."""
+    def _apply(self, visit: Visit, gpc: bool) -> tuple[Consent, dict[str, str], Plan]:
+        """The consent as it applies to a request with or without Sec-GPC, the request's cookies the
+        gate must expire under it (only those: the gate is handed a dict of a few names, never a huge
+        Cookie header's), and the gate's plan for it. Remembered in the visit."""
         consent = visit.consent.with_gpc(self._gpc_denied) if gpc else visit.consent
+        plan = self.gate.plan(consent)
         others = visit.cookies.others
         denied: dict[str, str] = {}
         if others:
-            found = self._cookie_rules.denied_in_request(others, self.gate.plan(consent).allowed)
+            found = self._cookie_rules.denied_in_request(others, plan.allowed)
             denied = {name: others[name] for name, _ in found}
-        applied = visit.applied[gpc] = (consent, denied)
+        applied = visit.applied[gpc] = (consent, denied, plan)
         return applied
 
     def _upkeep(self, scope: Scope, cookies: VisitorCookies, consent: Consent) -> list[bytes]:

@@ -24,11 +24,14 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .config import CookieSettings
 from .consent import UNDECIDED, Consent, ConsentCodec
 from .memo import Memo
+
+if TYPE_CHECKING:
+    from .gate import Plan
 
 HOST_PREFIX = "__Host-"
 CSRF_SUFFIX = "_csrf"
@@ -77,7 +80,7 @@ class VisitorCookies(NamedTuple):
 
 NO_COOKIES = VisitorCookies(None, None, {})
 _SECURE_SCHEMES = frozenset({"https", "wss"})
-VISITS_BYTES = 2 * 1024 * 1024  # per kind of request: readings of Cookie headers kept, in bytes
+VISITS_BYTES = 4 * 1024 * 1024  # per kind of request: readings of Cookie headers kept, in bytes
 MEMO_HEADER = 1024  # bytes: a longer header is read (and its consent verified) on every request
 _CONSENT_BYTES = 1024  # a verified Consent and its services (tracemalloc, rounded up)
 
@@ -126,16 +129,18 @@ class Visit:
     for a header without a consent cookie, and already past for a value that did not verify, which
     is checked again on every request (a value signed by a server whose clock runs ahead verifies a
     moment later) and never remembered as verified. `applied` remembers, per Sec-GPC signal, the
-    consent as it applies to the request and the request's cookies it denies (the middleware fills it).
+    consent as it applies to the request, the request's cookies it denies and the gate's plan for it
+    (the middleware fills it): a returning visitor's request looks them up instead of working them out.
     """
 
-    __slots__ = ("cookies", "consent", "until", "applied")
+    __slots__ = ("cookies", "consent", "until", "tidy", "applied")
 
     def __init__(self, cookies: VisitorCookies, consent: Consent, until: float) -> None:
         self.cookies = cookies
         self.consent = consent
         self.until = until
-        self.applied: dict[bool, tuple[Consent, dict[str, str]]] = {}
+        self.tidy = bool(cookies.expire or cookies.migrate_consent)  # own cookies to expire or move
+        self.applied: dict[bool, tuple[Consent, dict[str, str], Plan]] = {}
 
 
 def _weight(header: bytes, visit: Visit) -> int:

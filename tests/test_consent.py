@@ -168,26 +168,6 @@ def test_undecided_allows_only_necessary() -> None:
     assert UNDECIDED.categories == ("necessary",)
 
 
-def test_verified_values_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    c = codec()
-    value = c.encode(granted())
-    c.decode(value)
-    calls = []
-    monkeypatch.setattr(c, "_verify", lambda v: calls.append(v) or UNDECIDED)
-    assert c.decode(value).decided and calls == []
-
-
-def test_cache_is_bounded_by_bytes() -> None:
-    """Issue 12 item 5: the verified-value cache holds at most `cache_bytes`, and still decides."""
-    value_bytes = len(codec().encode(granted()))
-    c = ConsentCodec([KEY], revision="r1", lifetime=3600, categories=CATS, cache_bytes=20 * 1024)
-    values = [c.encode(granted()) for _ in range(200)]
-    assert all(c.decode(v).decided for v in values)
-    assert 10 <= len(c._cache) <= 20 * 1024 // value_bytes
-    assert c._cached_bytes <= 20 * 1024
-    assert all(c.decode(v).decided for v in values)  # evicted values verify again
-
-
 def test_keys_from_env() -> None:
     assert secret_keys_from_env({"CONSENT_SECRET_KEYS": f"{OTHER}, {KEY}"}) == [OTHER, KEY]
     with pytest.raises(MissingSecretKey, match="CONSENT_SECRET_KEYS is not set"):

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -45,6 +45,25 @@ async def test_swedish_accept_language_gets_swedish_banner(config) -> None:
         page_says_english = (await c.get("/", headers={"accept-language": "sv"})).text
     assert "Nödvändiga" in swedish and 'lang="sv"' in swedish
     assert "Nödvändiga" not in page_says_english  # the page's own lang wins over the header
+
+
+async def test_placeholder_is_in_the_language_of_the_banner(config) -> None:
+    """R14: a page without `lang`, a Swedish Accept-Language, a blocked embed: the placeholder is in
+    Swedish, as the banner beside it (the gate once read only the page's `lang` and wrote English)."""
+
+    async def embed(request):
+        return HTMLResponse(
+            "<!doctype html><html><head><title>t</title></head><body>"
+            '<iframe src="https://ads.example.com/x"></iframe></body></html>'
+        )
+
+    app = ConsentMiddleware(Starlette(routes=[Route("/", embed)]), config=config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        r = await c.get("/", headers={"accept-language": "sv-SE,sv;q=0.9,en;q=0.5"})
+    await app.close()
+    assert "Nödvändiga" in r.text  # the banner is Swedish
+    assert "Innehåll från Ads Inc laddas när du tillåter Marknadsföring." in r.text
+    assert ">Tillåt Marknadsföring</button>" in r.text and "Content from" not in r.text
 
 
 async def test_get_consent_without_middleware_says_what_to_do() -> None:

@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from consent_banner import ConsentConfig
+from consent_banner.consent import Consent
+from consent_banner.visitor import VISITS_BYTES
 
 from .conftest import MODEL_TOML, make_app
 
@@ -200,3 +202,58 @@ def test_the_scanner_counts_the_host_prefixed_cookies_as_the_managers_own(tmp_pa
     classifier = Classifier(make_config(tmp_path), HTTPS)
     for name in ("__Host-consent", "__Host-consent_csrf", "consent", "consent_csrf"):
         assert classifier.cookie(name).category == "necessary", name
+
+
+async def test_every_cookie_field_counts_for_the_page_and_the_form(tmp_path: Path) -> None:
+    """One rule for a Cookie header sent in several fields (HTTP/2 crumbs passed on unjoined): all of
+    them count, joined, for the page and the decision endpoints as for the middleware. A form token in
+    the second field is the visitor's; a twin planted in another field makes the form's token count
+    for nothing."""
+    app = make_app(make_config(tmp_path, "secure = false"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HTTP) as c:
+        first = await c.get("/")
+        value = c.cookies["consent_csrf"]
+        token = re.search(r'name="csrf" value="([^"]*)"', first.text).group(1)
+        c.cookies.clear()
+        split = [("cookie", "sessionid=1"), ("cookie", f"consent_csrf={value}")]
+        page = await c.get("/", headers=split)
+        assert set_cookies(page) == [] and f'value="{token}"' in page.text  # the page read the second field
+        form = {"action": "reject_all", "csrf": token}
+        posted = await c.post("/_consent", data=form, headers=[*split, ("origin", HTTP)])
+        assert posted.status_code == 303
+        planted = [("cookie", f"consent_csrf={value}"), ("cookie", "consent_csrf=planted")]
+        refused = await c.post("/_consent", data=form, headers=[*planted, ("origin", HTTP)])
+        assert refused.status_code == 403
+    await app.close()
+
+
+def test_a_verified_cookie_is_remembered_with_its_header(tmp_path: Path, monkeypatch) -> None:
+    """The one cache: a header whose consent verified is read and verified once; one that did not
+    verify is verified again on every request (never remembered as verified)."""
+    app = make_app(make_config(tmp_path, "secure = false"))
+    good = app.codec.encode(Consent(id="c" * 22, granted=frozenset({"analytics"}), revision="2026-11-01"))
+    calls: list[str] = []
+    verify = app.codec._verify
+    monkeypatch.setattr(app.codec, "_verify", lambda v: calls.append(v) or verify(v))
+    header = f"sessionid=1; consent={good}".encode()
+    first = app.visitors.visit(header, secure=False)
+    assert first.consent.allows("analytics") and app.visitors.visit(header, secure=False) is first
+    assert calls == [good]
+    bad = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    for _ in range(2):
+        assert not app.visitors.visit(f"consent={bad}".encode(), secure=False).consent.decided
+    assert calls == [good, bad, bad]
+
+
+def test_the_cache_of_cookie_headers_is_bounded_by_bytes(tmp_path: Path) -> None:
+    """Distinct headers, each with a verified consent: the cache empties itself at its budget and
+    every header still decides."""
+    app = make_app(make_config(tmp_path, "secure = false"))
+    value = app.codec.encode(Consent(id="c" * 22, granted=frozenset({"analytics"}), revision="2026-11-01"))
+    memo = app.visitors._memo_http
+    peak = 0
+    for n in range(3000):
+        header = f"pad={'x' * 600}{n}; consent={value}".encode()
+        assert app.visitors.visit(header, secure=False).consent.decided
+        peak = max(peak, memo.weight)
+    assert 0 < peak <= VISITS_BYTES and len(memo) < 3000

@@ -47,7 +47,7 @@ from .html import Blocked, HostRules, url_host
 from .placeholder import Placeholders
 from .send import VARY_TOKENS, GatedSend, PageHooks, Scope, Send
 
-__all__ = ["VARY_TOKENS", "PageHooks", "ResponseGate"]
+__all__ = ["VARY_TOKENS", "PageHooks", "Plan", "ResponseGate"]
 
 logger = logging.getLogger("consent_banner.gate")
 
@@ -56,7 +56,7 @@ _NONCE = re.compile(r"[A-Za-z0-9+/_-]{8,128}={0,2}")
 _MAX_CACHED = 1024  # consent-state plans and merged policies kept (distinct states are few)
 
 
-class _Plan:
+class Plan:
     """What one consent state allows: services, hosts to neutralise, CSP origins."""
 
     __slots__ = ("allowed", "hosts", "script_origins", "origins")
@@ -109,9 +109,9 @@ class ResponseGate:
                 if s.name not in table.setdefault(key, []):
                     table[key].append(s.name)
         self._strict_undecided = config.csp_undecided == "strict"
-        self._plans: Memo[object, _Plan] = Memo(_MAX_CACHED)
-        self._plan_of: Memo[int, tuple[Consent, _Plan]] = Memo(_MAX_CACHED)
-        self._by_allowed: Memo[tuple[frozenset[str], frozenset[str]], _Plan] = Memo(_MAX_CACHED)
+        self._plans: Memo[object, Plan] = Memo(_MAX_CACHED)
+        self._plan_of: Memo[int, tuple[Consent, Plan]] = Memo(_MAX_CACHED)
+        self._by_allowed: Memo[tuple[frozenset[str], frozenset[str]], Plan] = Memo(_MAX_CACHED)
         self._policies: Memo[tuple[object, ...], bytes] = Memo(_MAX_CACHED)
         self._endpoints: Memo[str, bytes] = Memo(_MAX_CACHED)
         self._placeholders = Placeholders(config)
@@ -138,7 +138,7 @@ class ResponseGate:
 
     # --- per consent state, cached ---
 
-    def plan(self, consent: Consent) -> _Plan:
+    def plan(self, consent: Consent) -> Plan:
         # A returning visitor's Consent is the same object on every request (the middleware remembers
         # it per Cookie header): remember its plan by identity. The entry holds the object, so its
         # id cannot be reused while the entry lives.
@@ -149,12 +149,12 @@ class ResponseGate:
         self._plan_of.put(id(consent), (consent, plan))
         return plan
 
-    def denied_in_request(self, request_cookies: dict[str, str], plan: _Plan) -> list[tuple[str, Any]]:
+    def denied_in_request(self, request_cookies: dict[str, str], plan: Plan) -> list[tuple[str, Any]]:
         """The request's declared cookies of services the plan does not allow (the middleware hands
         only the few it found denied, so this is not worth remembering)."""
         return self.cookie_rules.denied_in_request(request_cookies, plan.allowed)
 
-    def _plan_for_state(self, consent: Consent) -> _Plan:
+    def _plan_for_state(self, consent: Consent) -> Plan:
         services = consent.services
         key = (
             consent.decided,
@@ -186,7 +186,7 @@ class ResponseGate:
             self._plans.put(key, plan)
         return plan
 
-    def _build_plan(self, allowed: frozenset[str], in_policy: frozenset[str]) -> _Plan:
+    def _build_plan(self, allowed: frozenset[str], in_policy: frozenset[str]) -> Plan:
         def first_denied(table: dict[str, list[str]]) -> dict[str, Blocked]:
             out = {}
             for host, names in table.items():
@@ -197,7 +197,7 @@ class ResponseGate:
 
         scripts = tuple(o for s in self.config.services if s.name in allowed for o in s.origins)
         origins = tuple(o for s in self.config.services if s.name in in_policy for o in s.origins)
-        plan = _Plan(
+        plan = Plan(
             allowed, HostRules(first_denied(self._exact), first_denied(self._wild)), scripts, origins
         )
         if len(self._by_allowed) >= _MAX_CACHED:
@@ -206,7 +206,7 @@ class ResponseGate:
 
     def csp(
         self,
-        plan: _Plan,
+        plan: Plan,
         app_values: list[bytes],
         *,
         root_path: str,

@@ -15,7 +15,7 @@ from .charset import MAX_HEAD, body_codec, enough, header_codec
 from .html import Blocked, HtmlRewriter, Inject
 
 if TYPE_CHECKING:
-    from . import ResponseGate, _Plan
+    from . import Plan, ResponseGate
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -26,6 +26,7 @@ VARY_TOKENS = (b"Cookie", b"Sec-GPC")
 _VARY = b", ".join(VARY_TOKENS)
 _NO_BODY = frozenset({204, 205, 206, 304})
 _SECURE_SCHEMES = ("https", "wss")
+_XHTML = b"application/xhtml+xml"
 _CHUNK = 64 * 1024  # bytes read at a time from a file sent with http.response.pathsend
 
 
@@ -67,6 +68,7 @@ class GatedSend:
         "_cookies",
         "_page",
         "_hooks",
+        "_busy",
         "_rewriter",
         "_held",
         "_peek",
@@ -78,6 +80,8 @@ class GatedSend:
     )
     _hooks: PageHooks | None  # the page's nonce, language, snippets and headers; None until needed
     # Set in `_start` only for an HTML page held until its first bytes are read (not on the hot path):
+    _held: Message | None  # the start message, until the body's first bytes are read
+    _rewriter: HtmlRewriter | None
     _peek: bytes  # the body's first bytes, until they decide how the page is decoded
     _header: str | None  # the codec the Content-Type names
     _searched: int  # bytes of _peek already searched for the end of <head>
@@ -90,7 +94,7 @@ class GatedSend:
         gate: ResponseGate,
         send: Send,
         scope: Scope,
-        plan: _Plan,
+        plan: Plan,
         request_cookies: dict[str, str],
         page: Callable[[Scope], PageHooks],
     ) -> None:
@@ -101,12 +105,11 @@ class GatedSend:
         self._cookies = request_cookies  # the request's cookies the consent denies
         self._page = page
         self._hooks = None
-        self._rewriter: HtmlRewriter | None = None
-        self._held: Message | None = None  # the start message, until the body's first bytes are read
+        self._busy = False  # a start message held, or a body rewritten: every message goes through us
 
     async def __call__(self, message: Message) -> None:
         # Kept flat on purpose: this runs for every message of every response.
-        if self._rewriter is None and self._held is None:
+        if not self._busy:
             if message["type"] == "http.response.start" and not self._start(message):
                 return  # held until the body's first bytes tell how the browser will read it
             await self._send(message)
@@ -124,7 +127,22 @@ class GatedSend:
     def _start(self, message: Message) -> bool:
         """Apply the cookie, CSP and Vary rules to the start message; False when it is held back."""
         headers: Headers = message.get("headers") or []
-        set_cookies, kind = self._read(headers, message)
+        content_type = encoding = None
+        set_cookies: list[bytes] = []
+        for k, v in headers:
+            lk = k.lower()
+            if lk == b"set-cookie":
+                set_cookies.append(v)
+            elif lk == b"content-type":
+                content_type = v
+            elif lk == b"content-encoding":
+                encoding = v
+        if not set_cookies and not self._cookies and content_type is not None:
+            # Most responses: typed, no cookies either way. Unless HTML, nothing depends on consent.
+            low = content_type[:21].lower()
+            if low[:9] != b"text/html" and low != _XHTML or not self._gate.handles_html:
+                return True
+        kind = self._kind(content_type, encoding, message, headers)
         denied = self._gate.denied_in_request(self._cookies, self._plan) if self._cookies else ()
         if not set_cookies and not denied and not kind.html and not kind.unlabelled:
             return True  # nothing depends on consent: untouched, still cacheable
@@ -139,29 +157,20 @@ class GatedSend:
         app_csp, endpoints = self._rebuild(message, headers, kind, kept + expiries, vary=vary, gated=gated)
         return self._policy_or_hold(message, kind, app_csp, endpoints, gated=gated)
 
-    def _read(self, headers: Headers, message: Message) -> tuple[list[bytes], _Kind]:
-        """The response's Set-Cookie values, and what kind of response it is."""
-        content_type = encoding = None
-        set_cookies: list[bytes] = []
-        for k, v in headers:
-            lk = k.lower()
-            if lk == b"set-cookie":
-                set_cookies.append(v)
-            elif lk == b"content-type":
-                content_type = v
-            elif lk == b"content-encoding":
-                encoding = v
+    def _kind(
+        self, content_type: bytes | None, encoding: bytes | None, message: Message, headers: Headers
+    ) -> _Kind:
+        """What kind of response the start message announces."""
         gate = self._gate
         xhtml = unlabelled = False
         if content_type is not None:
-            low = content_type[:21].lower()
-            is_html = low[:9] == b"text/html" or (xhtml := low == b"application/xhtml+xml")
-            is_html = is_html and gate.handles_html
+            xhtml = content_type[:21].lower() == _XHTML
+            is_html = gate.handles_html and _is_html(content_type)
         else:
             # The browser would sniff a body without a type, maybe into an ungated HTML page.
             is_html = False
             unlabelled = gate.csp_header is not None and _has_body(message.get("status", 200), headers)
-        return set_cookies, _Kind(is_html, xhtml, unlabelled, content_type, encoding)
+        return _Kind(is_html, xhtml, unlabelled, content_type, encoding)
 
     def _expiries(self, denied: Iterable[tuple[str, Any]]) -> list[bytes]:
         """Set-Cookie values expiring the request's cookies the consent denies."""
@@ -223,7 +232,7 @@ class GatedSend:
             self._header = header_codec(kind.content_type or b"")
             self._xhtml = kind.xhtml
             self._peek, self._searched = b"", 0
-            self._held = message
+            self._held, self._rewriter, self._busy = message, None, True
             self._deferred = (app_csp, endpoints) if gated else None
             return False
         if gated:
@@ -287,6 +296,7 @@ class GatedSend:
             )
             headers = held["headers"]
             headers[:] = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        self._busy = self._rewriter is not None
         return held
 
     def _placeholder(self, blocked: Blocked, html_lang: str | None) -> str:
@@ -349,6 +359,12 @@ class GatedSend:
     def _origin(self) -> str | None:
         host = self._host()
         return f"{self._scope.get('scheme', 'http')}://{host}".lower() if host else None
+
+
+def _is_html(content_type: bytes) -> bool:
+    """Whether a Content-Type is HTML's or XHTML's."""
+    low = content_type[:21].lower()
+    return low[:9] == b"text/html" or low == _XHTML
 
 
 def _has_body(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bool:
