@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from asgi_loop import make_scope, requests_per_second  # noqa: E402
 
 from consent_banner import ConsentConfig, ConsentMiddleware  # noqa: E402
-from consent_banner.banner import parse_accept_language  # noqa: E402
 from consent_banner.gate.csp import parse_reports  # noqa: E402
-from consent_banner.log.events import browser_family  # noqa: E402
+from consent_banner.language import parse_accept_language  # noqa: E402
+from consent_banner.log import browser_family  # noqa: E402
 
 KEY = "bench-key-0123456789-0123456789-0123456789"
 BIG = 64 * 1024  # bytes: what a server configured for big headers lets through
