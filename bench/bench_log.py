@@ -33,20 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from consent_banner.consent import new_consent_id
-from consent_banner.log import Decision, derive_hmac_key, open_log
-from consent_banner.log.base import CHECKPOINT_EVERY
-from consent_banner.log.events import (
-    GENESIS,
-    ROW_COLUMNS,
-    chain,
-    checkpoint_link,
-    checkpoint_mac,
-    format_at,
-    head_mac,
-    key_id,
-    prepare,
-    version_id_for,
-)
+from consent_banner.log import GENESIS, Decision, derive_hmac_key, open_log, record_hash
+from consent_banner.log.canonical import ROW_COLUMNS, version_id_for
+from consent_banner.log.checkpoints import CHECKPOINT_EVERY, checkpoint_link, checkpoint_mac
+from consent_banner.log.records import format_at, prepare
+from consent_banner.log.signing import head_mac, key_id
 
 KEY = derive_hmac_key("bench-secret-key-0123456789-0123456789")
 PG_ENV = "CONSENT_TEST_POSTGRES_DSN"
@@ -60,6 +51,8 @@ VERSION = {
         "marketing": {"label": "Marketing"},
     },
 }
+# Only the benches write records by hand (bulk loads, the raw baseline): one row per statement.
+INSERT_RECORD = f"INSERT INTO records ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 TARGET_APPEND = 50_000
 TARGET_RATE = 100_000
 TARGET_MB = 200
@@ -124,6 +117,16 @@ async def append_rate(
     return per * concurrency / dt, writer
 
 
+def chain(prev: str, rows: list[tuple[str | None, ...]]) -> tuple[list[tuple[str, str]], str]:
+    """(prev_hash, hash) of each of `rows` (stored columns) linked after `prev`, and the last hash."""
+    links = []
+    for cols in rows:
+        h = record_hash(prev, cols)
+        links.append((prev, h))
+        prev = h
+    return links, prev
+
+
 def raw_rows(
     n: int, start_seq: int = 1, prev: str = GENESIS, start: datetime | None = None
 ) -> Iterator[list[tuple[Any, ...]]]:
@@ -146,15 +149,13 @@ def raw_rows(
 
 def raw_sqlite_rate(path: str, n: int) -> float:
     """Raw sqlite3.executemany of n prepared rows in one transaction, same schema and indexes."""
-    from consent_banner.log.sqlite import _INSERT_RECORD
-
     asyncio.run(_create(f"sqlite:///{path}"))
     rows = [r for chunk in raw_rows(n) for r in chunk]
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous = FULL")
     t = time.perf_counter()
     db.execute("BEGIN IMMEDIATE")
-    db.executemany(_INSERT_RECORD, rows)
+    db.executemany(INSERT_RECORD, rows)
     db.execute("COMMIT")
     dt = time.perf_counter() - t
     db.close()
@@ -202,8 +203,6 @@ def _checkpoint_rows(log_id: str, heads: list[tuple[int, str]]) -> tuple[list[tu
 
 def bulk_sqlite(path: str, n: int) -> None:
     """A valid n-record log (chain, checkpoints, signed head), written directly for speed."""
-    from consent_banner.log.sqlite import _INSERT_RECORD
-
     asyncio.run(_create(f"sqlite:///{path}"))
     db = sqlite3.connect(path, isolation_level=None)
     (log_id,) = db.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()
@@ -213,7 +212,7 @@ def bulk_sqlite(path: str, n: int) -> None:
     heads: list[tuple[int, str]] = []
     last: tuple[int, str] = (0, GENESIS)
     for rows in raw_rows(n):
-        db.executemany(_INSERT_RECORD, rows)
+        db.executemany(INSERT_RECORD, rows)
         last = (rows[-1][0], rows[-1][-1])
         heads += [(r[0], r[-1]) for r in rows if r[0] % CHECKPOINT_EVERY == 0]
     cps, tip = _checkpoint_rows(log_id, heads)

@@ -4,8 +4,9 @@ ConsentBannerError
 ├── ConfigError          consent.toml (or a ConsentConfig built in Python) is invalid
 ├── MissingSecretKey     CONSENT_SECRET_KEYS is not set where a key is required
 ├── DecisionError        a request to record a decision is refused (carries the HTTP status)
+├── InvalidDecision      a decision the log cannot record (unknown action or source); a ValueError too
 ├── LogError             the consent log cannot be read or written
-│   └── LogUnavailable   the log cannot accept a write right now (the decision is refused, 503)
+│   └── LogUnavailable   the log cannot serve a call right now: closed, unreachable, locked (503)
 └── ScanError            `consent-banner scan` cannot run at all (browser, start page)
 """
 
@@ -42,12 +43,17 @@ class DecisionError(ConsentBannerError):
         super().__init__(message)
 
 
+class InvalidDecision(ConsentBannerError, ValueError):
+    """A Decision that cannot be logged (unknown action or source, malformed field)."""
+
+
 class LogError(ConsentBannerError):
     """The consent log failed."""
 
 
 class LogUnavailable(LogError):
-    """The consent log cannot durably record a decision right now."""
+    """The consent log cannot serve a call right now (closed, unreachable, locked): a decision is
+    refused rather than acknowledged, a read answers 503. Retrying later may succeed."""
 
 
 class ScanError(ConsentBannerError):

@@ -13,25 +13,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..consent import SOURCES
 from ..display import mask_passwords
-from ..errors import LogError
-from .base import BlockedSummary, ConsentLog, LogStats, PurgeResult, RecordFilter
-from .events import (
-    ACTIONS,
-    SOURCES,
-    BlockedAttempt,
-    Checkpoint,
-    Decision,
-    InvalidDecision,
-    LoggedRecord,
-    browser_family,
-    derive_hmac_key,
-    truncate_ip,
-)
-from .verify import ChainVerifier, VerifyResult
+from ..errors import InvalidDecision, LogError
+from .chain import GENESIS, record_hash
+from .checkpoints import Checkpoint
+from .filters import RecordFilter
+from .privacy import browser_family, truncate_ip
+from .protocol import ConsentLog
+from .records import ACTIONS, BlockedAttempt, Decision, LoggedRecord
+from .results import BlockedSummary, LogStats, PurgeResult, VerifyResult
+from .signing import derive_hmac_key
+from .verify import ChainVerifier
 
 __all__ = [
     "ACTIONS",
+    "GENESIS",
     "SOURCES",
     "BlockedAttempt",
     "BlockedSummary",
@@ -49,6 +46,7 @@ __all__ = [
     "derive_hmac_key",
     "hmac_keys_from_secrets",
     "open_log",
+    "record_hash",
     "truncate_ip",
 ]
 
@@ -77,7 +75,7 @@ async def open_log(
     signatures are checked with `previous_hmac_keys`, if any). Creating a log needs it: a new
     log's head is signed from the start.
     create: False refuses to create a new SQLite file (the CLI's read commands).
-    options: checkpoint_every (records), checkpoint_interval (seconds), max_batch (records).
+    options: checkpoint_every (records), checkpoint_interval (seconds), max_batch (records), clock.
     Raises LogUnavailable when the database cannot be reached or opened.
     """
     if url.startswith(("postgresql://", "postgres://")):
@@ -90,4 +88,6 @@ async def open_log(
         return await open_sqlite(
             url, hmac_key=hmac_key, previous_hmac_keys=previous_hmac_keys, create=create, **options
         )
-    raise LogError(f"{mask_passwords(url)!r}: the log URL must start with sqlite:///, postgresql:// or memory://")
+    raise LogError(
+        f"{mask_passwords(url)!r}: the log URL must start with sqlite:///, postgresql:// or memory://"
+    )

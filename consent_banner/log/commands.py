@@ -25,10 +25,12 @@ from ..display import escape_controls, shown
 from ..durations import parse_duration
 from ..errors import ConsentBannerError, MissingSecretKey
 from . import derive_hmac_key, hmac_keys_from_secrets, open_log
-from .base import RecordFilter, parse_day, valid_action
-from .events import Checkpoint
+from .checkpoints import Checkpoint
 from .export import FORMATS, read_rows, stream
-from .verify import ChainVerifier, VerifyResult
+from .filters import RecordFilter, parse_day, valid_action
+from .results import VerifyResult
+from .signing import key_id
+from .verify import ChainVerifier
 
 T = TypeVar("T")
 
@@ -253,7 +255,7 @@ async def verify(
     # Opened with no key to sign with: verifying never writes (and so never re-signs) the head.
     lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, create=False)
     try:
-        result: VerifyResult = await lg.verify(pins)
+        result = await lg.verify(pins)
     finally:
         await lg.close()
     _print_verify(result, as_json)
@@ -271,8 +273,6 @@ def _verify_keys(cli_keys: tuple[str, ...]) -> list[bytes]:
 
 
 def _key_map(keys: list[bytes]) -> dict[str, bytes]:
-    from .events import key_id
-
     return {key_id(k): k for k in keys}
 
 

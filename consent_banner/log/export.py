@@ -11,15 +11,17 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterable, Iterator
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
-from .events import ROW_COLUMNS, LoggedRecord
+from ..memo import Memo
+from .canonical import ROW_COLUMNS
+from .records import LoggedRecord
 
 FORMATS = ("csv", "ndjson")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 
-_LIST_JSON: dict[str, str] = {}
+_LIST_JSON: Memo[str, str] = Memo(4096)  # the few distinct category lists, as JSON arrays
 
 
 def _list_json(text: str | None) -> str:
@@ -27,9 +29,7 @@ def _list_json(text: str | None) -> str:
         return "[]"
     hit = _LIST_JSON.get(text)
     if hit is None:
-        if len(_LIST_JSON) > 4096:
-            _LIST_JSON.clear()
-        hit = _LIST_JSON[text] = json.dumps(text.split(","), separators=(",", ":"))
+        hit = _LIST_JSON.put(text, json.dumps(text.split(","), separators=(",", ":")))
     return hit
 
 

@@ -21,86 +21,13 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from .events import GENESIS, Checkpoint, checkpoint_link, head_mac, record_hash
-
-
-@dataclass(frozen=True)
-class SignedHead:
-    """The single head row: the last record's seq and hash and the checkpoint chain's tip, signed
-    at every commit (`checkpoints` None: a head of the previous release, which did not sign it)."""
-
-    log_id: str
-    seq: int
-    hash: str
-    at: str | None
-    key_id: str | None
-    mac: str | None
-    checkpoints: str | None = None
-
-    def problem(self, keys: Mapping[str, bytes]) -> str | None:
-        """Why this head cannot be trusted under `keys` (key id -> key), or None: a listed key signed it.
-
-        Keys come from the caller (the environment or the command line), never from the database:
-        a head whose key id names no listed key is a failure, not a note, or anyone could sign one."""
-        if not self.mac or not self.key_id:
-            if self.seq == 0:
-                return (
-                    "the head of this empty log is not signed: a log is signed when it is created, "
-                    "so this one was emptied (or created without a key)"
-                )
-            return "the head is not signed"
-        key = keys.get(self.key_id)
-        if key is None:
-            return (
-                f"the head is signed by key {self.key_id!r}, which is not listed "
-                "(CONSENT_SECRET_KEYS or --key): it cannot be trusted"
-            )
-        expected = head_mac(key, self.log_id, self.seq, self.hash, self.at or "", self.checkpoints)
-        if not hmac.compare_digest(expected, self.mac):
-            return "the head's signature does not match it: it was changed without the key"
-        return None
-
-
-@dataclass
-class VerifyResult:
-    ok: bool
-    records: int  # records checked
-    first_seq: int | None = None
-    last_seq: int | None = None
-    head: str | None = None  # hash of the last record checked
-    bad_seq: int | None = None
-    problem: str | None = None  # changed | missing | inserted | reordered | rewritten | signature | version
-    reason: str | None = None
-    checkpoints: int = 0  # checkpoints compared with the chain
-    anchor: int | None = None  # seq of the purge checkpoint the chain starts from, if any
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def message(self) -> str:
-        if self.ok:
-            start = f" (from the checkpoint at record {self.anchor})" if self.anchor else ""
-            return f"{self.records} records, chain intact, head {self.head or GENESIS}{start}"
-        where = f"record {self.bad_seq}: " if self.bad_seq is not None else ""
-        return f"{where}{self.problem}: {self.reason}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "records": self.records,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "head": self.head,
-            "bad_seq": self.bad_seq,
-            "problem": self.problem,
-            "reason": self.reason,
-            "checkpoints": self.checkpoints,
-            "anchor": self.anchor,
-            "notes": list(self.notes),
-            "message": self.message,
-        }
+from .canonical import Row
+from .chain import GENESIS, record_hash
+from .checkpoints import Checkpoint, checkpoint_link
+from .head import SignedHead
+from .results import VerifyResult
 
 
 class _Failed(Exception):
@@ -121,9 +48,11 @@ class ChainVerifier:
         versions: Mapping[str, str] | None = None,  # version id -> stored payload text
         log_id: str | None = None,
         anchored: bool = True,  # False: trust the first row's link (a partial export)
+        head_required: bool = False,  # True: the rows are a database's, whose head row must be there
     ) -> None:
         self._keys = keys
         self._head = head
+        self._head_required = head_required
         self._versions = versions
         self._log_id = log_id
         self._anchored = anchored
@@ -134,7 +63,7 @@ class ChainVerifier:
         self._tip: str | None = None  # the stored checkpoints' chain, for the head to vouch for
         self._unconfirmed_anchor: Checkpoint | None = None  # a purge anchor no purge record named yet
         self._result = VerifyResult(ok=True, records=0)
-        self._buffered: tuple[Any, ...] | None = None
+        self._buffered: Row | None = None
         self._expected_prev = GENESIS
         self._before_prev: str | None = None  # hash of the record before the last good one
         self._expected_seq: int | None = None
@@ -146,12 +75,13 @@ class ChainVerifier:
             notes.append("signatures not checked: no server key available (set CONSENT_SECRET_KEYS)")
         try:
             stored = list(checkpoints)
-            if head is not None:
+            own = head is not None or head_required  # the checkpoints are all the log's own, a chain
+            if own:
                 self._tip = self._chain_checkpoints(stored)
             for cp in stored:
                 self._add_checkpoint(cp)
             for cp in pins:
-                self._add_pin(cp, stored if head is not None else None)
+                self._add_pin(cp, stored if own else None)
         except _Failed as f:
             self._failed = f
 
@@ -220,7 +150,7 @@ class ChainVerifier:
     def failed(self) -> bool:
         return self._failed is not None
 
-    def feed(self, row: tuple[Any, ...] | list[Any]) -> bool:
+    def feed(self, row: Row | list[Any]) -> bool:
         """Take the next row; False once a failure is found (feeding more is pointless)."""
         if self._failed is not None:
             return False
@@ -246,7 +176,7 @@ class ChainVerifier:
 
     # --- one row -------------------------------------------------------------------------------
 
-    def _check(self, row: tuple[Any, ...], nxt: tuple[Any, ...] | None) -> None:
+    def _check(self, row: Row, nxt: Row | None) -> None:
         try:
             self._check_row(row, nxt)
         except _Failed as f:
@@ -283,7 +213,7 @@ class ChainVerifier:
         r.anchor = anchor.seq
         r.checkpoints += 1
 
-    def _check_row(self, row: tuple[Any, ...], nxt: tuple[Any, ...] | None) -> None:
+    def _check_row(self, row: Row, nxt: Row | None) -> None:
         seq, cols, prev, h = row[0], row[1:-2], row[-2], row[-1]
         if not isinstance(seq, int):
             raise _Failed(None, "changed", f"a record has the sequence number {seq!r}")
@@ -316,9 +246,7 @@ class ChainVerifier:
         r.last_seq = seq
         r.head = h
 
-    def _diagnose(
-        self, seq: int, content_ok: bool, link_ok: bool, prev: str, nxt: tuple[Any, ...] | None
-    ) -> None:
+    def _diagnose(self, seq: int, content_ok: bool, link_ok: bool, prev: str, nxt: Row | None) -> None:
         expected_seq = self._expected_seq
         assert expected_seq is not None
         before = seq - 1
@@ -409,6 +337,8 @@ class ChainVerifier:
                     f"records {last + 1}..{top.seq} were cut off",
                 )
         head = self._head
+        if head is None and self._head_required:
+            raise _Failed(None, "missing", "the head row is missing")
         if head is None:
             # An export carries no signed head: whoever holds a copy can rewrite records and
             # recompute every hash after them. Only pinned checkpoints vouch for a file's records.

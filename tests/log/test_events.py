@@ -9,22 +9,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consent_banner.log import Decision, InvalidDecision, LoggedRecord, browser_family, truncate_ip
-from consent_banner.log.events import (
-    COLUMNS,
-    GENESIS,
-    Checkpoint,
-    canonical,
-    chain,
-    checkpoint_mac,
-    derive_hmac_key,
-    format_at,
-    key_id,
-    link_rows,
-    parse_at,
-    prepare,
-    prepare_system,
-    record_hash,
-)
+from consent_banner.log.canonical import COLUMNS, canonical
+from consent_banner.log.chain import GENESIS, link_rows, record_hash
+from consent_banner.log.checkpoints import Checkpoint, checkpoint_mac
+from consent_banner.log.records import format_at, parse_at, prepare, prepare_system
+from consent_banner.log.signing import derive_hmac_key, key_id
+
+
+def chain(prev: str, rows: list[tuple[str | None, ...]]) -> tuple[list[tuple[str, str]], str]:
+    """The reference the writer's linking is held to: each row's record_hash() after the previous."""
+    links = []
+    for cols in rows:
+        h = record_hash(prev, cols)
+        links.append((prev, h))
+        prev = h
+    return links, prev
 
 
 @pytest.mark.parametrize(

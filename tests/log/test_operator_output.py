@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from consent_banner.cli import cli
 from consent_banner.config import ConsentConfig
-from consent_banner.log.events import ROW_COLUMNS, record_hash
+from consent_banner.log import record_hash
+from consent_banner.log.canonical import ROW_COLUMNS
 
 from ..conftest import ORIGIN, make_app
 
@@ -51,7 +52,7 @@ def post_csp_reports(config: ConsentConfig, *reports: dict[str, Any]) -> None:
                     )
                     assert r.status_code == 204
         finally:
-            await app.routes.close()
+            await app.close()
 
     asyncio.run(go())
 
@@ -113,7 +114,7 @@ def decide(config: ConsentConfig, n: int) -> None:
                     )
                     assert r.status_code == 200, r.text
         finally:
-            await app.routes.close()
+            await app.close()
 
     asyncio.run(go())
 

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from consent_banner.errors import LogUnavailable
-from consent_banner.log import ACTIONS, BlockedAttempt, Decision, open_log
-from consent_banner.log.events import GENESIS, SOURCES
+from consent_banner.log import ACTIONS, GENESIS, SOURCES, BlockedAttempt, Decision, open_log
 
 from .conftest import KEY, VERSION_EN
 from .rawdb import RawDB
@@ -149,16 +148,17 @@ async def test_log_without_key_is_read_only(log_url: str, decision: MakeDecision
 
 async def test_cancelled_caller_is_not_written(log: Any, decision: MakeDecision) -> None:
     """Fail closed: a request that gave up before its batch started leaves no record (nothing to prove)."""
-    gate = asyncio.Event()
+    gate, in_flight = asyncio.Event(), asyncio.Event()
     original = log.writer._commit
 
     async def slow_commit(items: list[Any]) -> list[Any]:
+        in_flight.set()
         await gate.wait()
         return await original(items)
 
     log.writer._commit = slow_commit
     first = asyncio.create_task(log.append(decision(consent_id="first-0000000000000001")))
-    await asyncio.sleep(0.01)  # the first batch is now in flight, held at the gate
+    await in_flight.wait()  # the first batch is now in flight, held at the gate
     doomed = asyncio.create_task(log.append(decision(consent_id="doomed-000000000000001")))
     await asyncio.sleep(0)
     doomed.cancel()

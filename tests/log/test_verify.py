@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from consent_banner.errors import LogError, LogUnavailable
-from consent_banner.log import Decision, open_log
-from consent_banner.log.events import GENESIS, derive_hmac_key, record_hash
+from consent_banner.log import GENESIS, Decision, derive_hmac_key, open_log, record_hash
 
 from .conftest import KEY
 from .rawdb import RawDB

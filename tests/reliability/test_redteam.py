@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from consent_banner import ConsentConfig
 from consent_banner.cli import cli
-from consent_banner.log.events import GENESIS, LoggedRecord, record_hash
+from consent_banner.log import GENESIS, LoggedRecord, record_hash
 
 from ..conftest import MODEL_TOML, make_app
 

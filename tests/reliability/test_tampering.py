@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from consent_banner import ConsentConfig
-from consent_banner.log.events import GENESIS, ROW_COLUMNS, record_hash
+from consent_banner.log import GENESIS, record_hash
+from consent_banner.log.canonical import ROW_COLUMNS
 
 from ..conftest import make_app
 from .asgi_driver import call

@@ -1,0 +1,152 @@
+"""Every SQL statement the log core runs, spelled once and rendered for a placeholder style.
+
+SQLite numbers nothing (`?`), PostgreSQL numbers its parameters (`$1`); the statements are the
+same otherwise, so each is written once with `p(i)` for its i-th parameter. The few that differ in
+more than that (the migration lock, the catalogue, a list of ids) say so where they are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .canonical import ROW_COLUMNS
+from .filters import RecordFilter
+from .records import GPC_ACTION
+from .schema import Dialect
+
+RECORD_COLS = ", ".join(ROW_COLUMNS)
+CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev"
+HEAD_COLS = "seq, hash, at, key_id, mac, checkpoints"
+# One scan gives every figure of the stats but the distinct consent ids: by day, action and choice.
+_GROUPS = (
+    "SELECT substr(at, 1, 10), action, granted, denied, count(*), min(at), max(at) "
+    "FROM records{where} GROUP BY 1, 2, 3, 4"
+)
+
+
+class Queries:
+    """The statements of one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        pg = dialect == "postgres"
+        p: Callable[[int], str] = (lambda i: f"${i}") if pg else (lambda i: "?")
+        self.p = p
+        self.records_for = f"SELECT {RECORD_COLS} FROM records WHERE consent_id = {p(1)} ORDER BY seq"
+        self.record = f"SELECT {RECORD_COLS} FROM records WHERE seq = {p(1)}"
+        self.all_records = f"SELECT {RECORD_COLS} FROM records ORDER BY seq"
+        self.version = f"SELECT payload FROM versions WHERE id = {p(1)}"
+        self.versions = "SELECT id, payload FROM versions"
+        self.blocked = (
+            "SELECT page, origin, directive, count(*), min(at), max(at), count(consent_id) FROM blocked "
+            f"GROUP BY page, origin, directive ORDER BY count(*) DESC, max(at) DESC LIMIT {p(1)}"
+        )
+        self.checkpoints = f"SELECT {CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason"
+        # --- the write side: the head (locked on PostgreSQL; SQLite's write lock is the transaction's)
+        self.head = f"SELECT {HEAD_COLS} FROM head WHERE id = 1"
+        self.head_for_update = self.head + (" FOR UPDATE" if pg else "")
+        # The newest checkpoint of the chain, and the one at the highest record (for due-ness; of two at
+        # one record, the later signed). In a statement after the head's: under READ COMMITTED its
+        # snapshot is taken once the lock is held, so it sees what the previous holder committed.
+        self.last_checkpoints = (
+            "SELECT c.n, c.prev, c.mac, t.seq, t.at FROM (SELECT 1 AS one) o "
+            "LEFT JOIN (SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1) c "
+            "ON 1 = 1 "
+            "LEFT JOIN (SELECT seq, at FROM checkpoints ORDER BY seq DESC, coalesce(n, 0) DESC LIMIT 1) t "
+            "ON 1 = 1"
+        )
+        self.chain_links = "SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n"
+        self.move_head = (
+            f"UPDATE head SET seq = {p(1)}, hash = {p(2)}, at = {p(3)}, key_id = {p(4)}, mac = {p(5)}, "
+            f"checkpoints = {p(6)} WHERE id = 1"
+        )
+        self.insert_head = (
+            f"INSERT INTO head (id, {HEAD_COLS}) VALUES (1, {', '.join(p(i) for i in range(1, 7))})"
+        )
+        self.checkpoint_at = (
+            f"SELECT {CHECKPOINT_COLS} FROM checkpoints "
+            f"WHERE seq = {p(1)} AND reason = coalesce({p(2)}, reason) "
+            "ORDER BY coalesce(n, 0) DESC LIMIT 1"
+        )
+        self.insert_checkpoint = (
+            f"INSERT INTO checkpoints ({CHECKPOINT_COLS}) VALUES ({', '.join(p(i) for i in range(1, 9))})"
+        )
+        # --- purge
+        self.first_kept = f"SELECT min(seq) FROM records WHERE at >= {p(1)}"
+        self.purge_span = (
+            f"SELECT count(*), (SELECT hash FROM records WHERE seq = {p(1)}) FROM records WHERE seq <= {p(2)}"
+        )
+        self.delete_through = f"DELETE FROM records WHERE seq <= {p(1)}"
+        self.prune_blocked = f"DELETE FROM blocked WHERE id <= (SELECT max(id) FROM blocked) - {p(1)}"
+        # --- meta and migrations
+        self.meta = f"SELECT value FROM meta WHERE key = {p(1)}"
+        self.set_meta = (
+            f"INSERT INTO meta (key, value) VALUES ({p(1)}, {p(2)}) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self.meta_exists = (
+            "SELECT count(*) FROM pg_catalog.pg_tables "
+            "WHERE schemaname = current_schema() AND tablename = 'meta'"
+            if pg
+            else "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        )
+        # One migrator at a time across all servers; on SQLite the write transaction is that lock.
+        self.migration_lock = (
+            "SELECT pg_advisory_xact_lock(hashtext('consent-banner:' || current_schema()))" if pg else None
+        )
+
+    # --- statements over a filter or a list ----------------------------------------------------------
+
+    def count(self, flt: RecordFilter) -> tuple[str, list[object]]:
+        where, params = flt.clauses(self.p)
+        return f"SELECT count(*) FROM records{where}", params
+
+    def page(self, flt: RecordFilter, limit: int, before: int | None) -> tuple[str, list[object]]:
+        """Newest first; `before` is the seq to continue below (keyset paging)."""
+        where, params = flt.clauses(self.p)
+        if before is not None:
+            params.append(before)
+            where += (" AND" if where else " WHERE") + f" seq < {self.p(len(params))}"
+        params.append(limit)
+        return (
+            f"SELECT {RECORD_COLS} FROM records{where} ORDER BY seq DESC LIMIT {self.p(len(params))}",
+            params,
+        )
+
+    def rows(self, flt: RecordFilter) -> tuple[str, list[object]]:
+        where, params = flt.clauses(self.p)
+        return f"SELECT {RECORD_COLS} FROM records{where} ORDER BY seq", params
+
+    def groups(self, flt: RecordFilter) -> tuple[str, list[object]]:
+        where, params = flt.clauses(self.p)
+        return _GROUPS.format(where=where), params
+
+    def consent_ids(self, flt: RecordFilter) -> tuple[str, list[object]]:
+        where, params = flt.clauses(self.p)
+        return f"SELECT count(DISTINCT consent_id) FROM records{where}", params
+
+    def _ids(self, ids: Sequence[str]) -> tuple[str, list[object]]:
+        """`consent_id` in a list: one array parameter on PostgreSQL, one parameter each on SQLite."""
+        if self.dialect == "postgres":
+            return "consent_id = ANY($1::text[])", [list(ids)]
+        return f"consent_id IN ({', '.join('?' * len(ids))})", list(ids)
+
+    def gpc_latest(self, ids: Sequence[str]) -> tuple[str, list[object]]:
+        """For each of `ids`: the seq of its latest record that is not a GPC record."""
+        cond, params = self._ids(ids)
+        params.append(GPC_ACTION)
+        return (
+            f"SELECT consent_id, max(seq) FROM records WHERE {cond} AND action <> {self.p(len(params))} "
+            "GROUP BY consent_id",
+            params,
+        )
+
+    def gpc_recorded(self, ids: Sequence[str]) -> tuple[str, list[object]]:
+        """The GPC records of `ids` already written (each names the decision it amends)."""
+        cond, params = self._ids(ids)
+        params.append(GPC_ACTION)
+        return (
+            f"SELECT {RECORD_COLS} FROM records WHERE {cond} AND action = {self.p(len(params))} "
+            "AND detail IS NOT NULL",
+            params,
+        )
