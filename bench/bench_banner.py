@@ -173,31 +173,46 @@ async def in_process(seconds: float) -> None:
         print(f"  the gate adds {added:.3f} ms per HTML response, {name} (target < {TARGET_MS} ms)")
 
 
+def _per_call(seconds: float, call: Any) -> float:
+    """Milliseconds per call, the best of 5 rounds (the machine may be busy)."""
+    best = float("inf")
+    for _ in range(5):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            for _ in range(20):
+                call()
+            n += 20
+        best = min(best, (time.perf_counter() - start) / n * 1000)
+    return best
+
+
 def render(seconds: float) -> None:
     banner = Banner(CONFIG, prefix="/_consent")
     undecided = UNDECIDED
     decided = Consent(
         id="x" * 30, granted=frozenset({"analytics"}), source="banner", revision="2026-11-01", decided_at=1
     )
-    print("The banner's head + body markup alone, per call:")
+    nonce, token = "bench-nonce-0123456789", "t" * 40
+    print(
+        "The banner's head + body markup alone, per call: remembered and spliced, against a fresh "
+        "Jinja2 render of the same markup (what each HTML response did before), same run:"
+    )
     for name, consent, language in (
         ("undecided, en", undecided, "en"),
         ("undecided, sv", undecided, "sv"),
         ("decided, sv", decided, "sv"),
     ):
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for _ in range(50):
-                banner.head_html(consent, nonce="bench-nonce-0123456789")
-                banner.body_html(
-                    consent,
-                    language=language,
-                    nonce="bench-nonce-0123456789",
-                    csrf_token="t" * 40,
-                    return_to="/page",
-                )
-            n += 50
-        print(f"  {name:<16}{(time.perf_counter() - start) / n * 1000:.4f} ms")
+
+        def spliced(consent: Consent = consent, language: str = language) -> None:
+            banner.head_html(consent, nonce=nonce)
+            banner.body_html(consent, language=language, nonce=nonce, csrf_token=token, return_to="/page")
+
+        def fresh(consent: Consent = consent, language: str = language) -> None:
+            banner.head_html(consent, nonce=nonce)
+            banner._render(consent, language, token, "/page", "form-id-0123", banner._state(consent))
+
+        now, before = _per_call(seconds, spliced), _per_call(seconds, fresh)
+        print(f"  {name:<16}{now:.4f} ms   fresh render {before:.4f} ms   {before / now:.0f}x less")
 
 
 def main() -> None:

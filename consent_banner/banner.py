@@ -114,9 +114,10 @@ class Banner:
         # Keyed by language and the consent state the markup shows: at most a few per language on a
         # healthy site (each distinct set of switches is one), bounded whatever visitors send.
         self._roots: Memo[Hashable, Spliced] = Memo(512)
-        self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(64)
+        self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(256)
         self._declarations: Memo[str, str] = Memo(64)
-        self._undecided_states: dict[bool, str] = {}  # by the GPC signal: two entries at most
+        # A decided visitor's state carries their consent id: one entry per visitor seen lately.
+        self._states: Memo[Hashable, str] = Memo(4096)
 
     # --- language and texts ----------------------------------------------------------------------
 
@@ -166,11 +167,11 @@ class Banner:
 
     def head_html(self, consent: Consent, *, nonce: str) -> str:
         """Consent Mode default before any Google tag (R30), and the banner stylesheet."""
-        mode = self.consent_mode(consent)
-        key = (consent.decided, *mode.values())
+        # Consent Mode follows the categories granted, under the GPC signal: remembered by those.
+        key = (consent.decided, consent.granted, consent.gpc, consent.gpc_denied if consent.gpc else None)
         parts = self._heads.get(key)
         if parts is None:
-            state: dict[str, object] = dict(mode)
+            state: dict[str, object] = dict(self.consent_mode(consent))
             if not consent.decided:
                 state["wait_for_update"] = WAIT_FOR_UPDATE
             # The JSON holds only fixed signal names and "granted"/"denied": nothing to escape.
@@ -219,8 +220,8 @@ class Banner:
         self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str
     ) -> str:
         """The root as remembered for its language and state, this response's values spliced in."""
-        # An undecided visitor's switches are all off, and locked only under GPC: no need to ask each.
-        key = (language, consent.gpc, self._switches(consent) if consent.decided else None)
+        choices = _choices(consent)
+        key = (language, choices)
         spliced = self._roots.get(key)
         if spliced is None:
             m = self._markers.markers
@@ -230,7 +231,11 @@ class Banner:
         values[_CSRF] = escape(csrf_token)
         values[_RETURN_TO] = escape(return_to)
         values[_FORM_ID] = escape(form_id)
-        values[_STATE] = self._escaped_state(consent)
+        state_key = (consent.id, choices)
+        state = self._states.get(state_key)
+        if state is None:
+            state = self._states.put(state_key, escape(self._state(consent)))
+        values[_STATE] = state
         return spliced.fill(values)
 
     def _render(
@@ -242,24 +247,6 @@ class Banner:
     def _state(self, consent: Consent) -> str:
         # the same shape as GET {prefix}/state, so the script has one state format
         return json.dumps(consent_json(consent, self.config.policy_revision), separators=(",", ":"))
-
-    def _escaped_state(self, consent: Consent) -> str:
-        if consent.decided or consent.id or consent.granted or consent.services:
-            return escape(self._state(consent))  # the visitor's own id and choices: for each response
-        # Undecided, the state differs only by the GPC signal: written once for each.
-        found = self._undecided_states.get(consent.gpc)
-        if found is None:
-            found = self._undecided_states[consent.gpc] = escape(self._state(consent))
-        return found
-
-    def _switches(self, consent: Consent) -> tuple[bool, ...]:
-        """Every switch the markup shows for a consent: on, and locked by GPC, per category and service."""
-        cfg = self.config
-        return (
-            *(_category_on(name, consent) for name in cfg.categories),
-            *(_locked_by_gpc(name, consent, cfg.gpc_denied) for name in cfg.categories),
-            *(_service_on(s, consent) for s in cfg.services),
-        )
 
     def _context(
         self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str, state: str
@@ -361,6 +348,18 @@ class Banner:
                 for c in s.cookies
             ],
         }
+
+
+def _choices(consent: Consent) -> Hashable:
+    """All of a consent the banner's markup and state show, but its id: what they are remembered by."""
+    services = frozenset(consent.services.items()) if consent.services else None
+    return (
+        consent.decided,
+        consent.granted,
+        consent.gpc,
+        consent.gpc_denied if consent.gpc else None,
+        services,
+    )
 
 
 def _category_on(name: str, consent: Consent | None) -> bool:
