@@ -117,7 +117,9 @@ class FailedLogins:
 
     def __init__(self, *, max_clients: int = 10_000) -> None:
         self._max_clients = max_clients
-        # client -> (failures, time of the last one, waiting until); times from time.monotonic()
+        # client -> (failures, time of the last one, waiting until); times from time.monotonic().
+        # Not a Memo: emptying it when full would lift every guesser's wait at once; the least
+        # recently failing client is forgotten first instead.
         self._clients: OrderedDict[Key, tuple[int, float, float]] = OrderedDict()
         self._all = ClientBudget(self.GLOBAL_FAILURES, max_clients=1)
         self._all_wait_until = 0.0
