@@ -1,5 +1,9 @@
 """`consent-banner log ...`: export, verify, stats, purge, migrate, blocked, checkpoints.
 
+One module over 400 lines on purpose: it is the whole `log` command group, eight short commands and
+the option parsing they share (keys, filters, dates, the files an auditor hands in); split, each part
+would import the same helpers and a reader would lose the one page that lists the CLI.
+
 Every command reads the log URL from `--config` (consent.toml's `log` key; a relative SQLite
 path is taken from the current directory, as the server does). The key that signs the chain
 comes from CONSENT_SECRET_KEYS; without it the read commands still work but cannot check
@@ -28,7 +32,8 @@ from . import derive_hmac_key, hmac_keys_from_secrets, open_log
 from .checkpoints import Checkpoint
 from .export import FORMATS, read_rows, stream
 from .filters import RecordFilter, parse_day, valid_action
-from .results import VerifyResult
+from .protocol import ConsentLog
+from .results import PurgeResult, VerifyResult
 from .signing import key_id
 from .verify import ChainVerifier
 
@@ -66,7 +71,7 @@ def _keys(required: bool) -> tuple[bytes | None, list[bytes]]:
         return None, []
 
 
-async def _open(config_path: Path, *, need_key: bool = False, create: bool = False) -> Any:
+async def _open(config_path: Path, *, need_key: bool = False, create: bool = False) -> ConsentLog:
     config = ConsentConfig.from_toml(config_path)
     key, old = _keys(need_key)
     return await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=create)
@@ -88,8 +93,10 @@ def _day(text: str | None, option: str, *, end: bool = False) -> datetime | None
         raise click.BadParameter(shown(e), param_hint=[option]) from None
 
 
-async def _with_log(config_path: Path, body: Callable[[Any], Awaitable[T]], **open_kw: Any) -> T:
-    log = await _open(config_path, **open_kw)
+async def _with_log(
+    config_path: Path, body: Callable[[ConsentLog], Awaitable[T]], *, need_key: bool = False
+) -> T:
+    log = await _open(config_path, need_key=need_key)
     try:
         return await body(log)
     finally:
@@ -148,7 +155,7 @@ async def export(
     if progress is None:
         progress = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
 
-    async def body(lg: Any) -> None:
+    async def body(lg: ConsentLog) -> None:
         total = await lg.count(flt) if progress else 0
         out: TextIO = sys.stdout if to_stdout else open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
         # A file or a pipe gets the stored text as is: it is data, verified from. A terminal gets
@@ -351,11 +358,11 @@ async def purge(config_path: Path, older_than: str | None, yes: bool) -> None:
     if not yes:
         click.confirm(f"Remove every consent record older than {period} ({days} days)?", abort=True)
 
-    async def body(lg: Any) -> Any:
+    async def body(lg: ConsentLog) -> PurgeResult:
         return await lg.purge(timedelta(days=days))
 
     result = await _with_log(config_path, body, need_key=True)
-    if result.removed:
+    if result.removed and result.checkpoint is not None:  # a purge that removed records has its anchor
         click.echo(
             f"removed {result.removed} records (up to record {result.through_seq}, older than "
             f"{result.cutoff}); signed checkpoint at record {result.through_seq}: {result.checkpoint.hash}"
@@ -376,7 +383,7 @@ async def migrate(config_path: Path) -> None:
     """Create the log's schema, or bring it to this version's."""
     config = ConsentConfig.from_toml(config_path)
     key, old = _keys(False)
-    lg: Any = await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=True)
+    lg = await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=True)
     try:
         before, after = lg.migrated_from, await lg.schema_version()
     finally:
@@ -412,7 +419,7 @@ async def blocked(config_path: Path, limit: int) -> None:
 async def checkpoints(config_path: Path, make_new: bool, output: str) -> None:
     """Signed checkpoints as NDJSON, to keep outside the server (pin them; `verify --checkpoints`)."""
 
-    async def body(lg: Any) -> list[Checkpoint]:
+    async def body(lg: ConsentLog) -> list[Checkpoint]:
         if make_new:
             await lg.checkpoint("manual")
         return list(await lg.checkpoints())

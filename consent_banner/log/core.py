@@ -34,7 +34,7 @@ from .head import HeadState, SignedHead, trusted_state
 from .plan import All, Exec, Insert, One, Part, Plan
 from .queries import Queries
 from .reads import LogReads
-from .records import BlockedAttempt, Decision, LoggedRecord, Prepared, format_at, prepare, prepare_system
+from .records import BlockedAttempt, Decision, LoggedRecord, format_at, prepare, purge_record
 from .results import PurgeResult
 from .schema import SCHEMA_VERSION, Dialect, migrations
 from .signing import head_mac, key_id
@@ -327,7 +327,7 @@ class LogCore(LogReads):
             else:
                 anchor, state = yield from self._insert_checkpoint(state, through, through_hash, at, "purge")
             yield Exec(self.sql.delete_through, (through,))
-        p = _purge_record(cutoff, older_than, removed, through, anchor)
+        p = purge_record(cutoff, older_than.days, removed, through, anchor.hash if anchor else None)
         (row,), new_head = link_rows([p], at, seq0, state.hash)
         yield Insert("records", [row])
         state = state._replace(seq=seq0 + 1, hash=new_head)
@@ -388,19 +388,3 @@ class LogCore(LogReads):
 
     def _move_head(self, state: HeadState, at: str) -> Exec:
         return Exec(self.sql.move_head, self._signed_head(state.seq, state.hash, at, state.tip))
-
-
-def _purge_record(
-    cutoff: str, older_than: timedelta, removed: int, through: int, anchor: Checkpoint | None
-) -> Prepared:
-    """The log's own record of a purge: what went, and the checkpoint the rest verifies from."""
-    return prepare_system(
-        "purge",
-        {
-            "cutoff": cutoff,
-            "older_than_days": older_than.days,
-            "removed": removed,
-            "through_seq": through if removed else 0,
-            "anchor": anchor.hash if anchor else None,
-        },
-    )

@@ -241,6 +241,22 @@ def prepare_system(action: str, detail: Mapping[str, Any], revision: str = "") -
     return Prepared(*values, None, tail(values))
 
 
+def purge_record(
+    cutoff: str, older_than_days: int, removed: int, through: int, anchor: str | None
+) -> Prepared:
+    """The log's own record of a purge: what went, and the checkpoint (its hash) the rest verifies from."""
+    return prepare_system(
+        "purge",
+        {
+            "cutoff": cutoff,
+            "older_than_days": older_than_days,
+            "removed": removed,
+            "through_seq": through if removed else 0,
+            "anchor": anchor,
+        },
+    )
+
+
 # --- what comes out -------------------------------------------------------------------------
 
 
