@@ -8,6 +8,7 @@ release (three identical gpc records).
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import textwrap
@@ -152,3 +153,36 @@ async def test_previous_release_log_verifies_from_the_command_line(tmp_path: Pat
             env={"PATH": "/usr/bin:/bin"},
         )
         assert refused.returncode == 2 and "--key" in refused.stderr and "32 characters" in refused.stderr
+
+
+async def test_log_migrate_upgrades_the_previous_release_and_keeps_every_hash(
+    legacy_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`consent-banner log migrate` on the previous release's log, on each backend: schema 2, every
+    record and hash as it was, and the log verifies after as before."""
+    from click.testing import CliRunner
+
+    from consent_banner.log.commands import log as log_group
+
+    before = await stored(legacy_url)
+    config = tmp_path / "consent.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            policy_revision = "2023-01"
+            controller = "Example AB"
+            privacy_policy_url = "/privacy"
+            log = "{legacy_url}"
+            [categories.necessary]
+            label = "Necessary"
+            """
+        )
+    )
+    monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
+    runner = CliRunner()
+    migrated = await asyncio.to_thread(runner.invoke, log_group, ["migrate", "--config", str(config)])
+    assert migrated.exit_code == 0 and "schema version 2 (was 1)" in migrated.output, migrated.output
+    assert await stored(legacy_url) == before
+    verified = await asyncio.to_thread(runner.invoke, log_group, ["verify", "--config", str(config)])
+    assert verified.exit_code == 0, verified.output
+    assert verified.output.startswith(f"21 records, chain intact, head {HEAD}")
