@@ -10,11 +10,13 @@ ASCII-compatible charset works (the caller passes UTF-16/32 bodies through untou
 This module is the tokenizer: the loop over one buffer that switches between its states, the data
 state, and tags (held across chunks, streamed when over-long, then rewritten and followed). It
 stays over 400 lines because those share one buffer, its lower-cased copy and their offsets, which
-every step hands on; what the tokenizer leans on has its own module, each a base class of
-`HtmlRewriter`: `neutralise.py` (the tag decisions and the markup contract), `inject.py` (the
-injection points), `tree.py` (open SVG/MathML elements and templates), `rawtext.py` (comments,
-script data, raw text, CSS, `<noscript>`), with `markup.py` (the tokenizer's tables and patterns),
-`hosts.py` (the denied hosts of a consent state) and `runs.py` (runs of markup remembered).
+every step hands on. What the tokenizer leans on has its own module, each a class in the line of
+bases of `HtmlRewriter`, each using only those before it, all state set by `HtmlRewriter.__init__`:
+`neutralise.py` (TagRewriter: the tag decisions and the markup contract), `inject.py` (Injection:
+the injection points), `tree.py` (OpenElements: SVG/MathML elements and templates), `rawtext.py`
+(RawText: comments, script data, raw text, CSS, `<noscript>`); with `markup.py` (the tokenizer's
+tables and patterns), `hosts.py` (the denied hosts of a consent state) and `runs.py` (runs of
+markup remembered).
 
 How it reads (on a lower-cased copy of each buffer, offsets shared): as the HTML5 tokenizer does,
 in every state that decides where a tag or attribute is: data, tag and attribute states (quoted,

@@ -46,7 +46,7 @@ class Mark:
 
 
 class Injection(TagRewriter):
-    """The injection points of HtmlRewriter (its base, with TagRewriter): where head_html and
+    """The injection points of HtmlRewriter (a base of it): where head_html and
     body_end_html go, decided as the tokenizer reads on. HtmlRewriter sets the state below."""
 
     _inject: Inject | None  # gives head_html and body_end_html for the page's language

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 
 class RawText(OpenElements):
-    """What HtmlRewriter (its base) does in the states other than data and tags."""
+    """What HtmlRewriter (a base of it) does in the states other than data and tags."""
 
     _state: int  # the tokenizer state (markup.DATA, RAW, ...)
     _end: re.Pattern[bytes]  # what ends the raw text we are in

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..memo import Memo
 from .markup import MARKER, SKIP_PLAIN
 
-RUN = 2048  # the least bytes of markup in a run
+RUN = 4096  # the least bytes of markup in a run
 MAX_RUNS = 1024 * 1024  # bytes of runs remembered (then all forgotten)
 # (denied hosts as written, run) -> how far SKIP_PLAIN goes in the run (0: a run it may not pass).
 RUNS: Memo[tuple[tuple[bytes, ...], bytes], int] = Memo(MAX_RUNS, lambda key, _: len(key[1]))

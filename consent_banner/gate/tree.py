@@ -20,7 +20,7 @@ _NOT_CLOSED = frozenset({b"template", b"body", b"html", b"head"})
 
 
 class OpenElements(Injection):
-    """The open elements HtmlRewriter (its base) follows, and what they change in how it reads."""
+    """The open elements HtmlRewriter (a base of it) follows, and what they change in how it reads."""
 
     # Open SVG/MathML elements: (namespace, name, kind, HTML elements open in it per name).
     _foreign: list[tuple[bytes, bytes, int, dict[bytes, int]]]
