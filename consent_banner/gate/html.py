@@ -100,6 +100,7 @@ from .markup import (
     self_closing,
 )
 from .neutralise import MAX_MEMO_TAG
+from .pages import NOT_REPLAYED, PAGES, PageKey, Recorder, replayable
 from .rawtext import RawText
 from .runs import known_runs
 from .tree import MAX_DEPTH
@@ -185,10 +186,12 @@ class HtmlRewriter(RawText):
         self._body: Mark | None = None
         self._body_closers = b""  # what closes everything open at the body mark (see _closers)
         self._body_done = inject is None
+        self._fresh = True  # nothing fed yet
 
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
+        self._fresh = False
         if self._inject is not None:  # what it watches decides the injection only
             self._watch(chunk)
         if self._buf and self._waiting + len(chunk) < len(self._buf):
@@ -213,7 +216,34 @@ class HtmlRewriter(RawText):
         self._scan(buf, final=False)
         return self._flush(final=False)
 
+    def rewrite(self, body: bytes) -> bytes:
+        """`feed(body) + finish()`: the rest of the response is `body`. A whole body given to a fresh
+        rewriter is replayed when the same body was rewritten before in the same consent state
+        (`pages.py`): what differs per response is filled in, nothing is read again."""
+        if self._hosts is None or not self._fresh or not body:
+            return self.feed(body) + self.finish()
+        key: PageKey = (
+            self._hosts, body, self._charset, self._scripting,
+            self._inject is not None, self._placeholder is not None, self._mark is not None,
+        )
+        found = PAGES.get(key)
+        if found is None:
+            if not replayable(body):
+                PAGES.put(key, NOT_REPLAYED)
+                return self.feed(body) + self.finish()
+            recorder, given = Recorder(), (self._inject, self._placeholder, self._mark)
+            self._inject = recorder.inject if self._inject is not None else None
+            self._placeholder = recorder.placeholder if self._placeholder is not None else None
+            self._mark = recorder.mark if self._mark is not None else None
+            out = self.feed(body) + self.finish()
+            self._inject, self._placeholder, self._mark = given
+            found = PAGES.put(key, recorder.template(out))
+        elif found is NOT_REPLAYED:
+            return self.feed(body) + self.finish()
+        return found.fill(self._charset, self._inject, self._placeholder, self._mark)
+
     def finish(self) -> bytes:
+        self._fresh = False
         buf = b"".join((self._buf, *self._more))
         self._buf, self._more, self._waiting = b"", [], 0
         at_end = self._body is None and not self._body_done  # _body_done: no inject

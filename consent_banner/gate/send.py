@@ -319,9 +319,7 @@ class GatedSend:
                 await self._send(held)
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
                 return
-            data = self._rewriter.feed(chunk)
-            if not more:
-                data += self._rewriter.finish()
+            data = self._rewriter.feed(chunk) if more else self._rewriter.rewrite(chunk)
             if whole:
                 held["headers"].append((b"content-length", str(len(data)).encode()))
             await self._send(held)
