@@ -417,9 +417,9 @@ class HtmlRewriter(RawText):
 
     def _next_needle(self, low: bytes, pos: int) -> int:
         """Where the next denied host as written starts (len(low) if none), or where the search for
-        them stopped (NEEDLE_WINDOW on: no page is searched further than its skips go, which
-        `known_runs` may take far), each needle's next place remembered per buffer so that no byte
-        is searched twice."""
+        them stopped (NEEDLE_WINDOW on, or about where the next run is looked up: no page is searched
+        further than its skips go, which `known_runs` may take far), each needle's next place
+        remembered per buffer so that no byte is searched twice."""
         if self._hosts is None:
             return len(low)
         if self._hits_in is not low:
@@ -428,10 +428,12 @@ class HtmlRewriter(RawText):
             return self._hit  # still the nearest
         hits = self._hits
         best = n = len(low)
+        limit = pos + NEEDLE_WINDOW
+        if self._runs_in is low and pos < self._runs_from < limit:
+            limit = max(self._runs_from, pos + 1024)
         for needle in self._hosts.needles:
             at = hits.get(needle, -1)
             if at < pos or (at == pos and not low.startswith(needle, pos)):
-                limit = pos + NEEDLE_WINDOW
                 at = low.find(needle, pos, limit + len(needle) - 1)
                 hits[needle] = at = min(limit, n) if at < 0 else at
             best = min(best, at)

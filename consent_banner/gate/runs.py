@@ -24,26 +24,27 @@ def known_runs(low: bytes, pos: int, needles: tuple[bytes, ...]) -> tuple[int, i
     a page served again, or its template, is mostly the same runs, and a dict lookup costs a
     fraction of SKIP_PLAIN (which reads each byte of every tag) and of searching every run for each
     denied host and the marker. A run ends at a `<` after a newline (else any `<`) at least RUN
-    bytes on, so that the runs after a part that differs per response are the same again. A run
-    holding a denied host as written or the marker's bytes is never passed: the skip stops at
-    them. Elsewhere what SKIP_PLAIN does in a run depends on its bytes alone: it is bounded by the
-    run's end, which it reaches when every tag in the run is one it skips. Returns where the skip
-    stops and the end of the run it stops in."""
+    bytes on, or at the end of the buffer, so that the runs after a part that differs per response
+    are the same again. What SKIP_PLAIN does in a run depends on its bytes alone: it is bounded by
+    the run's end, and by the first denied host as written or marker bytes in it, where the skip
+    stops as it does without runs. Returns where the skip stops, and where the next run may be
+    looked up: a newline a little further on (a page with many tags to read costs a lookup per
+    RUN // 4 bytes at most, not one per tag)."""
+    n = len(low)
     while True:
         cut = low.find(b"\n<", pos + RUN, pos + 4 * RUN) + 1
         if not cut:
             cut = low.find(b"<", pos + RUN)
             if cut < 0:
-                return pos, len(low)
+                if n - pos < RUN // 4:
+                    return pos, n
+                cut = n  # the rest of the buffer
         key = (needles, low[pos:cut])
         size = RUNS.get(key)
         if size is None:
             run = key[1]
-            if MARKER in run or any(n in run for n in needles):
-                size = 0
-            else:
-                size = SKIP_PLAIN.match(low, pos, cut).end() - pos  # type: ignore[union-attr]
-            RUNS.put(key, size)
+            stop = min((at for at in map(run.find, (MARKER, *needles)) if at >= 0), default=len(run))
+            size = RUNS.put(key, SKIP_PLAIN.match(low, pos, pos + stop).end() - pos)  # type: ignore[union-attr]
         pos += size
-        if pos < cut:
-            return pos, cut
+        if pos < cut or cut == n:
+            return pos, (low.find(b"\n<", pos + RUN // 4, pos + RUN) + 1 or cut)

@@ -40,7 +40,7 @@ def test_a_page_served_again_is_rewritten_as_the_first_time() -> None:
     script = '<script src="https://ads.example.org/a.js"></script>'
     page = doc(FILLER + '<img src="https://px.adnet.example/t">' + FILLER + script + FILLER)
     first = rewrite(page)
-    assert len(RUNS) > 10
+    assert len(RUNS) > 3
     again = rewrite(page, nonce="other")
     assert again == first.replace('nonce="n0nce"', 'nonce="other"')
     assert again.count('nonce="other"') == 2 and 'data-consent-src="https://px.adnet.example/t"' in again
