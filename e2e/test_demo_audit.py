@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -63,7 +62,8 @@ def test_audit_view_needs_credentials_and_shows_verifies_and_exports_this_run(
         )
     download = download_info.value
     assert download.suggested_filename.endswith(".csv")
-    rows = list(csv.DictReader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+    with open(download.path(), encoding="utf-8", newline="") as export:
+        rows = list(csv.DictReader(export))
     ours = {r["consent_id"]: r for r in rows if r["consent_id"] in (accepted, rejected)}
     assert set(ours) == {accepted, rejected}, [r["consent_id"] for r in rows]
     assert ours[accepted]["action"] == "accept_all" and ours[rejected]["action"] == "reject_all"
