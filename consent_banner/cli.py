@@ -11,21 +11,13 @@ from types import ModuleType
 
 import click
 
+from .cli_options import config_option
 from .config import ConsentConfig
 from .consent import ENV_SECRET_KEYS, secret_keys_from_env
 from .display import shown
 from .errors import ConfigError, MissingSecretKey
 
-DEFAULT_CONFIG = "consent.toml"
 DEMO_KEY_FILE = ".consent-demo-key"  # `demo` without CONSENT_SECRET_KEYS: its key, beside its log
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="the consent.toml to use",
-)
 
 
 def load_config(path: Path) -> ConsentConfig:
@@ -127,7 +119,7 @@ def demo(host: str, port: int, config_path: Path | None) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@config_option
+@config_option("the consent.toml to use")
 def serve(host: str, port: int, config_path: Path) -> None:
     """Run a stand-alone consent server for sites that embed the script (not Python sites)."""
     import uvicorn

@@ -23,6 +23,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
+from .. import cli_options
 from ..config import ConsentConfig
 from ..consent import secret_keys_from_env
 from ..display import escape_controls, shown
@@ -39,14 +40,7 @@ from .verify import ChainVerifier
 
 T = TypeVar("T")
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("consent.toml"),
-    show_default=True,
-    help="The consent.toml whose `log` key names the log.",
-)
+config_option = cli_options.config_option("The consent.toml whose `log` key names the log.")
 
 
 def _run(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:

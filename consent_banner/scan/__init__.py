@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from ..cli_options import config_option
 from ..config import ConsentConfig
 from ..display import escape_controls
 from ..errors import ConfigError, ScanError
@@ -125,14 +126,7 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
 
 @click.command()
 @click.argument("url")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="consent.toml",
-    show_default=True,
-    help="the consent.toml the site runs with",
-)
+@config_option("the consent.toml the site runs with")
 @click.option(
     "--pages",
     type=click.IntRange(min=1),
