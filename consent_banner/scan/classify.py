@@ -31,8 +31,9 @@ evidence lists each state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ..config import NECESSARY, ConsentConfig, CookieDeclaration
@@ -45,8 +46,12 @@ from .model import (
     HostSeen,
     PageResult,
     State,
+    StateResult,
     StorageSeen,
 )
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 FIRST_PARTY = "(this site)"
 # A real lifetime may exceed the declared one by this much before it counts: the clock moves
@@ -179,21 +184,24 @@ def findings_for(config: ConsentConfig, site_origin: str, pages: Sequence[PageRe
     return findings
 
 
-def _cookies_by_subject(page: PageResult) -> dict[tuple[str, str], dict[State, CookieSeen]]:
-    """Each cookie (name, domain) of the page with the states it was in the jar at the end of."""
-    grouped: dict[tuple[str, str], dict[State, CookieSeen]] = {}
+def _by_subject(
+    page: PageResult, seen: Callable[[StateResult], Iterable[tuple[K, V]]]
+) -> dict[K, dict[State, V]]:
+    """Each subject of the page (a cookie's name and domain, a storage key, an origin), with what
+    was seen of it at the end of each state it appeared in, in state order."""
+    grouped: dict[K, dict[State, V]] = {}
     for name, state in page.states.items():
-        for c in state.cookies:
-            grouped.setdefault((c.name, c.domain), {})[name] = c
+        for subject, item in seen(state):
+            grouped.setdefault(subject, {})[name] = item
     return grouped
+
+
+def _cookies_by_subject(page: PageResult) -> dict[tuple[str, str], dict[State, CookieSeen]]:
+    return _by_subject(page, lambda state: (((c.name, c.domain), c) for c in state.cookies))
 
 
 def _storage_by_subject(page: PageResult) -> dict[tuple[str, str], dict[State, StorageSeen]]:
-    grouped: dict[tuple[str, str], dict[State, StorageSeen]] = {}
-    for name, state in page.states.items():
-        for item in state.storage:
-            grouped.setdefault((item.area, item.key), {})[name] = item
-    return grouped
+    return _by_subject(page, lambda state: (((i.area, i.key), i) for i in state.storage))
 
 
 def _cookie_evidence(state: State, c: CookieSeen) -> str:
@@ -335,11 +343,7 @@ def _host_evidence(state: State, h: HostSeen, *, after: bool = False) -> str:
 
 
 def _host_findings(classifier: Classifier, page: PageResult, seen_services: set[str]) -> Iterable[Finding]:
-    by_origin: dict[str, dict[State, HostSeen]] = {}
-    for name, state in page.states.items():
-        for origin, h in state.hosts.items():
-            by_origin.setdefault(origin, {})[name] = h
-    for origin, hosts in by_origin.items():
+    for origin, hosts in _by_subject(page, lambda state: state.hosts.items()).items():
         cls = classifier.host(origin)
         if cls.service and cls.service != FIRST_PARTY:
             seen_services.add(cls.service)
