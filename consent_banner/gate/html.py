@@ -100,7 +100,7 @@ from .markup import (
     self_closing,
 )
 from .neutralise import MAX_MEMO_TAG
-from .pages import NOT_REPLAYED, PAGES, PageKey, Recorder, replayable
+from .pages import NOT_REPLAYED, PAGES, SEEN, PageKey, Recorder, replayable
 from .rawtext import RawText
 from .runs import known_runs
 from .tree import MAX_DEPTH
@@ -218,8 +218,8 @@ class HtmlRewriter(RawText):
 
     def rewrite(self, body: bytes) -> bytes:
         """`feed(body) + finish()`: the rest of the response is `body`. A whole body given to a fresh
-        rewriter is replayed when the same body was rewritten before in the same consent state
-        (`pages.py`): what differs per response is filled in, nothing is read again."""
+        rewriter is replayed when the same body was rewritten twice before in the same consent
+        state (`pages.py`): what differs per response is filled in, nothing is read again."""
         if self._hosts is None or not self._fresh or not body:
             return self.feed(body) + self.finish()
         key: PageKey = (
@@ -228,6 +228,10 @@ class HtmlRewriter(RawText):
         )
         found = PAGES.get(key)
         if found is None:
+            seen = hash(key)
+            if seen not in SEEN:
+                SEEN.put(seen, True)
+                return self.feed(body) + self.finish()
             if not replayable(body):
                 PAGES.put(key, NOT_REPLAYED)
                 return self.feed(body) + self.finish()

@@ -2,7 +2,7 @@
 same way in every response, but for what the caller gives per response (the nonce that marks
 neutralised tags, the snippets injected, the iframe placeholders).
 
-`HtmlRewriter.rewrite(body)` on a fresh rewriter records, the first time, its output with holes where
+`HtmlRewriter.rewrite(body)` on a fresh rewriter records, the second time, its output with holes where
 those go: the rewriter runs as ever, with callables that return a hole (a secret drawn per process,
 which no page can hold) instead of the nonce, the snippets and the placeholders, and note what they
 were asked for (the page's language, which service's placeholder). Later responses of that body and
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 MAX_PAGE = 512 * 1024  # the largest body remembered, in bytes
 MAX_PAGES = 4 * 1024 * 1024  # bytes of bodies and their rewrites remembered (then all forgotten)
+MAX_SEEN = 4096  # bodies seen once remembered, by hash
 
 _HOLE = "cbhole" + secrets.token_hex(16)  # ASCII: the same bytes in every charset the rewriter reads
 _HOLES = re.compile(re.escape(_HOLE.encode()) + rb"([mhb]|p[0-9]+)\.")
@@ -108,3 +109,6 @@ def replayable(body: bytes) -> bool:
 
 NOT_REPLAYED = Template(b"", None, [])  # remembered for a body that is rewritten afresh every time
 PAGES: Memo[PageKey, Template] = Memo(MAX_PAGES, lambda key, found: len(key[1]) + found.size)
+# The hashes of bodies seen once: a body is recorded the second time only, so that pages that differ
+# in every response (a token in them) cost no recording and take no room in PAGES.
+SEEN: Memo[int, bool] = Memo(MAX_SEEN)

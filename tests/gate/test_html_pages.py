@@ -8,7 +8,7 @@ import pytest
 from consent_banner.gate import ResponseGate
 from consent_banner.gate.hosts import Blocked
 from consent_banner.gate.html import HtmlRewriter
-from consent_banner.gate.pages import NOT_REPLAYED, PAGES
+from consent_banner.gate.pages import NOT_REPLAYED, PAGES, SEEN
 
 from .conftest import OWN, consent, make_config
 
@@ -31,6 +31,7 @@ PAGES_TO_REPLAY = [
 @pytest.fixture(autouse=True)
 def _forget_pages() -> None:
     PAGES.clear()
+    SEEN.clear()
 
 
 def rewriter(n: int, *granted: str, lang_seen: list[str | None] | None = None) -> HtmlRewriter:
@@ -57,33 +58,39 @@ def fresh(n: int, data: bytes) -> bytes:
 @pytest.mark.parametrize("page", PAGES_TO_REPLAY)
 def test_a_page_replayed_is_what_a_fresh_rewrite_gives(page: str) -> None:
     data = page.encode()
-    for n in range(3):  # the first records, the others replay
+    for n in range(4):  # the first is seen, the second recorded, the others replayed
         assert rewriter(n).rewrite(data) == fresh(n, data)
-    assert len(PAGES) == 1 and NOT_REPLAYED not in PAGES.values()
+        assert len(PAGES) == (n > 0) and NOT_REPLAYED not in PAGES.values()
 
 
 def test_a_page_is_replayed_per_consent_state() -> None:
     data = PAGES_TO_REPLAY[0].encode()
     pixel = b'<img src="https://px.adnet.example/p">'
-    assert pixel not in rewriter(0).rewrite(data)
-    assert pixel in rewriter(1, "marketing").rewrite(data)
-    assert pixel not in rewriter(2).rewrite(data)
+    for n in range(3):
+        assert pixel not in rewriter(n).rewrite(data)
+        assert pixel in rewriter(n, "marketing").rewrite(data)
     assert len(PAGES) == 2
 
 
 def test_the_snippets_are_asked_for_in_the_pages_language_each_time() -> None:
     seen: list[str | None] = []
-    for n in range(2):
+    for n in range(3):
         rewriter(n, lang_seen=seen).rewrite(PAGES_TO_REPLAY[0].encode())
-    assert seen == ["sv", "sv"]
+    assert seen == ["sv", "sv", "sv"] and PAGES
 
 
 def test_a_page_with_srcdoc_is_rewritten_afresh_each_time() -> None:
     # The nested document's output is escaped into the attribute: a hole there would be filled raw.
     data = b'<body><iframe srcdoc="<img src=https://px.adnet.example/x>"></iframe></body>'
-    for n in range(2):
+    for n in range(3):
         assert rewriter(n).rewrite(data) == fresh(n, data)
     assert list(PAGES.values()) == [NOT_REPLAYED]
+
+
+def test_a_page_seen_once_is_not_recorded() -> None:
+    data = PAGES_TO_REPLAY[0].encode()
+    rewriter(0).rewrite(data)
+    assert not PAGES and len(SEEN) == 1
 
 
 def test_a_rewriter_fed_before_is_not_replayed() -> None:
