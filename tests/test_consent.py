@@ -125,7 +125,7 @@ def test_key_rotation_newest_signs_any_listed_verifies() -> None:
 
 
 def test_expired_cookie_is_undecided(monkeypatch: pytest.MonkeyPatch) -> None:
-    """R17/R33: a cookie older than the lifetime counts as undecided, also from the cache."""
+    """R18/R33: a cookie older than the lifetime counts as undecided, also from the cache."""
     c = codec(lifetime=100)
     value = c.encode(granted())
     assert c.decode(value).decided  # now cached

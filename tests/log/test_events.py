@@ -203,7 +203,7 @@ def test_canonical_encoding_is_ascii_json_of_the_columns() -> None:
 
 
 def test_time_format_round_trips_and_sorts_as_text() -> None:
-    """R22: stored times are UTC with microseconds, fixed width."""
+    """Stored times are UTC with microseconds, fixed width."""
     t = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
     assert format_at(t) == "2026-01-02T03:04:05.000006Z"
     assert parse_at(format_at(t)) == t
@@ -211,7 +211,7 @@ def test_time_format_round_trips_and_sorts_as_text() -> None:
 
 
 def test_logged_record_json_round_trip() -> None:
-    """R24: the JSON form carries every field and reads back to the same record."""
+    """The JSON form carries every field and reads back to the same record."""
     p = prepare(_decision(), "v" * 64)
     at = "2026-01-01T00:00:00.000000Z"
     (link,), _ = chain(GENESIS, [p.columns(at)])
