@@ -119,7 +119,7 @@ def request_cookies(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bool
             cookie = cookie + b"; " + value if cookie else value
         elif key == b"sec-gpc":
             gpc = value
-    return cookie, gpc.strip() == b"1"
+    return cookie, gpc == b"1" or (gpc != b"" and gpc.strip() == b"1")
 
 
 class Visit:

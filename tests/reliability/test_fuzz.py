@@ -577,11 +577,11 @@ def decision_requests(draw: st.DrawFn, h: Harness) -> Req:
         )
         if token_kind != "no-cookie":
             hd[b"cookie"] = f"consent_csrf={csrf_value}".encode()
-            csrf_token = h.app.csrf_token(csrf_value)
+            csrf_token = h.app.tokens.token(csrf_value)
         if token_kind in ("valid", "no-cookie"):
-            form = [("csrf", h.app.csrf_token(csrf_value)), *form]
+            form = [("csrf", h.app.tokens.token(csrf_value)), *form]
         elif token_kind == "other":
-            form = [("csrf", h.app.csrf_token("someone-else")), *form]
+            form = [("csrf", h.app.tokens.token("someone-else")), *form]
         elif token_kind == "garbage":
             form = [("csrf", draw(st.text(max_size=40))), *form]
         body = urlencode(form).encode()

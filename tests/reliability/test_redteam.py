@@ -43,7 +43,7 @@ async def site(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HTTPS) as c:
         c.app = app  # type: ignore[attr-defined]
         yield c
-    await app.routes.close()
+    await app.close()
 
 
 def browser_jar(jar: dict[str, str], response: httpx.Response) -> dict[str, str]:
@@ -92,7 +92,7 @@ async def test_a_planted_old_name_form_token_does_not_authenticate_a_form_post(
         headers={"origin": HTTPS, "cookie": "consent_csrf=" + x},
     )
     assert r.status_code == 403, r.text
-    assert await (await site.app.routes.log()).count() == 0  # type: ignore[attr-defined]
+    assert await (await site.app.log()).count() == 0  # type: ignore[attr-defined]
 
 
 async def test_verify_file_says_when_nothing_signed_vouches_for_an_export(
@@ -155,7 +155,7 @@ async def test_gpc_replays_count_against_the_decision_rate_limit(tmp_path: Path)
                 assert answer.status_code == 200 and not answer.json()["marketing"]
                 reissued += any(v.startswith("consent=") for v in answer.headers.get_list("set-cookie"))
     finally:
-        await app.routes.close()
+        await app.close()
     assert reissued <= 5  # the budget's burst, less the decision itself
 
 
@@ -202,7 +202,7 @@ async def test_guessing_from_many_ipv6_networks_is_still_slowed(
             for i in range(10_001):
                 statuses[await _audit_status(app, f"2001:db8:0:{i:x}::1", guess)] += 1
     finally:
-        await app.routes.close()
+        await app.close()
     assert statuses[429] > 0, statuses
 
 
@@ -257,4 +257,4 @@ async def test_twin_consent_cookies_in_separate_cookie_fields_decide_nothing(tmp
             seen = await _whoami(app, fields)
             assert seen["decided"] is False and seen["marketing"] is False, (fields, seen)
     finally:
-        await app.routes.close()
+        await app.close()

@@ -231,7 +231,7 @@ async def _written_log(tmp_path: Path, log_url: str) -> Path:
             )
             assert answer.status == 200
     finally:
-        await app.routes.close()
+        await app.close()
     return config_path
 
 
@@ -279,7 +279,7 @@ async def test_a_forged_log_is_named_and_never_signed_again(
             body=b'{"action": "accept_all"}',
         )
     finally:
-        await app.routes.close()
+        await app.close()
     assert answer.status == 503
     code, again = verify_cli(config)
     assert code == 1 and isinstance(again, dict) and named in again["message"], again
