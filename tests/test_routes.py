@@ -122,7 +122,7 @@ async def test_state_shape(client) -> None:
 
 
 async def test_withdraw_grants_only_necessary_and_is_recorded(client, config) -> None:
-    """R15/R19"""
+    """R16/R19: a withdrawal grants only necessary from then on, and is a record of its own."""
     cid = (await decide(client, {"action": "accept_all"})).json()["consent_id"]
     r = await client.post("/_consent/withdraw", json={}, headers=SAME)
     assert r.status_code == 200

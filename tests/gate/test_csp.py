@@ -93,7 +93,7 @@ async def test_gpc_removes_marketing_origins_after_an_opt_in(gate: ResponseGate)
 
 
 async def test_reporting_endpoints_and_report_uri(gate: ResponseGate) -> None:
-    """R2: violations are reported to {prefix}/csp-report, legacy report-uri and Reporting API."""
+    """Violations are reported to {prefix}/csp-report, legacy report-uri and Reporting API."""
     r = await get(gate, consent())
     policy = directives(r.headers["content-security-policy"])
     assert policy["report-uri"] == ["/_consent/csp-report"]
@@ -181,7 +181,7 @@ async def test_several_app_policies_fold_into_one_header(gate: ResponseGate) -> 
 
 
 async def test_report_only_mode_sends_report_only_header_and_leaves_enforced_app_policy() -> None:
-    """R2: csp = "report-only" sends the Report-Only header; the app's enforced policy stays as it is."""
+    """Csp = "report-only" sends the Report-Only header; the app's enforced policy stays as it is."""
     gate = ResponseGate(make_config(csp="report-only"), own_cookie_names=OWN)
     r = await get(gate, consent(), headers={"content-security-policy": "frame-ancestors 'none'"})
     assert r.headers["content-security-policy"] == "frame-ancestors 'none'"
@@ -190,7 +190,7 @@ async def test_report_only_mode_sends_report_only_header_and_leaves_enforced_app
 
 
 async def test_csp_off_sends_no_policy() -> None:
-    """R2: csp = "off" leaves the policy to the app."""
+    """Csp = "off" leaves the policy to the app."""
     gate = ResponseGate(make_config(csp="off"), own_cookie_names=OWN)
     r = await get(gate, consent(), headers={"content-security-policy": "img-src 'self'"})
     assert r.headers.get_list("content-security-policy") == ["img-src 'self'"]
@@ -198,7 +198,7 @@ async def test_csp_off_sends_no_policy() -> None:
 
 
 async def test_existing_reporting_endpoints_are_kept(gate: ResponseGate) -> None:
-    """R2: the app's Reporting-Endpoints stay; ours is added to the same header."""
+    """The app's Reporting-Endpoints stay; ours is added to the same header."""
     r = await get(
         gate,
         consent(),
@@ -209,7 +209,7 @@ async def test_existing_reporting_endpoints_are_kept(gate: ResponseGate) -> None
 
 
 async def test_root_path_prefixes_the_report_endpoint(gate: ResponseGate) -> None:
-    """R2: behind a root_path the endpoint is where the browser can reach it."""
+    """Behind a root_path the endpoint is where the browser can reach it."""
     app = gated(html_app(), gate, consent())
 
     async def rooted(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -260,7 +260,7 @@ def test_fallback_chain_applies_the_app_default_to_our_directives() -> None:
 
 
 def test_parse_legacy_report() -> None:
-    """R2: the legacy application/csp-report body gives page path, blocked origin, directive."""
+    """The legacy application/csp-report body gives page path, blocked origin, directive."""
     body = json.dumps(
         {
             "csp-report": {
@@ -278,7 +278,7 @@ def test_parse_legacy_report() -> None:
 
 
 def test_parse_reporting_api_batch() -> None:
-    """R2: the Reporting API's application/reports+json list; other report types are skipped."""
+    """The Reporting API's application/reports+json list; other report types are skipped."""
     body = json.dumps(
         [
             {
@@ -328,12 +328,12 @@ def test_parse_reporting_api_batch() -> None:
     ],
 )
 def test_malformed_reports_are_skipped(body: bytes, content_type: str) -> None:
-    """R2: malformed, hostile or foreign bodies yield nothing and never raise."""
+    """Malformed, hostile or foreign bodies yield nothing and never raise."""
     assert parse_reports(body, content_type) == []
 
 
 def test_oversized_report_bodies_and_batches_are_bounded() -> None:
-    """R2: report bodies over the size bound are ignored; a batch is read up to a bounded count."""
+    """Report bodies over the size bound are ignored; a batch is read up to a bounded count."""
     one = {
         "type": "csp-violation",
         "body": {

@@ -307,7 +307,7 @@ def test_injection_without_head_or_body(page: str, expected: str) -> None:
 
 
 def test_empty_body_gets_nothing() -> None:
-    """R30: an empty HTML body stays empty (nothing to inject into)."""
+    """An empty HTML body stays empty (nothing to inject into)."""
     assert rewrite("") == "" and rewrite("  \n") == "  \n"
 
 

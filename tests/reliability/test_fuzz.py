@@ -737,7 +737,7 @@ def test_arbitrary_headers_never_break_the_gate(harness: Harness, record_propert
 
 @pytest.mark.parametrize("path", ["/_consent", "/_consent/withdraw", "/_consent/csp-report"])
 async def test_deeply_nested_json_is_a_400_not_a_500(tmp_path: Path, path: str) -> None:
-    """P1, R34: 8 KB of '[' (nesting deeper than Python's recursion limit) makes json.loads raise
+    """P1: 8 KB of '[' (nesting deeper than Python's recursion limit) makes json.loads raise
     RecursionError, which is not a ValueError; the body must be refused, never crash the request."""
     config = ConsentConfig.from_toml(write_config(tmp_path, "memory://"))
     app = make_app(config)
