@@ -135,12 +135,15 @@ class ConsentRoutes:
         csrf_value = self.visitors.cookies(request.scope).csrf
         token = self.tokens.token(csrf_value) if csrf_value else ""
         html = self.banner.fragment(consent, language=language, csrf_token=token, return_to="/")
-        return HTMLResponse(html, headers={"cache-control": "private, no-cache", "vary": "Cookie, Sec-GPC"})
+        # The language follows Accept-Language when ?lang= names none we have: a cache must key on it.
+        return HTMLResponse(
+            html, headers={"cache-control": "private, no-cache", "vary": "Cookie, Sec-GPC, Accept-Language"}
+        )
 
     async def declaration(self, request: Request, consent: Consent) -> Response:
         return HTMLResponse(
             self.banner.declaration(self._query_language(request)),
-            headers={"cache-control": "public, max-age=300"},
+            headers={"cache-control": "public, max-age=300", "vary": "Accept-Language"},
         )
 
     def _query_language(self, request: Request) -> str:

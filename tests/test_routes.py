@@ -459,6 +459,19 @@ async def test_banner_and_declaration_fragments_follow_the_language(client) -> N
     assert "Counts visits" not in sv_table.text and "13 months" not in sv_table.text
 
 
+async def test_fragments_chosen_by_accept_language_vary_on_it(client) -> None:
+    """R14: the declaration is publicly cacheable and both fragments follow Accept-Language when ?lang=
+    names no language we have: without `Vary: Accept-Language` a shared cache hands one visitor's
+    language to the next."""
+    for path in ("/_consent/banner", "/_consent/declaration"):
+        en = await client.get(path, headers={"accept-language": "en"})
+        sv = await client.get(path, headers={"accept-language": "sv"})
+        assert en.text != sv.text
+        for r in (en, sv):
+            vary = {v.strip().lower() for v in r.headers.get("vary", "").split(",")}
+            assert "accept-language" in vary, (path, r.headers.get("vary"))
+
+
 async def test_script_is_served_with_its_content_hash_for_caching(client) -> None:
     page = (await client.get("/")).text
     src = re.search(r'src="(/_consent/consent\.js\?v=[0-9a-f]+)"', page).group(1)
