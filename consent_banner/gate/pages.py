@@ -25,8 +25,10 @@ if TYPE_CHECKING:
     from .hosts import Blocked, HostRules
 
 MAX_PAGE = 512 * 1024  # the largest body remembered, in bytes
-MAX_PAGES = 4 * 1024 * 1024  # bytes of bodies and their rewrites remembered (then all forgotten)
+MAX_PAGES = 4 * 1024 * 1024  # bytes of pages remembered, entries weighed by _weight (then all forgotten)
 MAX_SEEN = 4096  # bodies seen once remembered, by hash
+_ENTRY = 512  # bytes a page remembered costs beside its body, its rewrite and its parts
+_PART = 48  # bytes a part of a template costs beside its bytes
 
 _HOLE = "cbhole" + secrets.token_hex(16)  # ASCII: the same bytes in every charset the rewriter reads
 _HOLES = re.compile(re.escape(_HOLE.encode()) + rb"([mhb]|p[0-9]+)\.")
@@ -107,8 +109,14 @@ def replayable(body: bytes) -> bool:
     return len(body) <= MAX_PAGE and _HOLE.encode() not in body and b"srcdoc" not in body.lower()
 
 
+def _weight(key: PageKey, found: Template) -> int:
+    # Not its bytes alone: a page that reflects a query parameter makes small distinct bodies, each
+    # entry costing its key, template and parts (tracemalloc: about 400 bytes, and 48 a part) too.
+    return _ENTRY + len(key[1]) + found.size + _PART * len(found.parts)
+
+
 NOT_REPLAYED = Template(b"", None, [])  # remembered for a body that is rewritten afresh every time
-PAGES: Memo[PageKey, Template] = Memo(MAX_PAGES, lambda key, found: len(key[1]) + found.size)
+PAGES: Memo[PageKey, Template] = Memo(MAX_PAGES, _weight)
 # The hashes of bodies seen once: a body is recorded the second time only, so that pages that differ
 # in every response (a token in them) cost no recording and take no room in PAGES.
 SEEN: Memo[int, bool] = Memo(MAX_SEEN)

@@ -1,0 +1,143 @@
+"""The hot paths' caches attacked as the threat model's adversaries would (docs/threat-model.md):
+a page replayed (gate/pages.py, gate/runs.py) must be byte for byte what a fresh rewrite gives, for
+any body markup reflected into a page can make; one visitor's nonce, snippets or state never reach
+another's response; and no cache grows past its bound under a flood of distinct inputs."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consent_banner.gate import ResponseGate
+from consent_banner.gate.hosts import Blocked
+from consent_banner.gate.html import HtmlRewriter
+from consent_banner.gate.pages import _HOLE, MAX_PAGES, PAGES, SEEN
+
+from ..gate.conftest import OWN, consent, make_config
+
+GATE = ResponseGate(make_config(), own_cookie_names=OWN)
+
+# Pieces markup reflected into a page can bring: denied hosts (whole, or cut where a run or a chunk
+# may end), the snippet's marker, what leaves the banner inert, nested documents, charsets, text that
+# looks like a hole, and enough filler for the rewriter to cut runs.
+PIECES = [
+    '<img src="https://px.adnet.example/p">',
+    "<img src=https://px.adnet",
+    ".example/split>",
+    '<iframe src="https://video.example.tv/e/1"></iframe>',
+    '<script src="https://stats.example.net/a.js"></script>',
+    '<p style="background:url(https://px.adnet.example/c)">x</p>',
+    '<div data-consent-banner="x"></div>',
+    "data-consent-banner",
+    "<noscript><img src=https://px.adnet.example/n></noscript>",
+    "<noscript>",
+    "<template><img src=https://px.adnet.example/t>",
+    "</template>",
+    "<svg><desc><img src=https://px.adnet.example/s>",
+    "<svg><image href=https://px.adnet.example/i /></svg>",
+    "<math><mi>",
+    "<textarea>",
+    "</textarea>",
+    "<!--",
+    "-->",
+    "<script>if (a<b) {}",
+    "</script>",
+    "<title>",
+    '<meta charset="windows-1252">',
+    '<html lang="sv">',
+    "<head>",
+    "</head>",
+    "<body>",
+    "</body>",
+    '<a title="\n<img src=https://px.adnet.example/q>">',
+    "cbhole",
+    "cbhole0123456789abcdef0123456789abcdefm.",
+    "\u00e9\u00e5",
+    "&amp;",
+    "<p>text</p>\n",
+    "<",
+    '"',
+    "\n",
+]
+FILLER = "<p>" + "plain words " * 40 + "</p>\n"
+
+
+def rewriter(n: int, *granted: str, charset: str = "utf-8") -> HtmlRewriter:
+    """A rewriter as the middleware makes one for response `n`: its own nonce, snippets, placeholders."""
+
+    def inject(lang: str | None) -> tuple[str, str]:
+        head = f'<script nonce="n{n}" data-consent-banner="head"></script>'
+        return head, f"<div>banner {n} {lang} \u00e9</div>"
+
+    def placeholder(blocked: Blocked, lang: str | None) -> str:
+        return f'<div nonce="n{n}">{blocked.service} {lang} \u00e9</div>'
+
+    return HtmlRewriter(
+        GATE.plan(consent(*granted)).hosts, inject, charset=charset, placeholder=placeholder,
+        mark=lambda: f"nonce{n}",
+    )
+
+
+def fresh(n: int, data: bytes, *granted: str, charset: str = "utf-8") -> bytes:
+    rw = rewriter(n, *granted, charset=charset)
+    return rw.feed(data) + rw.finish()
+
+
+bodies = st.lists(
+    st.one_of(st.sampled_from(PIECES), st.integers(1, 12).map(lambda k: FILLER * k)), max_size=30
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies, st.sampled_from(["utf-8", "windows-1252"]), st.sampled_from([(), ("media",)]))
+def test_a_replayed_page_is_byte_for_byte_a_fresh_rewrite(
+    body: str, charset: str, granted: tuple[str, ...]
+) -> None:
+    """Seen, recorded, then replayed: the third response of a body is what a fresh rewrite gives it,
+    with that response's own nonce, snippets and placeholders, and no hole shown."""
+    PAGES.clear()
+    SEEN.clear()
+    data = body.encode(charset, "xmlcharrefreplace")
+    for n in range(3):
+        out = rewriter(n, *granted, charset=charset).rewrite(data)
+        assert out == fresh(n, data, *granted, charset=charset)
+        assert _HOLE.encode() not in out
+
+
+def test_a_replay_carries_only_its_own_responses_values() -> None:
+    """Two visitors in one consent state, the page replayed for both: each gets its nonce alone."""
+    PAGES.clear()
+    SEEN.clear()
+    data = ('<html lang="sv"><body>' + PIECES[0] + PIECES[3] + FILLER * 20 + "</body>").encode()
+    for n in range(6):
+        out = rewriter(n).rewrite(data)
+        others = [m for m in range(6) if m != n]
+        assert f"nonce{n}".encode() in out and f"n{n}".encode() in out
+        assert not any(f"nonce{m}".encode() in out or f'"n{m}"'.encode() in out for m in others)
+
+
+def test_a_flood_of_distinct_small_pages_stays_within_the_pages_budget() -> None:
+    """A page that reflects a query parameter, requested twice per value with 30,000 values: the
+    pages remembered hold their bodies, their rewrites and what each entry costs beside them (the
+    key, the template, its parts), within MAX_PAGES, never many times that."""
+    PAGES.clear()
+    SEEN.clear()
+    hosts = GATE.plan(consent()).hosts
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for q in range(30_000):
+            data = f"<p>{q}</p>".encode()
+            for _ in range(2):
+                HtmlRewriter(hosts, None).rewrite(data)
+        grown, kept = tracemalloc.get_traced_memory()[0] - before, len(PAGES)
+    finally:
+        tracemalloc.stop()
+    PAGES.clear()
+    SEEN.clear()
+    # Before the fix an entry weighed its bytes alone (about 20 here) and cost 400: 12 MB for these
+    # 30,000 pages, 75 MB once the budget of 4 MB "weight" was full.
+    assert grown < MAX_PAGES + 1024 * 1024, f"{grown / 1e6:.1f} MB kept by {kept} pages"
+
