@@ -5,19 +5,26 @@ another's response; and no cache grows past its bound under a flood of distinct 
 
 from __future__ import annotations
 
+import os
+import time
 import tracemalloc
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consent_banner.consent import Consent
 from consent_banner.gate import ResponseGate
 from consent_banner.gate.hosts import Blocked
 from consent_banner.gate.html import HtmlRewriter
 from consent_banner.gate.pages import _HOLE, MAX_PAGES, PAGES, SEEN
+from consent_banner.visitor import VISITS_BYTES
 
+from ..conftest import make_app
 from ..gate.conftest import OWN, consent, make_config
 
 GATE = ResponseGate(make_config(), own_cookie_names=OWN)
+EXAMPLES = int(os.environ.get("REDTEAM_EXAMPLES", "150"))  # generated cases per property (more by hand)
 
 # Pieces markup reflected into a page can bring: denied hosts (whole, or cut where a run or a chunk
 # may end), the snippet's marker, what leaves the banner inert, nested documents, charsets, text that
@@ -90,7 +97,7 @@ bodies = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies, st.sampled_from(["utf-8", "windows-1252"]), st.sampled_from([(), ("media",)]))
 def test_a_replayed_page_is_byte_for_byte_a_fresh_rewrite(
     body: str, charset: str, granted: tuple[str, ...]
@@ -141,3 +148,52 @@ def test_a_flood_of_distinct_small_pages_stays_within_the_pages_budget() -> None
     # 30,000 pages, 75 MB once the budget of 4 MB "weight" was full.
     assert grown < MAX_PAGES + 1024 * 1024, f"{grown / 1e6:.1f} MB kept by {kept} pages"
 
+
+
+# --- visitor.Visitors: one cache of Cookie headers --------------------------------------------------------
+
+
+async def test_a_consent_cached_while_valid_stops_deciding_when_it_expires(config, monkeypatch) -> None:
+    """The header was remembered with its verified consent; once the lifetime is over it decides
+    nothing, with or without Sec-GPC (whose reading is remembered with it), and never again."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    app = make_app(config)
+    granted = frozenset({"analytics"})
+    value = app.codec.encode(Consent(id="c" * 22, granted=granted, revision=config.policy_revision))
+    header = {"cookie": f"sessionid=1; consent={value}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        for gpc in ({}, {"sec-gpc": "1"}):
+            assert (await c.get("/whoami", headers={**header, **gpc})).json()["analytics"]
+        now[0] += app.codec.lifetime + 1
+        for _ in range(2):
+            for gpc in ({}, {"sec-gpc": "1"}):
+                assert not (await c.get("/whoami", headers={**header, **gpc})).json()["decided"]
+    await app.close()
+
+
+async def test_a_flood_of_distinct_cookie_headers_with_both_gpc_signals_stays_within_budget(config) -> None:
+    """One valid consent cookie (anyone can get one) beside distinct denied tracker cookies, each
+    header sent with and without Sec-GPC: what the cache holds per header (its reading, and per
+    signal the consent as it applies and the cookies it denies) stays within VISITS_BYTES."""
+    app = make_app(config)
+    value = app.codec.encode(Consent(id="c" * 22, granted=frozenset(), revision=config.policy_revision))
+
+    def header(n: int) -> str:
+        return "; ".join([*(f"_st_id.{n}_{k}=1" for k in range(45)), f"consent={value}"])
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        for n in range(20):  # warm up: first-use allocations are not growth
+            await c.get("/whoami", headers={"cookie": header(n)})
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(20, 620):
+                for gpc in ({}, {"sec-gpc": "1"}):
+                    assert (await c.get("/whoami", headers={"cookie": header(n), **gpc})).status_code == 200
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+    await app.close()
+    # Before the fix the readings per signal were not weighed: 5.7 MB at the 4 MB budget.
+    assert peak < VISITS_BYTES + 512 * 1024, f"{peak / 1e6:.1f} MB at the peak"
