@@ -18,13 +18,14 @@ from consent_banner.gate import ResponseGate
 from consent_banner.gate.hosts import Blocked
 from consent_banner.gate.html import HtmlRewriter
 from consent_banner.gate.pages import _HOLE, MAX_PAGES, PAGES, SEEN
+from consent_banner.gate.runs import RUNS
 from consent_banner.visitor import VISITS_BYTES
 
 from ..conftest import make_app
 from ..gate.conftest import OWN, consent, make_config
 
 GATE = ResponseGate(make_config(), own_cookie_names=OWN)
-EXAMPLES = int(os.environ.get("REDTEAM_EXAMPLES", "150"))  # generated cases per property (more by hand)
+EXAMPLES = int(os.environ.get("REDTEAM_EXAMPLES", "300"))  # generated cases per property (more by hand)
 
 # Pieces markup reflected into a page can bring: denied hosts (whole, or cut where a run or a chunk
 # may end), the snippet's marker, what leaves the banner inert, nested documents, charsets, text that
@@ -111,6 +112,28 @@ def test_a_replayed_page_is_byte_for_byte_a_fresh_rewrite(
         out = rewriter(n, *granted, charset=charset).rewrite(data)
         assert out == fresh(n, data, *granted, charset=charset)
         assert _HOLE.encode() not in out
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies, st.lists(st.integers(1, 9000), max_size=8))
+def test_remembered_runs_and_tags_change_no_streamed_rewrite(body: str, cuts: list[int]) -> None:
+    """The same body streamed in the same chunks, with the runs and tags other responses left in
+    memory (runs ending at a chunk's end, a denied host cut there) and with none: the same bytes."""
+    data = body.encode()
+    at = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    chunks = [data[a:b] for a, b in zip(at, at[1:], strict=False)]
+
+    def streamed() -> bytes:
+        rw = rewriter(0)
+        return b"".join(rw.feed(chunk) for chunk in chunks) + rw.finish()
+
+    RUNS.clear()
+    GATE.plan(consent()).hosts.memo.clear()
+    cold = streamed()
+    for n in range(3):
+        rewriter(n).rewrite(data)
+        rewriter(n).rewrite(data[: len(data) // 2])
+    assert streamed() == cold
 
 
 def test_a_replay_carries_only_its_own_responses_values() -> None:
