@@ -13,6 +13,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consent_banner.banner import Banner
 from consent_banner.consent import Consent
 from consent_banner.gate import ResponseGate
 from consent_banner.gate.hosts import Blocked
@@ -23,6 +24,7 @@ from consent_banner.visitor import VISITS_BYTES
 
 from ..conftest import make_app
 from ..gate.conftest import OWN, consent, make_config
+from ..test_banner import make_config as banner_config
 
 GATE = ResponseGate(make_config(), own_cookie_names=OWN)
 EXAMPLES = int(os.environ.get("REDTEAM_EXAMPLES", "300"))  # generated cases per property (more by hand)
@@ -220,3 +222,46 @@ async def test_a_flood_of_distinct_cookie_headers_with_both_gpc_signals_stays_wi
     await app.close()
     # Before the fix the readings per signal were not weighed: 5.7 MB at the 4 MB budget.
     assert peak < VISITS_BYTES + 512 * 1024, f"{peak / 1e6:.1f} MB at the peak"
+
+
+# --- banner.py + splice.py: rendered once per language and state, per-response values spliced in ------------
+
+
+BANNER = Banner(banner_config(gpc_denies=["analytics", "marketing"]), prefix="/_consent")
+FRESH = Banner(BANNER.config, prefix="/_consent")
+SPLICE_MARKERS = list(BANNER._markers.markers)
+# Values a visitor controls (the path returned to) or that reach the markup: quotes, markup, the
+# splice markers themselves, references, a marker cut in two.
+values = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from([*SPLICE_MARKERS, SPLICE_MARKERS[0][:9], '"><b>x</b>', "&amp;", "'", "{{ t }}"]),
+    st.lists(st.sampled_from([*SPLICE_MARKERS, '"', "<", "&", "x"]), max_size=6).map("".join),
+)
+
+
+def visitor(decided: bool, granted: set[str], services: dict[str, bool], gpc: bool, cid: str) -> Consent:
+    c = Consent(id=cid, granted=frozenset(granted), services=services, revision="2026-11-01", decided_at=1)
+    c = c if decided else Consent()
+    return c.with_gpc(BANNER.config.gpc_denied) if gpc else c
+
+
+consents = st.builds(
+    visitor,
+    st.booleans(),
+    st.sets(st.sampled_from(["analytics", "marketing"])),
+    st.dictionaries(st.just("stats"), st.booleans()),
+    st.booleans(),
+    st.sampled_from(["visitor-a", "visitor-b", SPLICE_MARKERS[3]]),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(consents, st.sampled_from(["en", "sv"]), values, values, values), max_size=8))
+def test_a_spliced_banner_is_a_fresh_render_for_every_visitor(
+    responses: list[tuple[Consent, str, str, str, str]],
+) -> None:
+    """Visitors in any order, sharing what is remembered: each one's banner is what Jinja2 renders
+    from their own consent, token, return path and form id, whatever those hold (the markers too)."""
+    for consent_, language, token, return_to, form_id in responses:
+        expected = FRESH._render(consent_, language, token, return_to, form_id, FRESH._state(consent_))
+        assert BANNER._fragment(consent_, language, token, return_to, form_id) == expected
