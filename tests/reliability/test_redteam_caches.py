@@ -6,6 +6,7 @@ another's response; and no cache grows past its bound under a flood of distinct 
 from __future__ import annotations
 
 import os
+import re
 import time
 import tracemalloc
 
@@ -265,3 +266,26 @@ def test_a_spliced_banner_is_a_fresh_render_for_every_visitor(
     for consent_, language, token, return_to, form_id in responses:
         expected = FRESH._render(consent_, language, token, return_to, form_id, FRESH._state(consent_))
         assert BANNER._fragment(consent_, language, token, return_to, form_id) == expected
+
+
+async def test_visitors_served_a_replayed_page_each_get_their_own_nonce_token_and_language(config) -> None:
+    """Over the middleware: a page without `lang` served again and again to a Swedish and an English
+    visitor (replayed from the third response on): each response's nonce is its policy's, its form
+    token its own, its banner in its visitor's language, and nothing of the other's is in it."""
+    PAGES.clear()
+    SEEN.clear()
+    app = make_app(config)
+    seen: list[tuple[str, str, str]] = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        for _ in range(4):
+            for language in ("sv", "en"):
+                c.cookies.clear()
+                r = await c.get("/plain", headers={"accept-language": language})
+                [nonce] = re.findall(r"'nonce-([^']+)'", r.headers["content-security-policy"])
+                [token] = set(re.findall(r'name="csrf" value="([^"]+)"', r.text))
+                assert re.search(rf'data-lang="{language}"', r.text)
+                assert r.text.count(f'nonce="{nonce}"') >= 2
+                assert not any(n in r.text or t in r.text for n, t, _ in seen)
+                seen.append((nonce, token, language))
+    await app.close()
+    assert PAGES, "the page was replayed"
