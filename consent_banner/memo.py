@@ -39,6 +39,8 @@ class Memo(dict[K, V]):
             w = self.weigh(key, value)
             if w > self.size:
                 return value  # larger than the whole cache: not worth remembering
+            if key in self:  # replaced (a value read again on every request): its weight counts once
+                self.weight -= self.weigh(key, self[key])
             if self.weight + w > self.size:
                 self.clear()
             self.weight += w

@@ -289,3 +289,16 @@ async def test_visitors_served_a_replayed_page_each_get_their_own_nonce_token_an
                 seen.append((nonce, token, language))
     await app.close()
     assert PAGES, "the page was replayed"
+
+
+def test_a_stale_cookie_sent_again_and_again_does_not_empty_the_cache_for_everyone(config) -> None:
+    """A header whose consent does not verify is read again (and remembered again) on every request:
+    replacing its entry must not add its weight again, or one client repeating an expired cookie
+    empties the cache of every other visitor every few thousand requests."""
+    app = make_app(config)
+    good = app.codec.encode(Consent(id="c" * 22, granted=frozenset(), revision=config.policy_revision))
+    first = app.visitors.visit(f"consent={good}".encode(), secure=False)
+    stale = f"sessionid=1; consent={good[:-2]}{'BB' if good.endswith('AA') else 'AA'}".encode()
+    for _ in range(10_000):
+        assert not app.visitors.visit(stale, secure=False).consent.decided
+    assert app.visitors.visit(f"consent={good}".encode(), secure=False) is first
