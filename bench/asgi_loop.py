@@ -27,7 +27,8 @@ def make_scope(
     }
 
 
-async def _one(app: Callable, scope: dict) -> tuple[int, int]:
+async def one_request(app: Callable, scope: dict) -> tuple[int, int]:
+    """One request through `app`: (its status, its body's length)."""
     status = 0
     size = 0
 
@@ -61,14 +62,14 @@ def requests_per_second(
 
     async def run() -> float:
         for _ in range(warmup):
-            status, _ = await _one(app, scope)
+            status, _ = await one_request(app, scope)
             assert status == 200, status
         n = 0
         start = clock()
         deadline = start + seconds
         while True:
             for _ in range(100):
-                await _one(app, scope)
+                await one_request(app, scope)
             n += 100
             now = clock()
             if now >= deadline:

@@ -57,21 +57,9 @@ def naive(app: Starlette) -> Starlette:
     return middleware  # type: ignore[return-value]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=1.0, help="per case and round")
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="interleaved rounds; the best of each case counts"
-    )
-    parser.add_argument(
-        "--wall",
-        action="store_true",
-        help="time by the wall clock (default: this thread's CPU time, which a busy machine disturbs less)",
-    )
-    args = parser.parse_args()
-    clock = time.perf_counter if args.wall else time.thread_time
-    tmp = tempfile.mkdtemp()
-    config = ConsentConfig(
+def bench_config(tmp: str) -> ConsentConfig:
+    """One service in a category of three, its log in `tmp`: the configuration every case is timed with."""
+    return ConsentConfig(
         policy_revision="r1",
         controller="Bench AB",
         privacy_policy_url="/privacy",
@@ -90,6 +78,22 @@ def main() -> None:
             }
         ],
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=1.0, help="per case and round")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds; the best of each case counts"
+    )
+    parser.add_argument(
+        "--wall",
+        action="store_true",
+        help="time by the wall clock (default: this thread's CPU time, which a busy machine disturbs less)",
+    )
+    args = parser.parse_args()
+    clock = time.perf_counter if args.wall else time.thread_time
+    config = bench_config(tempfile.mkdtemp())
     os.environ["CONSENT_SECRET_KEYS"] = KEY
     gated = ConsentMiddleware(bare(), config=config)
     consent_cookie = gated.codec.encode(

@@ -27,11 +27,11 @@ from .consent import Consent, ConsentCodec, secret_keys_from_env
 from .decisions import Decisions
 from .errors import LogUnavailable
 from .formtoken import FormTokens
-from .gate import Plan, ResponseGate
+from .gate import ResponseGate
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .gate.html import Inject
-from .gate.send import GatedSend
+from .gate.send import Gating
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
 from .request_checks import OriginPolicy
 from .routes import ConsentRoutes
@@ -101,6 +101,7 @@ class ConsentMiddleware:
         self._gpc_denied = cfg.gpc_denied
         self._inject = cfg.inject
         self._page = self.page  # bound once: the gate calls it for HTML responses only
+        self._visit = self.visitors.visit
 
     # --- the request ---------------------------------------------------------------------------
 
@@ -113,9 +114,9 @@ class ConsentMiddleware:
             return
 
         header, gpc = request_cookies(scope["headers"])
-        visit = self.visitors.visit(header, scope.get("scheme") in _SECURE_SCHEMES)
+        visit = self._visit(header, scope.get("scheme") in _SECURE_SCHEMES)
         # Remembered with the reading: a returning visitor's request costs two lookups here.
-        consent, denied, plan = visit.applied.get(gpc) or self._apply(visit, gpc)
+        consent, gating = visit.applied.get(gpc) or self._apply(visit, gpc)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
@@ -138,13 +139,13 @@ class ConsentMiddleware:
             cookie = await self.decisions.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
-        # What `gate.wrap_send` makes, from the plan remembered with the visit.
-        await self.app(scope, receive, GatedSend(self.gate, send, scope, plan, denied, self._page))
+        # What `gate.wrap_send` makes, from the gating remembered with the visit.
+        await self.app(scope, receive, gating.wrap(send, scope))
 
-    def _apply(self, visit: Visit, gpc: bool) -> tuple[Consent, dict[str, str], Plan]:
-        """The consent as it applies to a request with or without Sec-GPC, the request's cookies the
-        gate must expire under it (only those: the gate is handed a dict of a few names, never a huge
-        Cookie header's), and the gate's plan for it. Remembered in the visit."""
+    def _apply(self, visit: Visit, gpc: bool) -> tuple[Consent, Gating]:
+        """The consent as it applies to a request with or without Sec-GPC, and the gate as it applies
+        to it: its plan, and the request's cookies it must expire (only those: the gate is handed a
+        dict of a few names, never a huge Cookie header's). Remembered in the visit."""
         consent = visit.consent.with_gpc(self._gpc_denied) if gpc else visit.consent
         plan = self.gate.plan(consent)
         others = visit.cookies.others
@@ -152,7 +153,7 @@ class ConsentMiddleware:
         if others:
             found = self._cookie_rules.denied_in_request(others, plan.allowed)
             denied = {name: others[name] for name, _ in found}
-        applied = visit.applied[gpc] = (consent, denied, plan)
+        applied = visit.applied[gpc] = (consent, Gating(self.gate, plan, denied, self._page))
         return applied
 
     def _upkeep(self, scope: Scope, cookies: VisitorCookies, consent: Consent) -> list[bytes]:

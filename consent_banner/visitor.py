@@ -31,7 +31,7 @@ from .consent import UNDECIDED, Consent, ConsentCodec
 from .memo import Memo
 
 if TYPE_CHECKING:
-    from .gate import Plan
+    from .gate.send import Gating
 
 HOST_PREFIX = "__Host-"
 CSRF_SUFFIX = "_csrf"
@@ -129,8 +129,9 @@ class Visit:
     for a header without a consent cookie, and already past for a value that did not verify, which
     is checked again on every request (a value signed by a server whose clock runs ahead verifies a
     moment later) and never remembered as verified. `applied` remembers, per Sec-GPC signal, the
-    consent as it applies to the request, the request's cookies it denies and the gate's plan for it
-    (the middleware fills it): a returning visitor's request looks them up instead of working them out.
+    consent as it applies to the request and the gate as it applies to that (its plan, the request's
+    cookies it denies; the middleware fills it): a returning visitor's request looks them up instead
+    of working them out.
     """
 
     __slots__ = ("cookies", "consent", "until", "tidy", "applied")
@@ -140,7 +141,7 @@ class Visit:
         self.consent = consent
         self.until = until
         self.tidy = bool(cookies.expire or cookies.migrate_consent)  # own cookies to expire or move
-        self.applied: dict[bool, tuple[Consent, dict[str, str], Plan]] = {}
+        self.applied: dict[bool, tuple[Consent, Gating]] = {}
 
 
 def _weight(header: bytes, visit: Visit) -> int:

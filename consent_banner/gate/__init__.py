@@ -27,7 +27,7 @@ parse makes elements where HTML's has text), and a body without Content-Type (al
 ``X-Content-Type-Options: nosniff``, so it is never sniffed into an ungated page).
 HEAD requests and 1xx/204/304/206 responses are not rewritten either.
 
-The wrapped `send` is `send.GatedSend`; how a page will be decoded is `charset.py`'s.
+The wrapped `send` is `send.Gating.wrap`'s; how a page will be decoded is `charset.py`'s.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .cookies import CookieRules
 from .csp import NONCE_PLACEHOLDER, REPORT_GROUP, build_policy, merge, parse_policies, serialize
 from .html import Blocked, HostRules, url_host
 from .placeholder import Placeholders
-from .send import VARY_TOKENS, GatedSend, PageHooks, Scope, Send
+from .send import VARY_TOKENS, Gating, PageHooks, Scope, Send
 
 __all__ = ["VARY_TOKENS", "PageHooks", "Plan", "ResponseGate"]
 
@@ -134,7 +134,7 @@ class ResponseGate:
         the CSP nonce, the page's language, the snippets to inject and extra headers: nothing of it is
         built for a response that is not HTML.
         """
-        return GatedSend(self, send, scope, self.plan(consent), request_cookies, page)
+        return Gating(self, self.plan(consent), request_cookies, page).wrap(send, scope)
 
     # --- per consent state, cached ---
 

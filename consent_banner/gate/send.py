@@ -57,8 +57,71 @@ class _Kind(NamedTuple):
     encoding: bytes | None  # Content-Encoding
 
 
+class Gating:
+    """The gate as it applies to one visitor's responses: the plan of their consent state and the
+    request's cookies it denies (the middleware remembers one per Cookie header and Sec-GPC signal,
+    so a returning visitor's request builds none); `wrap` makes the `send` of one request."""
+
+    __slots__ = ("gate", "plan", "request_cookies", "page", "html_passes")
+
+    def __init__(
+        self,
+        gate: ResponseGate,
+        plan: Plan,
+        request_cookies: dict[str, str],
+        page: Callable[[Scope], PageHooks],
+    ) -> None:
+        self.gate = gate
+        self.plan = plan
+        self.request_cookies = request_cookies  # the request's cookies the consent denies
+        self.page = page
+        self.html_passes = not gate.handles_html
+
+    def wrap(self, send: Send, scope: Scope) -> Send:
+        """The wrapped `send` of one request: a `GatedSend` only for a response that depends on consent.
+
+        Most responses are typed, not HTML, and set no cookies while the request holds none the
+        consent denies: one pass over the start message's headers says so, and from then on every
+        message goes straight to `send`. Anything else (a cookie set or to expire, HTML, a body
+        without Content-Type) is handed, start message first, to a `GatedSend` built for it.
+        """
+        gating = self
+        full: GatedSend | None = None
+        passing = False
+
+        # A closure, not an object, and not a coroutine function: this runs for every message of
+        # every response, a function is cheaper to make and to call than an instance's __call__, and
+        # handing back the awaitable of the `send` it calls spares a coroutine per message.
+        def gated(message: Message) -> Awaitable[None]:
+            nonlocal full, passing
+            if passing:
+                return send(message)
+            if full is None:
+                if message["type"] != "http.response.start":
+                    return send(message)
+                if not gating.request_cookies:
+                    content_type = None
+                    for k, v in message.get("headers") or ():
+                        lk = k.lower()
+                        if lk == b"content-type":
+                            content_type = v
+                        elif lk == b"set-cookie":
+                            break
+                    else:
+                        if content_type is not None:
+                            low = content_type[:21].lower()
+                            if gating.html_passes or low[:9] != b"text/html" and low != _XHTML:
+                                passing = True  # nothing depends on consent: untouched, still cacheable
+                                return send(message)
+                g = gating
+                full = GatedSend(g.gate, send, scope, g.plan, g.request_cookies, g.page)
+            return full(message)
+
+        return gated
+
+
 class GatedSend:
-    """The wrapped `send` of one request."""
+    """The wrapped `send` of a response that may depend on consent (see `Gating.wrap`)."""
 
     __slots__ = (
         "_gate",
@@ -137,11 +200,6 @@ class GatedSend:
                 content_type = v
             elif lk == b"content-encoding":
                 encoding = v
-        if not set_cookies and not self._cookies and content_type is not None:
-            # Most responses: typed, no cookies either way. Unless HTML, nothing depends on consent.
-            low = content_type[:21].lower()
-            if low[:9] != b"text/html" and low != _XHTML or not self._gate.handles_html:
-                return True
         kind = self._kind(content_type, encoding, message, headers)
         denied = self._gate.denied_in_request(self._cookies, self._plan) if self._cookies else ()
         if not set_cookies and not denied and not kind.html and not kind.unlabelled:
