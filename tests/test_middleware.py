@@ -260,3 +260,54 @@ async def test_a_stuffed_cookie_header_gets_a_bounded_number_of_expiries(client)
             jar.pop(name)
         responses += 1
     assert total > 1000 and responses == -(-total // 32)
+
+
+async def test_a_typed_response_without_cookies_passes_every_message_untouched(config) -> None:
+    """A returning visitor's JSON response leaves as the app sent it (no Vary: still cacheable), every
+    body message in order; the same visitor's next response that sets a denied cookie is still gated."""
+    from consent_banner.consent import Consent, new_consent_id
+
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json")],
+    }
+    bodies = [
+        {"type": "http.response.body", "body": b"[1,", "more_body": True},
+        {"type": "http.response.body", "body": b"2]"},
+    ]
+    tracker = [(b"content-type", b"application/json"), (b"set-cookie", b"_st_id.1=x; Path=/")]
+    sets_cookie = False
+
+    async def inner(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({**start, "headers": tracker if sets_cookie else list(start["headers"])})
+        for m in bodies:
+            await send(dict(m))
+
+    app = ConsentMiddleware(inner, config=config)
+    value = app.codec.encode(
+        Consent(id=new_consent_id(), granted=frozenset(), revision=app.codec.revision, source="banner")
+    )
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"t.example"), (b"cookie", f"consent={value}".encode())],
+    }
+    for sets_cookie in (False, True):
+        sent: list[dict] = []
+
+        async def send(message, sent=sent):
+            sent.append(message)
+
+        await app(dict(scope), None, send)
+        if not sets_cookie:
+            assert sent == [start, *bodies]
+        else:
+            assert [k for k, _ in sent[0]["headers"]] == [b"content-type", b"vary"] and sent[1:] == bodies
+    await app.close()
