@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from asgi_loop import best_of_rounds  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -138,14 +140,8 @@ async def _round(app: Any, cookie: str | None, seconds: float) -> float:
             return n / (now - start)
 
 
-async def compare(rows: list[tuple[Any, str | None]], seconds: float, rounds: int = 5) -> list[float]:
-    for app, cookie in rows:
-        await _round(app, cookie, 0.05)
-    best = [0.0] * len(rows)
-    for _ in range(rounds):
-        for i, (app, cookie) in enumerate(rows):
-            best[i] = max(best[i], await _round(app, cookie, seconds / rounds))
-    return best
+async def compare(rows: list[tuple[Any, Any]], seconds: float, rounds: int = 5) -> list[float]:
+    return await best_of_rounds(_round, rows, seconds, rounds)
 
 
 async def in_process(seconds: float) -> None:

@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from asgi_loop import best_of_rounds
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -257,15 +258,8 @@ async def body_size(app: Any, path: str) -> int:
     return size
 
 
-async def compare(rows: list[tuple[Any, str]], seconds: float, rounds: int = 5) -> list[float]:
-    """Requests/s of each (app, path), the best of `rounds` interleaved rounds (the machine may be busy)."""
-    for app, path in rows:  # warm caches (consent decode, plans, policies)
-        await _round(app, path, 0.05)
-    best = [0.0] * len(rows)
-    for _ in range(rounds):
-        for i, (app, path) in enumerate(rows):
-            best[i] = max(best[i], await _round(app, path, seconds / rounds))
-    return best
+async def compare(rows: list[tuple[Any, Any]], seconds: float, rounds: int = 5) -> list[float]:
+    return await best_of_rounds(_round, rows, seconds, rounds)
 
 
 async def in_process(seconds: float) -> None:
