@@ -179,12 +179,15 @@ def test_cross_site_pages_cannot_record_a_decision(sites: dict[str, Any]) -> Non
             visitor = context.new_page()
             visitor.goto(sites["site"] + "/")  # a real visitor: the page, its banner, its form token
             assert any(c["name"] == "consent_csrf" for c in context.cookies())
-            seen: list[tuple[str, int]] = []  # answers of the site's consent endpoints, preflights aside
+            # answers of the site's consent endpoints, preflights and the failure page's stylesheet aside
+            seen: list[tuple[str, int]] = []
             context.on(
                 "response",
                 lambda r: (
                     seen.append((r.request.method, r.status))
-                    if r.url.startswith(sites["site"] + "/_consent") and r.request.method != "OPTIONS"
+                    if r.url.startswith(sites["site"] + "/_consent")
+                    and r.request.method != "OPTIONS"
+                    and not r.url.startswith(sites["site"] + "/_consent/consent.css")
                     else None
                 ),
             )
