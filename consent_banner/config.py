@@ -44,6 +44,8 @@ DEFAULT_PREFIX = "/_consent"
 DEFAULT_LOG = "sqlite:///consent-log.db"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# The category a suggestion leaves when it cannot know (`log blocked --suggest`): refused until edited.
+TODO = "TODO"
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 # RFC 6265 cookie-name token characters, plus the glob wildcards * ? [ ] !
 _COOKIE_GLOB = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z?\[\]]+$")
@@ -284,7 +286,12 @@ class ConsentConfig(_Model):
         problems: list[str] = []
         names: set[str] = set()
         for i, s in enumerate(self.services):
-            if s.category not in self.categories:
+            if s.category == TODO:
+                problems.append(
+                    f"services[{i}].category: service {s.name!r} still says {TODO!r}, left for a person "
+                    f"to decide (by `log blocked --suggest`): choose one of {', '.join(self.categories)}"
+                )
+            elif s.category not in self.categories:
                 problems.append(
                     f"services[{i}].category: {s.category!r} is not a category "
                     f"(defined: {', '.join(self.categories)})"

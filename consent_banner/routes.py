@@ -26,7 +26,7 @@ from .decisions import Decisions, OpenLog
 from .errors import DecisionError, LogError
 from .formtoken import FormTokens
 from .gate.csp import MAX_REPORT_BYTES, parse_reports
-from .log import BlockedAttempt, InvalidDecision
+from .log import BlockedAttempt, InvalidDecision, truncate_ip
 from .ratelimit import ClientBudget, Rate
 from .request_checks import media_type, read_body
 from .visitor import Visitors
@@ -181,9 +181,13 @@ class ConsentRoutes:
         self._report_window = (second, count + len(stored))
         if stored:
             log = await self.log()
+            # The network, as a decision records it: `log blocked --suggest` counts distinct ones.
+            network = truncate_ip(client[0] if client else None)
             for page, origin, directive in stored:
                 await log.add_blocked(
-                    BlockedAttempt(page=page, origin=origin, directive=directive, consent_id=consent.id)
+                    BlockedAttempt(
+                        page=page, origin=origin, directive=directive, consent_id=consent.id, client=network
+                    )
                 )
         return Response(status_code=204)
 

@@ -22,7 +22,7 @@ from .filters import RecordFilter
 from .privacy import browser_family, truncate_ip
 from .protocol import ConsentLog
 from .records import ACTIONS, BlockedAttempt, Decision, LoggedRecord
-from .results import BlockedSummary, LogStats, PurgeResult, VerifyResult
+from .results import BlockedOrigin, BlockedSummary, LogStats, PurgeResult, VerifyResult
 from .signing import derive_hmac_key
 from .verify import ChainVerifier
 
@@ -31,6 +31,7 @@ __all__ = [
     "GENESIS",
     "SOURCES",
     "BlockedAttempt",
+    "BlockedOrigin",
     "BlockedSummary",
     "ChainVerifier",
     "Checkpoint",

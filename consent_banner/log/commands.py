@@ -391,18 +391,42 @@ async def migrate(config_path: Path) -> None:
 @log.command()
 @config_option
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000), help="Rows to show.")
+@click.option(
+    "--suggest",
+    is_flag=True,
+    help="Print TOML to paste into consent.toml for the reported origins: the service that declares "
+    'each already, or a new [[services]] block (category "TODO" where a person must decide).',
+)
+@click.option(
+    "--min-clients",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="With --suggest: leave out origins reported from fewer distinct client networks (/24, /48); "
+    "reports are unauthenticated, and rows from before schema 3 have no client.",
+)
 @_run
-async def blocked(config_path: Path, limit: int) -> None:
-    """Blocked attempts from CSP reports: page, blocked origin, directive, how often."""
+async def blocked(config_path: Path, limit: int, suggest: bool, min_clients: int) -> None:
+    """Blocked attempts from CSP reports: page, blocked origin, directive, how often, from how many
+    client networks; with --suggest, the consent.toml declarations they call for."""
+    if suggest:
+        from ..scan.blocked import suggest_blocked
+
+        config = ConsentConfig.from_toml(config_path)
+        origins = await _with_log(config_path, lambda lg: lg.blocked_origins())
+        click.echo(suggest_blocked(config, origins, min_clients), nl=False)
+        return
     rows = await _with_log(config_path, lambda lg: lg.blocked(limit=limit))
     if not rows:
         click.echo("no blocked attempts reported")
         return
-    click.echo(f"{'count':>7}  {'last seen':<20} {'directive':<18} {'blocked origin':<40} page")
+    click.echo(
+        f"{'count':>7} {'clients':>7}  {'last seen':<20} {'directive':<18} {'blocked origin':<40} page"
+    )
     for r in rows:
-        # Every column but the count is what a visitor posted: shown with its controls escaped.
+        # Every column but the counts is what a visitor posted: shown with its controls escaped.
         when, directive, origin, page = map(escape_controls, (r.last_at[:19], r.directive, r.origin, r.page))
-        click.echo(f"{r.count:>7}  {when:<20} {directive:<18} {origin:<40} {page}")
+        click.echo(f"{r.count:>7} {r.clients:>7}  {when:<20} {directive:<18} {origin:<40} {page}")
 
 
 @log.command()

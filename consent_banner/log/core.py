@@ -279,7 +279,8 @@ class LogCore(LogReads):
     def _blocked_plan(self, attempts: list[BlockedAttempt]) -> Plan[None]:
         at = self._now()
         rows = [
-            (format_at(a.at) if a.at else at, a.page, a.origin, a.directive, a.consent_id) for a in attempts
+            (format_at(a.at) if a.at else at, a.page, a.origin, a.directive, a.consent_id, a.client)
+            for a in attempts
         ]
         yield Insert("blocked", rows)
         self._blocked_since_prune += len(rows)

@@ -38,9 +38,17 @@ class Queries:
         self.version = f"SELECT payload FROM versions WHERE id = {p(1)}"
         self.versions = "SELECT id, payload FROM versions"
         self.blocked = (
-            "SELECT page, origin, directive, count(*), min(at), max(at), count(consent_id) FROM blocked "
+            "SELECT page, origin, directive, count(*), min(at), max(at), count(consent_id), "
+            "count(DISTINCT client) FROM blocked "
             f"GROUP BY page, origin, directive ORDER BY count(*) DESC, max(at) DESC LIMIT {p(1)}"
         )
+        # Per blocked origin, across pages and directives: the distinct client networks that reported
+        # it (a NULL client, from before schema 3, counts as none), and which directives blocked it.
+        self.blocked_origins = (
+            "SELECT origin, count(*), count(DISTINCT client), count(DISTINCT page), min(page), min(at), "
+            "max(at) FROM blocked GROUP BY origin"
+        )
+        self.blocked_directives = "SELECT origin, directive, count(*) FROM blocked GROUP BY origin, directive"
         self.checkpoints = f"SELECT {CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason"
         # --- the write side: the head (locked on PostgreSQL; SQLite's write lock is the transaction's)
         self.head = f"SELECT {HEAD_COLS} FROM head WHERE id = 1"

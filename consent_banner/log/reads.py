@@ -24,7 +24,7 @@ from .filters import ALL_RECORDS, RecordFilter
 from .head import SignedHead
 from .queries import Queries
 from .records import LoggedRecord
-from .results import BlockedSummary, LogStats, VerifyResult
+from .results import BlockedOrigin, BlockedSummary, LogStats, VerifyResult
 from .verify import ChainVerifier
 
 VERIFY_CHUNK = 5000  # rows fetched at a time while verifying
@@ -135,6 +135,21 @@ class LogReads(ABC):
         with self._reading():
             rows = await self._fetch(self.sql.blocked, (limit,))
         return [BlockedSummary(*r) for r in rows]
+
+    async def blocked_origins(self) -> list[BlockedOrigin]:
+        """Every blocked origin reported, with its distinct clients and directives, most clients first."""
+        with self._reading():
+            async with self._session() as db:
+                origins = await db.fetch(self.sql.blocked_origins)
+                directives = await db.fetch(self.sql.blocked_directives)
+        by_origin: dict[str, dict[str, int]] = {}
+        for origin, directive, n in directives:
+            by_origin.setdefault(origin, {})[directive] = int(n)
+        found = [
+            BlockedOrigin(o, int(n), int(c), int(pages), page, first, last, by_origin.get(o, {}))
+            for o, n, c, pages, page, first, last in origins
+        ]
+        return sorted(found, key=lambda b: (-b.clients, -b.count, b.origin))
 
     async def verify(self, pins: Sequence[Checkpoint] = ()) -> VerifyResult:
         """Recompute the whole chain in one consistent snapshot, with checkpoints pinned elsewhere. R22."""

@@ -73,6 +73,9 @@ class BlockedAttempt:
     directive: str
     consent_id: str | None
     at: datetime | None = None  # set by the log when None
+    # The reporting client's network (truncate_ip): reports are unauthenticated, so what they name
+    # counts by how many distinct networks sent it. None when unknown (and for rows of schema < 3).
+    client: str | None = None
 
     def sanitized(self) -> BlockedAttempt:
         """Cut to what the log keeps: no query or fragment, bounded lengths."""
@@ -80,7 +83,8 @@ class BlockedAttempt:
         origin = (self.origin or "")[:256]
         directive = (self.directive or "")[:64]
         cid = self.consent_id[:64] if self.consent_id else None
-        return BlockedAttempt(page, origin, directive, cid, self.at)
+        client = self.client[:64] if self.client else None
+        return BlockedAttempt(page, origin, directive, cid, self.at, client)
 
 
 # The few distinct category tuples, service maps and stored category lists a site sees, done once.

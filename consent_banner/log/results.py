@@ -80,6 +80,21 @@ class BlockedSummary:
     first_at: str
     last_at: str
     with_consent: int  # reports from visitors who had decided
+    clients: int = 0  # distinct client networks that sent them (rows from before schema 3: none)
+
+
+@dataclass(frozen=True)
+class BlockedOrigin:
+    """CSP reports grouped by blocked origin: what `log blocked --suggest` weighs."""
+
+    origin: str
+    count: int
+    clients: int  # distinct client networks (truncate_ip) that reported it; unknown ones not counted
+    pages: int  # distinct pages
+    page: str  # one of them (the first in text order)
+    first_at: str
+    last_at: str
+    directives: dict[str, int]  # directive -> reports
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from typing import Literal, NamedTuple
 
 from .canonical import ROW_COLUMNS
 
-SCHEMA_VERSION = 2  # 2: the checkpoint chain signed by the head; GPC recorded once
+# 2: the checkpoint chain signed by the head; GPC recorded once. 3: the reporting client's network per
+# blocked attempt (`log blocked --suggest` counts distinct clients; rows of before count as unknown).
+SCHEMA_VERSION = 3
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -80,6 +82,7 @@ TABLES = (
             _text("origin"),
             _text("directive"),
             _text("consent_id", null=True),
+            _text("client", null=True, since=3),  # truncate_ip() of the reporting client
         ),
     ),
 )
@@ -200,6 +203,8 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
             *_INDEXES_V2,
             *_GUARDS_V2[dialect],
         ],
+        # Outside the hash chain: the blocked table is best-effort reports, so no record changes.
+        3: [*added_columns(3, dialect)],
     }
 
 

@@ -219,11 +219,12 @@ async def test_a_log_of_schema_2_verifies_and_goes_on(
     try:
         result = await reader.verify()
         assert result.ok and result.records == 19 and result.head == SCHEMA2_HEAD, result.message
+        assert reader.migrated_from == 2  # and now 3: the blocked table's client column
     finally:
         await reader.close()
     lg = await open_log(url, hmac_key=SCHEMA2_KEYS[0], previous_hmac_keys=SCHEMA2_KEYS[1:])
     try:
-        assert lg.migrated_from == 2
+        assert lg.migrated_from == 3
         record = await lg.append(decision())
         assert (record.seq, record.prev_hash) == (30, SCHEMA2_HEAD)
         assert (await lg.verify()).ok

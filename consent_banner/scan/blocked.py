@@ -1,0 +1,199 @@
+"""`log blocked --suggest`: TOML for the origins a site's CSP reports name, to paste into consent.toml.
+
+Adopting a site under `csp = "report-only"` collects what an enforced policy would block. Each
+reported origin is judged against the config (the scanner's `origin_matches`): declared by a service
+already (blocked because the visitor had not granted its category: nothing to add), a host a service
+declares under another scheme or port (add the origin to that service's `origins`), or unknown (a
+new `[[services]]` block per host). A new block takes its category from the Open Cookie Database
+(scan/suggest.py) when it knows the host, and never `necessary` from a guess: a host it does not
+know, or knows only as functional or necessary, gets `category = "TODO"`, which the config refuses
+until a person decides.
+
+Reports are unauthenticated: anyone can post one naming any origin. So an origin counts only when
+at least `min_clients` distinct client networks (truncate_ip) reported it, and only an origin that
+consent.toml accepts verbatim (http or https, a DNS host or an IP address, no wildcard) is ever
+written, every value quoted; nothing a report carries reaches a comment unchecked. The result is
+valid TOML whatever the log holds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
+
+from pydantic import TypeAdapter, ValidationError
+
+from ..config import NECESSARY, TODO, ConsentConfig, Origin, Service
+from ..log.results import BlockedOrigin
+from .classify import origin_matches
+from .suggest import _q, _slug, database, map_category
+
+DEFAULT_MIN_CLIENTS = 3
+_ORIGIN = TypeAdapter(Origin)
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_DIRECTIVE = re.compile(r"[a-z][a-z-]{0,39}")  # as gate/csp.py reads one from a report
+# What a report names instead of an origin (gate/csp.py), and what to do about each.
+KEYWORDS = {
+    "inline": "inline scripts, styles or event handlers (onclick=...): give each inline <script> the "
+    "page's nonce (csp_nonce(request)) and move handlers into a script; an enforced CSP runs no others",
+    "eval": "eval(), new Function() or a string timer: the gate's CSP never allows 'unsafe-eval'; "
+    "change the code that does it",
+    "wasm-eval": "WebAssembly compiled from bytes: the gate's CSP does not allow 'wasm-unsafe-eval'",
+    "data": "data: URLs: inline the resource differently, or serve it from the site",
+    "blob": "blob: URLs (often a worker or a download): serve the script from the site",
+}
+
+
+def declarable(origin: str) -> str | None:
+    """`origin` as consent.toml would store it, if it accepts it unchanged and it names one real host
+    (no wildcard, a DNS name of valid labels or an IP address); else None."""
+    if len(origin) > 300:
+        return None
+    try:
+        value = _ORIGIN.validate_python(origin)
+    except ValidationError:
+        return None
+    host = urlsplit(value).hostname or ""
+    if value != origin or not host or len(host) > 253:
+        return None
+    if _DNS_HOST.fullmatch(host):
+        return value
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return value
+
+
+def _comment(text: str) -> list[str]:
+    """A comment of checked text, wrapped: the first line "# ", the rest indented."""
+    return textwrap.wrap(text, 100, initial_indent="# ", subsequent_indent="#   ", break_on_hyphens=False)
+
+
+def _host(origin: str) -> str:
+    return (urlsplit(origin).hostname or "").lower()
+
+
+def _declares_host(declared: str, host: str) -> bool:
+    """Does a declared origin name this host, under any scheme or port?"""
+    d = _host(declared)
+    return d == host or (d.startswith("*.") and host.endswith(d[1:]))
+
+
+def _seen(b: BlockedOrigin) -> str:
+    """Where and how often: directives, client networks, pages; only checked text."""
+    directives = ", ".join(f"{d}: {n}" for d, n in sorted(b.directives.items()) if _DIRECTIVE.fullmatch(d))
+    page = quote(b.page[:80], safe="/")  # a path as a report sent it: percent-encoded, so plain ASCII
+    pages = f"{b.pages} pages, e.g. {page}" if b.pages > 1 else f"page {page}"
+    return f"{directives or 'no known directive'}; {b.clients} client networks, {pages}"
+
+
+@dataclass
+class _NewService:
+    host: str
+    origins: list[BlockedOrigin] = field(default_factory=list)
+
+
+def suggest_blocked(
+    config: ConsentConfig, reported: Sequence[BlockedOrigin], min_clients: int = DEFAULT_MIN_CLIENTS
+) -> str:
+    """TOML (comments and `[[services]]` blocks) for the reported origins seen from at least
+    `min_clients` client networks: valid TOML, and once each "TODO" is edited, valid consent.toml."""
+    kept = [b for b in reported if b.clients >= min_clients]
+    few = len(reported) - len(kept)
+    keywords: list[BlockedOrigin] = []
+    declared: list[tuple[BlockedOrigin, Service]] = []
+    widen: dict[str, tuple[Service, list[BlockedOrigin]]] = {}
+    new: dict[str, _NewService] = {}
+    refused = 0
+    for b in kept:
+        if b.origin in KEYWORDS:
+            keywords.append(b)
+            continue
+        origin = declarable(b.origin)
+        if origin is None:
+            refused += 1
+            continue
+        host = _host(origin)
+        exact = next((s for s in config.services for o in s.origins if origin_matches(o, origin)), None)
+        if exact is not None:
+            declared.append((b, exact))
+            continue
+        owner = next((s for s in config.services for o in s.origins if _declares_host(o, host)), None)
+        if owner is not None:
+            widen.setdefault(owner.name, (owner, []))[1].append(b)
+        else:
+            new.setdefault(host, _NewService(host)).origins.append(b)
+
+    out = _comment(
+        "Suggested by `consent-banner log blocked --suggest` from the origins CSP reports named, each "
+        f"from at least {min_clients} client networks"
+        + (f" ({few} seen from fewer left out: --min-clients)." if few else ".")
+        + " Anyone can send a report: check every origin before pasting, and replace each "
+        f'category = "{TODO}" (consent.toml refuses it) with the category the service belongs in.'
+    )
+    if refused:
+        out += _comment(
+            f"{refused} reported origins left out: not an http(s) origin of one host that consent.toml "
+            "accepts as written."
+        )
+    for b in keywords:
+        out += ["", *_comment(f"{b.origin} ({_seen(b)}): {KEYWORDS[b.origin]}.")]
+    for b, s in declared:
+        if s.category == NECESSARY:
+            why = "necessary, so the gate allows it: these reports predate the declaration"
+        else:
+            why = f"blocked until a visitor grants {s.category}: the gate at work, nothing to add"
+        out += ["", *_comment(f'{b.origin} ({_seen(b)}): declared by service "{s.name}"; {why}.')]
+    for s, found in widen.values():
+        origins = list(s.origins) + [b.origin for b in found if b.origin not in s.origins]
+        out.append("")
+        for b in found:
+            out += _comment(f"{b.origin} ({_seen(b)})")
+        out += _comment(
+            f'Service "{s.name}" ({s.category}) declares this host: add the origin to its `origins`:'
+        )
+        out.append("#   origins = [" + ", ".join(_q(o) for o in origins) + "]")
+    taken = set(config.services_by_name)
+    for host, svc in new.items():
+        out += ["", *_new_service(config, host, svc.origins, taken)]
+    return "\n".join(out) + "\n"
+
+
+def _new_service(config: ConsentConfig, host: str, found: list[BlockedOrigin], taken: set[str]) -> list[str]:
+    known = database().for_host(host)
+    category = map_category(config, known.category) if known else None
+    lines = [line for b in found for line in _comment(f"{b.origin} ({_seen(b)})")]
+    if known is None:
+        lines += _comment(
+            "Not in the Open Cookie Database: necessary only if the site cannot work without it."
+        )
+    elif category is None or category == NECESSARY:
+        # A guess never opens a gate: what the database calls functional is still a third party.
+        lines += _comment(
+            f"The Open Cookie Database knows it as {_q(known.platform)}, "
+            f"category {_q(known.category)}: decide."
+        )
+        category = None
+    else:
+        lines += _comment(
+            f"The Open Cookie Database knows it as {_q(known.platform)} ({_q(known.category)})."
+        )
+    name = base = _slug(host)[:36].rstrip("-")
+    n = 2
+    while name in taken:
+        name = f"{base}-{n}"
+        n += 1
+    taken.add(name)
+    lines += ["[[services]]", f"name = {_q(name)}", f"category = {_q(category or TODO)}"]
+    if known is not None:
+        lines.append(f"provider = {_q(known.controller)}")
+        if known.privacy_url:
+            lines.append(f"privacy_url = {_q(known.privacy_url)}")
+    lines.append("origins = [" + ", ".join(_q(b.origin) for b in found) + "]")
+    return lines
