@@ -18,11 +18,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from markupsafe import escape
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import Message, Receive, Scope
 
 from .banner import Banner
@@ -32,6 +31,8 @@ from .errors import DecisionError, LogError
 from .formtoken import FORM_FIELD, FormTokens
 from .log import ConsentLog, Decision, browser_family, truncate_ip
 from .memo import Memo
+from .metrics import Metrics
+from .paths import root_path
 from .ratelimit import ClientBudget, ProxyHint
 from .request_checks import OriginPolicy, media_type, read_body
 from .visitor import Visitors, set_cookie_header
@@ -41,6 +42,7 @@ logger = logging.getLogger("consent_banner")
 MAX_DECISION_BODY = 8 * 1024  # bytes
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+FORM_SEEN = "consent_banner.form"  # scope key: the form post's fields as read, for failure.py's page
 
 OpenLog = Callable[[], Awaitable[ConsentLog]]  # the log, opened on first use by its owner (the middleware)
 Model = TypeVar("Model", bound=BaseModel)
@@ -103,6 +105,7 @@ class Decisions:
         tokens: FormTokens,
         origins: OriginPolicy,
         log: OpenLog,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.codec = codec
@@ -115,6 +118,7 @@ class Decisions:
         rate = config.decision_rate
         self.budget = ClientBudget(rate) if rate is not None else None
         self._proxy_hint = ProxyHint()
+        self.metrics = metrics or Metrics()
 
     async def decide(self, request: Request, consent: Consent) -> Response:
         cross = self.origins.check(request)
@@ -145,6 +149,7 @@ class Decisions:
         # reach the log's write path on every request. Over the budget the signal still applies
         # to the request, and the recording waits for a later one.
         if self.budget is not None and self.budget.take(scope.get("client")) > 0:
+            self.metrics.rate_limited("gpc")
             return None
         new = replace(
             consent,
@@ -161,6 +166,7 @@ class Decisions:
         except (LogError, OSError) as e:
             logger.error("could not record a GPC opt-out: %s", e)
             return None
+        self.metrics.decided("gpc")
         return self._cookie(scope, self.codec.encode(new))
 
     # --- recording ---------------------------------------------------------------------------------
@@ -171,6 +177,8 @@ class Decisions:
         wait = self.budget.take(client) if self.budget is not None else 0.0
         self._proxy_hint.seen(client, refused=wait > 0)
         if wait > 0:
+            self.metrics.rate_limited("decision")
+            self.metrics.refused("decide" if choice.action != "withdraw" else "withdraw", "rate_limited")
             return self._too_many(reply, math.ceil(wait), language)
         action, granted = choice.action, choice.granted
         gpc = consent.gpc or choice.gpc_claimed
@@ -198,13 +206,15 @@ class Decisions:
         log = await self.log()
         for record in records:
             await log.append(record)  # LogUnavailable → 503 by the endpoints, and no cookie (fail closed)
+            self.metrics.decided(record.action)
         value = self.codec.encode(new)
         state = consent_json(
             new.with_gpc(self.config.gpc_denied) if consent.gpc else new, self.config.policy_revision
         )
         response: Response
         if reply.kind == "form":
-            response = RedirectResponse(_same_origin_path(reply.return_to), status_code=303)
+            home = root_path(request.scope) + "/"  # the app's root, wherever it is mounted
+            response = RedirectResponse(_same_origin_path(reply.return_to, home), status_code=303)
         else:
             if reply.cross is not None:
                 state = {**state, "token": value, "max_age": self.codec.lifetime}
@@ -220,18 +230,8 @@ class Decisions:
         return set_cookie_header(name, value, self.config.cookie, max_age=self.codec.lifetime)
 
     def _too_many(self, reply: _Reply, seconds: int, language: str) -> Response:
-        """429, nothing recorded: JSON for the script, a short page for a form post (JavaScript off)."""
+        """429, nothing recorded (a form post gets failure.py's page instead, by the routes)."""
         headers = {"retry-after": str(seconds), "cache-control": "no-store"}
-        if reply.kind == "form":
-            t = self.banner.catalog.of(language)  # too_many_*: texts a config may override, so escaped
-            title, back = escape(t["too_many_title"]), escape(_same_origin_path(reply.return_to))
-            page = (
-                f'<!doctype html><html lang="{escape(language)}"><meta charset="utf-8">'
-                f"<title>{title}</title><h1>{title}</h1>"
-                f'<p>{escape(t["too_many_text"].format(seconds=seconds))}</p>'
-                f'<p><a href="{back}">{escape(t["too_many_back"])}</a></p></html>'
-            )
-            return HTMLResponse(page, status_code=429, headers=headers)
         assert self.budget is not None
         return JSONResponse(
             {
@@ -334,10 +334,13 @@ class Decisions:
             form = await replay.form(max_files=0, max_fields=64)
         except Exception as e:  # python-multipart's errors have no common base worth naming
             raise DecisionError(400, f"the form cannot be read: {e}") from None
+        request.scope[FORM_SEEN] = form  # a refusal's page links back to return_to, in `language`
         token = form.get(FORM_FIELD)
         csrf_cookie = self.visitors.cookies(request.scope).csrf
         if not isinstance(token, str) or not self.tokens.valid(token, csrf_cookie):
-            raise DecisionError(403, "the form's token is missing or does not belong to this visitor")
+            raise DecisionError(
+                403, "the form's token is missing or does not belong to this visitor", reason="token"
+            )
         categories: list[str] = []
         services: dict[str, bool] = {}
         fields: dict[str, Any] = {}
@@ -385,11 +388,11 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-def _same_origin_path(value: object) -> str:
-    """Only a local path may be a redirect target: never another host."""
+def _same_origin_path(value: object, fallback: str = "/") -> str:
+    """Only a local path may be a redirect target: never another host (else `fallback`)."""
     if not isinstance(value, str) or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
+        return fallback
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
-        return "/"
+        return fallback
     return value

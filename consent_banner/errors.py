@@ -35,11 +35,13 @@ class MissingSecretKey(ConsentBannerError):
 
 
 class DecisionError(ConsentBannerError):
-    """A decision request is refused; `status` is the HTTP status to answer with."""
+    """A decision request is refused; `status` is the HTTP status to answer with. `reason` names the
+    refusal for the metrics where the status alone does not (a 403 for the form's token)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, reason: str | None = None) -> None:
         self.status = status
         self.message = message
+        self.reason = reason
         super().__init__(message)
 
 

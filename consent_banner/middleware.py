@@ -33,7 +33,9 @@ from .gate.handshake import gate_handshake
 from .gate.html import Inject
 from .gate.send import Gating
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
-from .request_checks import OriginPolicy
+from .metrics import Metrics
+from .paths import public_path, root_path, route_path
+from .request_checks import OriginPolicy, SiteOrigins
 from .routes import ConsentRoutes
 from .visitor import Visit, VisitorCookies, Visitors, own_cookie_names, request_cookies, set_cookie_header
 
@@ -68,7 +70,8 @@ class ConsentMiddleware:
             services=cfg.services_by_name,
         )
         self.banner = Banner(cfg, prefix=cfg.prefix)
-        self.visitors = Visitors(cfg.cookie, self.codec)
+        self.site = SiteOrigins(cfg.site_origins)  # this site's origins as the browser sees them
+        self.visitors = Visitors(cfg.cookie, self.codec, https_site=self.site.https)
         self.tokens = FormTokens(keys, cfg.cookie)
         self.gate = ResponseGate(cfg, own_cookie_names=own_cookie_names(cfg.cookie))
         self._cookie_rules = self.gate.cookie_rules  # one verdict cache, each undeclared name reported once
@@ -78,14 +81,16 @@ class ConsentMiddleware:
         self._log_key, self._previous_log_keys = hmac_keys_from_secrets(keys)
         self._log: ConsentLog | None = None
         self._log_lock = asyncio.Lock()
+        self.metrics = Metrics(lambda: self._log)  # a scrape reads the log's writer, never opens it
         self.decisions = Decisions(
             cfg,
             self.codec,
             self.banner,
             visitors=self.visitors,
             tokens=self.tokens,
-            origins=OriginPolicy(cfg.allowed_origins),
+            origins=OriginPolicy(cfg.allowed_origins, self.site),
             log=self.log,
+            metrics=self.metrics,
         )
         self.routes = ConsentRoutes(
             cfg,
@@ -95,6 +100,7 @@ class ConsentMiddleware:
             tokens=self.tokens,
             decisions=self.decisions,
             log=self.log,
+            metrics=self.metrics,
         )
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
@@ -128,10 +134,12 @@ class ConsentMiddleware:
             return
         if upkeep:
             send = _prepending_set_cookies(send, upkeep)
-        path: str = scope["path"]
-        if path.startswith(self._prefix) and (path == self._prefix or path.startswith(self._prefix_slash)):
-            await self.routes(scope, receive, send)
-            return
+        # The prefix is inside the app: after the root path when the scope's path holds one (paths.py).
+        if self._prefix in scope["path"]:
+            sub = route_path(scope)
+            if sub == self._prefix or sub.startswith(self._prefix_slash):
+                await self.routes(scope, receive, send)
+                return
 
         if gpc and consent.decided and not consent.gpc_recorded:
             # R26/R27: the first time a decided visitor meets the signal it is logged, and the
@@ -170,8 +178,7 @@ class ConsentMiddleware:
                 set_cookie_header(names.consent, cookies.consent, self.config.cookie, max_age=left).encode()
             )
             expire.append(names.old_consent)
-        host = Headers(scope=scope).get("host")
-        secure = scope.get("scheme") in _SECURE_SCHEMES
+        host, secure = self.site.host(scope), self.site.secure(scope)
         gone = [
             v
             for name in expire
@@ -191,8 +198,7 @@ class ConsentMiddleware:
         others = visit.cookies.others
         denied = rules.denied_in_request(others, allowed) if others else ()
         if denied:
-            host = Headers(scope=scope).get("host")
-            secure = scope.get("scheme") in _SECURE_SCHEMES
+            host, secure = self.site.host(scope), self.site.secure(scope)
             extra.extend(
                 v for name, decl in denied for v in rules.expire(name, decl, host=host, secure=secure)
             )
@@ -306,13 +312,15 @@ class _Page:
     def _render(self, html_lang: str | None) -> tuple[str, str]:
         banner = self.mw.banner
         nonce = self.nonce()
+        root = root_path(self.scope)  # where the app is mounted: our URLs, and the page's, start there
         return (
-            banner.head_html(self.consent, nonce=nonce),
+            banner.head_html(self.consent, nonce=nonce, root_path=root),
             banner.body_html(
                 self.consent,
                 language=self.language(html_lang),
                 nonce=nonce,
                 csrf_token=self.mw.tokens.token(self.csrf_value()),
-                return_to=self.scope["path"],
+                return_to=public_path(self.scope),
+                root_path=root,
             ),
         )

@@ -13,12 +13,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import failure
 from .banner import Banner
 from .config import ConsentConfig
 from .consent import Consent, ConsentCodec, consent_json
@@ -26,10 +27,16 @@ from .decisions import Decisions, OpenLog
 from .errors import DecisionError, LogError
 from .formtoken import FormTokens
 from .gate.csp import MAX_REPORT_BYTES, parse_reports
+from .health import Health
 from .log import BlockedAttempt, InvalidDecision, truncate_ip
+from .metrics import Metrics, metrics_app, refusal_reason
+from .paths import root_path, route_path
 from .ratelimit import ClientBudget, Rate
 from .request_checks import media_type, read_body
 from .visitor import Visitors
+
+if TYPE_CHECKING:
+    from .audit.credentials import FailedLogins
 
 logger = logging.getLogger("consent_banner")
 
@@ -53,6 +60,7 @@ class ConsentRoutes:
         tokens: FormTokens,
         decisions: Decisions,
         log: OpenLog,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.codec = codec
@@ -64,6 +72,9 @@ class ConsentRoutes:
         self.log = log
         self.prefix = config.prefix
         self._audit_app: ASGIApp | None | Literal[False] = False  # False: not built yet
+        self.metrics = metrics or Metrics()
+        self._metrics_app: ASGIApp | None | Literal[False] = False  # False: not built yet
+        self._logins: FailedLogins | None = None
         self._report_window = (0, 0)  # (second, count)
         self._report_budget = ClientBudget(REPORTS_PER_CLIENT)
         self._handlers: dict[str, tuple[str, Endpoint]] = {
@@ -76,17 +87,22 @@ class ConsentRoutes:
             "/consent.css": ("GET", self.stylesheet),
             "/receipt": ("GET", self.receipt),
             "/csp-report": ("POST", self.csp_report),
+            "/health": ("GET", Health(log).endpoint),
         }
 
     # --- dispatch -------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sub = scope["path"][len(self.prefix) :]
+        sub = route_path(scope)[len(self.prefix) :]  # the middleware matched the prefix there
         if sub == "/audit" or sub.startswith("/audit/"):
             try:
                 await self._audit(scope, receive, send, sub)
             except LogError as e:
+                self.metrics.unavailable("audit")
                 await _unavailable(e)(scope, receive, send)
+            return
+        if sub == "/metrics":
+            await self._metrics(scope, receive, send)
             return
         request = Request(scope, receive)
         handler = self._handlers.get(sub.rstrip("/") if sub != "/" else "")
@@ -104,13 +120,17 @@ class ConsentRoutes:
         except ClientDisconnect:
             return
         except LogError as e:
+            self.metrics.unavailable(_endpoint_name(sub) if handler else "unknown")
             response = _unavailable(e)
         except InvalidDecision as e:  # the log's own validation; the checks above should have caught it
             response = JSONResponse({"error": str(e)}, status_code=400)
         except DecisionError as e:
+            self.metrics.refused(_endpoint_name(sub) if handler else "unknown", refusal_reason(e))
             response = JSONResponse({"error": e.message}, status_code=e.status)
             if e.status == 405:
                 response.headers["allow"] = handler[0] if handler else "GET"
+        if response.status_code >= 400:  # the banner's form post (JavaScript off) gets a page, not JSON
+            response = failure.instead(request, self.banner, response)
         self._cors(request, response)
         await response(scope, receive, send)
 
@@ -134,7 +154,10 @@ class ConsentRoutes:
         language = self._query_language(request)
         csrf_value = self.visitors.cookies(request.scope).csrf
         token = self.tokens.token(csrf_value) if csrf_value else ""
-        html = self.banner.fragment(consent, language=language, csrf_token=token, return_to="/")
+        root = root_path(request.scope)
+        html = self.banner.fragment(
+            consent, language=language, csrf_token=token, return_to=root + "/", root_path=root
+        )
         # The language follows Accept-Language when ?lang= names none we have: a cache must key on it.
         return HTMLResponse(
             html, headers={"cache-control": "private, no-cache", "vary": "Cookie, Sec-GPC, Accept-Language"}
@@ -179,6 +202,9 @@ class ConsentRoutes:
                 stored = stored[:n]
                 break
         self._report_window = (second, count + len(stored))
+        self.metrics.reports(len(reports), len(stored))
+        if len(stored) < len(reports):
+            self.metrics.rate_limited("csp_report")
         if stored:
             log = await self.log()
             # The network, as a decision records it: `log blocked --suggest` counts distinct ones.
@@ -195,16 +221,37 @@ class ConsentRoutes:
         if self._audit_app is False:
             from .audit import build_audit_app
 
-            self._audit_app = build_audit_app(self.config, await self.log())
+            self._audit_app = build_audit_app(
+                self.config, await self.log(), failed_logins=self._failed_logins()
+            )
         if self._audit_app is None:
             await JSONResponse({"error": "the audit view is not enabled"}, status_code=404)(
                 scope, receive, send
             )
             return
         child = dict(scope)
-        child["root_path"] = scope.get("root_path", "") + self.prefix + "/audit"
+        child["root_path"] = root_path(scope) + self.prefix + "/audit"
         child["path"] = sub.removeprefix("/audit") or "/"
         await self._audit_app(child, receive, send)
+
+    def _failed_logins(self) -> FailedLogins:
+        """One count of wrong credentials for the audit view and the metrics: two doors, one budget."""
+        if self._logins is None:
+            from .audit.credentials import FailedLogins
+
+            self._logins = FailedLogins()
+        return self._logins
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The counters, behind the audit view's credentials; 404 when none are configured (no log
+        needed: the counts matter most when the log is down)."""
+        if self._metrics_app is False:
+            self._metrics_app = metrics_app(self.metrics, self._failed_logins())
+        if self._metrics_app is None:
+            missing = JSONResponse({"error": "the metrics are not enabled"}, status_code=404)
+            await missing(scope, receive, send)
+            return
+        await self._metrics_app(scope, receive, send)
 
     # --- CORS for embedded sites -----------------------------------------------------------------
 
@@ -225,6 +272,11 @@ class ConsentRoutes:
         if origin is not None:
             response.headers["access-control-allow-origin"] = origin
             response.headers.append("vary", "Origin")
+
+
+def _endpoint_name(sub: str) -> str:
+    """The metrics' name of an endpoint in the table: its path under the prefix, "decide" for the prefix."""
+    return sub.strip("/") or "decide"
 
 
 def _unavailable(error: LogError) -> Response:

@@ -154,10 +154,13 @@ class RequireCredentials:
     """Pure ASGI: every request must carry the configured credentials, or gets 401 (429 while
     the client waits after too many wrong ones)."""
 
-    def __init__(self, app: ASGIApp, credentials: Credentials) -> None:
+    def __init__(
+        self, app: ASGIApp, credentials: Credentials, failed_logins: FailedLogins | None = None
+    ) -> None:
         self.app = app
         self.credentials = credentials
-        self.failed_logins = FailedLogins()
+        # `is None`, not `or`: an empty FailedLogins is falsy (it has a length).
+        self.failed_logins = FailedLogins() if failed_logins is None else failed_logins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # the audit view has none: refuse without looking further

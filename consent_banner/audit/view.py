@@ -26,7 +26,7 @@ from ..log import ACTIONS, ConsentLog, LoggedRecord, LogStats, RecordFilter
 from ..log.export import CONTENT_TYPES, stream
 from ..log.filters import parse_day, valid_action
 from .charts import ACTION_COLORS, acceptance_chart, chart_period, daily_chart
-from .credentials import Credentials, RequireCredentials
+from .credentials import Credentials, FailedLogins, RequireCredentials
 from .pages import env, plain_error, security_headers
 
 logger = logging.getLogger("consent_banner.audit")
@@ -198,9 +198,14 @@ def _pretty_json(payload: Any) -> str:
 
 
 def build_audit_app(
-    config: ConsentConfig, log: ConsentLog, environ: Mapping[str, str] | None = None
+    config: ConsentConfig,
+    log: ConsentLog,
+    environ: Mapping[str, str] | None = None,
+    *,
+    failed_logins: FailedLogins | None = None,
 ) -> ASGIApp | None:
-    """The audit view for `{prefix}/audit`, or None when no credentials are configured (R25)."""
+    """The audit view for `{prefix}/audit`, or None when no credentials are configured (R25).
+    `failed_logins`: wrong credentials counted with another door's (the metrics)."""
     credentials = Credentials.from_env(os.environ if environ is None else environ)
     if credentials is None:
         return None
@@ -218,7 +223,7 @@ def build_audit_app(
         ],
         exception_handlers={LogError: _log_error, 404: _not_found},
     )
-    return RequireCredentials(app, credentials)
+    return RequireCredentials(app, credentials, failed_logins)
 
 
 async def _log_error(request: Request, exc: Exception) -> Response:

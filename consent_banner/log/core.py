@@ -38,7 +38,7 @@ from .records import BlockedAttempt, Decision, LoggedRecord, format_at, prepare,
 from .results import PurgeResult
 from .schema import SCHEMA_VERSION, Dialect, migrations
 from .signing import head_mac, key_id
-from .writer import GroupCommitWriter
+from .writer import GroupCommitWriter, WriterStats
 
 logger = logging.getLogger("consent_banner.log")
 T = TypeVar("T")
@@ -220,6 +220,28 @@ class LogCore(LogReads):
     async def close(self) -> None:
         await self.writer.close()
         await self._close_driver()
+
+    def commit_stats(self) -> WriterStats:
+        """The group commit so far: batches, failures, how long commits take, the oldest wait."""
+        return self.writer.stats()
+
+    async def probe(self, timeout: float) -> None:
+        """Whether a decision could be written now, without writing one: the writer runs, the write
+        lock is taken within `timeout` seconds, the head is read and trusted as a write would, and
+        the transaction is rolled back. LogUnavailable (or the driver's error) when not."""
+        if self._hmac_key is None:
+            raise LogUnavailable("the consent log was opened without a key: it can be read, not written")
+        if not self.writer.running:
+            raise LogUnavailable("the consent log's writer is stopped")
+        await self._probe(self._probe_plan(), timeout)
+
+    def _probe_plan(self) -> Plan[None]:
+        yield from self._writable_state()
+        return None, None
+
+    @abstractmethod
+    async def _probe(self, plan: Plan[None], timeout: float) -> None:
+        """Run `plan` under the write lock, waiting at most `timeout` seconds for it, then roll back."""
 
     def _now(self) -> str:
         return format_at(self.clock())

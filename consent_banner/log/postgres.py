@@ -196,6 +196,21 @@ class PostgresLog(LogCore):
         self._state = state._replace(seq=new_seq, hash=new_head)
         return written(items, rows, at)
 
+    async def _probe(self, plan: Plan[None], timeout: float) -> None:
+        async with self._open_pool().acquire(timeout=timeout) as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                # The head lock waited for no longer than the probe may take (a write waits 15 s).
+                await conn.execute(f"SET LOCAL lock_timeout = '{max(1, int(timeout * 1000))}ms'")
+                step = next(plan)
+                while True:
+                    step = plan.send(await _execute(conn, step))
+            except StopIteration:
+                pass
+            finally:
+                await tx.rollback()
+
     # --- reading -------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:

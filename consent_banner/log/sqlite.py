@@ -211,6 +211,19 @@ class SQLiteLog(LogCore):
             linked = link_rows([p for p, _ in items], at, state.seq, state.hash)
         return await self._committed(self._commit_plan(items, at, state, linked))
 
+    async def _probe(self, plan: Plan[None], timeout: float) -> None:
+        if not self.memory:
+            # A log file (or its folder, where SQLite makes the -wal and -shm files) made read-only
+            # still opens and still takes the lock; the first commit would fail.
+            for p in (Path(self.path), Path(self.path).parent):
+                if not os.access(p, os.W_OK):
+                    raise LogUnavailable(f"the consent log cannot be written: {p} is read-only")
+        if self.memory:
+            async with self._mem_lock:
+                await self._w.run(_probe_run, plan, timeout)
+        else:
+            await self._w.run(_probe_run, plan, timeout)
+
     # --- reading -------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
@@ -276,6 +289,25 @@ def _insert_records(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
                 + ", ".join([_ROW_PLACEHOLDERS] * len(part)),
             )
         conn.execute(sql, list(itertools.chain.from_iterable(part)))
+
+
+def _probe_run(conn: sqlite3.Connection, plan: Plan[None], timeout: float) -> None:
+    """BEGIN IMMEDIATE waiting at most `timeout` (not a write's deadline), the plan, then ROLLBACK."""
+    conn.execute(f"PRAGMA busy_timeout = {max(1, int(timeout * 1000))}")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step = next(plan)
+            while True:
+                step = plan.send(_execute(conn, step))
+        except StopIteration:
+            pass
+        finally:
+            rollback(conn)
+    except sqlite3.Error as e:
+        raise LogUnavailable(f"the consent log cannot be written: {e}") from e
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def _execute(conn: sqlite3.Connection, step: Step) -> object:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from ..errors import LogError, LogUnavailable
 
@@ -29,6 +30,20 @@ logger = logging.getLogger("consent_banner.log")
 T = TypeVar("T")
 R = TypeVar("R")
 S = TypeVar("S")
+
+
+class WriterStats(NamedTuple):
+    """What the writer has done so far, for health checks and metrics (times from time.monotonic())."""
+
+    batches: int  # committed
+    items: int  # decisions committed
+    failed_batches: int
+    side_dropped: int  # best-effort items dropped
+    commit_seconds: float  # spent committing decision batches, failed ones included
+    last_commit_seconds: float | None  # how long the last commit took
+    last_ok_at: float | None  # when the last commit succeeded
+    last_failed_at: float | None  # when the last commit failed
+    oldest_wait: float  # seconds the oldest decision not yet answered has waited (0: none waits)
 
 
 class GroupCommitWriter(Generic[T, R, S]):
@@ -60,6 +75,14 @@ class GroupCommitWriter(Generic[T, R, S]):
         self.items = 0
         self.failed_batches = 0
         self.side_dropped = 0
+        # Commit lag, for health checks and metrics (`stats()`); one clock read per commit and per
+        # batch begun, never per decision.
+        self.commit_seconds = 0.0
+        self.last_commit_seconds: float | None = None
+        self.last_ok_at: float | None = None
+        self.last_failed_at: float | None = None
+        self._pending_since: float | None = None  # when the oldest parked item arrived
+        self._batch_since: float | None = None  # when the oldest item of the commit in flight arrived
 
     def start(self) -> None:
         if self._task is None:
@@ -79,9 +102,26 @@ class GroupCommitWriter(Generic[T, R, S]):
         if not self._accepting:
             raise LogUnavailable("the consent log is closed")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.append((item, future))
         self._wake.set()
         return await future
+
+    def stats(self) -> WriterStats:
+        now = time.monotonic()
+        since = [t for t in (self._batch_since, self._pending_since) if t is not None]
+        return WriterStats(
+            self.batches,
+            self.items,
+            self.failed_batches,
+            self.side_dropped,
+            self.commit_seconds,
+            self.last_commit_seconds,
+            self.last_ok_at,
+            self.last_failed_at,
+            now - min(since) if since else 0.0,
+        )
 
     def offer(self, item: S) -> bool:
         """Queue a best-effort item; False when it was dropped (closed or queue full)."""
@@ -129,7 +169,15 @@ class GroupCommitWriter(Generic[T, R, S]):
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._commit_batch(batch)
+                # Items left parked arrived after these: counting them from the same time
+                # overstates their wait by at most one commit.
+                self._batch_since = self._pending_since
+                if not self._pending:
+                    self._pending_since = None
+                try:
+                    await self._commit_batch(batch)
+                finally:
+                    self._batch_since = None
             if self._side and self._side_commit is not None:
                 side = [self._side.popleft() for _ in range(len(self._side))]
                 try:
@@ -147,9 +195,11 @@ class GroupCommitWriter(Generic[T, R, S]):
         live = [(item, fut) for item, fut in batch if not fut.done()]
         if not live:
             return
+        started = time.monotonic()
         try:
             results = await self._commit([item for item, _ in live])
         except Exception as e:
+            self._timed(started, ok=False)
             self.failed_batches += 1
             reason = str(e) if isinstance(e, LogError) else f"{type(e).__name__}: {e}"
             logger.error("consent log: a batch of %d decisions was not written: %s", len(live), reason)
@@ -160,8 +210,18 @@ class GroupCommitWriter(Generic[T, R, S]):
                     err.__cause__ = e
                     fut.set_exception(err)
             return
+        self._timed(started, ok=True)
         self.batches += 1
         self.items += len(live)
         for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+
+    def _timed(self, started: float, *, ok: bool) -> None:
+        now = time.monotonic()
+        self.last_commit_seconds = now - started
+        self.commit_seconds += now - started
+        if ok:
+            self.last_ok_at = now
+        else:
+            self.last_failed_at = now
