@@ -68,7 +68,7 @@ async def run(config: Path, *args: str) -> Result:
 
 
 async def test_reports_from_several_clients_become_a_service_to_paste(site: Path) -> None:
-    """Three networks report the site's CDN: suggested (TODO until a person decides). Three addresses
+    """R5: three networks report the site's CDN: suggested (TODO until a person decides). Three addresses
     of one /24, or of one IPv6 /48, are one client each: their origins stay out until --min-clients
     says fewer will do. Once TODO is edited the pasted config loads and declares the CDN."""
     config = ConsentConfig.from_toml(site)

@@ -39,7 +39,7 @@ _DNS_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _DIRECTIVE = re.compile(r"[a-z][a-z-]{0,39}")  # as gate/csp.py reads one from a report
 # What a report names instead of an origin (gate/csp.py), and what to do about each.
 KEYWORDS = {
-    "inline": "inline scripts, styles or event handlers (onclick=...): give each inline <script> the "
+    "inline": "inline scripts or event handlers (onclick=...): give each inline <script> the "
     "page's nonce (csp_nonce(request)) and move handlers into a script; an enforced CSP runs no others",
     "eval": "eval(), new Function() or a string timer: the gate's CSP never allows 'unsafe-eval'; "
     "change the code that does it",

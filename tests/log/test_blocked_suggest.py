@@ -107,11 +107,11 @@ def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_suggest_declares_what_enough_clients_reported_and_round_trips(
     log_url: str, tmp_path: Path
 ) -> None:
-    """Grouped by host; a known tracker gets its category from the Open Cookie Database, never
-    necessary; an unknown host gets "TODO", which the config refuses naming the service and key until
-    a person edits it; a host a service declares on another port is added to that service; a declared
-    tracker is only said to be blocked as it should be; one network sending many reports, or two
-    networks, do not count."""
+    """R5: the origins CSP reports name become declarations to paste. Grouped by host; a known
+    tracker gets its category from the Open Cookie Database, never necessary; an unknown host gets
+    "TODO", which the config refuses naming the service and key until a person edits it; a host a
+    service declares on another port is added to that service; a declared tracker is only said to be
+    blocked as it should be; one network sending many reports, or two networks, do not count."""
     config = site(tmp_path, log_url)
     await report(
         log_url,
