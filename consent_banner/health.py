@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -43,7 +43,7 @@ STALL_AFTER = 15.0  # seconds a decision may wait for its commit (sqlite_thread.
 class Verdict:
     ok: bool
     reason: str | None  # a fixed code, never an error's text
-    at: float  # time.monotonic() of the check
+    at: float  # time.monotonic() when the check ended
     probe_seconds: float | None  # how long the probe took; None when none ran
     log: ConsentLog | None
 
@@ -110,6 +110,10 @@ class Health:
             self._last = task.result()
 
     async def _probe(self) -> Verdict:
+        # Fresh from when the probe ended: a slow probe is not followed at once by another.
+        return replace(await self._check(), at=self._clock())
+
+    async def _check(self) -> Verdict:
         started = self._clock()
         try:
             log = await self._open_log()

@@ -323,6 +323,26 @@ async def test_health_fails_while_another_writer_holds_the_lock(
         await app.close()
 
 
+async def test_health_fails_when_the_log_file_is_read_only(
+    app: ConsentMiddleware, config: ConsentConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log file made read-only still opens and still takes the lock; its next commit would fail.
+    (The tests run as root, whom no file mode stops: the check is made to see one.)"""
+    import consent_banner.log.sqlite as sqlite_driver
+
+    path = Path(config.log.removeprefix("sqlite:///"))
+    real_access = sqlite_driver.os.access
+    async with connect(app) as c:
+        assert (await c.get("/_consent/health")).status_code == 200
+        monkeypatch.setattr(
+            sqlite_driver.os, "access", lambda p, mode: Path(p) != path and real_access(p, mode)
+        )
+        await asyncio.sleep(health_module.TTL)
+        r = await c.get("/_consent/health")
+    assert r.status_code == 503 and r.json()["reason"] == "log_unwritable"
+    assert str(path) not in r.text
+
+
 async def test_health_reports_a_decision_waiting_too_long_for_its_commit(
     app: ConsentMiddleware, config: ConsentConfig, monkeypatch: pytest.MonkeyPatch, token: None
 ) -> None:
