@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import ipaddress
 import json
 import re
 import tomllib
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import idna
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -37,6 +39,7 @@ from .display import mask_passwords
 from .durations import lifetime_parts, parse_duration, parse_lifetime
 from .errors import ConfigError
 from .ratelimit import Rate, parse_rate
+from .schemes import DEFAULT_PORTS
 from .texts import text_keys
 
 NECESSARY = "necessary"
@@ -174,6 +177,66 @@ def _origin(value: str) -> str:
 Origin = Annotated[str, BeforeValidator(lambda v: _origin(v) if isinstance(v, str) else v)]
 
 
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _site_origin(value: str) -> str:
+    """A `site_origins` entry as the browser writes it in ``Origin``: scheme://host[:port], lower
+    case, IDNA-mapped, the scheme's default port left out. Compared as a string with the header, so
+    anything else (a path, a user name, a wildcard) would never match: it is refused, not ignored."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an origin ({e})") from None
+    scheme = parts.scheme.lower()
+    host = None
+    if scheme not in ("http", "https") or not text[len(scheme) :].startswith("://"):
+        why = "write scheme://host[:port] with http or https, e.g. https://www.example.com"
+    elif "@" in parts.netloc:
+        why = "an origin has no user name or password"
+    elif parts.path not in ("", "/") or "?" in text or "#" in text:
+        why = "an origin has no path, query or fragment: write only scheme://host[:port]"
+    elif port == 0:
+        why = "port 0 is not a port the site can be served at"
+    else:
+        host = _origin_host(parts.netloc)
+        why = "its host is not a host name or an IP address (one host, no wildcard)"
+    if host is None:
+        raise ValueError(f"{value!r}: {why}")
+    shown = f":{port}" if port is not None and port != DEFAULT_PORTS[scheme] else ""
+    return f"{scheme}://{host}{shown}"
+
+
+def _origin_host(netloc: str) -> str | None:
+    """The host of an origin's `host[:port]` as the browser serialises it, None when it is not one."""
+    if netloc.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(netloc[1 : netloc.index(']')]).compressed}]"
+        except ValueError:
+            return None
+    host = netloc.rpartition(":")[0] if ":" in netloc else netloc
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return None
+    host = host.lower()
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            return None
+    labels = host.split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    return host
+
+
+SiteOrigin = Annotated[str, BeforeValidator(lambda v: _site_origin(v) if isinstance(v, str) else v)]
+
+
 class Service(_Model):
     """`[[services]]`: a provider's scripts, hosts and cookies, in one category."""
 
@@ -204,6 +267,9 @@ class ConsentConfig(_Model):
     prefix: str = DEFAULT_PREFIX
     log: str = DEFAULT_LOG
     allowed_origins: tuple[Origin, ...] = ()
+    # Where the site is served, as the browser sees it (behind a proxy the request's scheme and Host
+    # may be the proxy's); None: the request's own scheme and Host (see request_checks.SiteOrigins).
+    site_origins: tuple[SiteOrigin, ...] | None = None
     gpc_denies: tuple[str, ...] | None = None  # None: ["marketing"] when defined
     cookie: CookieSettings = Field(default_factory=CookieSettings)
     categories: dict[str, Category]
@@ -237,6 +303,17 @@ class ConsentConfig(_Model):
         for lang in v:
             if not _LANG.match(lang):
                 raise ValueError(f"{lang!r} is not a language tag such as 'en' or 'sv'")
+        return v
+
+    @field_validator("site_origins")
+    @classmethod
+    def _site_origins(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("name at least one origin (https://www.example.com), or leave the key out")
+            twice = sorted({o for o in v if v.count(o) > 1})
+            if twice:
+                raise ValueError(f"{twice[0]!r} is listed twice")
         return v
 
     @field_validator("prefix")

@@ -162,9 +162,13 @@ class Visitors:
 
     __slots__ = ("_codec", "_http", "_https", "_memo_http", "_memo_https")
 
-    def __init__(self, settings: CookieSettings, codec: ConsentCodec) -> None:
+    def __init__(self, settings: CookieSettings, codec: ConsentCodec, *, https_site: bool = False) -> None:
         self._codec = codec
         self._http, self._https = cookie_names(settings)
+        if https_site:
+            # Every site origin is https (`site_origins`): the browser is on https even when a proxy
+            # that terminates TLS reaches the app over http, so the names are the __Host- ones there too.
+            self._http = self._https
         self._memo_http: Memo[bytes, Visit] = Memo(VISITS_BYTES, weigh=_weight)
         self._memo_https = (
             self._memo_http if self._https == self._http else Memo[bytes, Visit](VISITS_BYTES, weigh=_weight)

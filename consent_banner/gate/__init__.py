@@ -41,6 +41,7 @@ from ..config import ConsentConfig
 from ..consent import Consent
 from ..language import Languages
 from ..memo import Memo
+from ..request_checks import SiteOrigins
 from .cookies import CookieRules
 from .csp import NONCE_PLACEHOLDER, REPORT_GROUP, build_policy, merge, parse_policies, serialize
 from .html import Blocked, HostRules, url_host
@@ -79,12 +80,14 @@ class ResponseGate:
 
     Read by the wrapped sends and the middleware: `cookie_rules` (the Set-Cookie and request-cookie
     verdicts), `csp_header` (the policy's header name, None when no policy is sent), `handles_html`
-    (whether HTML responses are acted on at all) and `rewrites` (whether tracker markup is rewritten).
+    (whether HTML responses are acted on at all), `rewrites` (whether tracker markup is rewritten) and
+    `site` (this site's origins as the browser sees them: Secure expiries, their host, 'self').
     """
 
     def __init__(self, config: ConsentConfig, *, own_cookie_names: frozenset[str]) -> None:
         self.config = config
         self.cookie_rules = CookieRules(config, own_cookie_names)
+        self.site = SiteOrigins(config.site_origins)
         self.csp_header: bytes | None = {
             "enforce": b"content-security-policy",
             "report-only": b"content-security-policy-report-only",

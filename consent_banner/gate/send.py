@@ -25,7 +25,6 @@ Headers = list[tuple[bytes, bytes]]
 VARY_TOKENS = (b"Cookie", b"Sec-GPC")
 _VARY = b", ".join(VARY_TOKENS)
 _NO_BODY = frozenset({204, 205, 206, 304})
-_SECURE_SCHEMES = ("https", "wss")
 _XHTML = b"application/xhtml+xml"
 _CHUNK = 64 * 1024  # bytes read at a time from a file sent with http.response.pathsend
 
@@ -232,8 +231,8 @@ class GatedSend:
 
     def _expiries(self, denied: Iterable[tuple[str, Any]]) -> list[bytes]:
         """Set-Cookie values expiring the request's cookies the consent denies."""
-        rules = self._gate.cookie_rules
-        host, secure = self._host(), self._scope.get("scheme") in _SECURE_SCHEMES
+        rules, site = self._gate.cookie_rules, self._gate.site
+        host, secure = site.host(self._scope), site.secure(self._scope)
         return [v for name, decl in denied for v in rules.expire(name, decl, host=host, secure=secure)]
 
     def _rebuild(
@@ -315,12 +314,12 @@ class GatedSend:
         root = self._scope.get("root_path", "")
         # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
         # to secure origins: on plain http report-uri alone, so that reports arrive at all.
-        secure = self._scope.get("scheme") == "https"
+        secure = gate.site.secure(self._scope)
         policy = gate.csp(
             self._plan,
             app_csp,
             root_path=root,
-            self_origin=self._origin() if app_csp else None,
+            self_origin=gate.site.origin(self._scope) if app_csp else None,
             nonce=hooks.nonce(),
             secure=secure,
             granted_only=granted_only,
@@ -405,16 +404,6 @@ class GatedSend:
                 if not following:
                     return
                 chunk = following
-
-    def _host(self) -> str | None:
-        for k, v in self._scope.get("headers", ()):
-            if k == b"host":
-                return str(v.decode("latin-1"))
-        return None
-
-    def _origin(self) -> str | None:
-        host = self._host()
-        return f"{self._scope.get('scheme', 'http')}://{host}".lower() if host else None
 
 
 def _is_html(content_type: bytes) -> bool:
