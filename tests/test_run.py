@@ -73,3 +73,20 @@ def test_missing_node_without_root_says_how_to_install_it(tmp_path: Path) -> Non
     assert out.returncode == 1
     assert "run 'sudo apt-get install -y nodejs npm'" in out.stderr
     assert not (tmp_path / "apt-get.log").exists()
+
+
+def test_missing_nginx_is_installed_from_debian_for_the_proxy_test(tmp_path: Path) -> None:
+    """e2e/test_proxy.py runs nginx: `./run test` installs Debian's when the binary is missing."""
+    checkout, env = _checkout(tmp_path, uid=0)
+    env["NGINX"] = str(tmp_path / "no-nginx-here")
+    out = subprocess.run(
+        [env["PATH"] + "/bash", str(checkout / "run"), "test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = (tmp_path / "apt-get.log").read_text(encoding="utf-8").splitlines()
+    assert calls == ["update -qq", "install -y -qq nginx"], (calls, out.stderr)
+    assert "Installing Debian's nginx (for the reverse-proxy browser test)" in out.stdout
+    assert out.returncode != 0
