@@ -75,8 +75,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-# The per-response values of the banner root, in the order `Banner._fragment` passes them.
-_CSRF, _RETURN_TO, _FORM_ID, _STATE = range(4)
+# The per-response values of the banner root, in the order `Banner._fragment` passes them. The root
+# path (where the app is mounted: every URL of ours starts with it) is one of them, so that an app
+# served under several prefixes renders once, and a root path nobody configured fills no memo.
+_CSRF, _RETURN_TO, _FORM_ID, _STATE, _ROOT = range(5)
 
 
 class Banner:
@@ -108,13 +110,14 @@ class Banner:
         self._mode_attr = " ".join(
             f"{signal}:{cat}" for signal, cat in CONSENT_MODE.items() if cat in config.categories
         )
-        self._script_open = f'<script src="{escape(self.script_url)}" defer nonce="'
+        # the script tag is '<script src="', the root path, then these
+        self._script_src = f'{escape(self.script_url)}" defer nonce="'
         self._script_close = '" data-consent-banner></script>'
-        self._markers = Markers(4)  # where the per-response values go: _CSRF, _RETURN_TO, ...
+        self._markers = Markers(5)  # where the per-response values go: _CSRF, _RETURN_TO, ...
         # Keyed by language and the consent state the markup shows: at most a few per language on a
         # healthy site (each distinct set of switches is one), bounded whatever visitors send.
         self._roots: Memo[Hashable, Spliced] = Memo(512)
-        self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(256)
+        self._heads: Memo[Hashable, tuple[str, str, str, str]] = Memo(256)
         self._declarations: Memo[str, str] = Memo(64)
         # A decided visitor's state carries their consent id: one entry per visitor seen lately.
         self._states: Memo[Hashable, str] = Memo(4096)
@@ -165,8 +168,9 @@ class Banner:
             for signal, cat in CONSENT_MODE.items()
         }
 
-    def head_html(self, consent: Consent, *, nonce: str) -> str:
-        """Consent Mode default before any Google tag (R30), and the banner stylesheet."""
+    def head_html(self, consent: Consent, *, nonce: str, root_path: str = "") -> str:
+        """Consent Mode default before any Google tag (R30), and the banner stylesheet (its URL under
+        `root_path`, where the app is mounted)."""
         # Consent Mode follows the categories granted, under the GPC signal: remembered by those.
         key = (consent.decided, consent.granted, consent.gpc, consent.gpc_denied if consent.gpc else None)
         parts = self._heads.get(key)
@@ -181,26 +185,42 @@ class Banner:
                     '<script nonce="',
                     '">window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}'
                     f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});</script>"
-                    f'<link rel="stylesheet" href="{escape(self.css_url)}" nonce="',
+                    '<link rel="stylesheet" href="',
+                    f'{escape(self.css_url)}" nonce="',
                     '">',
                 ),
             )
         n = escape(nonce)
-        return f"{parts[0]}{n}{parts[1]}{n}{parts[2]}"
+        root = escape(root_path) if root_path else ""
+        return f"{parts[0]}{n}{parts[1]}{root}{parts[2]}{n}{parts[3]}"
 
     def body_html(
-        self, consent: Consent, *, language: str, nonce: str, csrf_token: str, return_to: str
+        self,
+        consent: Consent,
+        *,
+        language: str,
+        nonce: str,
+        csrf_token: str,
+        return_to: str,
+        root_path: str = "",
     ) -> str:
-        """Banner (when undecided), dialog, settings button and the deferred script."""
-        root = self.fragment(consent, language=language, csrf_token=csrf_token, return_to=return_to)
-        return f"{root}{self._script_open}{escape(nonce)}{self._script_close}"
+        """Banner (when undecided), dialog, settings button and the deferred script; every URL of ours
+        under `root_path` (where the app is mounted); `return_to` is the page as the browser has it."""
+        root = self.fragment(
+            consent, language=language, csrf_token=csrf_token, return_to=return_to, root_path=root_path
+        )
+        src = escape(root_path) if root_path else ""
+        return f'{root}<script src="{src}{self._script_src}{escape(nonce)}{self._script_close}'
 
-    def fragment(self, consent: Consent, *, language: str, csrf_token: str, return_to: str) -> str:
+    def fragment(
+        self, consent: Consent, *, language: str, csrf_token: str, return_to: str, root_path: str = ""
+    ) -> str:
         """The banner root element alone: for `GET {prefix}/banner` and embedded sites."""
         # The forms' ids differ per page: markup reflected into the page could otherwise name
         # them (`<button form=...>`, `<input form=...>`, or a form of the same id placed first)
         # and submit the banner's form, with the visitor's token, carrying its own fields.
-        return self._fragment(consent, language, csrf_token, return_to, secrets.token_urlsafe(9))
+        form_id = secrets.token_urlsafe(9)
+        return self._fragment(consent, language, csrf_token, return_to, form_id, root_path=root_path)
 
     def declaration(self, language: str) -> str:
         """The cookie declaration table (R5): every declared cookie with its service and purpose."""
@@ -217,7 +237,14 @@ class Banner:
         return found
 
     def _fragment(
-        self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str
+        self,
+        consent: Consent,
+        language: str,
+        csrf_token: str,
+        return_to: str,
+        form_id: str,
+        *,
+        root_path: str = "",
     ) -> str:
         """The root as remembered for its language and state, this response's values spliced in."""
         choices = _choices(consent)
@@ -225,9 +252,13 @@ class Banner:
         spliced = self._roots.get(key)
         if spliced is None:
             m = self._markers.markers
-            rendered = self._render(consent, language, m[_CSRF], m[_RETURN_TO], m[_FORM_ID], m[_STATE])
+            rendered = self._render(
+                consent, language, m[_CSRF], m[_RETURN_TO], m[_FORM_ID], m[_STATE], root_path=m[_ROOT]
+            )
             spliced = self._roots.put(key, self._markers.cut(rendered))
-        values = [""] * 4
+        values = [""] * 5
+        if root_path:
+            values[_ROOT] = escape(root_path)
         values[_CSRF] = escape(csrf_token)
         values[_RETURN_TO] = escape(return_to)
         values[_FORM_ID] = escape(form_id)
@@ -239,23 +270,40 @@ class Banner:
         return spliced.fill(values)
 
     def _render(
-        self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str, state: str
+        self,
+        consent: Consent,
+        language: str,
+        csrf_token: str,
+        return_to: str,
+        form_id: str,
+        state: str,
+        *,
+        root_path: str = "",
     ) -> str:
         """The root rendered by Jinja2 from these values: what `_fragment` must equal, byte for byte."""
-        return self._root.render(self._context(consent, language, csrf_token, return_to, form_id, state))
+        context = self._context(consent, language, csrf_token, return_to, form_id, state, root_path)
+        return self._root.render(context)
 
     def _state(self, consent: Consent) -> str:
         # the same shape as GET {prefix}/state, so the script has one state format
         return json.dumps(consent_json(consent, self.config.policy_revision), separators=(",", ":"))
 
     def _context(
-        self, consent: Consent, language: str, csrf_token: str, return_to: str, form_id: str, state: str
+        self,
+        consent: Consent,
+        language: str,
+        csrf_token: str,
+        return_to: str,
+        form_id: str,
+        state: str,
+        root_path: str,
     ) -> dict[str, Any]:
         cfg = self.config
+        prefix = root_path + self.prefix  # the URL the forms post to and the script fetches from
         return {
             "t": self.catalog.of(language),
             "language": language,
-            "prefix": self.prefix,
+            "prefix": prefix,
             "consent": consent,
             "csrf_token": csrf_token,
             "return_to": return_to,
@@ -268,12 +316,12 @@ class Banner:
             "recipients_url": self.recipients_url,
             "do_not_sell": cfg.do_not_sell_link,
             "data": {
-                "prefix": self.prefix,
+                "prefix": prefix,
                 "lang": language,
                 "state": state,
                 "gpc-denied": " ".join(sorted(cfg.gpc_denied)),
                 "consent-mode": self._mode_attr,
-                "css": self.css_url,
+                "css": root_path + self.css_url,
                 # csp_undecided = "strict": the undecided page's enforced policy admits only what is
                 # granted, so the script reloads the page after a decision that grants more
                 "strict": "1" if cfg.csp_undecided == "strict" and cfg.csp == "enforce" else "",

@@ -17,6 +17,7 @@ from ..consent import Consent
 from ..errors import LogError
 from ..language import Languages
 from ..log import ConsentLog, LoggedRecord
+from ..paths import public_path
 from ..texts import Texts, shipped_languages
 from .pages import env, plain_error, security_headers
 
@@ -74,6 +75,6 @@ async def receipt(
         records=records,
         consent_id=consent.id if consent.decided else None,
         nonce=nonce,
-        json_url=f"{request.url.path}?format=json",
+        json_url=f"{public_path(request.scope)}?format=json",  # under the root path, whoever set it
     )
     return HTMLResponse(html, headers={**security_headers(nonce), **headers})
