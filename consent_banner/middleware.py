@@ -31,6 +31,7 @@ from .gate import ResponseGate
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .gate.html import Inject
+from .gate.inject import FRAGMENT_VARY, fragment_request
 from .gate.send import Gating
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
 from .metrics import Metrics
@@ -42,6 +43,7 @@ from .visitor import Visit, VisitorCookies, Visitors, own_cookie_names, request_
 logger = logging.getLogger("consent_banner")
 
 _SECURE_SCHEMES = frozenset({"https", "wss"})
+_FRAGMENT_VARY = (b"vary", b", ".join(FRAGMENT_VARY))  # a Vary field beside the gate's own
 
 
 class ConsentMiddleware:
@@ -274,7 +276,9 @@ class _Page:
     Built only for an HTML response. A visitor without a form-token cookie gets one with the
     headers of the first HTML page (R34: the token is bound to a value the visitor holds); the
     value is made when either the body or the headers first need it, since the gate may render
-    the body before it releases the headers.
+    the body before it releases the headers. A request for a fragment (htmx, a Turbo frame, XHR:
+    `gate.inject.fragment_request`) is swapped into a page that has its banner: nothing is injected
+    into its answer, and every HTML answer, where injection is on, varies on those headers.
     """
 
     __slots__ = ("mw", "scope", "consent", "_csrf", "_csrf_name", "_csrf_is_new", "accept_language", "inject")
@@ -287,7 +291,8 @@ class _Page:
         self._csrf_name = mw.visitors.names(scope).csrf
         self._csrf_is_new = not self._csrf
         self.accept_language = Headers(scope=scope).get("accept-language", "")
-        self.inject: Inject | None = self._render if mw._inject else None
+        fragment = mw._inject and fragment_request(scope["headers"])
+        self.inject: Inject | None = self._render if mw._inject and not fragment else None
 
     def nonce(self) -> str:
         return csp_nonce(self.scope)
@@ -303,11 +308,14 @@ class _Page:
         return self._csrf
 
     def html_headers(self) -> list[tuple[bytes, bytes]]:
-        """The form-token cookie, for a visitor who has none yet."""
-        if not self._csrf_is_new or self.inject is None:
+        """Vary on the fragment headers (where injection is on), and the form-token cookie for a
+        visitor who has none yet, unless nothing is injected."""
+        if not self.mw._inject:
             return []
+        if not self._csrf_is_new or self.inject is None:
+            return [_FRAGMENT_VARY]
         cookie = self.mw.tokens.set_cookie(self._csrf_name, self.csrf_value())
-        return [(b"set-cookie", cookie.encode("latin-1"))]
+        return [_FRAGMENT_VARY, (b"set-cookie", cookie.encode("latin-1"))]
 
     def _render(self, html_lang: str | None) -> tuple[str, str]:
         banner = self.mw.banner

@@ -174,6 +174,7 @@ class HtmlRewriter(RawText):
         self._css_size = 0  # their size
         self._css_read = 0  # its size when last read
         self._prolog = inject is not None  # still before <head> or the first element
+        self._document = False  # a doctype or <html> read in the prolog (else a fragment: inject.py)
         self._lang: str | None = None
         self._marker_at: int | None = None  # input offset of the first tag with the marker attribute
         self._marker_in = b""  # the buffer whose next marker bytes are at _marker_next
@@ -267,6 +268,8 @@ class HtmlRewriter(RawText):
             self._out.append(self._style_css(b"", final=True))
         if self._nested is not None:
             self._out.append(self._nested.finish())
+        if self._prolog and not self._document:  # blanks and comments only: a fragment
+            self._no_injection()
         closers = self._closers() if not self._body_done and self._body is None else b""
         self._nested = None
         if self._inject is not None and self._content:
@@ -460,6 +463,7 @@ class HtmlRewriter(RawText):
                 pos = end  # an abrupt <!--> or <!--->
                 continue
             if buf.startswith((b"<!", b"<?"), pos):
+                self._document = self._document or low.startswith(b"<!doctype", pos)
                 end = buf.find(b">", pos)
                 if end < 0:
                     if not final and n - pos <= MAX_TAG:
@@ -480,6 +484,7 @@ class HtmlRewriter(RawText):
                     self._note_marker(low, pos, t.end(), m.group(1))
                     out.append(tag)
                     pos = t.end()
+                    self._document = True
                     if m.group(1) == b"html":
                         self._lang = attr_value(tag, 5, b"lang", LANG)
                         continue
@@ -489,9 +494,10 @@ class HtmlRewriter(RawText):
                     return pos
             elif not final and n - pos < 6 and buf[pos : pos + 1] == b"<":
                 return pos  # maybe the start of "<html" or "<head"
-            # the first element or text: head_html goes before it
-            self._prolog = False
-            out.append(self._head_bytes(self._base + pos))
+            # the first element or text: head_html goes before it, unless the body is a fragment
+            if not self._fragment_at(low, pos):
+                self._prolog = False
+                out.append(self._head_bytes(self._base + pos))
             return pos
         return pos
 

@@ -22,11 +22,21 @@ a tag the input ends in, a `<head>` tag the parser drops (past the prolog) or a 
 (not read whole). The skips stop where the marker's bytes could be an attribute name (`_data`).
 Empty bodies get nothing.
 
+Fragments get nothing either: a body that does not start as a document (no doctype, `<html>`,
+`<head>` or `<body>` before its first element or text, blanks and comments aside; or nothing but
+those) is a piece of a page, swapped into one that has its banner already (`<li>row 3</li>`, a
+`<tr>`): it is still rewritten, byte for byte but for the tags neutralised, and carries no banner,
+dialog, script, stylesheet or Consent Mode default (`_document`, `_fragment_at`). A doctype later
+in the body (reflected text) changes nothing: only the prolog is read. A request that asks for a
+fragment by its headers (`fragment_request`) gets no `Inject` at all (the middleware's page hooks),
+and HTML the middleware could inject into varies on those headers (`FRAGMENT_VARY`).
+
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 
 from .markup import MARKER, marker_candidate, parse_attrs
 from .neutralise import TagRewriter
@@ -34,6 +44,25 @@ from .neutralise import TagRewriter
 MAX_HOLD = 64 * 1024  # output held for an injection decision before it is made anyway
 
 Inject = Callable[[str | None], tuple[str, str]]
+
+# The request headers of an answer swapped into a page already loaded: htmx's, Turbo's frames',
+# and the one jQuery and most XHR wrappers send. HTML we could inject into varies on them.
+FRAGMENT_VARY = (b"HX-Request", b"Turbo-Frame", b"X-Requested-With")
+_BODY_TAG = re.compile(rb"<body(?=[\t\n\f\r />])")  # on the lower-cased buffer
+
+
+def fragment_request(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request (its ASGI headers, names lower-cased) asks for a piece of a page, not a page:
+    `HX-Request: true` (htmx sends no other value), any `Turbo-Frame`, `X-Requested-With: XMLHttpRequest`."""
+    for name, value in headers:
+        if name == b"hx-request":
+            if value.strip() == b"true":
+                return True
+        elif name == b"turbo-frame":
+            return True
+        elif name == b"x-requested-with" and value.strip().lower() == b"xmlhttprequest":
+            return True
+    return False
 
 
 class Mark:
@@ -52,6 +81,7 @@ class Injection(TagRewriter):
     _inject: Inject | None  # gives head_html and body_end_html for the page's language
     _out: list[bytes | Mark]  # processed output; marks hold injection points
     _prolog: bool  # still before <head> or the first element
+    _document: bool  # a doctype or <html> read in the prolog: the body is a document, not a fragment
     _marker_at: int | None  # input offset of the first tag with the marker attribute
     _marker_in: bytes  # the buffer whose next marker bytes are at _marker_next
     _marker_next: int
@@ -85,6 +115,21 @@ class Injection(TagRewriter):
         if self._marker_at is None and not self._body_done and low.find(MARKER, start, end) >= 0:
             if any(a[0] == MARKER for a in parse_attrs(low[start:end], 1 + len(name))):
                 self._marker_at = self._base + start
+
+    def _fragment_at(self, low: bytes, pos: int) -> bool:
+        """At the body's first element or text (`low[pos:]`), past the prolog: whether the body is a
+        fragment (nothing said it is a document, and this is no `<body>` tag); then nothing is
+        injected into it, from here to the end."""
+        if self._document or _BODY_TAG.match(low, pos):
+            return False
+        self._no_injection()
+        return True
+
+    def _no_injection(self) -> None:
+        """The body is a fragment: it is rewritten, and gets no snippet, no injection point held."""
+        self._inject = None
+        self._prolog = False
+        self._body_done = True
 
     def _parts_bytes(self) -> tuple[bytes, bytes]:
         if self._parts is None:

@@ -293,7 +293,7 @@ def test_several_body_end_tags_inject_before_the_last() -> None:
     [
         ("<!doctype html><p>Hello</p>", "<!doctype html>{head}<p>Hello</p>{body}"),
         ("  <!-- c --><html><body>x", "  <!-- c --><html>{head}<body>x{body}"),
-        ("Just text", "{head}Just text{body}"),
+        ("<body>Just text", "{head}<body>Just text{body}"),
         (
             "<?xml version='1.0'?><html lang=en><title>t</title>",
             "<?xml version='1.0'?><html lang=en>{head}<title>t</title>{body}",
@@ -336,7 +336,7 @@ def test_pages_already_carrying_our_snippet_are_not_injected_twice() -> None:
         '<body><img src="https://px.adnet.example/a',  # cut off mid-attribute
         "<body><script src=https://stats.example.net/a.js>",  # unclosed script at the end
         "<body><div <img src=https://px.adnet.example/a>>",
-        "<<<>>><img/src=https://px.adnet.example/a/><</body",
+        "<!doctype html><<<>>><img/src=https://px.adnet.example/a/><</body",
         '<body><img alt="<script>" src="/a.png"><img src="https://px.adnet.example/a"></body>',
         '<body><a title="<!--">x</a><img src="https://px.adnet.example/a"></body>',
     ],
