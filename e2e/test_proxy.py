@@ -283,8 +283,8 @@ def test_with_site_origins_but_an_untrusted_proxy_the_log_keeps_the_proxys_netwo
 def test_through_nginx_visitors_accept_reject_withdraw_and_read_their_receipt(
     example_browser: Browser, tmp_path: Path, upstream_host: str
 ) -> None:
-    """The README's deployment (and a proxy that rewrites Host): decisions, withdrawal and the receipt
-    work through nginx; the log keeps the browser's network as forwarded, never the proxy's; every
+    """R21: the README's deployment (and a proxy that rewrites Host): decisions, withdrawal and the
+    receipt work through nginx; the log keeps the browser's network as forwarded, never the proxy's; every
     consent cookie and every expiry the server sends carries Secure."""
     with proxied_demo(tmp_path, site_origins=True, proxy_headers=True, upstream_host=upstream_host) as site:
         with visitor(example_browser, site) as context:

@@ -186,7 +186,7 @@ async def test_with_site_origins_the_browsers_origin_is_this_sites(config) -> No
     ],
 )
 async def test_with_site_origins_the_requests_scheme_and_host_prove_nothing(config, headers) -> None:
-    """An origin that only agrees with the request's own scheme and Host is refused, as it is a page of
+    """R34: an origin that only agrees with the request's own scheme and Host is refused, as it is a page of
     another site served to the same address (DNS rebinding) or a client writing both."""
     cfg = proxied(config, site_origins=[SITE])
     app = make_app(cfg)
@@ -306,7 +306,7 @@ FORWARDED = {"host": "www.example.com", "origin": SITE, "x-forwarded-proto": "ht
 
 
 async def test_a_trusted_proxys_client_address_and_scheme_are_what_counts(config) -> None:
-    """The log keeps the visitor's network (truncated), not the proxy's; over the forwarded https the
+    """R21: the log keeps the visitor's network (truncated), not the proxy's; over the forwarded https the
     cookie is __Host- and Secure, and the browser's origin is this site's without `site_origins`."""
     cfg = proxied(config)
     outer, app = behind_uvicorn(cfg)
