@@ -388,16 +388,21 @@ def test_gpc_notice_and_marketing_locked(new_context: Callable[..., BrowserConte
 
 
 def test_do_not_sell_link_opens_the_choices(page: Page, site: Any) -> None:
-    """R29: the "Do Not Sell or Share My Personal Information" link is there and opens the choices."""
+    """R29: the "Do Not Sell or Share My Personal Information" link is there and opens the choices;
+    after a decision it is in the choices the settings button opens, on every page."""
     page.goto(site.url + "/")
     link = page.locator("#cb-banner").get_by_role("link", name="Do Not Sell or Share My Personal Information")
     link.click()
     expect(page.locator("#cb-dialog")).to_be_visible()
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Reject all").click()
-    expect(
-        page.locator(".cb-float").get_by_role("link", name="Do Not Sell or Share My Personal Information")
-    ).to_be_visible()
+    page.goto(site.url + "/other")
+    page.get_by_role("button", name="Cookie settings").click()
+    in_dialog = page.locator("#cb-dialog").get_by_role(
+        "link", name="Do Not Sell or Share My Personal Information"
+    )
+    expect(in_dialog).to_be_visible()
+    assert in_dialog.get_attribute("href") == "/privacy"
 
 
 def test_first_layer_names_controller_purposes_links_and_withdrawal(page: Page, site: Any) -> None:

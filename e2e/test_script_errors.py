@@ -19,6 +19,8 @@ NOT_RECORDED = {
     "sv": "Ditt val kunde inte sparas. Inget har ändrats: försök igen.",
 }
 LOG_DOWN = '{"error": "the consent log is unavailable; nothing was recorded, try again later"}'
+TOO_LARGE = '{"error":"the body is limited to 8192 bytes"}'
+TOO_MANY = '{"error":"too many decisions from this address: nothing was recorded","retry_after":30}'
 
 
 def refused_origin(route: Route) -> None:
@@ -37,6 +39,16 @@ FAILURES: dict[str, tuple[Callable[[Route], None], str]] = {
     "refused (403)": (
         refused_origin,
         '403 {"error":"cross-site decision refused: origin \'https://www.example.com\'',
+    ),
+    "too large (413)": (
+        lambda route: route.fulfill(status=413, content_type="application/json", body=TOO_LARGE),
+        "413 " + TOO_LARGE,
+    ),
+    "too many (429)": (
+        lambda route: route.fulfill(
+            status=429, content_type="application/json", headers={"retry-after": "30"}, body=TOO_MANY
+        ),
+        "429 " + TOO_MANY,
     ),
     "no network": (lambda route: route.abort("internetdisconnected"), "Failed to fetch"),
     "not JSON": (
@@ -130,21 +142,24 @@ def test_in_the_dialog_the_message_is_in_the_dialog_and_in_swedish(page: Page, s
     assert server_state(page, site)["categories"] == ["necessary", "analytics"]
 
 
-def test_a_withdrawal_that_fails_opens_the_dialog_to_say_so(page: Page, site: Any) -> None:
-    """After a decision the banner is gone: the floating Withdraw button's failure is told in the dialog."""
+def test_a_withdrawal_that_fails_is_said_in_the_dialog(page: Page, site: Any) -> None:
+    """After a decision the banner is gone: a withdrawal from the settings' dialog that fails is told
+    there, and the dialog stays open for another try."""
     errors = console_errors(page)
     page.goto(site.url + "/")
     page.get_by_role("button", name="Accept all").click()
     expect(page.locator("#cb-banner")).to_have_count(0)
     page.route(site.url + "/_consent/withdraw", FAILURES["log down (503)"][0])
-    page.get_by_role("button", name="Withdraw consent").click()
+    page.get_by_role("button", name="Cookie settings").click()
     dialog = page.locator("#cb-dialog")
+    dialog.get_by_role("button", name="Reject all").click()
     expect(dialog.get_by_role("alert")).to_have_text(NOT_RECORDED["en"])
+    expect(dialog).to_be_visible()
     assert server_state(page, site)["categories"] == ["necessary", "analytics", "marketing"]
     assert len(ours(errors)) == 1 and "POST /_consent/withdraw: 503" in ours(errors)[0]
     # closed and opened again, the dialog no longer shows the old message
     page.keyboard.press("Escape")
-    expect(page.get_by_role("button", name="Withdraw consent")).to_be_focused()
+    expect(page.get_by_role("button", name="Cookie settings")).to_be_focused()
     page.get_by_role("button", name="Cookie settings").click()
     expect(dialog.get_by_role("alert")).to_have_text("")
     page.unroute(site.url + "/_consent/withdraw")

@@ -58,7 +58,7 @@ def title(soup: El) -> str:
 
 
 async def test_an_expired_form_token_gets_a_page_in_the_forms_language(client, config) -> None:
-    """403: the session cookie behind the token is gone (the browser was restarted, the tab restored)."""
+    """R13: 403, the session cookie behind the token is gone (the browser restarted, the tab restored)."""
     token = await form_token(client)
     client.cookies.clear()
     form = {"action": "accept_all", "csrf": token, "return_to": "/whoami?x=1", "language": "sv"}
@@ -139,7 +139,7 @@ async def test_hostile_return_to_and_language_are_neither_followed_nor_reflected
 async def test_a_log_that_cannot_write_gets_the_page_with_retry_after(
     tmp_path: Path, toml_path: Path
 ) -> None:
-    """503, nothing recorded, no cookie; JSON still for the script."""
+    """R13: 503, nothing recorded, no cookie; JSON still for the script."""
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     text = toml_path.read_text().replace(f"sqlite:///{tmp_path / 'log.db'}", f"sqlite:///{blocker}/log.db")

@@ -38,10 +38,10 @@
   // cannot pose as a placeholder or a neutralised tag. Embedded there is no gate, and no nonce.
   const writtenByGate = (el) => el.nonce === nonce && (nonce || server);
 
-  const listeners = []; // consentBanner.on("change", fn)
   let root; // the banner's root element: [data-consent-root]
   let dialog; // the settings <dialog> inside it
   let state; // the visitor's consent, shaped as GET {prefix}/state answers
+  let settings; // the settings button, shown after a decision
   let opener; // what had focus before the dialog opened, to return focus to
   let source; // where the decision is being made: "banner", "dialog" or "settings"
   let prefix; // the consent routes' prefix, e.g. "/_consent"
@@ -66,7 +66,8 @@
   }
 
   // One call to the consent routes: a decision (POST, answered with JSON) or the banner (GET,
-  // answered with HTML). Embedded: no third-party cookie; the token goes in a header. Whatever
+  // answered with HTML). Embedded: no third-party cookie (fetch sends cookies to its own origin
+  // only, and keeps none from another); the token goes in a header. Whatever
   // goes wrong (no network, a refusal, an answer that is not JSON) throws an Error naming the call
   // and the cause, with the server's own explanation when it gave one (a 403 names the origin).
   async function request(path, body) {
@@ -81,7 +82,6 @@
         method,
         headers,
         body: body && JSON.stringify(body),
-        credentials: server ? "omit" : "same-origin",
       });
       if (!response.ok) throw Error(response.status + " " + (await response.text()));
       return await (body ? response.json() : response.text());
@@ -122,25 +122,19 @@
 
     // The banner goes; the settings button takes its place (and the focus, if it was inside).
     const banner = inRoot("#cb-banner");
-    const settingsButton = inRoot("[data-cb-settings]");
-    const focusWasInBanner = banner && banner.contains(document.activeElement);
+    const focusWasInBanner = banner?.contains(document.activeElement);
     banner?.remove();
-    settingsButton.hidden = false;
+    settings.hidden = false;
     if (dialog.open) dialog.close();
-    else if (focusWasInBanner) settingsButton.focus();
+    else if (focusWasInBanner) settings.focus();
+    dodge();
 
     syncSwitches();
     pushConsentMode("update");
     if (!reload) activate();
-    const snapshot = api.get();
-    for (const listener of listeners) {
-      try {
-        listener(snapshot);
-      } catch (error) {
-        report(error); // one broken listener must not stop the others
-      }
-    }
-    document.dispatchEvent(new CustomEvent("consent:change", { detail: snapshot }));
+    // consentBanner.on("change") listens to this event too: one broken listener cannot stop the
+    // others (the browser reports its error and goes on).
+    document.dispatchEvent(new CustomEvent("consent:change", { detail: api.get() }));
     if (reload) location.reload();
   }
 
@@ -250,6 +244,7 @@
   function mount(el) {
     root = el;
     dialog = inRoot("dialog");
+    settings = inRoot("[data-cb-settings]");
     dialog.removeAttribute("popover"); // without JavaScript a popover; with it a modal
     prefix = root.dataset.prefix;
     state = JSON.parse(root.dataset.state);
@@ -288,16 +283,46 @@
       }
     });
     dialog.addEventListener("close", () => {
-      const back =
-        opener?.isConnected && opener !== document.body ? opener : inRoot("[data-cb-settings]");
+      const back = opener?.isConnected && opener !== document.body ? opener : settings;
       if (!back.hidden) back.focus();
     });
+
+    // The settings button sits over the page: it must never hide what has focus (WCAG 2.4.11).
+    // Checked again whenever focus moves or the page scrolls.
+    for (const type of ["focusin", "scroll"]) addEventListener(type, dodge, true);
+
+    // A page the back/forward cache shows again is the page as it was, scripts and all: if the
+    // decision changed meanwhile (withdrawn on another page), only a fresh page obeys it. The
+    // server's JSON and ours are alike (same keys, same order, no spaces) while nothing changed.
+    addEventListener("pageshow", (event) => {
+      if (event.persisted) {
+        request("/state").then((now) => now !== JSON.stringify(state) && location.reload(), report);
+      }
+    });
+  }
+
+  // Over the focused element the button fades out (and lets clicks through) until focus moves on
+  // or the page scrolls it clear; it stays where it is, so nothing jumps. Never for itself, nor
+  // for <body>.
+  function dodge() {
+    const focused = document.activeElement;
+    const a = settings.getBoundingClientRect();
+    const b = focused.getBoundingClientRect();
+    settings.classList.toggle(
+      "cb-x",
+      focused !== settings &&
+        focused !== document.body &&
+        a.left < b.right &&
+        b.left < a.right &&
+        a.top < b.bottom &&
+        b.top < a.bottom,
+    );
   }
 
   // Records a decision once at a time. When it cannot be recorded (refused, the log down, no
   // network, an answer that is not ours) the visitor stays undecided and is told so where they
-  // are: in the dialog when it is open, else in the banner, else (a decided visitor withdrawing
-  // or allowing from a placeholder) in the dialog, opened for it. Its buttons try again. A form
+  // are: in the dialog when it is open, else in the banner, else (a decided visitor allowing from
+  // a placeholder) in the dialog, opened for it. Its buttons try again. A form
   // post instead would pass the same checks and fail the same way, landing on a JSON answer.
   function record(action) {
     if (busy) return;
@@ -339,7 +364,7 @@
   async function loadEmbedded() {
     const html = await request("/banner?lang=" + encodeURIComponent(document.documentElement.lang));
     const template = document.createElement("template");
-    template.innerHTML = html.trim();
+    template.innerHTML = html; // the first element: text around it aside
     const el = template.content.firstElementChild;
     const stylesheet = document.createElement("link");
     stylesheet.rel = "stylesheet";
@@ -360,7 +385,8 @@
   const api = (window.consentBanner = {
     show: () => root && openDialog(),
     get: () => state && JSON.parse(JSON.stringify(state)), // a copy: callers cannot change ours
-    on: (event, listener) => event === "change" && listeners.push(listener),
+    on: (event, listener) =>
+      event === "change" && document.addEventListener("consent:change", (e) => listener(e.detail)),
   });
 
   function boot() {
