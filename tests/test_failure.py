@@ -25,8 +25,8 @@ EN, SV = shipped_texts("en"), shipped_texts("sv")
 HOSTILE = '"><script>alert(1)</script>'
 
 
-async def form_token(client: httpx.AsyncClient) -> str:
-    page = await client.get("/")
+async def form_token(client: httpx.AsyncClient, path: str = "/") -> str:
+    page = await client.get(path)
     return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
 
 
@@ -216,3 +216,19 @@ async def test_api_clients_asking_json_keep_the_json_errors(client) -> None:
 )
 def test_prefers_json(accept: str | None, json: bool) -> None:
     assert prefers_json(accept) is json
+
+
+async def test_under_a_root_path_the_page_links_and_styles_from_there(config) -> None:
+    """An app mounted at /shop: the stylesheet and the fallback link back stay under /shop."""
+    app = make_app(config)
+    transport = httpx.ASGITransport(app=app, root_path="/shop")
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as c:
+        token = await form_token(c, "/shop/")
+        form = {"action": "nope", "csrf": token, "return_to": "//evil.example/"}
+        r = await c.post("/shop/_consent", data=form, headers=SAME)
+    await app.close()
+    assert r.status_code == 400
+    soup = read_page(r)
+    assert back_link(soup)[0] == "/shop/"
+    [stylesheet] = soup.all("link")
+    assert (stylesheet.attrs["href"] or "").startswith("/shop/_consent/consent.css?v=")
