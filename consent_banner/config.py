@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import json
+import logging
 import re
 import tomllib
 from collections.abc import Mapping
@@ -40,7 +41,9 @@ from .durations import lifetime_parts, parse_duration, parse_lifetime
 from .errors import ConfigError
 from .ratelimit import Rate, parse_rate
 from .schemes import DEFAULT_PORTS
-from .texts import text_keys
+from .texts import RETIRED_KEYS, text_keys
+
+logger = logging.getLogger("consent_banner")
 
 NECESSARY = "necessary"
 DEFAULT_PREFIX = "/_consent"
@@ -402,7 +405,9 @@ class ConsentConfig(_Model):
                     f"(languages: {', '.join(self.languages)}): add it there or remove the table"
                 )
             for key in table:
-                if key not in keys:
+                if key in RETIRED_KEYS:
+                    logger.warning("texts.%s.%s is no longer used (%s)", lang, key, RETIRED_KEYS[key])
+                elif key not in keys:
                     problems.append(
                         f"texts.{lang}.{key}: unknown key (the keys are those of consent_banner/i18n/en.toml)"
                     )

@@ -46,6 +46,13 @@ def shipped_languages() -> tuple[str, ...]:
     return (FALLBACK_LANGUAGE, *others)
 
 
+# Keys an earlier release shipped: a consent.toml that still overrides one keeps loading (an upgrade
+# must not stop a site), with a warning saying why the text is no longer shown.
+RETIRED_KEYS: dict[str, str] = {
+    "withdraw_button": "there is no withdraw button any more: Reject all in the reopened choices withdraws",
+}
+
+
 def text_keys() -> frozenset[str]:
     """The keys a `[texts.<lang>]` table may set: those of the fallback file."""
     return frozenset(shipped_texts(FALLBACK_LANGUAGE))

@@ -176,6 +176,25 @@ def test_a_misspelt_text_key_is_a_config_error_naming_it(tmp_path: Path) -> None
     assert "accept_all:" not in str(e.value).replace("acept_all", "")
 
 
+def test_a_text_key_of_the_previous_release_still_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14 replaced the withdraw pill by the settings button: a consent.toml of the previous
+    release that overrides `withdraw_button` must still start the site (upgrades lose nothing), and
+    the operator learns why the text is no longer shown."""
+    path = tmp_path / "consent.toml"
+    path.write_text(
+        'policy_revision = "r1"\ncontroller = "C"\nprivacy_policy_url = "/p"\nlanguages = ["en", "sv"]\n'
+        '[texts.sv]\nwithdraw_button = "Återkalla"\n'
+        '[categories.necessary]\nlabel = "N"\n',
+        encoding="utf-8",
+    )
+    with caplog.at_level("WARNING", logger="consent_banner"):
+        config = ConsentConfig.from_toml(path)
+    assert config.texts["sv"]["withdraw_button"] == "Återkalla"
+    assert "texts.sv.withdraw_button is no longer used" in caplog.text
+
+
 def test_texts_for_a_language_not_configured_are_a_config_error() -> None:
     """Issue 13: a `[texts.<lang>]` table applies to a configured language, or to the configured
     languages of its primary subtag ([texts.sv] to sv-FI); any other would never be shown."""
@@ -198,7 +217,8 @@ def test_config_hash_changes_with_content() -> None:
 def test_the_readme_configuration_example_is_a_valid_configuration() -> None:
     """The README's consent.toml is what users copy: it must load as it stands."""
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    (example,) = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    section = readme.split("\n## consent.toml\n", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```toml\n(.*?)```", section, re.S)
     config = ConsentConfig.from_dict(tomllib.loads(example))
     assert config.localize(config.services[0].purpose, "sv") == "Räknar besök"
     assert config.localize(config.services[0].purpose, "de") == "Counts visits"  # the default language
