@@ -44,6 +44,9 @@ logger = logging.getLogger("consent_banner.log")
 T = TypeVar("T")
 BLOCKED_KEEP = 100_000  # CSP report rows kept at most; the oldest go first
 BLOCKED_PRUNE_EVERY = 1000  # reports written between two prunings
+# Rows one client network keeps at a pruning (its oldest go first): reports are unauthenticated, and
+# without a share one client's flood would push every genuine report out of BLOCKED_KEEP.
+BLOCKED_PER_CLIENT = 1000
 
 # What a batch's commit hands back to the driver: the items kept (GPC duplicates left out), their raw
 # rows, the time they were linked at, where each item's answer comes from, the banner versions stored.
@@ -308,6 +311,7 @@ class LogCore(LogReads):
         self._blocked_since_prune += len(rows)
         if self._blocked_since_prune >= BLOCKED_PRUNE_EVERY:
             self._blocked_since_prune = 0
+            yield Exec(self.sql.prune_blocked_per_client, (BLOCKED_PER_CLIENT,))
             yield Exec(self.sql.prune_blocked, (BLOCKED_KEEP,))
         return None, None
 

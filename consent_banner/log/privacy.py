@@ -13,8 +13,8 @@ import re
 def truncate_ip(ip: str | None) -> str | None:
     """The network part of an address: IPv4 to /24 ("203.0.113.0"), IPv6 to /48. R21.
 
-    IPv4-mapped IPv6 addresses are treated as IPv4. Anything that is not an address gives None,
-    so a malformed X-Forwarded-For never lands in the log.
+    IPv4-mapped and 6to4 IPv6 addresses are treated as the IPv4 address they carry. Anything that is
+    not an address gives None, so a malformed X-Forwarded-For never lands in the log.
     """
     if not ip or not isinstance(ip, str) or len(ip) > 64:
         return None
@@ -28,8 +28,10 @@ def truncate_ip(ip: str | None) -> str | None:
         addr = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+    if isinstance(addr, ipaddress.IPv6Address):
+        # A 6to4 address holds a whole IPv4 address in its /48: kept as that IPv4 network, else the
+        # log would keep the address, and one IPv4 /24 would be 256 networks to `log blocked`.
+        addr = addr.ipv4_mapped or addr.sixtofour or addr
     prefix = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False).network_address)
 

@@ -85,7 +85,16 @@ class Queries:
             f"SELECT count(*), (SELECT hash FROM records WHERE seq = {p(1)}) FROM records WHERE seq <= {p(2)}"
         )
         self.delete_through = f"DELETE FROM records WHERE seq <= {p(1)}"
-        self.prune_blocked = f"DELETE FROM blocked WHERE id <= (SELECT max(id) FROM blocked) - {p(1)}"
+        # The newest rows kept, counted (not an id range: the pruning per client leaves gaps in it).
+        self.prune_blocked = (
+            f"DELETE FROM blocked WHERE id <= (SELECT id FROM blocked ORDER BY id DESC LIMIT 1 OFFSET {p(1)})"
+        )
+        # Rows of unknown networks (before schema 3, a Unix socket) share no network: only the cap above.
+        self.prune_blocked_per_client = (
+            "DELETE FROM blocked WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
+            f"(PARTITION BY client ORDER BY id DESC) AS n FROM blocked WHERE client IS NOT NULL) AS ranked "
+            f"WHERE n > {p(1)})"
+        )
         # --- meta and migrations
         self.meta = f"SELECT value FROM meta WHERE key = {p(1)}"
         self.set_meta = (
