@@ -76,9 +76,10 @@ def _digest(path: Path) -> str:
 
 
 # The per-response values of the banner root, in the order `Banner._fragment` passes them. The root
-# path (where the app is mounted: every URL of ours starts with it) is one of them, so that an app
-# served under several prefixes renders once, and a root path nobody configured fills no memo.
-_CSRF, _RETURN_TO, _FORM_ID, _STATE, _ROOT = range(5)
+# path (where the app is mounted: every URL of ours starts with it) is not one of them: it is the
+# server's or the router's, one per mount, so the markup is remembered per root path, and a page
+# pays no splice for it (a slot for it cost each response a tenth more).
+_CSRF, _RETURN_TO, _FORM_ID, _STATE = range(4)
 
 
 class Banner:
@@ -110,14 +111,15 @@ class Banner:
         self._mode_attr = " ".join(
             f"{signal}:{cat}" for signal, cat in CONSENT_MODE.items() if cat in config.categories
         )
-        # the script tag is '<script src="', the root path, then these
-        self._script_src = f'{escape(self.script_url)}" defer nonce="'
+        self._script_src = f'{escape(self.script_url)}" defer nonce="'  # after the root path
+        self._script_open = f'<script src="{self._script_src}'
         self._script_close = '" data-consent-banner></script>'
-        self._markers = Markers(5)  # where the per-response values go: _CSRF, _RETURN_TO, ...
-        # Keyed by language and the consent state the markup shows: at most a few per language on a
-        # healthy site (each distinct set of switches is one), bounded whatever visitors send.
+        self._markers = Markers(4)  # where the per-response values go: _CSRF, _RETURN_TO, ...
+        # Keyed by language, the consent state the markup shows and the root path: at most a few per
+        # language and mount on a healthy site (each distinct set of switches is one), bounded
+        # whatever visitors send (the root path is the server's or the router's, not theirs).
         self._roots: Memo[Hashable, Spliced] = Memo(512)
-        self._heads: Memo[Hashable, tuple[str, str, str, str]] = Memo(256)
+        self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(256)
         self._declarations: Memo[str, str] = Memo(64)
         # A decided visitor's state carries their consent id: one entry per visitor seen lately.
         self._states: Memo[Hashable, str] = Memo(4096)
@@ -172,7 +174,13 @@ class Banner:
         """Consent Mode default before any Google tag (R30), and the banner stylesheet (its URL under
         `root_path`, where the app is mounted)."""
         # Consent Mode follows the categories granted, under the GPC signal: remembered by those.
-        key = (consent.decided, consent.granted, consent.gpc, consent.gpc_denied if consent.gpc else None)
+        key = (
+            consent.decided,
+            consent.granted,
+            consent.gpc,
+            consent.gpc_denied if consent.gpc else None,
+            root_path,
+        )
         parts = self._heads.get(key)
         if parts is None:
             state: dict[str, object] = dict(self.consent_mode(consent))
@@ -185,14 +193,12 @@ class Banner:
                     '<script nonce="',
                     '">window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}'
                     f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});</script>"
-                    '<link rel="stylesheet" href="',
-                    f'{escape(self.css_url)}" nonce="',
+                    f'<link rel="stylesheet" href="{escape(root_path + self.css_url)}" nonce="',
                     '">',
                 ),
             )
         n = escape(nonce)
-        root = escape(root_path) if root_path else ""
-        return f"{parts[0]}{n}{parts[1]}{root}{parts[2]}{n}{parts[3]}"
+        return f"{parts[0]}{n}{parts[1]}{n}{parts[2]}"
 
     def body_html(
         self,
@@ -209,8 +215,8 @@ class Banner:
         root = self.fragment(
             consent, language=language, csrf_token=csrf_token, return_to=return_to, root_path=root_path
         )
-        src = escape(root_path) if root_path else ""
-        return f'{root}<script src="{src}{self._script_src}{escape(nonce)}{self._script_close}'
+        opening = f'<script src="{escape(root_path)}{self._script_src}' if root_path else self._script_open
+        return f"{root}{opening}{escape(nonce)}{self._script_close}"
 
     def fragment(
         self, consent: Consent, *, language: str, csrf_token: str, return_to: str, root_path: str = ""
@@ -248,17 +254,15 @@ class Banner:
     ) -> str:
         """The root as remembered for its language and state, this response's values spliced in."""
         choices = _choices(consent)
-        key = (language, choices)
+        key = (language, choices, root_path)
         spliced = self._roots.get(key)
         if spliced is None:
             m = self._markers.markers
             rendered = self._render(
-                consent, language, m[_CSRF], m[_RETURN_TO], m[_FORM_ID], m[_STATE], root_path=m[_ROOT]
+                consent, language, m[_CSRF], m[_RETURN_TO], m[_FORM_ID], m[_STATE], root_path=root_path
             )
             spliced = self._roots.put(key, self._markers.cut(rendered))
-        values = [""] * 5
-        if root_path:
-            values[_ROOT] = escape(root_path)
+        values = [""] * 4
         values[_CSRF] = escape(csrf_token)
         values[_RETURN_TO] = escape(return_to)
         values[_FORM_ID] = escape(form_id)

@@ -23,6 +23,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 import uvicorn
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -30,6 +31,8 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from consent_banner import ConsentConfig, ConsentMiddleware
+from consent_banner.banner import Banner
+from consent_banner.consent import UNDECIDED, Consent
 
 ROOT = "/shop"
 PAGE = "<!doctype html><html lang='en'><head><title>Shop</title></head><body><p>Desks</p></body></html>"
@@ -259,3 +262,27 @@ def test_uvicorn_root_path_behind_a_stripping_proxy(uvicorn_root_path: str, conf
         )
         assert r.status_code == 303 and r.headers["location"] == f"{ROOT}/rooms"
     assert [row["action"] for row in rows(config)] == ["reject_all"]
+
+
+# --- the banner remembered per root path ---------------------------------------------------------------
+
+
+def test_the_banner_under_a_root_path_is_a_fresh_render_and_escapes_it(config: ConsentConfig) -> None:
+    """The banner is remembered per (language, state, root path) and each response splices its own
+    values: the bytes are a fresh Jinja2 render's under any root path, a hostile one escaped."""
+    cached, fresh = Banner(config, prefix="/_consent"), Banner(config, prefix="/_consent")
+    decided = Consent(id="v1", granted=frozenset({"analytics"}), revision="2026-11-01", decided_at=1)
+    hostile = '/a"><script>x</script>&'
+    for root in ("", ROOT, hostile):
+        for consent in (UNDECIDED, decided):
+            state = fresh._state(consent)
+            expected = fresh._render(consent, "en", "T", root + "/x", "fid", state, root_path=root)
+            for _ in range(2):  # rendered, then from memory
+                assert cached._fragment(consent, "en", "T", root + "/x", "fid", root_path=root) == expected
+    html = cached.head_html(UNDECIDED, nonce="n", root_path=hostile) + cached.body_html(
+        UNDECIDED, language="en", nonce="n", csrf_token="t", return_to="/", root_path=hostile
+    )
+    assert "<script>x" not in html
+    escaped = str(escape(hostile))
+    assert html.count(f"{escaped}/_consent/consent.js?v=") == 1 and html.count(f'{escaped}/_consent"') >= 2
+    assert cached.head_html(UNDECIDED, nonce="n").count('href="/_consent/consent.css') == 1
