@@ -310,8 +310,9 @@ class LogCore(LogReads):
         yield Insert("blocked", rows)
         self._blocked_since_prune += len(rows)
         if self._blocked_since_prune >= BLOCKED_PRUNE_EVERY:
-            self._blocked_since_prune = 0
-            yield Exec(self.sql.prune_blocked_per_client, (BLOCKED_PER_CLIENT,))
+            # Only a network that reported since the last pruning can have outgrown its share.
+            recent, self._blocked_since_prune = self._blocked_since_prune, 0
+            yield Exec(self.sql.prune_blocked_per_client, (recent, BLOCKED_PER_CLIENT))
             yield Exec(self.sql.prune_blocked, (BLOCKED_KEEP,))
         return None, None
 

@@ -90,10 +90,13 @@ class Queries:
             f"DELETE FROM blocked WHERE id <= (SELECT id FROM blocked ORDER BY id DESC LIMIT 1 OFFSET {p(1)})"
         )
         # Rows of unknown networks (before schema 3, a Unix socket) share no network: only the cap above.
+        # The networks of the newest rows (the first parameter: those since the last pruning), each down
+        # to the second's rows.
         self.prune_blocked_per_client = (
             "DELETE FROM blocked WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER "
-            f"(PARTITION BY client ORDER BY id DESC) AS n FROM blocked WHERE client IS NOT NULL) AS ranked "
-            f"WHERE n > {p(1)})"
+            "(PARTITION BY client ORDER BY id DESC) AS n FROM blocked WHERE client IN "
+            f"(SELECT client FROM blocked WHERE client IS NOT NULL ORDER BY id DESC LIMIT {p(1)})) AS ranked "
+            f"WHERE n > {p(2)})"
         )
         # --- meta and migrations
         self.meta = f"SELECT value FROM meta WHERE key = {p(1)}"
