@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from .config import ConsentConfig
 from .middleware import ConsentMiddleware
+from .paths import root_path
 
 
 def build_app(config: ConsentConfig, secret_keys: Sequence[str] | None = None) -> Starlette:
@@ -24,7 +25,7 @@ def build_app(config: ConsentConfig, secret_keys: Sequence[str] | None = None) -
         return JSONResponse(
             {
                 "service": "consent-banner",
-                "script": f"{config.prefix}/consent.js",
+                "script": f"{root_path(request.scope)}{config.prefix}/consent.js",  # where it is mounted
                 "allowed_origins": list(config.allowed_origins),
             }
         )

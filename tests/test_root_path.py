@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from consent_banner import ConsentConfig, ConsentMiddleware
 from consent_banner.banner import Banner
 from consent_banner.consent import UNDECIDED, Consent
+from consent_banner.standalone import build_app
 
 ROOT = "/shop"
 PAGE = "<!doctype html><html lang='en'><head><title>Shop</title></head><body><p>Desks</p></body></html>"
@@ -286,3 +287,14 @@ def test_the_banner_under_a_root_path_is_a_fresh_render_and_escapes_it(config: C
     escaped = str(escape(hostile))
     assert html.count(f"{escaped}/_consent/consent.js?v=") == 1 and html.count(f'{escaped}/_consent"') >= 2
     assert cached.head_html(UNDECIDED, nonce="n").count('href="/_consent/consent.css') == 1
+
+
+async def test_the_standalone_server_names_its_script_under_the_root_path(config: ConsentConfig) -> None:
+    """`consent-banner serve` behind a proxy at /shop: the embedding site is told the script's real URL."""
+    app = build_app(config)
+    transport = httpx.ASGITransport(app=app, root_path=ROOT)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        script = (await client.get(f"{ROOT}/")).json()["script"]
+        assert script == f"{ROOT}/_consent/consent.js"
+        r = await client.get(script)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
