@@ -119,6 +119,7 @@ def from_row(tracked: list[str]) -> list[str]:
 def test_a_fragment_carries_no_banner_and_its_tracker_waits_for_a_fresh_fetch(
     page: Page, url: str, tracked: list[str], new_context: Callable[..., Any]
 ) -> None:
+    """R2: a row's tracker never runs in the page before its category is granted, not even once it is."""
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(url + "/")

@@ -95,6 +95,7 @@ def tracker(context: BrowserContext) -> None:
 def test_a_decision_through_the_banner_lands_in_the_mounted_app(
     page: Page, host: dict[str, Any], tracker: None, new_context: Callable[..., BrowserContext]
 ) -> None:
+    """R13: under a root path the banner works, with its script and without JavaScript."""
     url = host["url"]
     responses, errors = watch(page)
     page.goto(url + "/shop/")

@@ -104,7 +104,8 @@ async def test_fragments_come_back_byte_identical_and_documents_keep_their_banne
 
 
 async def test_a_fragment_is_still_gated(client, route) -> None:
-    """Tracker tags neutralised with the fragment response's own nonce, the rest untouched."""
+    """R2: a fragment's tracker tags are neutralised (with the fragment response's own nonce), the rest
+    untouched."""
     row = f"<tr><td>3</td><td>{TRACKER}</td></tr>"
     r = await client.get(route, params={"raw": row})
     nonce = nonce_of(r)
@@ -136,7 +137,7 @@ async def test_a_page_asked_for_as_a_fragment_gets_nothing_injected(client, kind
 
 @pytest.mark.parametrize("params", [{"doc": "doctype"}, {"row": "li"}])
 async def test_html_we_touch_varies_on_the_fragment_headers(client, params) -> None:
-    """A shared cache must not hand a page's fragment answer to a page load, nor the reverse."""
+    """R35: a shared cache must not hand a page's fragment answer to a page load, nor the reverse."""
     for headers in ({}, FRAGMENT_HEADERS["htmx"]):
         r = await client.get("/whole", params=params, headers=headers)
         vary = {t.strip().lower() for t in r.headers["vary"].split(",")}

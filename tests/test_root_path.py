@@ -170,6 +170,7 @@ async def test_the_script_stylesheet_and_state_load_from_the_urls_in_the_page(se
 
 
 async def test_a_form_decision_lands_in_this_app_and_returns_under_the_root_path(served, config) -> None:
+    """R13: under a root path the banner's form posts to this app and comes back to the page."""
     client, shape = served
     html = (await client.get(shape.request_url(ROOT + "/rooms"))).text
     token = re.search(r'name="csrf" value="([^"]+)"', html)
