@@ -7,20 +7,37 @@ held, through the public interface: HTTP into the middleware, the CLI over the l
 
 from __future__ import annotations
 
+import asyncio
+import html
+import json
+import re
+import string
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from consent_banner import ConsentConfig, routes
 from consent_banner.log import core as log_core
 
 from ..conftest import ORIGIN, make_app
+from ..log.rawdb import RawDB
 from ..test_blocked_reports import post_from, run, site  # noqa: F401  (site: the fixture, both backends)
 from ..test_routes import SAME
+from .asgi_driver import Answer, call
+from .conftest import FUZZ, FUZZ_EXAMPLES, write_config
 
 CDN = "https://cdn.shop.example"
+REPORT_HEADERS = {"content-type": "application/reports+json"}
+# A few hundred examples: each is a request through the whole middleware, on a machine shared by six.
+FEW = hsettings(FUZZ, max_examples=min(FUZZ_EXAMPLES, 300))
 
 
 # --- log blocked --suggest ------------------------------------------------------------------------
@@ -102,3 +119,194 @@ async def test_reports_from_many_networks_still_keep_only_the_newest(
     origins = {r.split()[4] for r in listed.output.splitlines()[1:]}
     assert 50 <= len(origins) < 50 + 10
     assert "https://n99.example" in origins and "https://n0.example" not in origins
+
+
+# --- the failure page -----------------------------------------------------------------------------
+
+PAGE_CSP = "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+SAFE = string.ascii_letters + string.digits + "-._~"  # what a form value holds unencoded
+
+
+def browser_href(href: str) -> str:
+    """An href as a browser resolves it: entities decoded, tab and newlines removed (WHATWG URL)."""
+    return re.sub(r"[\t\n\r]", "", html.unescape(href))
+
+
+def assert_failure_page(answer: Answer) -> None:
+    """What every failure page keeps, whatever the request: static, uncacheable, a local link."""
+    headers = {k.decode().lower(): v.decode("latin-1") for k, v in answer.headers}
+    assert headers["content-security-policy"] == PAGE_CSP
+    assert headers["cache-control"] == "no-store" and "set-cookie" not in headers
+    assert headers["x-content-type-options"] == "nosniff"
+    text = answer.body.decode()
+    assert "<script" not in text.lower() and "csrf" not in text
+    [href] = re.findall(r'<a href="([^"]*)"', text)
+    target = browser_href(href)
+    assert target.startswith("/") and target[1:2] not in ("/", "\\"), href
+
+
+@pytest.fixture
+def failure_app(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, Any, str, bytes]]:
+    """One app (in-memory log, the rate limit on), a visitor's form token and its cookie header."""
+    config = ConsentConfig.from_toml(write_config(tmp_path, "memory://", decision_rate_limit='"5/minute"'))
+    loop = asyncio.new_event_loop()
+    app = make_app(config)
+    page = loop.run_until_complete(call(app, "GET", "/"))
+    token = re.search(rb'name="csrf" value="([^"]+)"', page.body)
+    assert token is not None
+    cookies = b"; ".join(v.split(b";")[0] for v in page.header_values(b"set-cookie"))
+    try:
+        yield loop, app, token.group(1).decode(), cookies
+    finally:
+        loop.run_until_complete(app.close())
+        loop.close()
+
+
+header_bytes = st.one_of(
+    st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.sampled_from(
+        [
+            b"text/html",
+            b"application/json",
+            b"application/json;q=nan, text/html;q=inf",
+            b"*/*;q=1e999",
+            b"text/html;q=-1, application/json;q=0.0001",
+            b"sv;q=0.9," * 500,
+            b"http://testserver/\t/evil.example",
+            b"http://testserver//evil.example/",
+            b"http://testserver/\\evil.example",
+            b"http://[::1",
+            b"javascript://testserver/%0aalert(1)",
+        ]
+    ),
+)
+form_value = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n\\evil.example",
+            "\\\\evil.example",
+            "javascript:alert(1)",
+            "/%2F%2Fevil.example",
+            '/"><script>alert(1)</script>',
+            "/\x00//evil.example",
+            "https:evil.example",
+            " /x",
+        ]
+    ),
+)
+
+
+_strategies = {
+    "path": st.sampled_from(["/_consent", "/_consent/", "/_consent/withdraw", "/_consent/withdraw/"]),
+    "fields": st.lists(
+        st.tuples(
+            st.sampled_from(["action", "return_to", "language", "csrf", "categories", "service.stats", "x"]),
+            form_value,
+        ),
+        max_size=6,
+    ),
+    "token": st.booleans(),
+    "ctype": st.sampled_from(
+        [b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=b", b"text/plain", b"\xff"]
+    ),
+    "origin": st.sampled_from([b"http://testserver", b"https://evil.example", b"null", None]),
+    "extra": st.dictionaries(
+        st.sampled_from([b"accept", b"accept-language", b"referer", b"host"]), header_bytes
+    ),
+}
+
+
+def test_no_form_post_or_header_makes_the_failure_page_unsafe(
+    failure_app: tuple[asyncio.AbstractEventLoop, Any, str, bytes],
+) -> None:
+    """Hypothesis over form bodies (urlencoded, multipart, hostile return_to and language) and raw
+    headers (Accept, Accept-Language, Referer, Host, non-UTF-8 bytes): never a 500; a failure page
+    is static (no script, the fixed CSP), never cached nor setting a cookie, never shows the form
+    token, and links only to a path of this site; a redirect goes nowhere else either."""
+    loop, app, csrf, cookies = failure_app
+    seen: set[int] = set()
+    examples = pages = 0
+
+    @FEW
+    @given(**_strategies)
+    def check(
+        path: str,
+        fields: list[tuple[str, str]],
+        token: bool,
+        ctype: bytes,
+        origin: bytes | None,
+        extra: dict[bytes, bytes],
+    ) -> None:
+        if token:
+            fields = [("csrf", csrf), *fields]
+        if ctype.startswith(b"multipart"):
+            parts = [
+                b'--b\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (k.encode(), v.encode())
+                for k, v in fields
+            ]
+            body = b"".join(parts) + b"--b--\r\n"
+        else:
+            body = urlencode(fields).encode()
+        headers = [(b"content-type", ctype), (b"cookie", cookies)]
+        if origin is not None:
+            headers.append((b"origin", origin))
+        extra = dict(extra)
+        host = extra.pop(b"host", b"testserver")
+        headers += list(extra.items())
+        answer = loop.run_until_complete(call(app, "POST", path, headers=headers, body=body, host=host))
+        assert answer.status < 500, answer.body[:300]
+        seen.add(answer.status)
+        nonlocal examples
+        examples += 1
+        kind = b"".join(answer.header_values(b"content-type"))
+        if answer.status >= 400 and kind.startswith(b"text/html"):
+            assert_failure_page(answer)
+            nonlocal pages
+            pages += 1
+        elif answer.status >= 400:
+            assert json.loads(answer.body)["error"]
+        elif answer.status == 303:
+            [location] = answer.header_values(b"location")
+            target = browser_href(location.decode("latin-1"))
+            assert target.startswith("/") and target[1:2] not in ("/", "\\"), location
+
+    check()
+    print(f"\n[fuzz] failure page: {examples} examples, statuses {sorted(seen)}, {pages} pages")
+    assert pages and 403 in seen  # the examples reached the page, not only the JSON
+
+
+async def test_two_workers_upgrading_a_schema_2_log_while_reports_arrive(site: Path) -> None:  # noqa: F811
+    """A schema-2 log (no client network per report) opened by two workers at once, each taking
+    reports as it opens: one upgrades, the other finds it done; no report is lost or refused, old
+    rows count as an unknown network, new ones by their network."""
+    config = ConsentConfig.from_toml(site)
+    await post_from(config, [("192.0.2.1", "/", "https://old.example/x.js", "img-src")])
+    async with RawDB(config.log) as raw:  # back to schema 2, as the previous release left it
+        await raw.execute("ALTER TABLE blocked DROP COLUMN client")
+        await raw.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    apps = [make_app(config), make_app(config)]
+
+    async def worker(n: int) -> None:
+        for k in range(3):
+            transport = httpx.ASGITransport(app=apps[n], client=(f"198.51.{n * 3 + k}.9", 40000))
+            async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as c:
+                body = [{"type": "csp-violation", "body": {"documentURL": f"{ORIGIN}/", "blockedURL": CDN}}]
+                body[0]["body"]["effectiveDirective"] = "img-src"
+                r = await c.post("/_consent/csp-report", json=body, headers=REPORT_HEADERS)
+                assert r.status_code == 204
+
+    try:
+        await asyncio.gather(worker(0), worker(1))
+        for app in apps:
+            await (await app.log()).flush()
+        assert sorted([(await app.log()).migrated_from for app in apps]) == [2, 3]  # one upgraded it
+    finally:
+        for app in apps:
+            await app.close()
+    listed = await run(site)
+    assert listed.exit_code == 0, listed.output
+    rows = {r.split()[4]: r.split()[:2] for r in listed.output.splitlines()[1:]}
+    assert rows[CDN] == ["6", "6"] and rows["https://old.example"] == ["1", "0"]
