@@ -110,6 +110,7 @@ def suggest_blocked(
     declared: list[tuple[BlockedOrigin, Service]] = []
     widen: dict[str, tuple[Service, list[BlockedOrigin]]] = {}
     new: dict[str, _NewService] = {}
+    own_origin: list[BlockedOrigin] = []
     refused = 0
     for b in kept:
         if b.origin in KEYWORDS:
@@ -118,6 +119,9 @@ def suggest_blocked(
         origin = declarable(b.origin)
         if origin is None:
             refused += 1
+            continue
+        if any(origin_matches(own, origin) for own in config.site_origins or ()):
+            own_origin.append(b)  # 'self' in every directive the gate writes: no genuine report names it
             continue
         host = _host(origin)
         exact = next((s for s in config.services for o in s.origins if origin_matches(o, origin)), None)
@@ -144,6 +148,15 @@ def suggest_blocked(
         )
     for b in keywords:
         out += ["", *_comment(f"{b.origin} ({_seen(b)}): {KEYWORDS[b.origin]}.")]
+    for b in own_origin:
+        out += [
+            "",
+            *_comment(
+                f"{b.origin} ({_seen(b)}): this site's own origin (site_origins), which every directive "
+                "of the gate's policy allows as 'self': these reports are forged, or name <object>/<embed>, "
+                "which the policy refuses from anywhere. Never a service."
+            ),
+        ]
     for b, s in declared:
         if s.category == NECESSARY:
             why = "necessary, so the gate allows it: these reports predate the declaration"

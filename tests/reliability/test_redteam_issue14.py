@@ -310,3 +310,33 @@ async def test_two_workers_upgrading_a_schema_2_log_while_reports_arrive(site: P
     assert listed.exit_code == 0, listed.output
     rows = {r.split()[4]: r.split()[:2] for r in listed.output.splitlines()[1:]}
     assert rows[CDN] == ["6", "6"] and rows["https://old.example"] == ["1", "0"]
+
+
+async def test_reports_naming_this_site_or_a_declared_tracker_never_become_a_service(
+    site: Path,  # noqa: F811
+) -> None:
+    """Finding: reports naming the site's own origin (in site_origins) from three networks became a
+    `[[services]]` block for the site itself. 'self' is in every directive the gate writes, so no
+    genuine report names it (a forged one would get the site declared as a third party): it is said
+    in a comment and never suggested. Held: a declared tracker under another scheme, port or the
+    upgraded scheme stays with its own service and category, never a new or necessary one."""
+    site.write_text('site_origins = ["https://www.shop.example"]\n' + site.read_text())
+    config = ConsentConfig.from_toml(site)
+    nets = ("192.0.2.1", "198.51.100.1", "2001:db8:5::1")
+    named = [
+        "https://www.shop.example",  # this site
+        "https://ads.example.com",  # pixel (marketing), exactly
+        "https://ads.example.com:8443",  # pixel's host on another port
+        "https://stats.example.net",  # stats (analytics)
+    ]
+    await post_from(config, [(net, "/", f"{o}/x.js", "script-src-elem") for o in named for net in nets])
+    suggested = await run(site, "--suggest")
+    assert suggested.exit_code == 0, suggested.output
+    parsed = tomllib.loads(suggested.output)
+    assert parsed.get("services", []) == []
+    said = " ".join(line[2:].strip() for line in suggested.output.splitlines() if line.startswith("#"))
+    assert 'declared by service "pixel"; blocked until a visitor grants marketing' in said
+    assert 'declared by service "stats"; blocked until a visitor grants analytics' in said
+    assert 'Service "pixel" (marketing) declares this host' in said
+    assert "https://www.shop.example" in said and "this site's own origin" in said
+    assert "necessary" not in said.replace("necessary only if", "")
