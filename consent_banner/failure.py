@@ -6,7 +6,8 @@ that does not validate) or a log that cannot write (503) answers the visitor's b
 HTML page instead of the JSON an API client reads: the status kept (Retry-After too), the visitor's
 language as the banner negotiates it (the form's `language`, then Accept-Language), what happened and
 what to do, and a link back to the page the form came from (its `return_to`, checked as the success
-redirect checks it; when the body was never read, the Referer's path if it names this very host).
+redirect checks it; when the body was never read, the Referer's path if it names this very host, or
+one of `site_origins` when they are configured).
 The page is static: no script, only the banner's own stylesheet, under a policy that allows nothing
 else.
 
@@ -27,7 +28,7 @@ from starlette.responses import HTMLResponse, Response
 from .banner import TEMPLATES_DIR, Banner
 from .decisions import FORM_SEEN, FORM_TYPES, _same_origin_path
 from .paths import root_path
-from .request_checks import media_type
+from .request_checks import SiteOrigins, media_type
 
 # The failure, as the visitor is told it, by status: the key of its text in i18n/*.toml.
 TEXT_BY_STATUS = {
@@ -107,7 +108,7 @@ def instead(request: Request, banner: Banner, answer: Response) -> Response:
         language=language,
         title=t["too_many_title"] if status == 429 else t["failure_title"],
         text=text,
-        back=_back(request, form),
+        back=_back(request, banner, form),
         back_text=t["too_many_back"] if status == 429 else t["failure_back"],
         css_url=root_path(request.scope) + banner.css_url,  # under the app's mount point, as the banner's
     )
@@ -121,7 +122,7 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _back(request: Request, form: Mapping[str, Any]) -> str:
+def _back(request: Request, banner: Banner, form: Mapping[str, Any]) -> str:
     """Where the page came from: the form's return_to, else the Referer when it is this very site."""
     home = root_path(request.scope) + "/"  # the app's root, wherever it is mounted
     if "return_to" in form:
@@ -130,10 +131,13 @@ def _back(request: Request, form: Mapping[str, Any]) -> str:
         parts = urlsplit(request.headers.get("referer", ""))
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return home
+    if parts.scheme not in ("http", "https"):
+        return home
+    site = banner.config.site_origins
+    if site:  # behind a proxy the Host is the proxy's: the origins the browser sees decide
+        if not SiteOrigins(site).own(f"{parts.scheme}://{parts.netloc}", request.scope):
+            return home
     # This very host (the scheme aside: behind a TLS proxy the request's is not the browser's).
-    if (
-        parts.scheme not in ("http", "https")
-        or parts.netloc.lower() != request.headers.get("host", "").lower()
-    ):
+    elif parts.netloc.lower() != request.headers.get("host", "").lower():
         return home
     return _same_origin_path(parts.path + (f"?{parts.query}" if parts.query else ""), home)

@@ -340,3 +340,31 @@ async def test_reports_naming_this_site_or_a_declared_tracker_never_become_a_ser
     assert 'Service "pixel" (marketing) declares this host' in said
     assert "https://www.shop.example" in said and "this site's own origin" in said
     assert "necessary" not in said.replace("necessary only if", "")
+
+
+async def test_behind_a_proxy_the_failure_page_links_back_to_the_referring_page(toml_path: Path) -> None:
+    """Finding: the page linked back to the Referer only when it named the request's Host; behind a
+    proxy that rewrites Host (site_origins configured) that is never the browser's, so a refusal
+    before the body was read always linked to the root. With site_origins, they decide; a Referer of
+    another site, or naming the rewritten Host itself, still gets the root."""
+    toml_path.write_text('site_origins = ["https://www.shop.example"]\n' + toml_path.read_text())
+    app = make_app(ConsentConfig.from_toml(toml_path))
+    proxied = "http://app:8000"  # what the app sees: the proxy's Host
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=proxied) as c:
+            form = {"action": "accept_all", "csrf": "x", "return_to": "/whoami"}
+            hostile = {"origin": "https://evil.example", "accept": "text/html"}
+            for referer, back in [
+                ("https://www.shop.example/plain?a=1", "/plain?a=1"),
+                ("https://WWW.shop.example/plain", "/plain"),
+                ("https://www.shop.example//evil.example/", "/"),
+                ("http://app:8000/plain", "/"),
+                ("https://evil.example/plain", "/"),
+                ("https://www.shop.example.evil.example/plain", "/"),
+            ]:
+                r = await c.post("/_consent", data=form, headers={**hostile, "referer": referer})
+                assert r.status_code == 403
+                [href] = re.findall(r'<a href="([^"]*)"', r.text)
+                assert html.unescape(href) == back, referer
+    finally:
+        await app.close()
