@@ -270,6 +270,7 @@ def test_no_form_post_or_header_makes_the_failure_page_unsafe(
             assert json.loads(answer.body)["error"]
         elif answer.status == 303:
             [location] = answer.header_values(b"location")
+            assert b"\r" not in location and b"\n" not in location  # no header of the form's making
             target = browser_href(location.decode("latin-1"))
             assert target.startswith("/") and target[1:2] not in ("/", "\\"), location
 
