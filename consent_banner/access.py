@@ -1,4 +1,9 @@
-"""What an application asks of the consent: `get_consent(request)` and `@requires_consent`."""
+"""What an application asks of the consent: `get_consent(request)` and `@requires_consent`.
+
+Each of them marks the request (`CONSENT_READ` in its ASGI state): a response built after the app
+read the consent may differ per visitor, so the gate keeps it out of shared caches
+(`gate/caching.py`), as it does for the responses it changes itself.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from .consent import Consent
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+CONSENT_READ = "consent_read"  # in the request's state: the app read the consent (or the nonce)
+
 
 def _state(request: HTTPConnection | Scope) -> MutableMapping[str, Any]:
     """The request's ASGI state (empty when no middleware gave it one)."""
@@ -28,12 +35,14 @@ def _state(request: HTTPConnection | Scope) -> MutableMapping[str, Any]:
 
 def get_consent(request: HTTPConnection | Scope) -> Consent:
     """The visitor's consent for a Starlette/FastAPI request (or an ASGI scope)."""
-    consent = _state(request).get("consent")
+    state = _state(request)
+    consent = state.get("consent")
     if not isinstance(consent, Consent):
         raise RuntimeError(
             "no consent on this request: add ConsentMiddleware to the application "
             "(app.add_middleware(ConsentMiddleware, config=...))"
         )
+    state[CONSENT_READ] = True
     return consent
 
 
@@ -43,6 +52,7 @@ def csp_nonce(request: HTTPConnection | Scope) -> str:
     state = _state(request)
     if "consent" not in state:
         raise RuntimeError("no CSP nonce on this request: add ConsentMiddleware to the application")
+    state[CONSENT_READ] = True  # a nonce is this response's alone
     nonce = state.get("csp_nonce")
     if not isinstance(nonce, str):
         # Drawn on first use, by the app or by the gate for an HTML response; never for other responses.
@@ -77,7 +87,7 @@ def requires_consent(category: str, *, service: str | None = None) -> Callable[[
                 if isinstance(request, WebSocket):
                     await request.close(code=WS_1008_POLICY_VIOLATION)
                     return None
-                return Response(status_code=204, headers={"vary": "Cookie, Sec-GPC"})
+                return Response(status_code=204)  # the gate adds Vary and Cache-Control (read above)
             return await endpoint(*args, **kwargs)
 
         return gated  # type: ignore[return-value]

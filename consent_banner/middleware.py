@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access import csp_nonce
@@ -28,6 +28,7 @@ from .decisions import Decisions
 from .errors import LogUnavailable
 from .formtoken import FormTokens
 from .gate import ResponseGate
+from .gate.caching import private, unconditional
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .gate.html import Inject
@@ -121,7 +122,7 @@ class ConsentMiddleware:
             await self.app(scope, receive, send)
             return
 
-        header, gpc = request_cookies(scope["headers"])
+        header, gpc, conditional = request_cookies(scope["headers"])
         visit = self._visit(header, scope.get("scheme") in _SECURE_SCHEMES)
         # Remembered with the reading: a returning visitor's request costs two lookups here.
         consent, gating = visit.applied.get(gpc) or self._apply(visit, gpc)
@@ -149,6 +150,10 @@ class ConsentMiddleware:
             cookie = await self.decisions.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
+        if conditional and self.gate.handles_html:
+            # Validators a browser kept for a page from before this release (or a consent state ago):
+            # a 304 would bring back that page and its policy, so a document is answered in full.
+            scope["headers"] = unconditional(scope["headers"])
         # What `gate.wrap_send` makes, from the gating remembered with the visit.
         await self.app(scope, receive, gating.wrap(send, scope))
 
@@ -248,14 +253,9 @@ def _prepending_set_cookies(send: Send, set_cookies: list[bytes]) -> Send:
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = list(message.get("headers") or ())
             # The upkeep depends on the request's cookies: no shared cache may hand it to another.
-            vary = any(k.lower() == b"vary" and b"cookie" in v.lower() for k, v in headers)
-            message["headers"] = [
-                *((b"set-cookie", v) for v in set_cookies),
-                *headers,
-                *(() if vary else ((b"vary", b"Cookie"),)),
-            ]
+            headers = [*((b"set-cookie", v) for v in set_cookies), *(message.get("headers") or ())]
+            message["headers"] = private(headers, validators=True)
         await send(message)
 
     return wrapped
@@ -264,7 +264,9 @@ def _prepending_set_cookies(send: Send, set_cookies: list[bytes]) -> Send:
 def _adding_set_cookie(send: Send, set_cookie: str) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            MutableHeaders(scope=message).append("set-cookie", set_cookie)
+            # The visitor's own consent cookie, re-issued: for no shared cache to hand to another.
+            headers = [*(message.get("headers") or ()), (b"set-cookie", set_cookie.encode("latin-1"))]
+            message["headers"] = private(headers, validators=True)
         await send(message)
 
     return wrapped

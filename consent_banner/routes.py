@@ -2,7 +2,8 @@
 
 Dispatch by path and method, CORS for the configured `allowed_origins`, and the endpoints that are
 not decisions: the visitor's state, the banner fragment and declaration for embedding sites, the
-script and stylesheet, the receipt, CSP violation reports, and the audit view mounted at `/audit`.
+script and stylesheet, the receipt, CSP violation reports, the audit view mounted at `/audit`, and
+the operators' `/health` (`health.py`) and `/metrics` (`metrics.py`, which every endpoint counts into).
 Decisions and withdrawals are `decisions.py`'s. The log is the middleware's: it is handed down as a
 function that opens it on first use, and a log that fails answers 503 (fail closed).
 """
@@ -26,6 +27,7 @@ from .consent import Consent, ConsentCodec, consent_json
 from .decisions import Decisions, OpenLog
 from .errors import DecisionError, LogError
 from .formtoken import FormTokens
+from .gate.caching import private
 from .gate.csp import MAX_REPORT_BYTES, parse_reports
 from .health import Health
 from .log import BlockedAttempt, InvalidDecision, truncate_ip
@@ -43,6 +45,9 @@ logger = logging.getLogger("consent_banner")
 REPORTS_PER_SECOND = 20  # CSP reports stored per process and second; the rest are dropped
 REPORTS_PER_CLIENT = Rate(10, 1)  # and per client address: one client gets at most half of them
 TOKEN_HEADER = "x-consent-token"
+# Endpoints whose answer is the visitor's own (their state, decision, banner, receipt): kept out of
+# shared caches (gate/caching.py). The script, stylesheet and declaration are everyone's, and cacheable.
+PER_VISITOR = frozenset({"", "/state", "/withdraw", "/banner", "/receipt"})
 
 Endpoint = Callable[[Request, Consent], Awaitable[Response]]
 
@@ -105,7 +110,8 @@ class ConsentRoutes:
             await self._metrics(scope, receive, send)
             return
         request = Request(scope, receive)
-        handler = self._handlers.get(sub.rstrip("/") if sub != "/" else "")
+        name = sub.rstrip("/") if sub != "/" else ""
+        handler = self._handlers.get(name)
         response: Response
         try:
             if handler is None:
@@ -131,6 +137,9 @@ class ConsentRoutes:
                 response.headers["allow"] = handler[0] if handler else "GET"
         if response.status_code >= 400:  # the banner's form post (JavaScript off) gets a page, not JSON
             response = failure.instead(request, self.banner, response)
+        if handler is not None and name in PER_VISITOR and response.status_code < 400:
+            # A refusal says no-store already (the failure page) or depends on no consent.
+            response.raw_headers[:] = private(response.raw_headers)  # in place: `headers` is a view of it
         self._cors(request, response)
         await response(scope, receive, send)
 

@@ -108,18 +108,25 @@ def set_cookie_header(
     return "; ".join(parts)
 
 
-def request_cookies(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
-    """(the request's Cookie header, whether it carries ``Sec-GPC: 1``): the one rule for which
-    Cookie header counts. Every Cookie field counts, joined in order: HTTP/2 may send one field per
-    cookie (RFC 9113 8.2.3) and an ASGI server may pass them on unjoined, and reading only one field
-    (the first or the last) would miss a twin planted in another."""
+def request_cookies(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bool, bool]:
+    """(the request's Cookie header, whether it carries ``Sec-GPC: 1``, whether it carries an ``If-*``
+    header): the one rule for which Cookie header counts. Every Cookie field counts, joined in order:
+    HTTP/2 may send one field per cookie (RFC 9113 8.2.3) and an ASGI server may pass them on
+    unjoined, and reading only one field (the first or the last) would miss a twin planted in another.
+    The third is only a hint, for the middleware to look closer (`gate.caching.unconditional`)."""
     cookie = gpc = b""
+    conditional = False
     for key, value in headers:
-        if key == b"cookie":
-            cookie = cookie + b"; " + value if cookie else value
+        # Sorted, so that a name past "ig" (sec-*, user-agent...) costs the two comparisons it cost
+        # before If-* was looked for, and one before it (accept*, host) a third.
+        if key < b"ig":
+            if key > b"if":  # if-none-match, if-modified-since, if-range...
+                conditional = True
+            elif key == b"cookie":
+                cookie = cookie + b"; " + value if cookie else value
         elif key == b"sec-gpc":
             gpc = value
-    return cookie, gpc == b"1" or (gpc != b"" and gpc.strip() == b"1")
+    return cookie, gpc == b"1" or (gpc != b"" and gpc.strip() == b"1"), conditional
 
 
 class Visit:

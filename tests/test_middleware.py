@@ -309,5 +309,6 @@ async def test_a_typed_response_without_cookies_passes_every_message_untouched(c
         if not sets_cookie:
             assert sent == [start, *bodies]
         else:
-            assert [k for k, _ in sent[0]["headers"]] == [b"content-type", b"vary"] and sent[1:] == bodies
+            headers = [k for k, _ in sent[0]["headers"]]
+            assert headers == [b"content-type", b"cache-control", b"vary"] and sent[1:] == bodies
     await app.close()

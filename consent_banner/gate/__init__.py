@@ -137,6 +137,7 @@ class ResponseGate:
         the CSP nonce, the page's language, the snippets to inject and extra headers: nothing of it is
         built for a response that is not HTML.
         """
+        scope.setdefault("state", {})  # where the app marks that it read the consent (access.py)
         return Gating(self, self.plan(consent), request_cookies, page).wrap(send, scope)
 
     # --- per consent state, cached ---

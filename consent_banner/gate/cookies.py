@@ -79,6 +79,16 @@ class CookieRules:
         kept = [v for v in values if self.allows(set_cookie_name(v), allowed_services)]
         return kept, len(kept) != len(values)
 
+    def consented(self, values: list[bytes]) -> bool:
+        """Whether any of these (allowed) Set-Cookie values passes only because the visitor allows
+        its service: another visitor's response would not carry it."""
+        for v in values:
+            name = set_cookie_name(v)
+            found = None if name in self._own else self.declaration(name)
+            if found is not None and found[2] != NECESSARY:
+                return True
+        return False
+
     def denied_in_request(
         self, request_cookies: dict[str, str], allowed_services: frozenset[str]
     ) -> list[tuple[str, CookieDeclaration]]:

@@ -3,7 +3,9 @@
 `GatedSend` acts on ``http.response.start`` in a few named steps (read the headers, classify the
 response, filter its cookies, rebuild its headers, then either add the policy now or hold the start
 until the body's first bytes tell how the browser will decode the page), and streams an HTML body
-through the rewriter. A response nothing depends on passes after one look at its headers.
+through the rewriter. A response nothing depends on passes after one look at its headers; one
+that depends on the consent (or whose app read it: `access.CONSENT_READ`) is kept out of shared
+caches and loses the validators of the app's representation (`caching.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from ..access import CONSENT_READ
+from . import caching
+from .caching import VARY_TOKENS
 from .charset import MAX_HEAD, body_codec, enough, header_codec
 from .html import Blocked, HtmlRewriter, Inject
 
@@ -22,8 +27,8 @@ Send = Callable[[Message], Awaitable[None]]
 Scope = MutableMapping[str, Any]
 Headers = list[tuple[bytes, bytes]]
 
-VARY_TOKENS = (b"Cookie", b"Sec-GPC")
-_VARY = b", ".join(VARY_TOKENS)
+__all__ = ["VARY_TOKENS", "GatedSend", "Gating", "PageHooks"]
+
 _NO_BODY = frozenset({204, 205, 206, 304})
 _XHTML = b"application/xhtml+xml"
 _CHUNK = 64 * 1024  # bytes read at a time from a file sent with http.response.pathsend
@@ -80,9 +85,10 @@ class Gating:
         """The wrapped `send` of one request: a `GatedSend` only for a response that depends on consent.
 
         Most responses are typed, not HTML, and set no cookies while the request holds none the
-        consent denies: one pass over the start message's headers says so, and from then on every
-        message goes straight to `send`. Anything else (a cookie set or to expire, HTML, a body
-        without Content-Type) is handed, start message first, to a `GatedSend` built for it.
+        consent denies, and their app did not read the consent: one pass over the start message's
+        headers says so, and from then on every message goes straight to `send`. Anything else (a
+        cookie set or to expire, HTML, a body without Content-Type, the consent read) is handed,
+        start message first, to a `GatedSend` built for it.
         """
         gating = self
         full: GatedSend | None = None
@@ -107,7 +113,7 @@ class Gating:
                         elif lk == b"set-cookie":
                             break
                     else:
-                        if content_type is not None:
+                        if content_type is not None and CONSENT_READ not in scope["state"]:
                             low = content_type[:21].lower()
                             if gating.html_passes or low[:9] != b"text/html" and low != _XHTML:
                                 passing = True  # nothing depends on consent: untouched, still cacheable
@@ -187,7 +193,7 @@ class GatedSend:
     # --- the start message, step by step ------------------------------------------------------------
 
     def _start(self, message: Message) -> bool:
-        """Apply the cookie, CSP and Vary rules to the start message; False when it is held back."""
+        """Apply the cookie, CSP and caching rules to the start message; False when it is held back."""
         headers: Headers = message.get("headers") or []
         content_type = encoding = None
         set_cookies: list[bytes] = []
@@ -201,17 +207,23 @@ class GatedSend:
                 encoding = v
         kind = self._kind(content_type, encoding, message, headers)
         denied = self._gate.denied_in_request(self._cookies, self._plan) if self._cookies else ()
-        if not set_cookies and not denied and not kind.html and not kind.unlabelled:
+        read = CONSENT_READ in self._scope["state"]  # the app asked get_consent, csp_nonce...
+        if not set_cookies and not denied and not kind.html and not kind.unlabelled and not read:
             return True  # nothing depends on consent: untouched, still cacheable
         if kind.html or kind.unlabelled:
             self._hooks = self._page(self._scope)
-        kept, dropped = (
-            self._gate.cookie_rules.filter(set_cookies, self._plan.allowed) if set_cookies else ([], False)
-        )
+        rules = self._gate.cookie_rules
+        kept, dropped = rules.filter(set_cookies, self._plan.allowed) if set_cookies else ([], False)
         expiries = self._expiries(denied) if denied else []
-        vary = dropped or bool(expiries) or kind.html or kind.unlabelled
+        # Whether the gate made the headers or the body differ from the app's: the app's validators
+        # then stand for something this response is not.
+        changed = dropped or bool(expiries) or kind.html or kind.unlabelled
+        # A cookie kept only because the visitor allows its service depends on the consent too.
+        private = changed or read or (bool(kept) and rules.consented(kept))
         gated = (kind.html or kind.unlabelled) and self._gate.csp_header is not None
-        app_csp, endpoints = self._rebuild(message, headers, kind, kept + expiries, vary=vary, gated=gated)
+        app_csp, endpoints = self._rebuild(
+            message, headers, kind, kept + expiries, private=private, validators=not changed, gated=gated
+        )
         return self._policy_or_hold(message, kind, app_csp, endpoints, gated=gated)
 
     def _kind(
@@ -242,14 +254,17 @@ class GatedSend:
         kind: _Kind,
         set_cookies: list[bytes],
         *,
-        vary: bool,
+        private: bool,
+        validators: bool,
         gated: bool,
     ) -> tuple[list[bytes], list[bytes]]:
-        """The start message's new headers; the app's CSP and Reporting-Endpoints, taken out to be merged."""
+        """The start message's new headers; the app's CSP and Reporting-Endpoints, taken out to be merged.
+
+        `private`: the response depends on the consent, and is kept out of shared caches (`caching.py`);
+        `validators`: its app's ETag and Last-Modified still describe it."""
         csp_header = self._gate.csp_header
         app_csp: list[bytes] = []
         endpoints: list[bytes] = []
-        varies: list[bytes] = []
         rest: Headers = []
         for k, v in headers:
             lk = k.lower()
@@ -259,8 +274,6 @@ class GatedSend:
                 app_csp.append(v)
             elif gated and lk == b"reporting-endpoints":
                 endpoints.append(v)
-            elif vary and lk == b"vary":
-                varies.append(v)
             else:
                 rest.append((k, v))
         rest.extend((b"set-cookie", v) for v in set_cookies)
@@ -268,9 +281,7 @@ class GatedSend:
             rest.extend(self._hooks.html_headers())
         if kind.unlabelled:
             rest.append((b"x-content-type-options", b"nosniff"))
-        if vary:
-            rest.append((b"vary", _merge_vary(varies) if varies else _VARY))
-        message["headers"] = rest
+        message["headers"] = caching.private(rest, validators=validators) if private else rest
         return app_csp, endpoints
 
     def _policy_or_hold(
@@ -419,12 +430,3 @@ def _has_body(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bool:
     if 300 <= status < 400 and any(k.lower() == b"location" for k, _ in headers):
         return False
     return True
-
-
-def _merge_vary(values: list[bytes]) -> bytes:
-    tokens = [t.strip() for v in values for t in v.split(b",") if t.strip()]
-    if b"*" in tokens:
-        return b"*"
-    present = {t.lower() for t in tokens}
-    tokens.extend(t for t in VARY_TOKENS if t.lower() not in present)
-    return b", ".join(tokens)
