@@ -49,7 +49,9 @@ def private(headers: Iterable[tuple[bytes, bytes]], *, validators: bool = False)
     for k, v in headers:
         lk = k.lower()
         if lk == b"cache-control":
-            kept.extend(d for d in _directives(v) if d in _KEPT and d not in kept)
+            for d in _directives(v):
+                if d in _KEPT and d not in kept:
+                    kept.append(d)
         elif lk == b"vary":
             varies.append(v)
         elif lk in _SHARED_CACHE or lk.endswith(_TARGETED) or (not validators and lk in _VALIDATORS):
