@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access import csp_nonce
@@ -32,7 +31,7 @@ from .gate.caching import private, unconditional
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .gate.html import Inject
-from .gate.inject import FRAGMENT_VARY, fragment_request
+from .gate.inject import FRAGMENT_HEADERS, FRAGMENT_VARY, asks_fragment
 from .gate.send import Gating
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
 from .metrics import Metrics
@@ -279,7 +278,7 @@ class _Page:
     headers of the first HTML page (R34: the token is bound to a value the visitor holds); the
     value is made when either the body or the headers first need it, since the gate may render
     the body before it releases the headers. A request for a fragment (htmx, a Turbo frame, XHR:
-    `gate.inject.fragment_request`) is swapped into a page that has its banner: nothing is injected
+    `gate.inject.asks_fragment`) is swapped into a page that has its banner: nothing is injected
     into its answer, and every HTML answer, where injection is on, varies on those headers.
     """
 
@@ -292,8 +291,17 @@ class _Page:
         self._csrf = mw.visitors.cookies(scope).csrf
         self._csrf_name = mw.visitors.names(scope).csrf
         self._csrf_is_new = not self._csrf
-        self.accept_language = Headers(scope=scope).get("accept-language", "")
-        fragment = mw._inject and fragment_request(scope["headers"])
+        # One pass over the request's headers (built for every HTML response): the first
+        # Accept-Language, and whether the request asks for a fragment.
+        language: bytes | None = None
+        fragment = False
+        for name, value in scope["headers"]:
+            if name == b"accept-language":
+                if language is None:
+                    language = value
+            elif name in FRAGMENT_HEADERS and asks_fragment(name, value):
+                fragment = True
+        self.accept_language = language.decode("latin-1") if language else ""
         self.inject: Inject | None = self._render if mw._inject and not fragment else None
 
     def nonce(self) -> str:
@@ -322,7 +330,10 @@ class _Page:
     def _render(self, html_lang: str | None) -> tuple[str, str]:
         banner = self.mw.banner
         nonce = self.nonce()
-        root = root_path(self.scope)  # where the app is mounted: our URLs, and the page's, start there
+        if self.scope.get("root_path"):  # mounted: our URLs, and the page's, start at the mount point
+            root, return_to = root_path(self.scope), public_path(self.scope)
+        else:
+            root, return_to = "", self.scope["path"]
         return (
             banner.head_html(self.consent, nonce=nonce, root_path=root),
             banner.body_html(
@@ -330,7 +341,7 @@ class _Page:
                 language=self.language(html_lang),
                 nonce=nonce,
                 csrf_token=self.mw.tokens.token(self.csrf_value()),
-                return_to=public_path(self.scope),
+                return_to=return_to,
                 root_path=root,
             ),
         )

@@ -28,15 +28,16 @@ those) is a piece of a page, swapped into one that has its banner already (`<li>
 `<tr>`): it is still rewritten, byte for byte but for the tags neutralised, and carries no banner,
 dialog, script, stylesheet or Consent Mode default (`_document`, `_fragment_at`). A doctype later
 in the body (reflected text) changes nothing: only the prolog is read. A request that asks for a
-fragment by its headers (`fragment_request`) gets no `Inject` at all (the middleware's page hooks),
-and HTML the middleware could inject into varies on those headers (`FRAGMENT_VARY`).
+fragment by its headers (`FRAGMENT_HEADERS`, `asks_fragment`) gets no `Inject` at all (the
+middleware's page hooks), and HTML the middleware could inject into varies on those headers
+(`FRAGMENT_VARY`).
 
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from .markup import MARKER, marker_candidate, parse_attrs
 from .neutralise import TagRewriter
@@ -48,21 +49,18 @@ Inject = Callable[[str | None], tuple[str, str]]
 # The request headers of an answer swapped into a page already loaded: htmx's, Turbo's frames',
 # and the one jQuery and most XHR wrappers send. HTML we could inject into varies on them.
 FRAGMENT_VARY = (b"HX-Request", b"Turbo-Frame", b"X-Requested-With")
+FRAGMENT_HEADERS = frozenset(name.lower() for name in FRAGMENT_VARY)  # as ASGI names them
 _BODY_TAG = re.compile(rb"<body(?=[\t\n\f\r />])")  # on the lower-cased buffer
 
 
-def fragment_request(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether a request (its ASGI headers, names lower-cased) asks for a piece of a page, not a page:
+def asks_fragment(name: bytes, value: bytes) -> bool:
+    """Whether a request header named in FRAGMENT_HEADERS asks for a piece of a page, not a page:
     `HX-Request: true` (htmx sends no other value), any `Turbo-Frame`, `X-Requested-With: XMLHttpRequest`."""
-    for name, value in headers:
-        if name == b"hx-request":
-            if value.strip() == b"true":
-                return True
-        elif name == b"turbo-frame":
-            return True
-        elif name == b"x-requested-with" and value.strip().lower() == b"xmlhttprequest":
-            return True
-    return False
+    if name == b"turbo-frame":
+        return True
+    if name == b"hx-request":
+        return value.strip() == b"true"
+    return value.strip().lower() == b"xmlhttprequest"
 
 
 class Mark:
