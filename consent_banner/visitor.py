@@ -118,12 +118,12 @@ def request_cookies(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bool
     conditional = False
     for key, value in headers:
         # Sorted, so that a name past "ig" (sec-*, user-agent...) costs the two comparisons it cost
-        # before If-* was looked for, and one before it (accept*, host) a third.
+        # before If-* was looked for, and one before it (accept*, host, cookie) one more.
         if key < b"ig":
-            if key > b"if":  # if-none-match, if-modified-since, if-range...
-                conditional = True
-            elif key == b"cookie":
+            if key == b"cookie":
                 cookie = cookie + b"; " + value if cookie else value
+            elif key > b"if":  # if-none-match, if-modified-since, if-range...
+                conditional = True
         elif key == b"sec-gpc":
             gpc = value
     return cookie, gpc == b"1" or (gpc != b"" and gpc.strip() == b"1"), conditional
