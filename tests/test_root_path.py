@@ -299,3 +299,57 @@ async def test_the_standalone_server_names_its_script_under_the_root_path(config
         assert script == f"{ROOT}/_consent/consent.js"
         r = await client.get(script)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+
+
+@pytest.mark.parametrize("outer_root", ["", ROOT])
+async def test_a_page_of_a_sub_app_mounted_inside_the_app_links_the_middleware_where_it_is(
+    config: ConsentConfig, outer_root: str
+) -> None:
+    """The middleware wraps the whole app and the app mounts a sub-app (`app.mount("/blog", ...)`,
+    the FastAPI way): Starlette's router rewrites the request's scope in place (root_path becomes
+    /blog), but the consent routes are still where the middleware is. The sub-app's pages must link
+    them there, and the policy's report URI too: before, they named /blog/_consent, which the app
+    answers with 404, and every decision from a blog page was lost."""
+    blog = Starlette(routes=[Route("/post", page)])
+    mw = ConsentMiddleware(Starlette(routes=[Mount("/blog", app=blog)]), config=config)
+    transport = httpx.ASGITransport(app=mw, root_path=outer_root)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        r = await client.get(outer_root + "/blog/post")
+        assert r.status_code == 200 and "data-consent-banner" in r.text
+        found = urls(r.text)
+        assert found["action"].count(f"{outer_root}/_consent") == 2
+        assert found["data-prefix"] == [f"{outer_root}/_consent"]
+        assert [u.split("?")[0] for u in found["src"]] == [f"{outer_root}/_consent/consent.js"]
+        assert f"report-uri {outer_root}/_consent/csp-report" in r.headers["content-security-policy"]
+        assert r.headers["reporting-endpoints"] == f'consent-banner="{outer_root}/_consent/csp-report"'
+        # the page to come back to is the blog post, as the browser addressed it
+        assert re.search(rf'name="return_to" value="{outer_root}/blog/post"', r.text)
+        # and the form's action is answered by the middleware
+        token = re.search(r'name="csrf" value="([^"]+)"', r.text)
+        assert token
+        r = await client.post(
+            found["action"][0],
+            data={"action": "accept_all", "csrf": token.group(1), "return_to": f"{outer_root}/blog/post"},
+            headers={"origin": "https://testserver"},
+        )
+        assert r.status_code == 303 and r.headers["location"] == f"{outer_root}/blog/post"
+    await mw.close()
+    assert [row["action"] for row in rows(config)] == ["accept_all"]
+
+
+async def test_a_root_path_ending_in_a_slash_gives_no_double_slash_in_the_policy(
+    config: ConsentConfig,
+) -> None:
+    mw = ConsentMiddleware(inner_app(), config=config)
+
+    # a proxy that strips the prefix, in front of a server told `--root-path /shop/`
+    async def trailing_slash(scope: Scope, receive: Receive, send: Send) -> None:
+        await mw({**scope, "root_path": "/shop/"}, receive, send)
+
+    transport = httpx.ASGITransport(app=trailing_slash)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        r = await client.get("/rooms")
+        assert r.status_code == 200
+    await mw.close()
+    assert "report-uri /shop/_consent/csp-report" in r.headers["content-security-policy"]
+    assert r.headers["reporting-endpoints"] == 'consent-banner="/shop/_consent/csp-report"'

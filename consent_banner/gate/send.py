@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..access import CONSENT_READ
+from ..paths import root_path
 from . import caching
 from .caching import VARY_TOKENS
 from .charset import MAX_HEAD, body_codec, enough, header_codec
@@ -93,6 +94,10 @@ class Gating:
         gating = self
         full: GatedSend | None = None
         passing = False
+        # Where the middleware is mounted: a router inside the app (Starlette's Mount) rewrites
+        # root_path in this very scope, but our routes and the URLs we emit are where the middleware
+        # is, not where the app routed the request (`path` keeps the whole path, as the ASGI spec says).
+        root = scope.get("root_path")
 
         # A closure, not an object, and not a coroutine function: this runs for every message of
         # every response, a function is cheaper to make and to call than an instance's __call__, and
@@ -119,7 +124,11 @@ class Gating:
                                 passing = True  # nothing depends on consent: untouched, still cacheable
                                 return send(message)
                 g = gating
-                full = GatedSend(g.gate, send, scope, g.plan, g.request_cookies, g.page)
+                if scope.get("root_path") != root:
+                    ours = {**scope, "root_path": root}
+                    full = GatedSend(g.gate, send, ours, g.plan, g.request_cookies, g.page)
+                else:
+                    full = GatedSend(g.gate, send, scope, g.plan, g.request_cookies, g.page)
             return full(message)
 
         return gated
@@ -322,7 +331,7 @@ class GatedSend:
         """Adds the policy (and Reporting-Endpoints) to the start message."""
         gate, hooks = self._gate, self._hooks
         assert gate.csp_header is not None and hooks is not None
-        root = self._scope.get("root_path", "")
+        root = root_path(self._scope)
         # Chromium ignores report-uri once report-to is given, and the Reporting API delivers only
         # to secure origins: on plain http report-uri alone, so that reports arrive at all.
         secure = gate.site.secure(self._scope)
