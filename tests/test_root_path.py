@@ -305,7 +305,7 @@ async def test_the_standalone_server_names_its_script_under_the_root_path(config
 async def test_a_page_of_a_sub_app_mounted_inside_the_app_links_the_middleware_where_it_is(
     config: ConsentConfig, outer_root: str
 ) -> None:
-    """The middleware wraps the whole app and the app mounts a sub-app (`app.mount("/blog", ...)`,
+    """R13. The middleware wraps the whole app and the app mounts a sub-app (`app.mount("/blog", ...)`,
     the FastAPI way): Starlette's router rewrites the request's scope in place (root_path becomes
     /blog), but the consent routes are still where the middleware is. The sub-app's pages must link
     them there, and the policy's report URI too: before, they named /blog/_consent, which the app

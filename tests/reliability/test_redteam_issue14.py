@@ -44,7 +44,7 @@ FEW = hsettings(FUZZ, max_examples=min(FUZZ_EXAMPLES, 300))
 
 
 async def test_a_6to4_address_is_logged_and_counted_as_its_ipv4_network(site: Path) -> None:  # noqa: F811
-    """Finding: a 6to4 address (2002:AABB:CCDD::/48) carries the whole IPv4 address in its /48, so
+    """R21. Finding: a 6to4 address (2002:AABB:CCDD::/48) carries the whole IPv4 address in its /48, so
     the log kept a visitor's full IPv4 address (R21 keeps a /24), and one IPv4 /24 posing as 6to4
     was 256 "distinct networks" for --suggest. Now it is its IPv4 /24 in both."""
     config = ConsentConfig.from_toml(site)
@@ -76,7 +76,7 @@ async def test_a_flood_from_one_network_does_not_evict_the_genuine_reports(
     site: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Finding: the blocked table keeps its newest rows (BLOCKED_KEEP), so one client pushing reports
+    """R5. Finding: the blocked table keeps its newest rows (BLOCKED_KEEP), so one client pushing reports
     (20 a second per process: 100,000 rows in under 90 minutes, its /64s each a budget of their own)
     evicted every genuine report before anyone ran --suggest. Now a client network keeps at most
     BLOCKED_PER_CLIENT rows at a pruning (its oldest go first), so a flood evicts its own reports.
@@ -222,7 +222,7 @@ _strategies = {
 def test_no_form_post_or_header_makes_the_failure_page_unsafe(
     failure_app: tuple[asyncio.AbstractEventLoop, Any, str, bytes],
 ) -> None:
-    """Hypothesis over form bodies (urlencoded, multipart, hostile return_to and language) and raw
+    """R13. Hypothesis over form bodies (urlencoded, multipart, hostile return_to and language) and raw
     headers (Accept, Accept-Language, Referer, Host, non-UTF-8 bytes): never a 500; a failure page
     is static (no script, the fixed CSP), never cached nor setting a cookie, never shows the form
     token, and links only to a path of this site; a redirect goes nowhere else either."""
@@ -316,7 +316,7 @@ async def test_two_workers_upgrading_a_schema_2_log_while_reports_arrive(site: P
 async def test_reports_naming_this_site_or_a_declared_tracker_never_become_a_service(
     site: Path,  # noqa: F811
 ) -> None:
-    """Finding: reports naming the site's own origin (in site_origins) from three networks became a
+    """R5. Finding: reports naming the site's own origin (in site_origins) from three networks became a
     `[[services]]` block for the site itself. 'self' is in every directive the gate writes, so no
     genuine report names it (a forged one would get the site declared as a third party): it is said
     in a comment and never suggested. Held: a declared tracker under another scheme, port or the
@@ -344,7 +344,7 @@ async def test_reports_naming_this_site_or_a_declared_tracker_never_become_a_ser
 
 
 async def test_behind_a_proxy_the_failure_page_links_back_to_the_referring_page(toml_path: Path) -> None:
-    """Finding: the page linked back to the Referer only when it named the request's Host; behind a
+    """R13. Finding: the page linked back to the Referer only when it named the request's Host; behind a
     proxy that rewrites Host (site_origins configured) that is never the browser's, so a refusal
     before the body was read always linked to the root. With site_origins, they decide; a Referer of
     another site, or naming the rewritten Host itself, still gets the root."""
