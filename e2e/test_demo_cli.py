@@ -13,14 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.servers import free_port
+
 CLI = Path(sys.executable).with_name("consent-banner")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_command_serves_the_site_and_its_third_parties_and_stops_on_ctrl_c(tmp_path: Path) -> None:

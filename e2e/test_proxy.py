@@ -14,15 +14,10 @@ stopped by the fixture, and killed if they do not stop.
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import pwd
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,30 +29,20 @@ import trustme
 from conftest import CHROMIUM, CHROMIUM_ARGS
 from playwright.sync_api import Browser, BrowserContext, Playwright, Response, expect
 
+from tests.support.servers import Nginx, free_port, stop, wait_for_port
+
 ROOT = Path(__file__).resolve().parent.parent
-NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 SITE_HOST = "www.example.com"
 PROXY_LISTEN = "127.0.2.1"  # where nginx listens: the browser reaches www.example.com there
 PROXY_SOURCE = "127.0.3.1"  # where nginx connects to uvicorn from: the proxy's address, another /24
 BROWSER_ADDRESS = "127.0.0.1"  # the kernel's source address for the browser's connection (checked)
 OVERRIDES = "CONSENT_PROXY_TEST_OVERRIDES"  # the demo config's changes, for the server process
 
-# The nginx config of the README's "Deploying" section (the paths and ports filled in here).
-NGINX_CONF = """\
-{user}daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 64; }}
-
-http {{
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+# The nginx config of the README's "Deploying" section (the paths and ports filled in here), inside
+# `http {}`: Nginx adds the rest (the foreground process, the pid file, temp dirs and error log in tmp).
+NGINX_HTTP = """\
     log_format proxied '$remote_addr "$request" $status xff="$proxy_add_x_forwarded_for"';
-    access_log {tmp}/access.log proxied;
+    access_log {access_log} proxied;
 
     upstream app {{
         server 127.0.0.1:{app_port};
@@ -77,7 +62,6 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}
-}}
 """
 
 
@@ -90,52 +74,17 @@ def demo_app() -> Any:
     return app
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (nginx's fast shutdown, uvicorn's graceful one), then SIGKILL to the whole group."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # its own session: a worker left behind goes too
-    except ProcessLookupError:
-        pass
-    process.wait(5)
-
-
-def _wait_for(process: subprocess.Popen[bytes], host: str, port: int, log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited ({process.returncode}): {log.read_text()[-2000:]}")
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{process.args[0]} did not listen on {host}:{port}") from None
-            time.sleep(0.05)
-
-
 @dataclass
 class Proxied:
     """The demo served through nginx: where the browser goes, and what the servers wrote down."""
 
     url: str  # https://www.example.com:PORT
-    tmp: Path
+    proxy: Nginx
     prefix: str = "/_consent"
     set_cookies: list[str] = field(default_factory=list)  # every Set-Cookie the browser received
 
     def access_log(self) -> list[str]:
-        return (self.tmp / "access.log").read_text().splitlines()
+        return self.proxy.access_lines()
 
     def record(self, response: Response) -> None:
         if response.url.startswith(self.url):
@@ -149,20 +98,19 @@ def proxied_demo(
     tmp: Path, *, site_origins: bool, proxy_headers: bool, upstream_host: str
 ) -> Iterator[Proxied]:
     """uvicorn running the demo, behind nginx terminating TLS for www.example.com."""
-    assert Path(NGINX).is_file(), f"{NGINX} is missing: ./run test installs Debian's nginx"
     ca = trustme.CA()
     cert = ca.issue_cert(SITE_HOST)
     cert.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp / "key.pem"))
     with ExitStack() as stack:
-        port = _free_port(PROXY_LISTEN)
+        port = free_port(PROXY_LISTEN)
         url = f"https://{SITE_HOST}:{port}"
         overrides: dict[str, Any] = {"log": f"sqlite:///{tmp / 'consent-log.db'}", "cookie": {"secure": True}}
         if site_origins:
             overrides["site_origins"] = [url]
         env = {k: v for k, v in os.environ.items() if k != "FORWARDED_ALLOW_IPS"}  # uvicorn reads it
         env[OVERRIDES] = json.dumps(overrides)
-        app_port = _free_port("127.0.0.1")
+        app_port = free_port("127.0.0.1")
         trust = ["--proxy-headers", "--forwarded-allow-ips", PROXY_SOURCE] if proxy_headers else []
         app_log = tmp / "uvicorn.log"
         out = stack.enter_context(app_log.open("wb"))
@@ -172,28 +120,17 @@ def proxied_demo(
              "--log-level", "warning", *trust],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        stack.callback(_stop, app)
-        _wait_for(app, "127.0.0.1", app_port, app_log)
+        stack.callback(stop, app)
+        wait_for_port("127.0.0.1", app_port, server=app, log=app_log)
 
-        # Run as root, the workers would become `nobody`, who cannot read this directory: stay who we are.
-        user = ""
-        if os.geteuid() == 0:
-            user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-        conf = NGINX_CONF.format(
-            user=user, tmp=tmp, app_port=app_port, listen=PROXY_LISTEN, port=port, site_host=SITE_HOST,
-            source=PROXY_SOURCE, upstream_host=upstream_host,
+        proxy = Nginx(tmp, PROXY_LISTEN, port, error_level="info")
+        http = NGINX_HTTP.format(
+            access_log=proxy.access_log, tmp=tmp, app_port=app_port, listen=PROXY_LISTEN, port=port,
+            site_host=SITE_HOST, source=PROXY_SOURCE, upstream_host=upstream_host,
         )  # fmt: skip
-        (tmp / "nginx.conf").write_text(conf)
-        # -p: its own prefix; -e: the error log from the start (never the system's /var/log/nginx).
-        args = [NGINX, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")]
-        check = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
-        assert check.returncode == 0, check.stderr
-        proxy = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        stack.callback(_stop, proxy)
-        _wait_for(proxy, PROXY_LISTEN, port, tmp / "error.log")
-        yield Proxied(url=url, tmp=tmp)
+        proxy.start(http)
+        stack.callback(proxy.stop)
+        yield Proxied(url=url, proxy=proxy)
 
 
 @pytest.fixture(scope="module")

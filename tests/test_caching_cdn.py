@@ -8,14 +8,7 @@ consent is never stored, what does not is (X-Cache tells which).
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
-import signal
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,23 +19,11 @@ import uvicorn
 from consent_banner import ConsentConfig
 from consent_banner.consent import Consent, new_consent_id
 
+from .support.servers import NGINX, Nginx, free_port, wait_for_port
 from .test_caching import TRACKED, build
 from .test_caching import static as static  # noqa: F401  (the fixture)
 
-NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
-
-CONF = """\
-{user}daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+HTTP = """\
     access_log off;
     proxy_cache_path {tmp}/cache keys_zone=shared:1m;
     server {{
@@ -55,26 +36,7 @@ http {{
             add_header X-Cache $upstream_cache_status always;
         }}
     }}
-}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(port: int, alive: object) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or not alive:
-                raise RuntimeError(f"nothing listens on {port}") from None
-            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -82,29 +44,17 @@ def cdn(config: ConsentConfig, static: Path, tmp_path: Path) -> Iterator[tuple[s
     if not Path(NGINX).is_file():
         pytest.skip(f"{NGINX} is missing")
     app = build(config, static)
-    app_port, port = _free_port(), _free_port()
+    app_port, port = free_port(), free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=app_port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait_for(app_port, thread.is_alive())
-    user = ""
-    if os.geteuid() == 0:  # the workers would become `nobody`, who cannot read tmp_path
-        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
-    (tmp_path / "nginx.conf").write_text(CONF.format(user=user, tmp=tmp_path, port=port, app_port=app_port))
-    args = [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")]
-    proxy = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    proxy = Nginx(tmp_path, "127.0.0.1", port)
     try:
-        _wait_for(port, proxy.poll() is None)
+        wait_for_port("127.0.0.1", app_port, server=thread)
+        proxy.start(HTTP.format(tmp=tmp_path, port=port, app_port=app_port))
         yield f"http://127.0.0.1:{port}", config, app
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proxy.pid, signal.SIGKILL)
-            proxy.wait(5)
+        proxy.stop()
         server.should_exit = True
         thread.join(10)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +15,7 @@ from click.testing import CliRunner
 from consent_banner.cli import cli
 
 from .conftest import KEY
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .support.servers import free_port
 
 
 def test_keygen_prints_a_usable_key() -> None:

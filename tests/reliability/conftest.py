@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from ..conftest import KEY, MODEL_TOML
+from ..support.servers import free_port  # also imported from here by test_secrets, test_forgery
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -179,12 +179,6 @@ def verify_cli(config: Path, *, env: dict[str, str] | None = None) -> tuple[int,
 
 
 # --- servers in their own processes ---------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:
