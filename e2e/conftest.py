@@ -145,6 +145,38 @@ PAGE = """<!doctype html>
 </main></body></html>"""
 
 
+# The one optional category of tracker_config, by name: its label and description.
+TRACKER_CATEGORIES = {"analytics": "Counts visits.", "marketing": "Measures campaigns."}
+
+
+def tracker_config(
+    log: str,
+    origin: str,
+    *,
+    category: str = "analytics",
+    service: str = "stats",
+    provider: str = "Tracker Ltd",
+    **overrides: Any,
+) -> ConsentConfig:
+    """The smallest site of a single-issue browser test: Necessary, one optional category and its one
+    service, a tracker served from `origin`; `overrides` replace top-level keys (csp, the policy's URL)."""
+    return ConsentConfig.from_dict(
+        {
+            "policy_revision": "2026-11-01",
+            "controller": "Example AB",
+            "privacy_policy_url": "/privacy",
+            "log": log,
+            "cookie": {"secure": False},
+            "categories": {
+                "necessary": {"label": "Necessary"},
+                category: {"label": category.capitalize(), "description": TRACKER_CATEGORIES[category]},
+            },
+            "services": [{"name": service, "category": category, "provider": provider, "origins": [origin]}],
+            **overrides,
+        }
+    )
+
+
 def page_html(lang: str, title: str, extra: str = NEUTRALISED) -> str:
     return PAGE.format(lang=lang, title=title, extra=extra)
 

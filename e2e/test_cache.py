@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ServerThread, _free_socket
+from conftest import ServerThread, _free_socket, tracker_config
 from playwright.sync_api import BrowserContext, Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from consent_banner import ConsentConfig, ConsentMiddleware
+from consent_banner import ConsentMiddleware
 
 WEEK = 7 * 86400
 
@@ -76,26 +76,6 @@ def recording(app: ConsentMiddleware, served: list[tuple[str, int]]) -> ASGIApp:
     return recorded
 
 
-def config(log: str, vendor: str, csp: str) -> ConsentConfig:
-    return ConsentConfig.from_dict(
-        {
-            "policy_revision": "2026-11-01",
-            "controller": "Example AB",
-            "privacy_policy_url": "/a.html",
-            "log": log,
-            "csp": csp,
-            "cookie": {"secure": False},
-            "categories": {
-                "necessary": {"label": "Necessary"},
-                "analytics": {"label": "Analytics", "description": "Counts visits."},
-            },
-            "services": [
-                {"name": "stats", "category": "analytics", "provider": "Stats Oy", "origins": [vendor]}
-            ],
-        }
-    )
-
-
 def vendor_app(hits: list[float]) -> Starlette:
     async def script(request: Request) -> Response:
         hits.append(time.time())
@@ -131,7 +111,8 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         app = Starlette(routes=[Mount("/", app=StaticFiles(directory=root, html=True))])
         sock = _free_socket()
         urls[csp] = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        gated = ConsentMiddleware(app, config=config(log, vendor.url, csp))
+        cfg = tracker_config(log, vendor.url, provider="Stats Oy", privacy_policy_url="/a.html", csp=csp)
+        gated = ConsentMiddleware(app, config=cfg)
         servers.append(ServerThread(recording(gated, served), sock))
     for s in servers:
         s.__enter__()

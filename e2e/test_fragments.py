@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import ServerThread, _free_socket
+from conftest import ServerThread, _free_socket, tracker_config
 from playwright.sync_api import BrowserContext, Page, Route, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route as Path_
 
-from consent_banner import ConsentConfig, ConsentMiddleware, csp_nonce
+from consent_banner import ConsentMiddleware, csp_nonce
 
 TRACKER = "https://tracker.test"
 
@@ -55,22 +55,7 @@ ROW = f"""<li class="row">Room 3 <img class="row-px" alt="" src="{TRACKER}/px.gi
 
 
 def build_app(log: str) -> ConsentMiddleware:
-    cfg = ConsentConfig.from_dict(
-        {
-            "policy_revision": "2026-11-01",
-            "controller": "Example AB",
-            "privacy_policy_url": "/privacy",
-            "log": log,
-            "cookie": {"secure": False},
-            "categories": {
-                "necessary": {"label": "Necessary"},
-                "analytics": {"label": "Analytics", "description": "Counts visits."},
-            },
-            "services": [
-                {"name": "stats", "category": "analytics", "provider": "Tracker Ltd", "origins": [TRACKER]}
-            ],
-        }
-    )
+    cfg = tracker_config(log, TRACKER)
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.format(tracker=TRACKER, nonce=csp_nonce(request)))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import ServerThread, _free_socket
+from conftest import ServerThread, _free_socket, tracker_config
 from playwright.sync_api import BrowserContext, Page, Route, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -84,23 +84,7 @@ ISO_BODY = (
 
 
 def config(log: str, **overrides: Any) -> ConsentConfig:
-    return ConsentConfig.from_dict(
-        {
-            "policy_revision": "2026-11-01",
-            "controller": "Example AB",
-            "privacy_policy_url": "/privacy",
-            "log": log,
-            "cookie": {"secure": False},
-            "categories": {
-                "necessary": {"label": "Necessary"},
-                "marketing": {"label": "Marketing", "description": "Measures campaigns."},
-            },
-            "services": [
-                {"name": "pixel", "category": "marketing", "provider": "Tracker Ltd", "origins": [TRACKER]}
-            ],
-            **overrides,
-        }
-    )
+    return tracker_config(log, TRACKER, category="marketing", service="pixel", **overrides)
 
 
 def build_app(cfg: ConsentConfig) -> ConsentMiddleware:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerThread, _free_socket
+from conftest import ServerThread, _free_socket, tracker_config
 from playwright.sync_api import BrowserContext, Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.routing import Route as Path_
 
-from consent_banner import ConsentConfig, ConsentMiddleware
+from consent_banner import ConsentMiddleware
 
 TRACKER = "https://tracker.test"
 PAGE = """<!doctype html>
@@ -31,22 +31,7 @@ PAGE = """<!doctype html>
 
 
 def app_for(title: str, log: Path) -> ConsentMiddleware:
-    cfg = ConsentConfig.from_dict(
-        {
-            "policy_revision": "2026-11-01",
-            "controller": "Example AB",
-            "privacy_policy_url": "/privacy",
-            "log": f"sqlite:///{log}",
-            "cookie": {"secure": False},
-            "categories": {
-                "necessary": {"label": "Necessary"},
-                "analytics": {"label": "Analytics", "description": "Counts visits."},
-            },
-            "services": [
-                {"name": "stats", "category": "analytics", "provider": "Tracker Ltd", "origins": [TRACKER]}
-            ],
-        }
-    )
+    cfg = tracker_config(f"sqlite:///{log}", TRACKER)
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.format(title=title, tracker=TRACKER))
