@@ -44,7 +44,9 @@ def wait_for_port(
     while True:
         if isinstance(server, subprocess.Popen) and server.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
-            raise RuntimeError(f"{server.args[0]} exited ({server.returncode}): {tail}")
+            argv = server.args
+            program = os.fsdecode(argv if isinstance(argv, str | bytes | os.PathLike) else argv[0])
+            raise RuntimeError(f"{program} exited ({server.returncode}): {tail}")
         if isinstance(server, threading.Thread) and not server.is_alive():
             raise RuntimeError(f"{server.name} ended before listening on {host}:{port}")
         try:
