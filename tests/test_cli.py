@@ -161,6 +161,9 @@ def test_the_demo_prints_a_password_it_generated_once_and_never_one_the_operator
 
     monkeypatch.setattr(cli_module, "_demo_module", lambda: FakeSite)
     monkeypatch.delenv("CONSENT_AUDIT_TOKEN", raising=False)
+    # The demo sets the user in os.environ (setdefault): undone after the test, or it leaks into the
+    # next test of this worker and turns the audit view on there.
+    monkeypatch.delenv("CONSENT_AUDIT_USER", raising=False)
     monkeypatch.setenv("CONSENT_AUDIT_PASSWORD", "operator-chosen-secret")
     assert CliRunner().invoke(cli, ["demo"]).exit_code == 0
     monkeypatch.delenv("CONSENT_AUDIT_PASSWORD")

@@ -217,7 +217,11 @@ async def test_wrong_credentials_count_with_the_audit_views(app: ConsentMiddlewa
         assert (await c.get("/_consent/metrics", headers=BEARER)).status_code == 429
 
 
-async def test_without_audit_credentials_there_are_no_metrics(app: ConsentMiddleware) -> None:
+async def test_without_audit_credentials_there_are_no_metrics(
+    app: ConsentMiddleware, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CONSENT_AUDIT_USER", "CONSENT_AUDIT_PASSWORD", "CONSENT_AUDIT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     async with connect(app) as c:
         r = await c.get("/_consent/metrics", headers=BEARER)
     assert r.status_code == 404 and r.json() == {"error": "the metrics are not enabled"}
