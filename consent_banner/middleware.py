@@ -43,7 +43,9 @@ from .visitor import Visit, VisitorCookies, Visitors, own_cookie_names, request_
 logger = logging.getLogger("consent_banner")
 
 _SECURE_SCHEMES = frozenset({"https", "wss"})
-_FRAGMENT_VARY = (b"vary", b", ".join(FRAGMENT_VARY))  # a Vary field beside the gate's own
+# A Vary field beside the gate's own, on pages where the banner is injected: a fragment request gets
+# none, and a page without `lang` gets the banner in the visitor's Accept-Language.
+_PAGE_VARY = (b"vary", b", ".join((*FRAGMENT_VARY, b"Accept-Language")))
 
 
 class ConsentMiddleware:
@@ -318,14 +320,14 @@ class _Page:
         return self._csrf
 
     def html_headers(self) -> list[tuple[bytes, bytes]]:
-        """Vary on the fragment headers (where injection is on), and the form-token cookie for a
-        visitor who has none yet, unless nothing is injected."""
+        """Vary on the fragment headers and Accept-Language (where injection is on), and the form-token
+        cookie for a visitor who has none yet, unless nothing is injected."""
         if not self.mw._inject:
             return []
         if not self._csrf_is_new or self.inject is None:
-            return [_FRAGMENT_VARY]
+            return [_PAGE_VARY]
         cookie = self.mw.tokens.set_cookie(self._csrf_name, self.csrf_value())
-        return [_FRAGMENT_VARY, (b"set-cookie", cookie.encode("latin-1"))]
+        return [_PAGE_VARY, (b"set-cookie", cookie.encode("latin-1"))]
 
     def _render(self, html_lang: str | None) -> tuple[str, str]:
         banner = self.mw.banner

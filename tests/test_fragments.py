@@ -142,3 +142,14 @@ async def test_html_we_touch_varies_on_the_fragment_headers(client, params) -> N
         r = await client.get("/whole", params=params, headers=headers)
         vary = {t.strip().lower() for t in r.headers["vary"].split(",")}
         assert {"cookie", "sec-gpc", "hx-request", "turbo-frame", "x-requested-with"} <= vary
+
+
+async def test_a_page_with_the_banner_varies_on_accept_language(client) -> None:
+    """R14, R35: a page without a `lang` gets its banner in the visitor's Accept-Language, so a cache
+    (the browser's own included) must not hand the Swedish banner to an English visitor."""
+    page = "<!doctype html><html><head><title>t</title></head><body><p>x</p></body></html>"
+    en = await client.get("/whole", params={"raw": page}, headers={"accept-language": "en"})
+    sv = await client.get("/whole", params={"raw": page}, headers={"accept-language": "sv"})
+    assert 'lang="en"' in en.text and 'lang="sv"' in sv.text
+    vary = {t.strip().lower() for t in sv.headers["vary"].split(",")}
+    assert "accept-language" in vary
