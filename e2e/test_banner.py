@@ -396,6 +396,8 @@ def test_do_not_sell_link_opens_the_choices(page: Page, site: Any) -> None:
     expect(page.locator("#cb-dialog")).to_be_visible()
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Reject all").click()
+    # the decision is recorded in the background: the settings button shows once it is
+    expect(page.get_by_role("button", name="Cookie settings")).to_be_visible()
     page.goto(site.url + "/other")
     page.get_by_role("button", name="Cookie settings").click()
     in_dialog = page.locator("#cb-dialog").get_by_role(

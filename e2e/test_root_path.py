@@ -8,8 +8,9 @@ the banner (script, and form with JavaScript off) is recorded by the shop, and t
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,17 @@ def records(log: Path) -> list[str]:
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     logs = tmp_path_factory.mktemp("root-path")
     shop_log, home_log = logs / "shop.db", logs / "home.db"
-    outer = Starlette(
-        routes=[Mount("/shop", app=app_for("Shop", shop_log)), Mount("", app=app_for("Home", home_log))]
-    )
+    shop, home = app_for("Shop", shop_log), app_for("Home", home_log)
+
+    # Starlette sends the lifespan to the outer app only, never to mounted ones: the mounted
+    # middlewares' logs are closed here, as the README tells an app that mounts them.
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await shop.close()
+        await home.close()
+
+    outer = Starlette(routes=[Mount("/shop", app=shop), Mount("", app=home)], lifespan=lifespan)
     sock = _free_socket()
     with ServerThread(outer, sock):
         yield {"url": f"http://127.0.0.1:{sock.getsockname()[1]}", "shop": shop_log, "home": home_log}
