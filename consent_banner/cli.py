@@ -132,6 +132,27 @@ def serve(host: str, port: int, config_path: Path) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+@cli.command()
+@click.argument("name", required=False)
+def presets(name: str | None) -> None:
+    """List the catalog of services, or print the [[services]] TOML of preset NAME."""
+    from . import catalog
+
+    if name is None:
+        rows = list(catalog.catalog().values())
+        width = max(len(p.name) for p in rows)
+        for p in rows:
+            n = len(p.origins)
+            origins = f"{n:>2} origin{'s' if n != 1 else ' '}"
+            click.echo(f"{p.name:<{width}}  {p.category:<10}  {origins}  {p.provider}")
+        click.echo(f"\n{len(rows)} presets; `consent-banner presets NAME` prints one as TOML.")
+        return
+    try:
+        click.echo(catalog.toml_block(name), nl=False)
+    except catalog.UnknownPreset as e:
+        raise click.UsageError(str(e)) from None
+
+
 def _demo_module() -> ModuleType:
     """The demo site: shipped in the wheel as consent_banner.demo_site, or server/ in a checkout."""
     try:

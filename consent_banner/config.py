@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from .catalog import resolve as resolve_preset
 from .display import mask_passwords
 from .durations import lifetime_parts, parse_duration, parse_lifetime
 from .errors import ConfigError
@@ -251,6 +252,15 @@ class Service(_Model):
     origins: tuple[Origin, ...] = ()
     cookies: tuple[CookieDeclaration, ...] = ()
     switch: bool = False  # offer a per-service switch in the preferences dialog
+    # A catalog entry (catalog.py) filling the keys left out; resolved before validation, so the
+    # values (and the hash) are the resolved ones. Left out of dumps: a config without presets
+    # keeps its hash, and the resolved values are what the hash must cover.
+    preset: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return resolve_preset(data) if isinstance(data, dict) and "preset" in data else data
 
     @field_validator("name")
     @classmethod

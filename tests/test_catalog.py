@@ -1,0 +1,204 @@
+"""The catalog of services (issue 15): `preset = NAME` in consent.toml, `consent-banner presets`."""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from consent_banner import catalog
+from consent_banner.cli import cli
+from consent_banner.config import ConsentConfig
+from consent_banner.errors import ConfigError
+from consent_banner.scan.suggest import database
+
+BASE = """
+policy_revision = "2026-12-01"
+controller = "Example AB"
+privacy_policy_url = "https://www.example.com/privacy"
+languages = ["en", "sv"]
+
+[categories.necessary]
+label = "Necessary"
+[categories.functional]
+label = "Functional"
+[categories.analytics]
+label = "Statistics"
+[categories.marketing]
+label = "Marketing"
+[categories.statistics]
+label = "Statistics (the site's own name)"
+"""
+
+REQUIRED = (
+    "google-analytics google-tag-manager google-ads meta-pixel linkedin-insight tiktok-pixel microsoft-uet "
+    "microsoft-clarity hotjar matomo plausible youtube vimeo google-maps intercom hubspot stripe recaptcha "
+    "cloudflare-turnstile google-fonts adobe-fonts font-awesome-cdn"
+).split()
+
+# How strict a category is: a preset may file a cookie stricter than the database, never laxer.
+OCD_RANK = {
+    "Necessary": 0,
+    "Security": 0,
+    "Functional": 1,
+    "Personalization": 1,
+    "Analytics": 2,
+    "Marketing": 3,
+}
+OUR_RANK = {"necessary": 0, "functional": 1, "analytics": 2, "marketing": 3}
+
+
+def load(tmp_path: Path, services: str) -> ConsentConfig:
+    path = tmp_path / "consent.toml"
+    path.write_text(BASE + services, encoding="utf-8")
+    return ConsentConfig.from_toml(path)
+
+
+def test_the_catalog_has_the_named_presets_and_forty_in_all() -> None:
+    names = list(catalog.catalog())
+    assert not set(REQUIRED) - set(names)
+    assert len(names) >= 40
+    for p in catalog.catalog().values():
+        assert p.docs.startswith("https://"), p.name
+        assert {"en", "sv"} <= set(p.service["purpose"]), p.name
+        assert p.provider, p.name
+        assert p.category in OUR_RANK, p.name
+    assert catalog.preset("google-tag-manager").loader
+    assert catalog.preset("google-analytics").consent_mode == ("analytics_storage",)
+    assert "fbq('init'" in catalog.preset("meta-pixel").inline
+
+
+@pytest.mark.parametrize("name", list(catalog.catalog()))
+def test_every_preset_loads_and_validates_in_a_config(tmp_path: Path, name: str) -> None:
+    config = load(tmp_path, f'[[services]]\npreset = "{name}"\n')
+    (service,) = config.services
+    p = catalog.preset(name)
+    assert service.name == name
+    assert service.category == p.category
+    assert service.provider == p.provider
+    assert service.origins == p.origins
+    assert [c.name for c in service.cookies] == [c["name"] for c in p.cookies]
+    assert config.localize(service.purpose, "sv") == p.service["purpose"]["sv"]
+
+
+def _ocd_rows(platforms: tuple[str, ...], pattern: str) -> list[tuple[str, str]]:
+    """(database name, category) of the rows of these platforms a preset's cookie pattern stands for."""
+    db = database()
+    rows = []
+    for row in (*db.exact.values(), *db.prefixes):
+        if row.platform not in platforms:
+            continue
+        theirs = row.name + "*" if row.wildcard else row.name
+        same = pattern in (row.name, theirs) or pattern.rstrip("*.") == row.name.rstrip("*.")
+        if same or fnmatch.fnmatchcase(row.name, pattern) or fnmatch.fnmatchcase(pattern.rstrip("*"), theirs):
+            rows.append((row.name, row.category))
+    return rows
+
+
+def test_preset_cookies_agree_with_the_open_cookie_database() -> None:
+    """Where the database knows the vendor, its cookies are there under the preset's category or a
+    laxer one (a preset may be stricter); laxer only with the reason written in the entry."""
+    problems = []
+    for p in catalog.catalog().values():
+        if not p.ocd:
+            continue
+        found = 0
+        for cookie in p.cookies:
+            rows = _ocd_rows(p.ocd, cookie["name"])
+            found += bool(rows)
+            for ocd_name, ocd_category in rows:
+                if OCD_RANK[ocd_category] > OUR_RANK[p.category] and not p.ocd_differs:
+                    problems.append(
+                        f"{p.name}: {cookie['name']} is {ocd_category} in the database ({ocd_name})"
+                    )
+        if not found:
+            problems.append(f"{p.name}: none of its cookies is in the database under {p.ocd}")
+    assert not problems
+
+
+def test_the_database_check_catches_a_laxer_category() -> None:
+    """The check above can fail: Meta's _fbp filed as analytics is marketing in the database."""
+    rows = _ocd_rows(("Facebook",), "_fbp")
+    assert rows == [("_fbp", "Marketing")]
+    assert OCD_RANK[rows[0][1]] > OUR_RANK["analytics"]
+    assert _ocd_rows(("Hotjar",), "_hjSession_*") == [("_hjSession_", "Functional")]
+
+
+def test_keys_given_replace_the_presets(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+[[services]]
+name = "ga"
+preset = "google-analytics"
+category = "statistics"
+cookies = [{ name = "_ga", lifetime = "13 months" }]
+purpose = "Our statistics"
+""",
+    )
+    (ga,) = config.services
+    p = catalog.preset("google-analytics")
+    assert (ga.name, ga.category, ga.purpose) == ("ga", "statistics", {"*": "Our statistics"})
+    assert [(c.name, c.lifetime) for c in ga.cookies] == [("_ga", "13 months")]  # replaced whole
+    assert (
+        ga.origins == p.origins and ga.provider == p.provider and ga.privacy_url == p.service["privacy_url"]
+    )
+    assert config.service_for_cookie("_ga_ABC") is None
+
+
+def test_a_presets_category_must_exist_in_the_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"services\[0\]\.category: 'functional' is not a category"):
+        path = tmp_path / "c.toml"
+        path.write_text(BASE.split("[categories.functional]")[0] + '[[services]]\npreset = "google-fonts"\n')
+        ConsentConfig.from_toml(path)
+
+
+def test_an_unknown_preset_is_a_config_error_naming_the_closest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, '[[services]]\nname = "ga"\npreset = "googel-analytics"\ncategory = "analytics"\n')
+    assert "services[0]: unknown preset 'googel-analytics': did you mean 'google-analytics'" in str(e.value)
+    with pytest.raises(ConfigError, match=r"services\[0\]\.preset: Input should be a valid string"):
+        load(tmp_path, '[[services]]\nname = "ga"\npreset = 3\ncategory = "analytics"\n')
+
+
+def test_the_config_hash_covers_the_resolved_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = '[[services]]\npreset = "hotjar"\n'
+    before = load(tmp_path, services).config_hash
+    p = catalog.preset("hotjar")
+    monkeypatch.setitem(catalog.catalog(), "hotjar", replace(p, service={**p.service, "cookies": []}))
+    assert load(tmp_path, services).config_hash != before
+    monkeypatch.undo()
+    assert load(tmp_path, services).config_hash == before
+    # The resolved values are what counts: the preset written out hashes the same.
+    assert load(tmp_path, catalog.toml_block("hotjar")).config_hash == before
+
+
+def test_cli_lists_the_catalog() -> None:
+    result = CliRunner().invoke(cli, ["presets"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    hotjar = next(line for line in lines if line.startswith("hotjar "))
+    assert hotjar.split()[:4] == ["hotjar", "analytics", "4", "origins"] and "Hotjar Ltd" in hotjar
+    assert sum(1 for line in lines if line.split() and line.split()[0] in catalog.catalog()) == len(
+        catalog.catalog()
+    )
+
+
+@pytest.mark.parametrize("name", list(catalog.catalog()))
+def test_cli_prints_toml_that_round_trips(tmp_path: Path, name: str) -> None:
+    result = CliRunner().invoke(cli, ["presets", name])
+    assert result.exit_code == 0, result.output
+    tomllib.loads(result.output)
+    written = load(tmp_path, result.output).services
+    preset = load(tmp_path, f'[[services]]\npreset = "{name}"\n').services
+    assert [s.model_dump() for s in written] == [s.model_dump() for s in preset]
+
+
+def test_cli_unknown_preset_exits_2_naming_the_closest() -> None:
+    result = CliRunner().invoke(cli, ["presets", "hotjr"])
+    assert result.exit_code == 2
+    assert "unknown preset 'hotjr': did you mean 'hotjar'" in result.output
