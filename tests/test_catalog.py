@@ -14,7 +14,8 @@ from consent_banner import catalog
 from consent_banner.cli import cli
 from consent_banner.config import ConsentConfig
 from consent_banner.errors import ConfigError
-from consent_banner.scan.suggest import database
+from consent_banner.scan.suggest import database, suggest
+from tests.scan.conftest import SITE, cookie, host, page
 
 BASE = """
 policy_revision = "2026-12-01"
@@ -107,13 +108,13 @@ def test_preset_cookies_agree_with_the_open_cookie_database() -> None:
         if not p.ocd:
             continue
         found = 0
-        for cookie in p.cookies:
-            rows = _ocd_rows(p.ocd, cookie["name"])
+        for declared in p.cookies:
+            rows = _ocd_rows(p.ocd, declared["name"])
             found += bool(rows)
             for ocd_name, ocd_category in rows:
                 if OCD_RANK[ocd_category] > OUR_RANK[p.category] and not p.ocd_differs:
                     problems.append(
-                        f"{p.name}: {cookie['name']} is {ocd_category} in the database ({ocd_name})"
+                        f"{p.name}: {declared['name']} is {ocd_category} in the database ({ocd_name})"
                     )
         if not found:
             problems.append(f"{p.name}: none of its cookies is in the database under {p.ocd}")
@@ -202,3 +203,46 @@ def test_cli_unknown_preset_exits_2_naming_the_closest() -> None:
     result = CliRunner().invoke(cli, ["presets", "hotjr"])
     assert result.exit_code == 2
     assert "unknown preset 'hotjr': did you mean 'hotjar'" in result.output
+
+
+def test_scan_suggest_proposes_presets_for_what_it_saw(tmp_path: Path) -> None:
+    """`scan --suggest`: a cookie or host of a preset becomes `preset = NAME` in the config's own
+    category for it; a host several presets share (www.google.com) alone proposes none of them; a
+    preset whose category the config lacks is never proposed as necessary."""
+    config = load(tmp_path, '[[services]]\nname = "hotjar"\npreset = "plausible"\ncategory = "analytics"\n')
+    pages = [
+        page(
+            "/",
+            accept={
+                "cookies": [cookie("_hjSessionUser_123", lifetime=300 * 86400), cookie("_fbp")],
+                "hosts": [
+                    host("https://static.hotjar.com"),
+                    host("https://www.google.com"),
+                    host("https://fonts.gstatic.com"),
+                ],
+            },
+        )
+    ]
+    text = suggest(config, SITE, pages)
+    services = {s["name"]: s for s in tomllib.loads(text)["services"]}
+    assert services["hotjar-2"] == {"name": "hotjar-2", "preset": "hotjar", "category": "analytics"}
+    assert services["meta-pixel"]["category"] == "marketing"
+    assert services["google-fonts"]["category"] == "functional"
+    assert 'preset = "google-ads"' not in text and 'preset = "recaptcha"' not in text
+    assert any(
+        s.get("origins") == ["https://www.google.com"] for s in services.values()
+    )  # the database's way
+    merged = load(
+        tmp_path, '[[services]]\nname = "hotjar"\npreset = "plausible"\ncategory = "analytics"\n' + text
+    )
+    assert merged.category_for_cookie("_hjSessionUser_123") == (
+        "analytics",
+        merged.services_by_name["hotjar-2"].cookies[0],
+    )
+
+    lean = tmp_path / "lean.toml"
+    lean.write_text(BASE.split("[categories.functional]")[0] + "[categories.analytics]\nlabel = 'S'\n")
+    text = suggest(ConsentConfig.from_toml(lean), SITE, pages)
+    fonts = next(s for s in tomllib.loads(text)["services"] if s.get("preset") == "google-fonts")
+    assert fonts["category"] == "analytics"  # the strictest optional one, not necessary
+    assert "the preset says 'functional', which is not a category of this config" in text

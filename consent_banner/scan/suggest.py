@@ -7,24 +7,30 @@ category; for a host, the platform whose cookies live on that domain. The databa
 mapped onto the categories the site's config defines, by name or English label. What the database
 does not know is proposed in the site's strictest optional category with a comment saying so, never
 as necessary: a guess must not open a gate.
+
+Before the database, the catalog of services (catalog.py): what matches a preset's cookies or
+origins is proposed as `preset = NAME`, which declares the rest of that vendor's cookies and hosts too.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
+from .. import catalog
 from ..config import NECESSARY, ConsentConfig
 from ..display import escape_controls
 from ..durations import parse_lifetime
-from .classify import Classifier
+from .classify import Classifier, origin_matches
 from .model import CookieSeen, PageResult
 
 DATABASE = "open-cookie-database.csv"
@@ -194,6 +200,49 @@ class _Proposal:
         return "\n".join(lines)
 
 
+def preset_matches(cookies: Iterable[str], origins: Iterable[str]) -> dict[str, str]:
+    """The preset each cookie name or origin seen belongs to, where one does. An origin several
+    presets list (www.google.com: Ads, Maps, reCAPTCHA) counts only for a preset that something else
+    seen points to; an item several presets claim goes to the one matching most of what was seen."""
+    presets = list(catalog.catalog().values())
+    claims: dict[str, list[str]] = {}
+    anchored: set[str] = set()
+    for name in cookies:
+        claims[name] = [
+            p.name for p in presets if any(fnmatch.fnmatchcase(name, c["name"]) for c in p.cookies)
+        ]
+        anchored.update(claims[name])
+    for origin in origins:
+        claims[origin] = [p.name for p in presets if any(origin_matches(o, origin) for o in p.origins)]
+        if len(claims[origin]) == 1:
+            anchored.update(claims[origin])
+    score = Counter(p for names in claims.values() for p in names)
+    chosen = {}
+    for item, names in claims.items():
+        names = [n for n in names if n in anchored]
+        if names:
+            chosen[item] = max(names, key=lambda n: score[n])  # ties: the catalog's order
+    return chosen
+
+
+def _preset_block(config: ConsentConfig, name: str, preset: str, seen: list[str]) -> str:
+    category = catalog.preset(preset).category
+    mapped = map_category(config, category)
+    if mapped == NECESSARY and category != NECESSARY:
+        mapped = None  # "functional" may go by "necessary" in SYNONYMS: a guess must not open a gate
+    lines = [
+        f"# seen: {escape_controls(', '.join(seen))}: the preset {preset} "
+        f"(`consent-banner presets {preset}` shows all it declares)"
+    ]
+    if mapped is None:
+        mapped = fallback_category(config)
+        lines.append(
+            f"# the preset says {category!r}, which is not a category of this config: check {mapped!r}"
+        )
+    lines += ["[[services]]", f"name = {_q(name)}", f"preset = {_q(preset)}", f"category = {_q(mapped)}"]
+    return "\n".join(lines)
+
+
 def suggest(config: ConsentConfig, site_origin: str, pages: Sequence[PageResult]) -> str:
     """TOML `[[services]]` blocks for every undeclared cookie, storage key and host the pages show;
     an empty string when everything is declared."""
@@ -246,6 +295,20 @@ def suggest(config: ConsentConfig, site_origin: str, pages: Sequence[PageResult]
             for origin in state.hosts:
                 if not classifier.host(origin).declared and origin not in hosts:
                     hosts.append(origin)
+    by_preset: dict[str, list[str]] = {}
+    for item, matched in preset_matches(cookies, hosts).items():
+        by_preset.setdefault(matched, []).append(item)
+    blocks = []
+    for matched, items in by_preset.items():
+        name, n = matched, 2
+        while name in taken:
+            name = f"{matched}-{n}"
+            n += 1
+        taken.add(name)
+        blocks.append(_preset_block(config, name, matched, items))
+        for item in items:
+            cookies.pop(item, None)
+        hosts = [h for h in hosts if h not in items]
     for name, seen in cookies.items():
         known = db.lookup(name)
         p = proposal_for(known, name)
@@ -257,4 +320,5 @@ def suggest(config: ConsentConfig, site_origin: str, pages: Sequence[PageResult]
         known = db.for_host(host)
         p = proposal_for(known, host)
         p.origins.append(origin)
-    return "\n\n".join(p.toml() for p in proposals.values()) + ("\n" if proposals else "")
+    blocks += [p.toml() for p in proposals.values()]
+    return "\n\n".join(blocks) + ("\n" if blocks else "")

@@ -74,6 +74,7 @@ def test_suggestions_are_valid_toml_that_the_config_accepts(config: ConsentConfi
                     cookie("_ga", lifetime=700 * 86400),
                     cookie("_ga_X1Y2", lifetime=700 * 86400),
                     cookie("_st_ses", lifetime=60),
+                    cookie("optimizelyEndUserId", lifetime=150 * 86400),
                 ],
                 "hosts": [host("https://www.googletagmanager.com"), host("https://stats.example.net")],
             },
@@ -82,19 +83,25 @@ def test_suggestions_are_valid_toml_that_the_config_accepts(config: ConsentConfi
     text = suggest(config, SITE, pages)
     services = tomllib.loads(text)["services"]
     by_name = {s["name"]: s for s in services}
-    google = by_name["google-analytics"]
-    assert google["category"] == "analytics"
-    assert google["provider"] == "Google"
-    assert {c["name"] for c in google["cookies"]} == {"_ga", "_ga_*"}
-    assert all(c["lifetime"] == "2 years" for c in google["cookies"])
-    unknown = [s for s in services if s["name"] not in ("google-analytics", "google-tag-manager")]
+    # what the catalog knows (cookies and the tag host) becomes its preset, nothing written out
+    assert by_name["google-analytics"] == {
+        "name": "google-analytics",
+        "preset": "google-analytics",
+        "category": "analytics",
+    }
+    assert "# seen: _ga, _ga_X1Y2, https://www.googletagmanager.com: the preset google-analytics" in text
+    optimizely = by_name["optimizely"]  # the database's platform, provider, retention
+    assert optimizely["category"] == "marketing" and optimizely["provider"] == "Optimizely"
+    seen = [(c["name"], c["lifetime"]) for c in optimizely["cookies"]]
+    assert seen == [("optimizelyEndUserId", "6 months")]
+    unknown = [s for s in services if s["name"] not in ("google-analytics", "optimizely")]
     assert {s["category"] for s in unknown} == {"marketing"}
     assert "# lb_sticky: not in the Open Cookie Database" in text
     assert any(s.get("origins") == ["https://unknown.example.io"] for s in services)
-    assert any("https://www.googletagmanager.com" in s.get("origins", []) for s in services)
     assert "_st_ses" not in text and "stats.example.net" not in text  # declared already
     merged = ConsentConfig.from_dict({**CONFIG, "services": [*CONFIG["services"], *services]})
     assert merged.category_for_cookie("_ga_X1Y2")[0] == "analytics"  # type: ignore[index]
+    assert "https://www.googletagmanager.com" in merged.services_by_name["google-analytics"].origins
 
 
 def test_nothing_undeclared_means_nothing_to_suggest(config: ConsentConfig) -> None:
