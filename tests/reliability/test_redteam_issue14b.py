@@ -1,0 +1,83 @@
+"""Red team for the rest of issue 14: caching (gate/caching.py), root paths (paths.py), fragments,
+site_origins, health and metrics.
+
+Each test here reproduced a finding (it failed on the code before its fix) or pins an attack that
+held, through the public interface: HTTP into the middleware.
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from consent_banner import ConsentConfig
+
+from ..conftest import ORIGIN, make_app
+
+URL_ATTRS = re.compile(r'\s(?:action|formaction|src|href|data-prefix|data-css)="([^"]*)"')
+
+
+def _local_path(url: str) -> bool:
+    """A path on this origin: "/" then anything but another "/" or "\\" (which browsers read as "/")."""
+    return url.startswith("/") and url[1:2] not in ("/", "\\") and not re.search(r"[\x00-\x20\"<>]", url)
+
+
+# --- root_path ---------------------------------------------------------------------------------------
+
+HOSTILE_ROOTS = [
+    "//evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "javascript:alert(1)//",
+    "https://evil.example/shop",
+    "/shop\r\nX-Injected: 1",
+    '/sh op"<x>',
+    "/a;script-src *, default-src *",
+]
+
+
+@pytest.mark.parametrize("root", HOSTILE_ROOTS)
+async def test_a_hostile_root_path_never_sends_the_visitor_or_the_token_elsewhere(
+    config: ConsentConfig, root: str
+) -> None:
+    """Finding: the root path (the ASGI server's or a proxy's, unchecked) was put as it came in front
+    of every URL the middleware writes. A misconfigured proxy's "//evil.example" (or "/\\evil.example",
+    which browsers read the same) made the banner's forms post the form token to another host, the CSP
+    reports go there, and the form post's fallback redirect an open redirect; CR/LF went into the
+    Content-Security-Policy and Location headers (a 500 under a real server, a header injected under
+    a lax one). Now the root path is written as a path of this origin: one leading "/", everything a
+    path may not hold percent-encoded."""
+    app = make_app(config)
+
+    async def under(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "root_path": root}
+        await app(scope, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=under), base_url=ORIGIN) as client:
+        r = await client.get("/")
+        assert r.status_code == 200
+        found = URL_ATTRS.findall(r.text)
+        assert len(found) >= 4 and all(_local_path(u) for u in found), found
+        for value in r.headers.values():
+            assert "\r" not in value and "\n" not in value
+        policy = r.headers["content-security-policy"]
+        report_uri = policy.split("report-uri ", 1)[1].split(";")[0].split()
+        assert report_uri and all(_local_path(u) and not re.search("[;,]", u) for u in report_uri)
+        assert policy.count(";") == policy.count("; ") and "script-src *" not in policy
+        token = re.search(r'name="csrf" value="([^"]+)"', r.text)
+        assert token
+        # The form post (JavaScript off) with a return_to the redirect refuses: the fallback is home.
+        post = await client.post(
+            "/_consent",
+            data={"action": "reject_all", "csrf": token.group(1), "return_to": "https://evil.example/"},
+            headers={"origin": ORIGIN},
+        )
+        assert post.status_code == 303, post.text
+        assert _local_path(post.headers["location"]), post.headers["location"]
+        for value in post.headers.values():
+            assert "\r" not in value and "\n" not in value
+    await app.close()
