@@ -14,6 +14,8 @@ from consent_banner import catalog
 from consent_banner.cli import cli
 from consent_banner.config import ConsentConfig
 from consent_banner.errors import ConfigError
+from consent_banner.log.results import BlockedOrigin
+from consent_banner.scan.blocked import suggest_blocked
 from consent_banner.scan.suggest import database, suggest
 from tests.scan.conftest import SITE, cookie, host, page
 
@@ -246,3 +248,26 @@ def test_scan_suggest_proposes_presets_for_what_it_saw(tmp_path: Path) -> None:
     fonts = next(s for s in tomllib.loads(text)["services"] if s.get("preset") == "google-fonts")
     assert fonts["category"] == "analytics"  # the strictest optional one, not necessary
     assert "the preset says 'functional', which is not a category of this config" in text
+
+
+def test_log_blocked_suggest_proposes_one_preset_for_its_hosts(tmp_path: Path) -> None:
+    """`log blocked --suggest`: the hosts of one preset become one `preset = NAME` block; a host no
+    preset alone owns stays a block of its own; the preset's own category, never necessary."""
+    config = load(tmp_path, "")
+
+    def seen(origin: str) -> BlockedOrigin:
+        return BlockedOrigin(origin, 5, 3, 1, "/", "2026-12-01", "2026-12-01", {"script-src-elem": 5})
+
+    origins = ["https://static.hotjar.com", "https://www.google.com", "https://script.hotjar.com"]
+    text = suggest_blocked(config, [seen(o) for o in [*origins, "https://challenges.cloudflare.com"]])
+    services = tomllib.loads(text)["services"]
+    assert services[0] == {"name": "hotjar", "preset": "hotjar", "category": "analytics"}
+    assert services[1]["name"] == "www-google-com" and services[1]["origins"] == ["https://www.google.com"]
+    assert services[2] == {
+        "name": "cloudflare-turnstile",
+        "preset": "cloudflare-turnstile",
+        "category": "TODO",
+    }
+    assert "https://script.hotjar.com (script-src-elem: 5; 3 client networks, page /)" in text
+    merged = load(tmp_path, text.replace('"TODO"', '"marketing"'))
+    assert "https://script.hotjar.com" in merged.services_by_name["hotjar"].origins

@@ -7,7 +7,8 @@ declares under another scheme or port (add the origin to that service's `origins
 new `[[services]]` block per host). A new block takes its category from the Open Cookie Database
 (scan/suggest.py) when it knows the host, and never `necessary` from a guess: a host it does not
 know, or knows only as functional or necessary, gets `category = "TODO"`, which the config refuses
-until a person decides.
+until a person decides. A host of one preset of the catalog (catalog.py) is proposed as that preset,
+under the same rule for its category.
 
 Reports are unauthenticated: anyone can post one naming any origin. So an origin counts only when
 at least `min_clients` distinct client networks (truncate_ip) reported it, and only an origin that
@@ -27,10 +28,11 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
+from .. import catalog
 from ..config import NECESSARY, TODO, ConsentConfig, Origin, Service
 from ..log.results import BlockedOrigin
 from .classify import origin_matches
-from .suggest import _q, _slug, database, map_category
+from .suggest import _q, _slug, database, map_category, preset_matches
 
 DEFAULT_MIN_CLIENTS = 3
 _ORIGIN = TypeAdapter(Origin)
@@ -173,9 +175,46 @@ def suggest_blocked(
         )
         out.append("#   origins = [" + ", ".join(_q(o) for o in origins) + "]")
     taken = set(config.services_by_name)
+    presets = preset_matches((), [b.origin for svc in new.values() for b in svc.origins])
+    of_preset: dict[str, list[BlockedOrigin]] = {}
+    for svc in new.values():
+        for b in svc.origins:
+            if b.origin in presets:
+                of_preset.setdefault(presets[b.origin], []).append(b)
     for host, svc in new.items():
-        out += ["", *_new_service(config, host, svc.origins, taken)]
+        rest = [b for b in svc.origins if b.origin not in presets]
+        if rest:
+            out += ["", *_new_service(config, host, rest, taken)]
+        for name in dict.fromkeys(presets[b.origin] for b in svc.origins if b.origin in presets):
+            if name in of_preset:  # its first host: one block for all of the preset's hosts
+                out += ["", *_preset_service(config, name, of_preset.pop(name), taken)]
     return "\n".join(out) + "\n"
+
+
+def _preset_service(
+    config: ConsentConfig, preset: str, found: list[BlockedOrigin], taken: set[str]
+) -> list[str]:
+    default = catalog.preset(preset).category
+    category = map_category(config, default)
+    lines = [line for b in found for line in _comment(f"{b.origin} ({_seen(b)})")]
+    lines += _comment(
+        f"The catalog's preset {preset} (`consent-banner presets {preset}` shows what it declares), "
+        f"category {_q(default)}" + (": decide." if category in (None, NECESSARY) else ".")
+    )
+    name, n = preset, 2
+    while name in taken:
+        name = f"{preset}-{n}"
+        n += 1
+    taken.add(name)
+    # A report never makes a service necessary, not even one its preset files so.
+    category = TODO if category in (None, NECESSARY) else category
+    return [
+        *lines,
+        "[[services]]",
+        f"name = {_q(name)}",
+        f"preset = {_q(preset)}",
+        f"category = {_q(category)}",
+    ]
 
 
 def _new_service(config: ConsentConfig, host: str, found: list[BlockedOrigin], taken: set[str]) -> list[str]:
