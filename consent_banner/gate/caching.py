@@ -31,8 +31,9 @@ _SHARED_CACHE = frozenset(
 )
 _TARGETED = b"-cdn-cache-control"
 _VALIDATORS = frozenset({b"etag", b"last-modified"})
-# A request for a document: what a navigation sends, and what it sends into a frame.
-_DOCUMENTS = frozenset({b"document", b"iframe", b"frame"})
+# A request for a document: what a navigation sends, what it sends into a frame, and what <object>,
+# <embed> and a fenced frame send (each renders an HTML document just the same).
+_DOCUMENTS = frozenset({b"document", b"iframe", b"frame", b"object", b"embed", b"fencedframe"})
 _HTML_FIRST = (b"text/html", b"application/xhtml+xml")
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since", b"if-range"})
 
@@ -80,8 +81,9 @@ def merge_vary(values: list[bytes]) -> bytes:
 
 def unconditional(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The request's headers without ``If-None-Match``, ``If-Modified-Since`` and ``If-Range`` when
-    it asks for a document (`Sec-Fetch-Dest` a document or frame, or an Accept that puts HTML first,
-    as a browser without Sec-Fetch-Dest navigates and as htmx asks for a fragment); otherwise
+    it asks for a document (`Sec-Fetch-Dest` a document, frame, object or embed, or an Accept that
+    puts HTML first, as a browser without Sec-Fetch-Dest navigates and as htmx asks for a fragment);
+    otherwise
     `headers` itself.
 
     Such validators were minted for a page the browser (or a cache) kept from before this release, or

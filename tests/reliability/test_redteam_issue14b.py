@@ -81,3 +81,41 @@ async def test_a_hostile_root_path_never_sends_the_visitor_or_the_token_elsewher
         for value in post.headers.values():
             assert "\r" not in value and "\n" not in value
     await app.close()
+
+
+# --- caching ---------------------------------------------------------------------------------------
+
+PAGE = b"<!doctype html><html lang='en'><head><title>t</title></head><body><p>hi</p></body></html>"
+ETAG = b'"v1"'
+
+
+async def _validating_page(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that honours If-None-Match, as StaticFiles and most frameworks do."""
+    headers = dict(scope["headers"])
+    if headers.get(b"if-none-match") == ETAG:
+        await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", ETAG)]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    start = [(b"content-type", b"text/html; charset=utf-8"), (b"etag", ETAG)]
+    await send({"type": "http.response.start", "status": 200, "headers": start})
+    await send({"type": "http.response.body", "body": PAGE})
+
+
+@pytest.mark.parametrize("dest", ["object", "embed", "fencedframe"])
+async def test_a_document_in_an_object_or_embed_is_answered_in_full(config: ConsentConfig, dest: str) -> None:
+    """Finding: `unconditional` took the validators off navigations and frames only; an <object> or
+    <embed> (Sec-Fetch-Dest object/embed, Accept */*) and a fenced frame render a document just the
+    same, and with a validator the browser kept from before this release the app's 304 brought back
+    that copy, with its old policy and nonce. Now they are documents too."""
+    from consent_banner import ConsentMiddleware
+
+    app = ConsentMiddleware(_validating_page, config=config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+        headers = {"sec-fetch-dest": dest, "accept": "*/*", "if-none-match": ETAG.decode()}
+        r = await client.get("/page", headers=headers)
+        assert r.status_code == 200 and "consent.js" in r.text
+        assert "etag" not in r.headers and "private" in r.headers["cache-control"]
+        # A script's fetch of the same URL keeps its validators: it renders nothing.
+        r = await client.get("/page", headers={**headers, "sec-fetch-dest": "empty"})
+        assert r.status_code == 304
+    await app.close()
