@@ -77,6 +77,8 @@ def test_the_catalog_has_the_named_presets_and_forty_in_all() -> None:
 
 @pytest.mark.parametrize("name", list(catalog.catalog()))
 def test_every_preset_loads_and_validates_in_a_config(tmp_path: Path, name: str) -> None:
+    """R5: `preset = NAME` alone declares the vendor's provider, purpose (en, sv), origins and cookies
+    with lifetimes, and consent.toml's validation accepts every one of them."""
     config = load(tmp_path, f'[[services]]\npreset = "{name}"\n')
     (service,) = config.services
     p = catalog.preset(name)
@@ -103,8 +105,9 @@ def _ocd_rows(platforms: tuple[str, ...], pattern: str) -> list[tuple[str, str]]
 
 
 def test_preset_cookies_agree_with_the_open_cookie_database() -> None:
-    """Where the database knows the vendor, its cookies are there under the preset's category or a
-    laxer one (a preset may be stricter); laxer only with the reason written in the entry."""
+    """R5: where the Open Cookie Database knows the vendor, the preset's cookies are there under the
+    preset's category or a laxer one (a preset may be stricter); laxer only with the reason written
+    in the entry (`ocd_differs`); a vendor it knows of which no cookie is found fails too."""
     problems = []
     for p in catalog.catalog().values():
         if not p.ocd:
@@ -169,6 +172,8 @@ def test_an_unknown_preset_is_a_config_error_naming_the_closest(tmp_path: Path) 
 
 
 def test_the_config_hash_covers_the_resolved_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R20: the banner version's config hash changes when what a preset stands for changes, though
+    consent.toml does not: it hashes the resolved values, the same as the preset written out."""
     services = '[[services]]\npreset = "hotjar"\n'
     before = load(tmp_path, services).config_hash
     p = catalog.preset("hotjar")
