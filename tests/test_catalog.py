@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import fnmatch
 import tomllib
 from dataclasses import replace
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from consent_banner.config import ConsentConfig
 from consent_banner.errors import ConfigError
 from consent_banner.log.results import BlockedOrigin
 from consent_banner.scan.blocked import suggest_blocked
-from consent_banner.scan.suggest import database, suggest
+from consent_banner.scan.suggest import DATABASE, KnownCookie, suggest
 from tests.scan.conftest import SITE, cookie, host, page
 
 BASE = """
@@ -90,18 +93,59 @@ def test_every_preset_loads_and_validates_in_a_config(tmp_path: Path, name: str)
     assert config.localize(service.purpose, "sv") == p.service["purpose"]["sv"]
 
 
-def _ocd_rows(platforms: tuple[str, ...], pattern: str) -> list[tuple[str, str]]:
-    """(database name, category) of the rows of these platforms a preset's cookie pattern stands for."""
-    db = database()
+@cache
+def ocd() -> list[KnownCookie]:
+    """Every row of the shipped Open Cookie Database (the lookup keeps one row per name)."""
+    path = resources.files("consent_banner").joinpath("data", DATABASE)
+    with path.open("r", encoding="utf-8", newline="") as f:
+        return [
+            KnownCookie(
+                platform=row["Platform"].strip(),
+                category=row["Category"].strip(),
+                name=row["Cookie / Data Key name"].strip(),
+                domain=row["Domain"].strip(),
+                description="",
+                retention=row["Retention period"].strip(),
+                controller="",
+                privacy_url="",
+                wildcard=row["Wildcard match"].strip() == "1",
+            )
+            for row in csv.DictReader(f)
+        ]
+
+
+def _ocd_matches(platforms: tuple[str, ...], pattern: str) -> list[KnownCookie]:
+    """The rows of these platforms a preset's cookie pattern stands for."""
     rows = []
-    for row in (*db.exact.values(), *db.prefixes):
+    for row in ocd():
         if row.platform not in platforms:
             continue
         theirs = row.name + "*" if row.wildcard else row.name
         same = pattern in (row.name, theirs) or pattern.rstrip("*.") == row.name.rstrip("*.")
         if same or fnmatch.fnmatchcase(row.name, pattern) or fnmatch.fnmatchcase(pattern.rstrip("*"), theirs):
-            rows.append((row.name, row.category))
+            rows.append(row)
     return rows
+
+
+def _ocd_rows(platforms: tuple[str, ...], pattern: str) -> list[tuple[str, str]]:
+    """(database name, category) of the rows of these platforms a preset's cookie pattern stands for."""
+    return [(row.name, row.category) for row in _ocd_matches(platforms, pattern)]
+
+
+def test_preset_origins_cover_the_hosts_the_database_gives_its_cookies() -> None:
+    """R5: where the database says on which third-party domain a preset's cookie lives (YSC on
+    youtube.com, _GRECAPTCHA on google.com), one of the preset's origins is on that domain."""
+    problems = []
+    for p in catalog.catalog().values():
+        hosts = [o.split("://", 1)[1].removeprefix("*.") for o in p.origins]
+        for declared in p.cookies:
+            for row in _ocd_matches(p.ocd, declared["name"]):
+                domain = row.domain.split(" ")[0].lower().strip(".")
+                if "." in domain and not any(
+                    h == domain or h.endswith("." + domain) or domain.endswith("." + h) for h in hosts
+                ):
+                    problems.append(f"{p.name}: {row.name} lives on {domain}, which no origin names")
+    assert not problems
 
 
 def test_preset_cookies_agree_with_the_open_cookie_database() -> None:
