@@ -1,4 +1,4 @@
-"""`consent-banner`: demo, serve, keygen, log ..., scan. Every command takes --config PATH."""
+"""`consent-banner`: demo, serve, keygen, presets, log ..., scan. A config is read from --config PATH."""
 
 from __future__ import annotations
 
