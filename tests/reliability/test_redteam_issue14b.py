@@ -8,6 +8,7 @@ held, through the public interface: HTTP into the middleware.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -118,4 +119,112 @@ async def test_a_document_in_an_object_or_embed_is_answered_in_full(config: Cons
         # A script's fetch of the same URL keeps its validators: it renders nothing.
         r = await client.get("/page", headers={**headers, "sec-fetch-dest": "empty"})
         assert r.status_code == 304
+    await app.close()
+
+
+def _raw_app(status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Any:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+SHAREABLE = [
+    (b"CACHE-CONTROL", b"public"),
+    (b"cache-control", b"s-maxage=600"),
+    (b"Cache-Control", b'max-age=600, private="set-cookie", immutable'),
+    (b"pragma", b"cache"),
+    (b"Expires", b"Wed, 01 Dec 2027 00:00:00 GMT"),
+    (b"Surrogate-Control", b"max-age=600"),
+    (b"Cloudflare-CDN-Cache-Control", b"max-age=600"),
+    (b"x-accel-expires", b"600"),
+    (b"ETag", b'"v1"'),
+    (b"last-modified", b"Wed, 01 Dec 2021 00:00:00 GMT"),
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_held_a_gated_page_leaves_no_shared_cache_header_however_the_app_spells_it(
+    config: ConsentConfig, method: str
+) -> None:
+    """Held: Cache-Control in odd casing, split over several fields, with field-name forms, next to
+    every CDN's own field and the validators, on a page the gate rewrites: one `private, no-cache`
+    leaves, for HEAD as for GET, and nothing a shared cache obeys."""
+    from consent_banner import ConsentMiddleware
+
+    headers = [(b"content-type", b"text/html; charset=utf-8"), *SHAREABLE]
+    app = ConsentMiddleware(_raw_app(200, headers, PAGE), config=config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+        r = await client.request(method, "/")
+    assert r.headers.get_list("cache-control") == ["private, no-cache"]
+    for name in ("expires", "surrogate-control", "cloudflare-cdn-cache-control", "x-accel-expires", "etag"):
+        assert name not in r.headers
+    assert "last-modified" not in r.headers and "Cookie" in r.headers["vary"]
+    await app.close()
+
+
+async def test_held_a_static_asset_setting_a_necessary_cookie_stays_public(config: ConsentConfig) -> None:
+    """Held: a typed response whose only Set-Cookie is a necessary service's, for a visitor holding no
+    denied cookie, depends on no consent: its caching headers pass as the app sent them."""
+    from consent_banner import ConsentMiddleware
+
+    headers = [
+        (b"content-type", b"text/css"),
+        (b"cache-control", b"public, max-age=31536000, immutable"),
+        (b"etag", b'"css1"'),
+        (b"set-cookie", b"booking_session=1; Path=/"),
+    ]
+    app = ConsentMiddleware(_raw_app(200, headers, b"p{}"), config=config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+        r = await client.get("/site.css")
+    assert (
+        r.headers["cache-control"] == "public, max-age=31536000, immutable" and r.headers["etag"] == '"css1"'
+    )
+    assert r.headers["set-cookie"].startswith("booking_session=1")
+    await app.close()
+
+
+async def test_held_requires_consent_answers_204_kept_out_of_shared_caches(config: ConsentConfig) -> None:
+    """Held: `@requires_consent`'s 204 for a visitor who has not allowed the category says so to
+    nobody else: private, no-cache, varying on Cookie and Sec-GPC."""
+    app = make_app(config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client:
+        r = await client.get("/collect")
+    assert r.status_code == 204 and r.headers["cache-control"] == "private, no-cache"
+    assert "Cookie" in r.headers["vary"] and "Sec-GPC" in r.headers["vary"]
+    await app.close()
+
+
+# --- site_origins ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://blog.www.example.com",  # a sibling, or a child of the site's host
+        "https://example.com",  # the parent domain
+        "http://www.example.com",  # the same host over plain http
+        "https://www.example.com.",  # the trailing dot: another origin to the browser
+        "https://www.example.com:443",  # never sent by a browser
+        "https://xn--www-ppa.example.com",
+        "null",  # a sandboxed frame, a data: URL
+        "https://www.example.com@evil.example",
+    ],
+)
+async def test_held_only_a_listed_site_origin_may_decide(config: ConsentConfig, origin: str) -> None:
+    """Held: with site_origins, a decision is accepted from exactly those origins; a sibling
+    subdomain, the parent, http, a trailing dot, a default port, "null" are refused before the body
+    is read, whatever Host and Sec-Fetch-Site say."""
+    from ..test_proxy_headers import UPSTREAM, proxied
+
+    app = make_app(proxied(config, site_origins=["https://www.example.com"]))
+    headers = {"origin": origin, "host": "www.example.com", "sec-fetch-site": "same-origin"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=UPSTREAM) as client:
+        r = await client.post("/_consent", json={"action": "accept_all"}, headers=headers)
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+        ok = await client.post(
+            "/_consent", json={"action": "accept_all"}, headers={"origin": "https://www.example.com"}
+        )
+        assert ok.status_code == 200
     await app.close()
