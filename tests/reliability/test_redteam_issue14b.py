@@ -228,3 +228,36 @@ async def test_held_only_a_listed_site_origin_may_decide(config: ConsentConfig, 
         )
         assert ok.status_code == 200
     await app.close()
+
+
+async def test_held_a_navigation_keeps_no_validator_however_it_is_split(config: ConsentConfig) -> None:
+    """Held: If-None-Match over several fields (a weak one among them), If-Modified-Since, If-Range
+    with its Range: a navigation reaches the app with none of them (the app answers in full, the gate
+    rewrites the page for the consent as it is now); If-Match and If-Unmodified-Since stay (at worst a
+    412, never another state's page)."""
+    from consent_banner import ConsentMiddleware
+
+    seen: list[list[bytes]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append([k for k, _ in scope["headers"]])
+        await _validating_page(scope, receive, send)
+
+    mw = ConsentMiddleware(app, config=config)
+    raw = [
+        ("sec-fetch-dest", "document"),
+        ("if-none-match", 'W/"v0"'),
+        ("if-none-match", ETAG.decode()),
+        ("if-modified-since", "Wed, 01 Dec 2021 00:00:00 GMT"),
+        ("if-range", ETAG.decode()),
+        ("range", "bytes=0-10"),
+        ("if-match", ETAG.decode()),
+        ("if-unmodified-since", "Wed, 01 Dec 2021 00:00:00 GMT"),
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url=ORIGIN) as client:
+        r = await client.get("/page", headers=httpx.Headers(raw))
+    assert r.status_code == 200 and "consent.js" in r.text
+    names = set(seen[0])
+    assert not names & {b"if-none-match", b"if-modified-since", b"if-range", b"range"}
+    assert {b"if-match", b"if-unmodified-since"} <= names
+    await mw.close()
