@@ -218,7 +218,21 @@ def test_the_readme_configuration_example_is_a_valid_configuration() -> None:
     """The README's consent.toml is what users copy: it must load as it stands."""
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## consent.toml\n", 1)[1].split("\n## ", 1)[0]
-    (example,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    example = re.findall(r"```toml\n(.*?)```", section, re.S)[0]  # the full example comes first
     config = ConsentConfig.from_dict(tomllib.loads(example))
     assert config.localize(config.services[0].purpose, "sv") == "Räknar besök"
     assert config.localize(config.services[0].purpose, "de") == "Counts visits"  # the default language
+
+
+def test_the_readme_preset_example_loads_into_a_configuration() -> None:
+    """The "Adding a service" example is pasted as it stands into a config that has its category."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Adding a service\n", 1)[1].split("\n### ", 1)[0]
+    (example,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    base = (
+        'policy_revision = "r1"\ncontroller = "C"\nprivacy_policy_url = "/p"\n'
+        '[categories.necessary]\nlabel = "N"\n[categories.statistics]\nlabel = "S"\n'
+    )
+    config = ConsentConfig.from_dict(tomllib.loads(base + example))
+    (service,) = config.services
+    assert service.name == "ga" and service.category == "statistics" and service.origins
