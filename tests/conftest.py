@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -134,3 +135,15 @@ async def client(config: ConsentConfig) -> AsyncIterator[httpx.AsyncClient]:
         c.app = app  # type: ignore[attr-defined]
         yield c
     await app.close()
+
+
+def rows(config: ConsentConfig) -> list[sqlite3.Row]:
+    """The records of a SQLite log, oldest first; none while the log was never written."""
+    db = sqlite3.connect(config.log.removeprefix("sqlite:///"))
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM records ORDER BY seq").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import secrets
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from consent_banner.log.core import LogCore
 from consent_banner.log.postgres import split_url
 
 from .conftest import OLD_KEY, ORIGIN, make_app
-from .log.conftest import PG_DSN, drop_pg_schema, needs_postgres, pg_schema_url
+from .log.conftest import log_url as log_url  # noqa: F401  (the fixture, on both backends)
 
 SAME = {"origin": ORIGIN}
 TOKEN = "metrics-token-0123456789"
@@ -292,19 +291,6 @@ async def write_lock(url: str) -> AsyncIterator[None]:
             yield
     finally:
         await conn.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, needs_postgres])])
-async def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.db'}"
-        return
-    assert PG_DSN is not None
-    schema = f"cbtest_{secrets.token_hex(6)}"
-    try:
-        yield pg_schema_url(PG_DSN, schema)
-    finally:
-        await drop_pg_schema(PG_DSN, schema)
 
 
 async def test_health_fails_while_another_writer_holds_the_lock(

@@ -13,7 +13,6 @@ is e2e/test_proxy.py.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import httpx
@@ -26,7 +25,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from consent_banner import ConfigError, ConsentConfig, ConsentMiddleware, csp_nonce
 
-from .conftest import make_app
+from .conftest import make_app, rows
 
 SITE = "https://www.example.com"
 UPSTREAM = "http://app:8000"  # what a proxy that rewrites Host hands the app: plain http, its own name
@@ -40,17 +39,6 @@ def proxied(config: ConsentConfig, **changes: Any) -> ConsentConfig:
     data = config.model_dump()
     data["cookie"] = {**data["cookie"], "secure": True}
     return ConsentConfig.from_dict({**data, **changes})
-
-
-def rows(config: ConsentConfig) -> list[sqlite3.Row]:
-    db = sqlite3.connect(config.log.removeprefix("sqlite:///"))
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM records ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()
 
 
 def set_cookies(response: httpx.Response) -> dict[str, list[str]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -34,6 +33,8 @@ from consent_banner import ConsentConfig, ConsentMiddleware
 from consent_banner.banner import Banner
 from consent_banner.consent import UNDECIDED, Consent
 from consent_banner.standalone import build_app
+
+from .conftest import rows
 
 ROOT = "/shop"
 PAGE = "<!doctype html><html lang='en'><head><title>Shop</title></head><body><p>Desks</p></body></html>"
@@ -109,17 +110,6 @@ def assert_under_root(html: str) -> None:
     found = [(attr, u) for attr, values in urls(html).items() for u in values if "_consent" in u]
     assert {"action", "data-prefix", "src", "data-css", "href"} <= {attr for attr, _ in found}
     assert all(u.startswith(f"{ROOT}/_consent/") or u == f"{ROOT}/_consent" for _, u in found), found
-
-
-def rows(config: ConsentConfig) -> list[sqlite3.Row]:
-    db = sqlite3.connect(config.log.removeprefix("sqlite:///"))
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM records ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()
 
 
 async def test_every_url_the_page_carries_is_under_the_root_path(served) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -14,20 +13,9 @@ import pytest
 from consent_banner import ConsentConfig
 from consent_banner.consent import ConsentCodec
 
-from .conftest import KEY, ORIGIN, make_app
+from .conftest import KEY, ORIGIN, make_app, rows
 
 SAME = {"origin": ORIGIN}
-
-
-def rows(config: ConsentConfig) -> list[sqlite3.Row]:
-    db = sqlite3.connect(config.log.removeprefix("sqlite:///"))
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM records ORDER BY seq").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()
 
 
 async def decide(client: httpx.AsyncClient, body: dict, headers: dict | None = None) -> httpx.Response:
