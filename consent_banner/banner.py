@@ -309,6 +309,7 @@ class Banner:
             "language": language,
             "prefix": prefix,
             "consent": consent,
+            "renew": _renew(cfg, consent),
             "csrf_token": csrf_token,
             "return_to": return_to,
             "form_id": form_id,
@@ -411,7 +412,20 @@ def _choices(consent: Consent) -> Hashable:
         consent.gpc,
         consent.gpc_denied if consent.gpc else None,
         services,
+        consent.new_services,
     )
+
+
+def _renew(config: ConsentConfig, consent: Consent) -> list[str]:
+    """The services declared since a decision that would now run on it, named: the banner asks again.
+    A new service of a category the visitor refused changes nothing for them, so it does not ask."""
+    if not consent.new_services:
+        return []
+    return [
+        f"{s.name} ({s.provider})" if s.provider else s.name
+        for s in config.services
+        if s.name in consent.new_services and consent.allows(s.category)
+    ]
 
 
 def _category_on(name: str, consent: Consent | None) -> bool:

@@ -22,7 +22,7 @@ from itsdangerous import BadData, Serializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 
 from .config import NECESSARY
-from .errors import MissingSecretKey
+from .errors import ConfigError, MissingSecretKey
 
 ENV_SECRET_KEYS = "CONSENT_SECRET_KEYS"
 SALT = "consent-banner.cookie.v1"
@@ -50,6 +50,9 @@ class Consent:
     gpc_recorded: bool = False  # the log already holds this visitor's GPC opt-out
     gpc: bool = False  # the request carries Sec-GPC: 1
     gpc_denied: frozenset[str] = frozenset()
+    # Services declared since the decision (necessary ones aside): `services` holds them as False,
+    # so they stay held back (and every cache keyed on `services` follows) until the next decision.
+    new_services: frozenset[str] = frozenset()
 
     @property
     def decided(self) -> bool:
@@ -105,6 +108,25 @@ def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     return keys
 
 
+def service_tag(name: str) -> str:
+    """A service's 18-bit tag in the cookie: 3 URL-safe base64 characters of SHA-256(name).
+
+    The cookie names the services that existed at the decision by these tags, not by position in
+    a list, so a service removed or reordered later never shifts a choice onto another vendor,
+    and the server needs no history of old configurations to read an old cookie.
+    """
+    return base64.urlsafe_b64encode(hashlib.sha256(name.encode()).digest()[:3]).decode()[:3]
+
+
+def _bits(positions: Iterable[int]) -> str:
+    n = sum(1 << p for p in positions)
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "little")).rstrip(b"=").decode()
+
+
+def _positions(text: str) -> int:
+    return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "little")
+
+
 class _PlainSerializer(URLSafeTimedSerializer):
     """Never zlib-compressed: the payload stays readable by the script, and one form only."""
 
@@ -135,8 +157,12 @@ class ConsentCodec:
         revision: str,
         lifetime: int,  # seconds
         categories: Iterable[str],
-        services: Iterable[str] = (),
+        services: Iterable[str] | None = None,
+        necessary_services: Iterable[str] = (),
     ) -> None:
+        """`services`: the configuration's service names. Given (the middleware always gives them),
+        cookies name the services that exist at the decision, and a service that did not is held
+        back until the visitor decides again; None (tools and tests): cookies of the earlier form."""
         if not secret_keys:
             raise MissingSecretKey("at least one signing key is required")
         # itsdangerous signs with the last key and verifies with any of them.
@@ -146,7 +172,48 @@ class ConsentCodec:
         self.revision = revision
         self.lifetime = lifetime
         self._categories = frozenset(categories) - {NECESSARY}
-        self._services = frozenset(services)
+        names = tuple(services) if services is not None else None
+        self._services = frozenset(names or ())
+        self._necessary = frozenset(necessary_services)
+        self._tags: dict[str, str] | None = None
+        if names is not None:
+            self._tags = {n: service_tag(n) for n in names}
+            by_tag: dict[str, str] = {}
+            for n, tag in self._tags.items():
+                if tag in by_tag:
+                    raise ConfigError(
+                        [
+                            f"services: {by_tag[tag]!r} and {n!r} share a tag in the consent cookie "
+                            "(a one-in-262144 chance): rename one of them"
+                        ]
+                    )
+                by_tag[tag] = n
+            self._check_worst_case()
+
+    def _check_worst_case(self) -> None:
+        # The longest cookie this configuration can issue: every category granted, every service
+        # switched, the longest source, GPC recorded. Longer than decode accepts, every visitor's
+        # decision would read as undecided: a banner that never goes away, a log that grows.
+        worst = Consent(
+            id=new_consent_id(),
+            granted=self._categories,
+            services={n: False for n in self._services},
+            revision=self.revision,
+            source=max(SOURCES, key=len),
+            gpc_recorded=True,
+        )
+        size = len(self.encode(worst))
+        if size > 2 * MAX_COOKIE_BYTES:
+            raise ConfigError(
+                [
+                    "services: the consent cookie would not fit: with "
+                    f"{len(self._categories)} optional categories "
+                    f"({sum(len(c) for c in self._categories)} characters of names), {len(self._services)} "
+                    f"services and a policy_revision of {len(self.revision)} characters it can reach "
+                    f"{size} bytes, over the {2 * MAX_COOKIE_BYTES} the server accepts: use fewer or shorter "
+                    "category names, a shorter policy_revision, or fewer services"
+                ]
+            )
 
     def encode(self, consent: Consent) -> str:
         payload: dict[str, object] = {
@@ -157,8 +224,21 @@ class ConsentCodec:
         }
         if consent.gpc_recorded:
             payload["g"] = 1
-        if consent.services:
-            payload["s"] = {k: int(v) for k, v in sorted(consent.services.items())}
+        if self._tags is None:
+            if consent.services:
+                payload["s"] = {k: int(v) for k, v in sorted(consent.services.items())}
+        else:
+            # What existed at the decision (what is still new stays new), and the switches as two
+            # bitmaps over those positions: on, off (a service without a switch is in neither).
+            known = [n for n in self._tags if n not in consent.new_services]
+            payload["k"] = "".join(self._tags[n] for n in known)
+            chosen = consent.services
+            on = _bits(i for i, n in enumerate(known) if chosen.get(n) is True)
+            off = _bits(i for i, n in enumerate(known) if chosen.get(n) is False)
+            if on:
+                payload["y"] = on
+            if off:
+                payload["n"] = off
         # decided-at is itsdangerous's signed timestamp, set now.
         return self._serializer.dumps(payload)
 
@@ -199,18 +279,49 @@ class ConsentCodec:
         services = payload.get("s", {})
         if not isinstance(cid, str) or not isinstance(granted, list) or not isinstance(services, dict):
             return UNDECIDED
+        choices = {k: bool(v) for k, v in services.items() if k in self._services and v in (0, 1)}
+        new: frozenset[str] = frozenset()
+        if "k" in payload:
+            read = self._known(payload)
+            if read is None:
+                return UNDECIDED
+            choices, new = read
+        # Without "k" (a cookie of the release before), every service counts as known.
         return Consent(
             id=cid,
             # A category dropped from the config since the decision grants nothing.
             granted=frozenset(c for c in granted if c in self._categories),
-            services=MappingProxyType(
-                {k: bool(v) for k, v in services.items() if k in self._services and v in (0, 1)}
-            ),
+            services=MappingProxyType(choices),
+            new_services=new,
             revision=self.revision,
             decided_at=decided_at,
             source=source if source in SOURCES else None,
             gpc_recorded=payload.get("g") == 1,
         )
+
+    def _known(self, payload: dict[str, object]) -> tuple[dict[str, bool], frozenset[str]] | None:
+        """The switches a compact cookie holds for today's services, and which of them are new."""
+        k, on_text, off_text = payload.get("k"), payload.get("y", ""), payload.get("n", "")
+        if not (isinstance(k, str) and isinstance(on_text, str) and isinstance(off_text, str)):
+            return None
+        try:
+            on, off = _positions(on_text), _positions(off_text)
+        except ValueError:
+            return None
+        at = {k[i : i + 3]: i // 3 for i in range(0, len(k), 3)}
+        choices: dict[str, bool] = {}
+        new = []
+        for name in self._services:
+            pos = at.get(service_tag(name) if self._tags is None else self._tags[name])
+            if pos is None:
+                if name not in self._necessary:
+                    new.append(name)
+                    choices[name] = False
+            elif on >> pos & 1:
+                choices[name] = True
+            elif off >> pos & 1:
+                choices[name] = False
+        return dict(sorted(choices.items())), frozenset(new)
 
 
 def consent_json(consent: Consent, revision: str) -> dict[str, object]:

@@ -190,6 +190,8 @@ class Decisions:
             consent_id = self.codec.stale_id(self.visitors.cookies(request.scope).consent)
             if consent_id is not None and action != "withdraw":
                 action = "renew"  # R18/R19: asked again after expiry or a new policy revision
+        elif consent.new_services and action != "withdraw":
+            action = "renew"  # asked again for the services declared since the last decision
         new = Consent(
             id=consent_id or new_consent_id(),
             granted=granted,

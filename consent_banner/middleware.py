@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .access import csp_nonce
 from .banner import Banner
-from .config import ConsentConfig
+from .config import NECESSARY, ConsentConfig
 from .consent import Consent, ConsentCodec, secret_keys_from_env
 from .decisions import Decisions
 from .errors import LogUnavailable
@@ -72,6 +72,7 @@ class ConsentMiddleware:
             lifetime=cfg.cookie.lifetime_days * 86400,
             categories=cfg.categories,
             services=cfg.services_by_name,
+            necessary_services=[s.name for s in cfg.services_in(NECESSARY)],
         )
         self.banner = Banner(cfg, prefix=cfg.prefix)
         self.site = SiteOrigins(cfg.site_origins)  # this site's origins as the browser sees them
