@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 from collections.abc import Hashable, Mapping
@@ -28,6 +29,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from .catalog import catalog
 from .config import NECESSARY, ConsentConfig, CookieDeclaration, Service
 from .consent import Consent, consent_json
 from .language import Languages
@@ -36,15 +38,21 @@ from .splice import Markers, Spliced
 from .texts import Texts
 from .visitor import cookie_names
 
+logger = logging.getLogger("consent_banner")
+
 TEMPLATES_DIR = Path(__file__).parent / "templates" / "banner"
 
-# Google Consent Mode v2 signals and the category each one follows (R30, R31).
+# Google Consent Mode v2 signals and the category each one follows when no category says
+# `consent_mode` and no preset decides (R30, R31): the names the banner has always used.
 CONSENT_MODE: dict[str, str] = {
     "ad_storage": "marketing",
     "ad_user_data": "marketing",
     "ad_personalization": "marketing",
     "analytics_storage": "analytics",
 }
+# The preset whose service gets Microsoft UET's consent call; its catalog signal (ad_storage) is
+# UET's own, so it does not map Google's.
+UET_PRESET = "microsoft-uet"
 OWN_SERVICE = "consent-banner"  # the declaration's entry for the middleware's own two cookies
 WAIT_FOR_UPDATE = 500  # milliseconds Google tags wait for the update of an undecided visitor
 
@@ -69,6 +77,58 @@ def safe_url(url: str | None) -> str:
     if m and m.group(1).lower() not in ("http", "https", "mailto"):
         return "#"
     return url.strip()
+
+
+def consent_mode_map(config: ConsentConfig) -> dict[str, str]:
+    """Each Consent Mode signal and the category it follows (R30, R31). A category's own
+    `consent_mode` first; then, for a category without one, its services' presets (a site's
+    `statistics` holding google-analytics gets analytics_storage); then the name default
+    (`analytics`, `marketing`). An unmapped signal stays denied: said once, at start, unless a
+    category says `consent_mode` (the owner has decided)."""
+    mapped: dict[str, str] = {}
+    explicit = False
+    for name, cat in config.categories.items():
+        if cat.consent_mode is not None:
+            explicit = True
+            mapped.update(dict.fromkeys(cat.consent_mode, name))
+    derived: dict[str, list[str]] = {}
+    presets = catalog()
+    for name, cat in config.categories.items():
+        if cat.consent_mode is not None:
+            continue
+        signals = [
+            signal
+            for s in config.services_in(name)
+            if s.preset in presets and s.preset != UET_PRESET
+            for signal in presets[s.preset].consent_mode
+        ]
+        if not signals:
+            signals = [signal for signal, default in CONSENT_MODE.items() if default == name]
+        for signal in dict.fromkeys(signals):
+            derived.setdefault(signal, []).append(name)
+    for signal, names in derived.items():
+        if signal in mapped:
+            continue  # a category's own key wins over presets and names
+        mapped[signal] = names[0]
+        if len(names) > 1:
+            logger.warning(
+                "Consent Mode: %s follows category %r (its presets or name also point to %s); say "
+                "consent_mode = [...] in the category it belongs to",
+                signal,
+                names[0],
+                ", ".join(repr(n) for n in names[1:]),
+            )
+    missing = [signal for signal in CONSENT_MODE if signal not in mapped]
+    if missing and not explicit:
+        logger.warning(
+            "Consent Mode: %s follow no category and stay denied for every visitor: add "
+            'consent_mode = ["analytics_storage"] (or the ad_* signals) to the category that covers '
+            "them, declare the Google services with their preset, or say consent_mode = [] where none apply",
+            ", ".join(missing),
+        )
+    # The order of CONSENT_MODE first, so the default reads as it always did.
+    known = [s for s in CONSENT_MODE if s in mapped] + [s for s in mapped if s not in CONSENT_MODE]
+    return {signal: mapped[signal] for signal in known}
 
 
 def _digest(path: Path) -> str:
@@ -108,9 +168,10 @@ class Banner:
         self._env.globals["data_attrs"] = data_attrs
         self._root = self._env.get_template("root.html")
         self._declaration = self._env.get_template("declaration.html")
-        self._mode_attr = " ".join(
-            f"{signal}:{cat}" for signal, cat in CONSENT_MODE.items() if cat in config.categories
-        )
+        self.consent_mode_map = consent_mode_map(config)
+        self._mode_attr = " ".join(f"{signal}:{cat}" for signal, cat in self.consent_mode_map.items())
+        # Microsoft UET's consent mode follows the category of the service declared with its preset.
+        self._uet = next(((s.name, s.category) for s in config.services if s.preset == UET_PRESET), None)
         self._script_src = f'{escape(self.script_url)}" defer nonce="'  # after the root path
         self._script_open = f'<script src="{self._script_src}'
         self._script_close = '" data-consent-banner></script>'
@@ -162,13 +223,17 @@ class Banner:
     # --- HTML -----------------------------------------------------------------------------------
 
     def consent_mode(self, consent: Consent) -> dict[str, str]:
-        """Consent Mode v2 signals for a consent state (undecided: every signal denied)."""
-        return {
-            signal: "granted"
-            if consent.decided and cat in self.config.categories and consent.allows(cat)
-            else "denied"
-            for signal, cat in CONSENT_MODE.items()
-        }
+        """Consent Mode signals for a consent state: the four of v2 always (unmapped: denied), and
+        any other a category claims. Undecided: denied, but for a signal `necessary` claims."""
+        mapping = self.consent_mode_map
+        signals = [*CONSENT_MODE, *(s for s in mapping if s not in CONSENT_MODE)]
+        return {signal: self._granted(consent, mapping.get(signal)) for signal in signals}
+
+    @staticmethod
+    def _granted(consent: Consent, category: str | None) -> str:
+        if category is not None and (consent.decided or category == NECESSARY) and consent.allows(category):
+            return "granted"
+        return "denied"
 
     def head_html(self, consent: Consent, *, nonce: str, root_path: str = "") -> str:
         """Consent Mode default before any Google tag (R30), and the banner stylesheet (its URL under
@@ -179,6 +244,7 @@ class Banner:
             consent.granted,
             consent.gpc,
             consent.gpc_denied if consent.gpc else None,
+            self._uet is not None and consent.services.get(self._uet[0], True),  # its own switch
             root_path,
         )
         parts = self._heads.get(key)
@@ -186,13 +252,21 @@ class Banner:
             state: dict[str, object] = dict(self.consent_mode(consent))
             if not consent.decided:
                 state["wait_for_update"] = WAIT_FOR_UPDATE
-            # The JSON holds only fixed signal names and "granted"/"denied": nothing to escape.
+            # The JSON holds only validated signal names and "granted"/"denied": nothing to escape.
+            uet = ""
+            if self._uet is not None:
+                # UET's consent mode (ad_storage only), in the same nonce'd script; the update after a
+                # decision is not sent (the browser script has no byte left for it).
+                name, category = self._uet
+                on = self._granted(consent, category) if consent.services.get(name, True) else "denied"
+                ad = json.dumps({"ad_storage": on}, separators=(",", ":"))
+                uet = f"window.uetq=window.uetq||[];uetq.push('consent','default',{ad});"
             parts = self._heads.put(
                 key,
                 (
                     '<script nonce="',
                     '">window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}'
-                    f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});</script>"
+                    f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});{uet}</script>"
                     f'<link rel="stylesheet" href="{escape(root_path + self.css_url)}" nonce="',
                     '">',
                 ),

@@ -156,11 +156,39 @@ class CookieDeclaration(_Model):
         return None if parts is None else parts[0] * parts[2]
 
 
+# The Google Consent Mode signals a category may claim (`consent_mode = [...]`): the four of v2 and
+# the three others gtag.js knows. The browser script sends whichever the root element lists.
+CONSENT_MODE_SIGNALS = (
+    "ad_storage",
+    "ad_user_data",
+    "ad_personalization",
+    "analytics_storage",
+    "functionality_storage",
+    "personalization_storage",
+    "security_storage",
+)
+
+
 class Category(_Model):
     """`[categories.NAME]`."""
 
     label: Text
     description: Text = Field(default_factory=dict)
+    # The Consent Mode signals granted with this category; None: its services' presets, then the
+    # name (banner.consent_mode_map). Left out of the hash when absent: configs without it keep theirs.
+    consent_mode: tuple[str, ...] | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @field_validator("consent_mode")
+    @classmethod
+    def _consent_mode(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for signal in v or ():
+            if signal not in CONSENT_MODE_SIGNALS:
+                raise ValueError(
+                    f"{signal!r} is not a Consent Mode signal (known: {', '.join(CONSENT_MODE_SIGNALS)})"
+                )
+            if v is not None and v.count(signal) > 1:
+                raise ValueError(f"{signal!r} is listed twice")
+        return v
 
 
 def _origin(value: str) -> str:
@@ -389,6 +417,15 @@ class ConsentConfig(_Model):
             if s.name in names:
                 problems.append(f"services[{i}].name: {s.name!r} is declared twice")
             names.add(s.name)
+        claimed: dict[str, str] = {}
+        for name, cat in self.categories.items():
+            for signal in cat.consent_mode or ():
+                if signal in claimed:
+                    problems.append(
+                        f"categories.{name}.consent_mode: {signal!r} is already claimed by category "
+                        f"{claimed[signal]!r}: a signal follows one category"
+                    )
+                claimed.setdefault(signal, name)
         for c in self.gpc_denies or ():
             if c not in self.categories:
                 problems.append(f"gpc_denies: {c!r} is not a category")
