@@ -87,6 +87,8 @@ def set_cookie_names(response: httpx.Response) -> set[str]:
 
 
 async def test_sixty_switchable_services_decide_and_stay_decided(tmp_path) -> None:
+    """R17: sixty switchable services, every switch set: the cookie fits what the server accepts, so the
+    visitor stays decided (before, the server read its own cookie as undecided: a consent loop)."""
     data = base(tmp_path)
     data["policy_revision"] = "2026-11-01-with-a-revision-name-of-some-length"
     data["services"] = [service(f"vendor-{i:02d}", "analytics" if i % 2 else "marketing") for i in range(60)]
@@ -125,6 +127,7 @@ async def test_a_configuration_whose_cookie_cannot_fit_is_refused_at_start(tmp_p
 
 
 async def test_removing_a_service_keeps_every_other_choice_and_never_asks_again(tmp_path) -> None:
+    """R18: removing (or reordering) services never shifts a choice onto another vendor, and never asks again."""
     data = base(tmp_path)
     data["services"] = [service("alpha"), service("beta"), service("gamma"), service("delta")]
     app = make(data)
@@ -150,6 +153,8 @@ async def test_removing_a_service_keeps_every_other_choice_and_never_asks_again(
 
 
 async def test_a_cookie_of_the_previous_release_still_decides(tmp_path) -> None:
+    """R17: a cookie issued by the release before issue 15 (no service tags) still decides, with its
+    switches, after the upgrade."""
     fixture = json.loads(FIXTURE.read_text())
     data = tomllib.loads(fixture["config_toml"].format(db=tmp_path / "log.db"))
     app = make(data)
@@ -166,6 +171,8 @@ async def test_a_cookie_of_the_previous_release_still_decides(tmp_path) -> None:
 
 
 async def test_a_service_added_after_the_decision_waits_for_a_new_one(tmp_path) -> None:
+    """R18: a service declared after the decision is not allowed by it: held back, the banner names it,
+    and the next decision allows it and is logged as renew."""
     data = base(tmp_path)
     app = make(data)
     async with client(app) as c:
@@ -205,6 +212,7 @@ async def test_a_service_added_after_the_decision_waits_for_a_new_one(tmp_path) 
 
 
 async def test_a_new_service_in_a_refused_category_does_not_ask_again(tmp_path) -> None:
+    """R18: a new service in a category the visitor refused changes nothing for them: no banner."""
     data = base(tmp_path)
     app = make(data)
     async with client(app) as c:
