@@ -127,7 +127,8 @@ async def test_a_configuration_whose_cookie_cannot_fit_is_refused_at_start(tmp_p
 
 
 async def test_removing_a_service_keeps_every_other_choice_and_never_asks_again(tmp_path) -> None:
-    """R18: removing (or reordering) services never shifts a choice onto another vendor, and never asks again."""
+    """R18: removing (or reordering) services never shifts a choice onto another vendor, and never
+    asks again."""
     data = base(tmp_path)
     data["services"] = [service("alpha"), service("beta"), service("gamma"), service("delta")]
     app = make(data)
