@@ -94,7 +94,9 @@ def consent_mode_map(config: ConsentConfig) -> dict[str, str]:
     derived: dict[str, list[str]] = {}
     presets = catalog()
     for name, cat in config.categories.items():
-        if cat.consent_mode is not None:
+        # `necessary` is granted before any decision and under GPC: it gets only what it says itself
+        # (config.py allows it functionality_storage and security_storage), never a preset's signals.
+        if cat.consent_mode is not None or name == NECESSARY:
             continue
         signals = [
             signal

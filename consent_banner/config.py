@@ -167,6 +167,8 @@ CONSENT_MODE_SIGNALS = (
     "personalization_storage",
     "security_storage",
 )
+# What `necessary` (granted before any decision) may claim: storage a site needs to work at all.
+NECESSARY_CONSENT_MODE = ("functionality_storage", "security_storage")
 
 
 class Category(_Model):
@@ -426,6 +428,12 @@ class ConsentConfig(_Model):
                         f"{claimed[signal]!r}: a signal follows one category"
                     )
                 claimed.setdefault(signal, name)
+                if name == NECESSARY and signal not in NECESSARY_CONSENT_MODE:
+                    # necessary is granted before any decision and under GPC
+                    problems.append(
+                        f"categories.{name}.consent_mode: {signal!r} would be granted before consent: "
+                        f"necessary may claim only {', '.join(NECESSARY_CONSENT_MODE)}"
+                    )
         for c in self.gpc_denies or ():
             if c not in self.categories:
                 problems.append(f"gpc_denies: {c!r} is not a category")

@@ -194,15 +194,28 @@ class ConsentCodec:
         # The longest cookie this configuration can issue: every category granted, every service
         # switched, the longest source, GPC recorded. Longer than decode accepts, every visitor's
         # decision would read as undecided: a banner that never goes away, a log that grows.
-        worst = Consent(
-            id=new_consent_id(),
-            granted=self._categories,
-            services={n: False for n in self._services},
-            revision=self.revision,
-            source=max(SOURCES, key=len),
-            gpc_recorded=True,
+        # A bitmap is as long as its highest position: switches alternating on and off make both
+        # reach the last services (all off alone makes one, and let 73 services start that then
+        # failed), and all off covers a single service.
+        order = list(self._tags or ())
+        layouts = [{n: False for n in order}] + [
+            {n: i % 2 == parity for i, n in enumerate(order)} for parity in (0, 1)
+        ]
+        size = max(
+            len(
+                self.encode(
+                    Consent(
+                        id=new_consent_id(),
+                        granted=self._categories,
+                        services=switches,
+                        revision=self.revision,
+                        source=max(SOURCES, key=len),
+                        gpc_recorded=True,
+                    )
+                )
+            )
+            for switches in layouts
         )
-        size = len(self.encode(worst))
         if size > 2 * MAX_COOKIE_BYTES:
             raise ConfigError(
                 [
