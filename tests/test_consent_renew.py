@@ -73,6 +73,20 @@ def actions(data: dict[str, Any]) -> list[str]:
         db.close()
 
 
+async def decide_switches(c: httpx.AsyncClient, switches: dict[str, bool]) -> str:
+    """A custom decision granting both optional categories with these switches; the cookie it sets,
+    checked to be no longer than what the server itself accepts."""
+    r = await c.post(
+        "/_consent",
+        json={"action": "custom", "categories": ["analytics", "marketing"], "services": switches},
+        headers=SAME,
+    )
+    assert r.status_code == 200, r.text
+    cookie: str = c.cookies["consent"]
+    assert len(cookie) <= 2 * MAX_COOKIE_BYTES
+    return cookie
+
+
 async def decided_state(app: ConsentMiddleware, cookie: str) -> dict[str, Any]:
     async with client(app, cookie) as c:
         state: dict[str, Any] = (await c.get("/_consent/state")).json()
@@ -95,14 +109,7 @@ async def test_sixty_switchable_services_decide_and_stay_decided(tmp_path) -> No
     app = make(data)
     switches = {f"vendor-{i:02d}": i % 3 != 0 for i in range(60)}
     async with client(app) as c:
-        r = await c.post(
-            "/_consent",
-            json={"action": "custom", "categories": ["analytics", "marketing"], "services": switches},
-            headers=SAME,
-        )
-        assert r.status_code == 200, r.text
-        cookie = c.cookies["consent"]
-        assert len(cookie) <= 2 * MAX_COOKIE_BYTES
+        await decide_switches(c, switches)
         page = await c.get("/")
         assert 'id="cb-banner"' not in page.text  # decided: no banner, no consent loop
         state = (await c.get("/_consent/state")).json()

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from consent_banner import ConfigError
-from consent_banner.consent import MAX_COOKIE_BYTES
 from tests.test_consent_mode_config import GA_ADS, STATS_ADS, label, open_client, page, site
-from tests.test_consent_renew import SAME, base, client, make, service
+from tests.test_consent_renew import SAME, base, client, decide_switches, make, service
 
 # --- the size bound ------------------------------------------------------------------------------
 
@@ -35,13 +34,7 @@ async def test_a_configuration_that_starts_never_issues_a_cookie_it_then_refuses
         f"vendor-{i:02d}": i % 2 == count % 2 for i in range(count)
     }  # the last on, the one before off
     async with client(app) as c:
-        r = await c.post(
-            "/_consent",
-            json={"action": "custom", "categories": ["analytics", "marketing"], "services": switches},
-            headers=SAME,
-        )
-        assert r.status_code == 200, r.text
-        assert len(c.cookies["consent"]) <= 2 * MAX_COOKIE_BYTES
+        await decide_switches(c, switches)
         state = (await c.get("/_consent/state")).json()
         assert state["decided"], f"{count} services: the server's own cookie reads undecided"
         assert state["services"] == switches
