@@ -119,7 +119,7 @@ def resolve(entry: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _toml(value: Any) -> str:
+def toml_value(value: Any) -> str:
     """A TOML value for what the catalog holds (strings, booleans, lists, tables of those)."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -127,14 +127,14 @@ def _toml(value: Any) -> str:
         # JSON's escapes are TOML's; TOML also wants DEL and the other controls escaped.
         return escape_controls(json.dumps(value, ensure_ascii=False))
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML for {type(value).__name__}")
 
 
 def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml(key)
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else toml_value(key)
 
 
 def toml_block(name: str) -> str:
@@ -142,10 +142,11 @@ def toml_block(name: str) -> str:
     consent.toml and edit; the catalog's own facts follow as comments."""
     p = preset(name)
     lines = [
-        f"# preset {p.name}: the same as `[[services]] name = {_toml(p.name)}, preset = {_toml(p.name)}`",
+        f"# preset {p.name}: the same as "
+        f"`[[services]] name = {toml_value(p.name)}, preset = {toml_value(p.name)}`",
         f"# from {escape_controls(p.docs)}",
         "[[services]]",
-        f"name = {_toml(p.name)}",
+        f"name = {toml_value(p.name)}",
     ]
     for key in SERVICE_KEYS:
         if key not in p.service:
@@ -153,13 +154,13 @@ def toml_block(name: str) -> str:
         value = p.service[key]
         if key == "cookies" and value:
             lines.append("cookies = [")
-            lines += [f"    {_toml(c)}," for c in value]
+            lines += [f"    {toml_value(c)}," for c in value]
             lines.append("]")
         else:
-            lines.append(f"{key} = {_toml(value)}")
-    lines.append(f"# loader: {_toml(p.loader)}")
+            lines.append(f"{key} = {toml_value(value)}")
+    lines.append(f"# loader: {toml_value(p.loader)}")
     if p.consent_mode:
         lines.append(f"# consent mode: {', '.join(p.consent_mode)}")
     if p.inline:
-        lines.append(f"# inline snippet signatures: {_toml(list(p.inline))}")
+        lines.append(f"# inline snippet signatures: {toml_value(list(p.inline))}")
     return "\n".join(lines) + "\n"

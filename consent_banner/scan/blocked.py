@@ -29,10 +29,11 @@ from urllib.parse import quote, urlsplit
 from pydantic import TypeAdapter, ValidationError
 
 from .. import catalog
+from ..catalog import toml_value as _q  # the one TOML value writer
 from ..config import NECESSARY, TODO, ConsentConfig, Origin, Service
 from ..log.results import BlockedOrigin
 from .classify import origin_matches
-from .suggest import _q, _slug, database, map_category, preset_matches
+from .suggest import database, map_category, preset_matches, slug
 
 DEFAULT_MIN_CLIENTS = 3
 _ORIGIN = TypeAdapter(Origin)
@@ -236,13 +237,17 @@ def _new_service(config: ConsentConfig, host: str, found: list[BlockedOrigin], t
         lines += _comment(
             f"The Open Cookie Database knows it as {_q(known.platform)} ({_q(known.category)})."
         )
-    name = base = _slug(host)[:36].rstrip("-")
+    name = base = slug(host)[:36].rstrip("-")
     n = 2
     while name in taken:
         name = f"{base}-{n}"
         n += 1
     taken.add(name)
-    lines += ["[[services]]", f"name = {_q(name)}", f"category = {_q(category or TODO)}"]
+    lines += [
+        "[[services]]",
+        f"name = {_q(name)}",
+        f"category = {_q(category or TODO)}",
+    ]
     if known is not None:
         lines.append(f"provider = {_q(known.controller)}")
         if known.privacy_url:

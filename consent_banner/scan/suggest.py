@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
-import json
 import math
 import re
 from collections import Counter
@@ -27,6 +26,7 @@ from functools import cache
 from importlib import resources
 
 from .. import catalog
+from ..catalog import toml_value as _q  # the one TOML value writer
 from ..config import NECESSARY, ConsentConfig
 from ..display import escape_controls
 from ..durations import parse_lifetime
@@ -153,16 +153,12 @@ def lifetime_text(retention: str, observed: float | None) -> tuple[str, str | No
     return f"{days} days", note
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A service name consent.toml accepts, made from a platform or host name."""
     s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     if not s or not s[0].isalpha():
         s = "svc-" + s
     return s[:40].rstrip("-")
-
-
-def _q(value: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's; TOML also wants DEL escaped)."""
-    return escape_controls(json.dumps(value, ensure_ascii=False))
 
 
 @dataclass
@@ -239,7 +235,12 @@ def _preset_block(config: ConsentConfig, name: str, preset: str, seen: list[str]
         lines.append(
             f"# the preset says {category!r}, which is not a category of this config: check {mapped!r}"
         )
-    lines += ["[[services]]", f"name = {_q(name)}", f"preset = {_q(preset)}", f"category = {_q(mapped)}"]
+    lines += [
+        "[[services]]",
+        f"name = {_q(name)}",
+        f"preset = {_q(preset)}",
+        f"category = {_q(mapped)}",
+    ]
     return "\n".join(lines)
 
 
@@ -255,7 +256,7 @@ def suggest(config: ConsentConfig, site_origin: str, pages: Sequence[PageResult]
         key = known.platform if known else fallback_name
         if key in proposals:
             return proposals[key]
-        name = base = _slug(key)
+        name = base = slug(key)
         n = 2
         while name in taken:
             name = f"{base}-{n}"
