@@ -321,6 +321,11 @@ class ConsentConfig(_Model):
     undeclared_cookies: Literal["block", "allow"] = "block"
     csp: Literal["enforce", "report-only", "off"] = "enforce"
     csp_undecided: Literal["may-grant", "strict"] = "may-grant"  # see the README, "What the gate does"
+    # The page's own inline scripts: "block" (a <script> without the nonce is refused, so a reflected
+    # one is too); "nonce": each inline script matching no service gets the response's nonce as it
+    # streams, for sites that cannot add csp_nonce() to their templates. Left out of the hash when
+    # "block": configs without it keep theirs.
+    inline_scripts: Literal["block", "nonce"] = Field(default="block", exclude_if=lambda v: v == "block")
     rewrite_html: bool = True
     inject: bool = True
     # the banner
