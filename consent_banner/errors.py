@@ -3,6 +3,7 @@
 ConsentBannerError
 ├── ConfigError          consent.toml (or a ConsentConfig built in Python) is invalid
 ├── MissingSecretKey     CONSENT_SECRET_KEYS is not set where a key is required
+├── LogKeyError          a log signing or public key (CONSENT_LOG_SIGNING_KEY, --public-key) is malformed
 ├── DecisionError        a request to record a decision is refused (carries the HTTP status)
 ├── InvalidDecision      a decision the log cannot record (unknown action or source); a ValueError too
 ├── LogError             the consent log cannot be read or written
@@ -32,6 +33,11 @@ class ConfigError(ConsentBannerError):
 
 class MissingSecretKey(ConsentBannerError):
     """No signing key: set CONSENT_SECRET_KEYS (comma-separated, newest last)."""
+
+
+class LogKeyError(ConsentBannerError):
+    """A log key given by the operator or auditor cannot be read: the message names where it came
+    from (the variable, the file) and what is wrong, never the key itself."""
 
 
 class DecisionError(ConsentBannerError):
