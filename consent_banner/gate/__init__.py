@@ -171,10 +171,11 @@ class ResponseGate:
             allowed = frozenset(
                 s.name for s in self.config.services if consent.allows_service(s.name, s.category)
             )
-            # Before a decision, connect-src, img-src and frame-src admit every declared service the
-            # visitor may still grant on this page (the neutralised markup and the cookie filter keep
-            # them out until then), so that a decision activates them without a reload; script-src
-            # never does (activated scripts carry the nonce), so no injected tracker script runs.
+            # Before a decision, every fetch directive but script-src and default-src (connect, img,
+            # frame, style, font, media) admits every declared service the visitor may still grant on
+            # this page (the neutralised markup and the cookie filter keep them out until then), so
+            # that a decision activates them without a reload; script-src never does (activated
+            # scripts carry the nonce), so no injected tracker script runs.
             # Once decided, only what was granted appears; what GPC denies never does. Under
             # csp_undecided = "strict" nothing ungranted appears before a decision either (the
             # script reloads the page after the first decision that grants something).

@@ -1,12 +1,14 @@
 """Content-Security-Policy per consent state, merged with the app's own, and violation reports.
 
 Our policy for an HTML response names only what the visitor allows (G: origins of granted
-services; M: those plus the origins the visitor may still grant on this page, see `ResponseGate`)::
+services; M: those plus, before a decision under `csp_undecided = "may-grant"`, the origins the
+visitor may still grant on this page, see `ResponseGate`; decided, or "strict", M is G)::
 
     default-src 'self' G
     script-src 'self' 'nonce-N' G
-    style-src 'self' 'unsafe-inline' G
-    font-src 'self' data: G
+    style-src 'self' 'unsafe-inline' M
+    font-src 'self' data: M
+    media-src 'self' blob: M
     connect-src 'self' M
     img-src 'self' data: M
     frame-src 'self' M
@@ -14,10 +16,17 @@ services; M: those plus the origins the visitor may still grant on this page, se
     report-uri {root_path}{prefix}/csp-report; report-to consent-banner
 
 Necessary services are always granted, so a site lists its CDNs as origins of a necessary service.
-Origins of denied services appear nowhere: the browser itself refuses a tracker the markup rewrite
-missed, stylesheets, `@import` and `@font-face` included. style-src keeps 'unsafe-inline' (inline
-styles are everywhere, and their `url()` fetches are held by img-src and font-src) and so must never
-carry a nonce or hash, which would make browsers ignore 'unsafe-inline'. base-uri 'self' (not
+Origins of denied services (rejected, or denied by GPC) appear nowhere: the browser itself refuses a
+tracker the markup rewrite missed, stylesheets, `@import` and `@font-face` included. Only script
+execution is kept to G before a decision (script-src, and default-src behind it): an activated
+script carries the nonce, so no injected tracker script runs. Stylesheets, fonts and media of a
+service the visitor may still grant are admitted so that Accept loads them on this page: the
+rewriter holds their tags until then (`neutralise.py`), as it does images and frames. media-src is
+explicit (it would fall back to default-src, G, and a video activated after Accept would stay
+refused until a reload); blob: there fetches nothing (a media player's MediaSource object).
+style-src keeps 'unsafe-inline' (inline styles are everywhere, and their `url()` fetches are held by
+img-src and font-src) and so must never carry a nonce or hash, which would make browsers ignore
+'unsafe-inline'. base-uri 'self' (not
 'none', which breaks `<base href="/">`) makes the browser ignore an injected `<base>` that would
 load our root-relative consent.js, nonce and all, from another host.
 
@@ -117,17 +126,18 @@ def build_policy(
 ) -> Policy:
     """Our policy for one consent state, with NONCE_PLACEHOLDER where the per-response nonce goes.
 
-    `script_origins` (what is granted) enter default-src, script-src, style-src and font-src,
-    `origins` connect-src, img-src and frame-src; `report_to` adds the Reporting-API group besides
-    report-uri.
+    `script_origins` (what is granted) enter default-src and script-src, `origins` (what is
+    granted, and before a decision what may still be granted on this page) every other fetch
+    directive; `report_to` adds the Reporting-API group besides report-uri.
     """
     granted = list(dict.fromkeys(script_origins))
     others = list(dict.fromkeys(origins))
     policy: Policy = {
         "default-src": ["'self'", *granted],
         "script-src": ["'self'", NONCE_PLACEHOLDER, *granted],
-        "style-src": ["'self'", "'unsafe-inline'", *granted],
-        "font-src": ["'self'", "data:", *granted],
+        "style-src": ["'self'", "'unsafe-inline'", *others],
+        "font-src": ["'self'", "data:", *others],
+        "media-src": ["'self'", "blob:", *others],
         "connect-src": ["'self'", *others],
         "img-src": ["'self'", "data:", *others],
         "frame-src": ["'self'", *others],

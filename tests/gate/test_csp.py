@@ -394,17 +394,53 @@ def admits_may_grant(r) -> bool:  # type: ignore[no-untyped-def]
 
 
 async def test_policy_confines_every_fetch_to_self_and_grants(gate: ResponseGate) -> None:
-    """Issue 12 items 1, 2: default-src, style-src (with 'unsafe-inline', never a nonce), font-src carry
-    what is granted; object-src 'none' and base-uri 'self' always."""
+    """Issue 12 items 1, 2: default-src, style-src (with 'unsafe-inline', never a nonce), font-src and
+    media-src of a decided visitor carry what is granted; object-src 'none' and base-uri 'self' always.
+    Before a decision default-src still carries only what is granted (the may-grant origins of the other
+    directives: `test_undecided_styles_fonts_and_media_admit_what_may_be_granted`)."""
     from consent_banner.consent import UNDECIDED
 
     for the_consent, granted in ((consent("analytics"), ["https://stats.example.net"]), (UNDECIDED, [])):
         policy = directives((await get(gate, the_consent)).headers["content-security-policy"])
         cdn = ["https://cdn.example.com", *granted]
         assert policy["default-src"] == ["'self'", *cdn]
-        assert policy["style-src"] == ["'self'", "'unsafe-inline'", *cdn]
-        assert policy["font-src"] == ["'self'", "data:", *cdn]
+        if the_consent.decided:
+            assert policy["style-src"] == ["'self'", "'unsafe-inline'", *cdn]
+            assert policy["font-src"] == ["'self'", "data:", *cdn]
+            assert policy["media-src"] == ["'self'", "blob:", *cdn]
         assert policy["object-src"] == ["'none'"] and policy["base-uri"] == ["'self'"]
+
+
+async def test_undecided_styles_fonts_and_media_admit_what_may_be_granted(gate: ResponseGate) -> None:
+    """R2 (issue 15, fonts and media): before a decision style-src, font-src and an explicit media-src
+    admit the services the visitor may still grant on this page, like connect/img/frame-src, so that a
+    theme's Google Fonts link or a video activated by Accept loads without a reload; script-src and
+    default-src keep only what is granted. What GPC denies appears in no directive; once decided, or
+    under csp_undecided = "strict", only what is granted."""
+    from consent_banner.consent import UNDECIDED
+
+    policy = directives((await get(gate, UNDECIDED)).headers["content-security-policy"])
+    for origin in MAY_GRANT:
+        for name in ("style-src", "font-src", "media-src"):
+            assert origin in policy[name], (name, origin)
+        for name in ("script-src", "default-src"):
+            assert origin not in policy[name], (name, origin)
+    assert policy["style-src"][:2] == ["'self'", "'unsafe-inline'"]  # never a nonce beside it
+    assert not any(s.startswith("'nonce-") for s in policy["style-src"])
+
+    gpc = directives(
+        (await get(gate, UNDECIDED.with_gpc(frozenset({"marketing"})))).headers["content-security-policy"]
+    )
+    for name, sources in gpc.items():
+        assert not any("ads.example.org" in s or "adnet.example" in s for s in sources), name
+    assert "https://stats.example.net" in gpc["font-src"]
+
+    rejected = (await get(gate, consent())).headers["content-security-policy"]
+    strict = ResponseGate(make_config(csp_undecided="strict"), own_cookie_names=OWN)
+    undecided_strict = (await get(strict, UNDECIDED)).headers["content-security-policy"]
+    for header in (rejected, undecided_strict):
+        assert not any(origin in header for origin in MAY_GRANT)
+        assert directives(header)["media-src"] == ["'self'", "blob:", "https://cdn.example.com"]
 
 
 async def test_merging_keeps_the_stricter_style_and_base_rules(gate: ResponseGate) -> None:
