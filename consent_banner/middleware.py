@@ -120,8 +120,9 @@ class ConsentMiddleware:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             if kind == "lifespan":
-                send = self._closing_on_shutdown(send)
-            await self.app(scope, receive, send)
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
 
         header, gpc, conditional = request_cookies(scope["headers"])
@@ -240,6 +241,35 @@ class ConsentMiddleware:
             await self._log.close()
             self._log = None
 
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, or ours when the app does not speak the protocol.
+
+        Django's ASGI handler raises on a lifespan scope ("Django can only handle ASGI/HTTP
+        connections"), and a2wsgi or a bare app may return at once: a server with lifespan "on", or a
+        test client that runs it, would then refuse to start, and nothing would close the log. An app
+        that speaks lifespan receives `lifespan.startup` before anything else, so an app that ends,
+        raising or not, without having received a message does not speak it and the middleware
+        answers instead. An app that received its startup and then failed has a real startup failure:
+        that is raised, never swallowed."""
+        receiving = _Receiving(receive)
+        try:
+            await self.app(scope, receiving, self._closing_on_shutdown(send))
+        except Exception as e:
+            if receiving.used:
+                raise
+            logger.info("the app refused the ASGI lifespan protocol (%s): ConsentMiddleware answers it", e)
+        else:
+            if receiving.used:
+                return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
     def _closing_on_shutdown(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
@@ -247,6 +277,20 @@ class ConsentMiddleware:
             await send(message)
 
         return wrapped
+
+
+class _Receiving:
+    """An ASGI `receive` that remembers whether the app called it."""
+
+    __slots__ = ("_receive", "used")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.used = False
+
+    async def __call__(self) -> Message:
+        self.used = True
+        return await self._receive()
 
 
 def _prepending_set_cookies(send: Send, set_cookies: list[bytes]) -> Send:
