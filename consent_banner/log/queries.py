@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from .canonical import ROW_COLUMNS
 from .filters import RecordFilter
 from .records import GPC_ACTION
-from .schema import Dialect
+from .schema import SCHEMA_VERSION, TABLES, Dialect, sql_type
 
 RECORD_COLS = ", ".join(ROW_COLUMNS)
 CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev"
@@ -25,10 +25,13 @@ _GROUPS = (
 
 
 class Queries:
-    """The statements of one dialect."""
+    """The statements of one dialect. `schema`: the version of the log they read, when a reader
+    opened an older one: a column a later version added is read as NULL (as the migration that adds
+    it leaves it), so a reader that may not migrate still reads the log as an upgraded one."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, schema: int = SCHEMA_VERSION) -> None:
         self.dialect = dialect
+        self.schema = schema
         pg = dialect == "postgres"
         p: Callable[[int], str] = (lambda i: f"${i}") if pg else (lambda i: "?")
         self.p = p
@@ -39,20 +42,23 @@ class Queries:
         self.versions = "SELECT id, payload FROM versions"
         self.blocked = (
             "SELECT page, origin, directive, count(*), min(at), max(at), count(consent_id), "
-            "count(DISTINCT client) FROM blocked "
+            f"count(DISTINCT {self._column('blocked', 'client', alias=False)}) FROM blocked "
             f"GROUP BY page, origin, directive ORDER BY count(*) DESC, max(at) DESC LIMIT {p(1)}"
         )
         # Per blocked origin, across pages and directives: the distinct client networks that reported
         # it (a NULL client, from before schema 3, counts as none), and which directives blocked it.
         self.blocked_origins = (
-            "SELECT origin, count(*), count(DISTINCT client), count(DISTINCT page), min(page), min(at), "
+            f"SELECT origin, count(*), count(DISTINCT {self._column('blocked', 'client', alias=False)}), "
+            "count(DISTINCT page), min(page), min(at), "
             "max(at) FROM blocked GROUP BY origin"
         )
         self.blocked_directives = "SELECT origin, directive, count(*) FROM blocked GROUP BY origin, directive"
-        self.checkpoints = f"SELECT {CHECKPOINT_COLS} FROM checkpoints ORDER BY n, seq, reason"
+        self.checkpoints = (
+            f"SELECT {self._columns('checkpoints', CHECKPOINT_COLS)} FROM checkpoints ORDER BY n, seq, reason"
+        )
         # --- the write side: the head (locked on PostgreSQL; SQLite's write lock is the transaction's)
-        self.head = f"SELECT {HEAD_COLS} FROM head WHERE id = 1"
-        self.head_for_update = self.head + (" FOR UPDATE" if pg else "")
+        self.head = f"SELECT {self._columns('head', HEAD_COLS)} FROM head WHERE id = 1"
+        self.head_for_update = f"SELECT {HEAD_COLS} FROM head WHERE id = 1" + (" FOR UPDATE" if pg else "")
         # The newest checkpoint of the chain, and the one at the highest record (for due-ness; of two at
         # one record, the later signed). In a statement after the head's: under READ COMMITTED its
         # snapshot is taken once the lock is held, so it sees what the previous holder committed.
@@ -114,6 +120,23 @@ class Queries:
         self.migration_lock = (
             "SELECT pg_advisory_xact_lock(hashtext('consent-banner:' || current_schema()))" if pg else None
         )
+
+    # --- reading an older schema --------------------------------------------------------------------
+
+    def _column(self, table: str, name: str, *, alias: bool = True) -> str:
+        """`name` as a reader selects it from `table`: itself, or what its migration would have made
+        of a log of `self.schema` (NULL; schema 2 numbered the previous release's checkpoints)."""
+        column = next(c for t in TABLES if t.name == table for c in t.columns if c.name == name)
+        if column.since <= self.schema:
+            return name
+        if (table, name) == ("checkpoints", "n"):
+            value = "row_number() OVER (ORDER BY seq, reason)"  # as migration 2 numbers them
+        else:
+            value = f"CAST(NULL AS {sql_type(column, self.dialect)})"
+        return f"{value} AS {name}" if alias else value
+
+    def _columns(self, table: str, names: str) -> str:
+        return ", ".join(self._column(table, n.strip()) for n in names.split(","))
 
     # --- statements over a filter or a list ----------------------------------------------------------
 

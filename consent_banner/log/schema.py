@@ -93,6 +93,11 @@ _TYPES: dict[Dialect, dict[str, str]] = {
 }
 
 
+def sql_type(c: Column, dialect: Dialect) -> str:
+    """The column's type in `dialect`, bare (what a CAST names)."""
+    return _TYPES[dialect]["bigint" if c.type == "serial" else c.type]
+
+
 def _column(c: Column, dialect: Dialect) -> str:
     parts = [c.name, _TYPES[dialect][c.type]]
     if not c.null and c.type != "serial" and "PRIMARY KEY" not in c.extra:  # as v1 spelled them
