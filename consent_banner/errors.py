@@ -8,6 +8,7 @@ ConsentBannerError
 ├── InvalidDecision      a decision the log cannot record (unknown action or source); a ValueError too
 ├── LogError             the consent log cannot be read or written
 │   └── LogUnavailable   the log cannot serve a call right now: closed, unreachable, locked (503)
+│       └── LogNeedsMigration  a writer found an older schema: run `consent-banner log migrate`
 └── ScanError            `consent-banner scan` cannot run at all (browser, start page)
 """
 
@@ -62,6 +63,12 @@ class LogError(ConsentBannerError):
 class LogUnavailable(LogError):
     """The consent log cannot serve a call right now (closed, unreachable, locked): a decision is
     refused rather than acknowledged, a read answers 503. Retrying later may succeed."""
+
+
+class LogNeedsMigration(LogUnavailable):
+    """A writer opened a log whose schema is older than this release's. Only `consent-banner log
+    migrate` changes a schema (run once, by whoever holds the rights to change tables); until then
+    decisions answer 503. Readers (verify, export, the audit view) read older schemas as they are."""
 
 
 class ScanError(ConsentBannerError):
