@@ -1,11 +1,11 @@
 """The catalog of services (presets): consent_banner/data/services.toml, read once.
 
 `[[services]] name = "ga", preset = "google-analytics", category = "statistics"` in consent.toml
-takes the preset's provider, purpose, privacy_url, category, origins and cookies, each replaced by the
-service's own key where it gives one (`resolve`, called by config.Service's validator, so the config,
-its hash and the banner versions hold the resolved values). What a service cannot say in consent.toml
-yet (the inline signatures of the official snippet, whether it is a loader, its Consent Mode signals)
-stays here, on `Preset`, for whoever needs it. This module knows nothing of config.py (no cycle).
+takes the preset's provider, purpose, privacy_url, category, origins, cookies, inline signatures and
+whether it is a loader, each replaced by the service's own key where it gives one (`resolve`, called
+by config.Service's validator, so the config, its hash and the banner versions hold the resolved
+values). What a service cannot say in consent.toml (its Consent Mode signals, its Open Cookie
+Database platforms) stays here, on `Preset`, for whoever needs it. This module knows nothing of config.py (no cycle).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from .display import escape_controls
 
 DATA = "services.toml"
 # The keys a preset gives a `[[services]]` entry, in the order `toml_block` prints them.
-SERVICE_KEYS = ("category", "provider", "purpose", "privacy_url", "origins", "cookies")
-_OWN_KEYS = {"docs", "inline", "loader", "consent_mode", "ocd", "ocd_differs"}
+SERVICE_KEYS = ("category", "provider", "purpose", "privacy_url", "origins", "cookies", "inline", "loader")
+_OWN_KEYS = {"docs", "consent_mode", "ocd", "ocd_differs"}
 
 
 class UnknownPreset(ValueError):
@@ -47,8 +47,6 @@ class Preset:
     name: str
     docs: str  # the vendor's documentation the entry was written from
     service: Mapping[str, Any]  # the SERVICE_KEYS values, as consent.toml would write them
-    inline: tuple[str, ...]  # substrings of the official inline snippet
-    loader: bool  # the snippet builds further <script src> elements at run time
     consent_mode: tuple[str, ...]  # Consent Mode signals the service needs granted
     ocd: tuple[str, ...]  # Open Cookie Database platforms describing its cookies
     ocd_differs: str | None  # why its category is laxer than the database's, where it is
@@ -69,6 +67,16 @@ class Preset:
     def cookies(self) -> tuple[Mapping[str, Any], ...]:
         return tuple(self.service.get("cookies", ()))
 
+    @property
+    def inline(self) -> tuple[str, ...]:
+        """Substrings of the official inline snippet."""
+        return tuple(self.service.get("inline", ()))
+
+    @property
+    def loader(self) -> bool:
+        """Whether the snippet builds further <script src> elements at run time."""
+        return bool(self.service.get("loader", False))
+
 
 @cache
 def catalog() -> dict[str, Preset]:
@@ -84,8 +92,6 @@ def catalog() -> dict[str, Preset]:
             name=name,
             docs=entry["docs"],
             service={k: entry[k] for k in SERVICE_KEYS if k in entry},
-            inline=tuple(entry.get("inline", ())),
-            loader=bool(entry.get("loader", False)),
             consent_mode=tuple(entry.get("consent_mode", ())),
             ocd=tuple(entry.get("ocd", ())),
             ocd_differs=entry.get("ocd_differs"),
@@ -158,9 +164,6 @@ def toml_block(name: str) -> str:
             lines.append("]")
         else:
             lines.append(f"{key} = {toml_value(value)}")
-    lines.append(f"# loader: {toml_value(p.loader)}")
     if p.consent_mode:
         lines.append(f"# consent mode: {', '.join(p.consent_mode)}")
-    if p.inline:
-        lines.append(f"# inline snippet signatures: {toml_value(list(p.inline))}")
     return "\n".join(lines) + "\n"

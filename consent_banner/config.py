@@ -51,6 +51,10 @@ DEFAULT_PREFIX = "/_consent"
 DEFAULT_LOG = "sqlite:///consent-log.db"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# A service's `inline` signatures: how many, how short and how long (see Service._inline).
+MAX_SIGNATURES = 32
+MIN_SIGNATURE = 3
+MAX_SIGNATURE = 200
 # The category a suggestion leaves when it cannot know (`log blocked --suggest`): refused until edited.
 TODO = "TODO"
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
@@ -282,6 +286,13 @@ class Service(_Model):
     origins: tuple[Origin, ...] = ()
     cookies: tuple[CookieDeclaration, ...] = ()
     switch: bool = False  # offer a per-service switch in the preferences dialog
+    # Substrings of the service's official inline snippet (`fbq(`, `googletagmanager.com/gtm.js`):
+    # an inline <script> holding one, or one of the origins' hosts, is neutralised while the service
+    # is not allowed (gate/inline.py). `loader`: the snippet builds <script src> elements at run
+    # time, so where their origins are not in the page's script-src the page reloads once after the
+    # decision that grants it. Both left out of the hash when unset: configs without them keep theirs.
+    inline: tuple[str, ...] = Field(default=(), exclude_if=lambda v: not v)
+    loader: bool = Field(default=False, exclude_if=lambda v: not v)
     # A catalog entry (catalog.py) filling the keys left out; resolved before validation, so the
     # values (and the hash) are the resolved ones. Left out of dumps: a config without presets
     # keeps its hash, and the resolved values are what the hash must cover.
@@ -297,6 +308,22 @@ class Service(_Model):
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"{v!r}: service names are lower-case letters, digits, '-' and '_'")
+        return v
+
+    @field_validator("inline")
+    @classmethod
+    def _inline(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # Every signature is searched for in every inline script of every page (one pattern, each
+        # byte of a script tried against it): bounded, so that a long list cannot slow pages down,
+        # and at least MIN_SIGNATURE characters, or nearly every script would match.
+        if len(v) > MAX_SIGNATURES:
+            raise ValueError(f"at most {MAX_SIGNATURES} signatures per service (got {len(v)})")
+        for s in v:
+            if not MIN_SIGNATURE <= len(s) <= MAX_SIGNATURE:
+                raise ValueError(f"{s!r}: a signature is {MIN_SIGNATURE} to {MAX_SIGNATURE} characters long")
+            if not s.isascii() or not s.isprintable():
+                # matched on the page's bytes, in whatever ASCII-compatible charset it is in
+                raise ValueError(f"{s!r}: a signature is printable ASCII (code and URLs in a snippet are)")
         return v
 
 
@@ -317,6 +344,10 @@ class ConsentConfig(_Model):
     cookie: CookieSettings = Field(default_factory=CookieSettings)
     categories: dict[str, Category]
     services: tuple[Service, ...] = ()
+    # Names of services removed from `services`: a service added later may not share a removed one's
+    # tag in the consent cookie, or cookies given before the removal would pass on its switch (checked
+    # by consent.ConsentCodec at start). Left out of the hash when empty: configs without it keep theirs.
+    retired_services: tuple[str, ...] = Field(default=(), exclude_if=lambda v: not v)
     # the gate (response-side enforcement)
     undeclared_cookies: Literal["block", "allow"] = "block"
     csp: Literal["enforce", "report-only", "off"] = "enforce"
@@ -439,6 +470,11 @@ class ConsentConfig(_Model):
                         f"categories.{name}.consent_mode: {signal!r} would be granted before consent: "
                         f"necessary may claim only {', '.join(NECESSARY_CONSENT_MODE)}"
                     )
+        for name in self.retired_services:
+            if not _NAME.match(name):
+                problems.append(f"retired_services: {name!r} is not a service name")
+            elif name in self.services_by_name:
+                problems.append(f"retired_services: {name!r} is still a service: retire it when it is removed")
         for c in self.gpc_denies or ():
             if c not in self.categories:
                 problems.append(f"gpc_denies: {c!r} is not a category")
