@@ -5,7 +5,8 @@ takes the preset's provider, purpose, privacy_url, category, origins, cookies, i
 whether it is a loader, each replaced by the service's own key where it gives one (`resolve`, called
 by config.Service's validator, so the config, its hash and the banner versions hold the resolved
 values). What a service cannot say in consent.toml (its Consent Mode signals, its Open Cookie
-Database platforms) stays here, on `Preset`, for whoever needs it. This module knows nothing of config.py (no cycle).
+Database platforms) stays here, on `Preset`, for whoever needs it. This module knows nothing of
+config.py (no cycle).
 """
 
 from __future__ import annotations
