@@ -1,4 +1,4 @@
-"""`consent-banner`: demo, serve, keygen, presets, log ..., scan. A config is read from --config PATH."""
+"""`consent-banner`: demo, serve, proxy, keygen, presets, log ..., scan. A config is read from --config."""
 
 from __future__ import annotations
 
@@ -130,6 +130,47 @@ def serve(host: str, port: int, config_path: Path) -> None:
     app = build_app(config, require_keys())
     click.echo(f"consent server on http://{host}:{port}{config.prefix}/consent.js")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@cli.command()
+@click.option("--upstream", required=True, help="the site to put the gate in front of: http://host[:port]")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--forwarded-allow-ips",
+    default=None,
+    help="addresses of the front server whose X-Forwarded-For/-Proto count (uvicorn's; default "
+    "$FORWARDED_ALLOW_IPS or 127.0.0.1)",
+)
+@config_option("the consent.toml to use")
+def proxy(upstream: str, host: str, port: int, forwarded_allow_ips: str | None, config_path: Path) -> None:
+    """Put the whole gate in front of any site (PHP, Node, static...) as a streaming reverse proxy."""
+    import uvicorn
+
+    from .middleware import ConsentMiddleware
+    from .proxy import MISSING_EXTRA, ProxyApp
+
+    config = load_config(config_path)
+    try:
+        inner = ProxyApp(upstream, site_origins=config.site_origins)
+    except ModuleNotFoundError:
+        raise click.ClickException(MISSING_EXTRA) from None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--upstream") from None
+    app = ConsentMiddleware(inner, config=config, secret_keys=require_keys())
+    click.echo(f"consent-banner proxy on http://{host}:{port}, in front of {inner.upstream}")
+    # uvicorn's ProxyHeadersMiddleware resolves the client and scheme from a trusted front server's
+    # headers (only from it): what the log keeps, the rate limit counts, and the upstream is told.
+    # Date and Server are the upstream's: uvicorn adding its own would send each twice.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+        date_header=False,
+    )
 
 
 @cli.command()
