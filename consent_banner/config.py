@@ -474,7 +474,7 @@ class ConsentConfig(_Model):
             if not _NAME.match(name):
                 problems.append(f"retired_services: {name!r} is not a service name")
             elif name in self.services_by_name:
-                problems.append(f"retired_services: {name!r} is still a service: retire it when it is removed")
+                problems.append(f"retired_services: {name!r} is still a service: retire it once removed")
         for c in self.gpc_denies or ():
             if c not in self.categories:
                 problems.append(f"gpc_denies: {c!r} is not a category")

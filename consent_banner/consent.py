@@ -118,6 +118,17 @@ def service_tag(name: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(name.encode()).digest()[:3]).decode()[:3]
 
 
+def services_digest(names: Iterable[str]) -> str:
+    """4 URL-safe base64 characters (24 bits) of SHA-256 over a set of service names, sorted.
+
+    A compact cookie carries the digest of the services that existed at the decision beside their
+    tags: a tag can be shared by a service removed since and one added since (18 bits), the digest
+    over the names tells them apart wherever every tag of the cookie is still claimed.
+    """
+    blob = "\n".join(sorted(names)).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(blob).digest()[:3]).decode()
+
+
 def _bits(positions: Iterable[int]) -> str:
     n = sum(1 << p for p in positions)
     return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "little")).rstrip(b"=").decode()
@@ -159,10 +170,13 @@ class ConsentCodec:
         categories: Iterable[str],
         services: Iterable[str] | None = None,
         necessary_services: Iterable[str] = (),
+        retired_services: Iterable[str] = (),
     ) -> None:
         """`services`: the configuration's service names. Given (the middleware always gives them),
         cookies name the services that exist at the decision, and a service that did not is held
-        back until the visitor decides again; None (tools and tests): cookies of the earlier form."""
+        back until the visitor decides again; None (tools and tests): cookies of the earlier form.
+        `retired_services`: names of services removed from the configuration, whose tags a current
+        service may not share (an old cookie's choice for one would pass to the other)."""
         if not secret_keys:
             raise MissingSecretKey("at least one signing key is required")
         # itsdangerous signs with the last key and verifies with any of them.
@@ -188,6 +202,16 @@ class ConsentCodec:
                         ]
                     )
                 by_tag[tag] = n
+            for retired in retired_services:
+                current = by_tag.get(service_tag(retired))
+                if current is not None and current != retired:
+                    raise ConfigError(
+                        [
+                            f"services: {current!r} shares its tag in the consent cookie with the retired "
+                            f"service {retired!r} (a one-in-262144 chance): cookies given while {retired!r} "
+                            f"existed would pass its switch to {current!r}: rename {current!r}"
+                        ]
+                    )
             self._check_worst_case()
 
     def _check_worst_case(self) -> None:
@@ -245,6 +269,7 @@ class ConsentCodec:
             # bitmaps over those positions: on, off (a service without a switch is in neither).
             known = [n for n in self._tags if n not in consent.new_services]
             payload["k"] = "".join(self._tags[n] for n in known)
+            payload["h"] = services_digest(known)
             chosen = consent.services
             on = _bits(i for i, n in enumerate(known) if chosen.get(n) is True)
             off = _bits(i for i, n in enumerate(known) if chosen.get(n) is False)
@@ -322,11 +347,22 @@ class ConsentCodec:
         except ValueError:
             return None
         at = {k[i : i + 3]: i // 3 for i in range(0, len(k), 3)}
+        tag_of = {n: service_tag(n) if self._tags is None else self._tags[n] for n in self._services}
+        claimed = [n for n in self._services if tag_of[n] in at]
+        # A service added since the decision may share its tag with one removed since (18 bits): it
+        # would pass for the removed one and take its switch. Where every tag of the cookie is still
+        # claimed, the digest of the names says whether they are the ones the visitor saw; if not,
+        # every claimed service counts as new (asked again), since the tags cannot say which one it
+        # is. Where a tag is unclaimed (a removal), `retired_services` keeps the names apart at start.
+        digest = payload.get("h")
+        if digest is not None and not isinstance(digest, str):
+            return None
+        mixed = digest is not None and len(claimed) == len(at) and services_digest(claimed) != digest
         choices: dict[str, bool] = {}
         new = []
         for name in self._services:
-            pos = at.get(service_tag(name) if self._tags is None else self._tags[name])
-            if pos is None:
+            pos = at.get(tag_of[name])
+            if pos is None or mixed:
                 if name not in self._necessary:
                     new.append(name)
                     choices[name] = False

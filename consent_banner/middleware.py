@@ -73,6 +73,7 @@ class ConsentMiddleware:
             categories=cfg.categories,
             services=cfg.services_by_name,
             necessary_services=[s.name for s in cfg.services_in(NECESSARY)],
+            retired_services=cfg.retired_services,
         )
         self.banner = Banner(cfg, prefix=cfg.prefix)
         self.site = SiteOrigins(cfg.site_origins)  # this site's origins as the browser sees them
