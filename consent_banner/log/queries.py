@@ -53,6 +53,13 @@ class Queries:
             "max(at) FROM blocked GROUP BY origin"
         )
         self.blocked_directives = "SELECT origin, directive, count(*) FROM blocked GROUP BY origin, directive"
+        # Per blocked origin, the distinct client networks that reported it refused as a script
+        # element: a network reporting under both names counts once (`log blocked --suggest`'s
+        # inline_scripts recommendation weighs the "inline" row).
+        self.blocked_script_clients = (
+            f"SELECT origin, count(DISTINCT {self._column('blocked', 'client', alias=False)}) FROM blocked "
+            "WHERE directive IN ('script-src', 'script-src-elem') GROUP BY origin"
+        )
         self.checkpoints = (
             f"SELECT {self._columns('checkpoints', CHECKPOINT_COLS)} FROM checkpoints ORDER BY n, seq, reason"
         )

@@ -142,11 +142,14 @@ class LogReads(ABC):
             async with self._session() as db:
                 origins = await db.fetch(self.sql.blocked_origins)
                 directives = await db.fetch(self.sql.blocked_directives)
+                scripts = dict(await db.fetch(self.sql.blocked_script_clients))
         by_origin: dict[str, dict[str, int]] = {}
         for origin, directive, n in directives:
             by_origin.setdefault(origin, {})[directive] = int(n)
         found = [
-            BlockedOrigin(o, int(n), int(c), int(pages), page, first, last, by_origin.get(o, {}))
+            BlockedOrigin(
+                o, int(n), int(c), int(pages), page, first, last, by_origin.get(o, {}), int(scripts.get(o, 0))
+            )
             for o, n, c, pages, page, first, last in origins
         ]
         return sorted(found, key=lambda b: (-b.clients, -b.count, b.origin))

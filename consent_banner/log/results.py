@@ -95,6 +95,8 @@ class BlockedOrigin:
     first_at: str
     last_at: str
     directives: dict[str, int]  # directive -> reports
+    # distinct client networks that reported it under script-src or script-src-elem (a script element)
+    script_clients: int = 0
 
 
 @dataclass(frozen=True)

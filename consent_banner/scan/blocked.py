@@ -15,6 +15,11 @@ at least `min_clients` distinct client networks (truncate_ip) reported it, and o
 consent.toml accepts verbatim (http or https, a DNS host or an IP address, no wildcard) is ever
 written, every value quoted; nothing a report carries reaches a comment unchecked. The result is
 valid TOML whatever the log holds.
+
+Reports of inline scripts refused as script elements (blocked "inline" under script-src or
+script-src-elem) from at least INLINE_MIN_CLIENTS networks, whatever --min-clients says, recommend
+`inline_scripts = "nonce"` (as a comment: a top-level key cannot be pasted after the tables); event
+handlers (script-src-attr) never do, a nonce cannot admit them.
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ from .classify import origin_matches
 from .suggest import database, map_category, preset_matches, slug
 
 DEFAULT_MIN_CLIENTS = 3
+# The fewest client networks whose reports of refused inline scripts make it recommend
+# inline_scripts = "nonce", whatever --min-clients says: that setting weakens the policy for every
+# visitor, and one client (or two networks of one person: home and phone) must not bring it about.
+# A site whose own inline scripts are refused is reported by every visitor's browser, so three
+# networks cost a genuine case nothing.
+INLINE_MIN_CLIENTS = 3
 _ORIGIN = TypeAdapter(Origin)
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DNS_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -151,6 +162,8 @@ def suggest_blocked(
         )
     for b in keywords:
         out += ["", *_comment(f"{b.origin} ({_seen(b)}): {KEYWORDS[b.origin]}.")]
+        if b.origin == "inline":
+            out += _inline_scripts(config, b, min_clients)
     for b in own_origin:
         out += [
             "",
@@ -190,6 +203,40 @@ def suggest_blocked(
             if name in of_preset:  # its first host: one block for all of the preset's hosts
                 out += ["", *_preset_service(config, name, of_preset.pop(name), taken)]
     return "\n".join(out) + "\n"
+
+
+def _inline_scripts(config: ConsentConfig, b: BlockedOrigin, min_clients: int) -> list[str]:
+    """What to do about the site's own inline scripts refused (`inline_scripts`), after the "inline"
+    line: recommend "nonce" only when enough networks saw a script element refused."""
+    if config.csp == "off":
+        return []
+    networks = b.script_clients
+    needed = max(min_clients, INLINE_MIN_CLIENTS)
+    if config.inline_scripts == "nonce":
+        if not networks:
+            return []
+        return _comment(
+            f'inline_scripts is already "nonce": the {networks} networks\' refused inline scripts are '
+            "ones the gate does not nonce: scripts added at run time by other scripts or browser "
+            "extensions, or pages whose app sends its own script-src (its rules stand)."
+        )
+    if networks < needed:
+        why = f"script elements refused in {networks} client networks, fewer than {needed}"
+        if not networks:
+            why = "none refused a script element (script-src-attr is an event handler: no nonce helps)"
+        return _comment(f'No recommendation to set inline_scripts = "nonce": {why}.')
+    return [
+        *_comment(
+            f"{networks} client networks saw inline <script> elements refused (script-src, "
+            "script-src-elem). If they are the site's own (a theme, a static-site generator's "
+            "search or analytics configuration) and its templates cannot carry csp_nonce(request), "
+            "let the gate give them the page's nonce: every inline script that matches no service "
+            "then runs, an injected one too, so the policy no longer stops injected inline scripts "
+            "(README, inline_scripts). A service's inline snippet stays held until consent. Put this "
+            "top-level key above the first [table] of consent.toml:"
+        ),
+        '#   inline_scripts = "nonce"',
+    ]
 
 
 def _preset_service(
