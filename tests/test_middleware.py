@@ -148,9 +148,23 @@ def test_requires_consent_per_service(config) -> None:
         assert c.get("/hit").text == "ok"
 
 
-def test_requires_consent_refuses_sync_endpoints() -> None:
-    with pytest.raises(TypeError, match="async"):
-        requires_consent("analytics")(lambda request: None)  # type: ignore[arg-type]
+def test_requires_consent_gates_sync_endpoints(config) -> None:
+    """A sync endpoint (Starlette runs it in a thread) is gated like an async one."""
+
+    @requires_consent("analytics")
+    def hit(request):
+        return PlainTextResponse("ok")
+
+    app = ConsentMiddleware(Starlette(routes=[Route("/hit", hit)]), config=config)
+    with TestClient(app, base_url=ORIGIN) as c:
+        assert c.get("/hit").status_code == 204
+        c.post("/_consent", json={"action": "accept_all"}, headers={"origin": ORIGIN})
+        assert c.get("/hit").text == "ok"
+
+
+def test_requires_consent_says_how_to_gate_a_class() -> None:
+    with pytest.raises(TypeError, match="method_decorator"):
+        requires_consent("analytics")(Starlette)
 
 
 def test_missing_key_refuses_to_start(config, monkeypatch) -> None:
