@@ -50,7 +50,7 @@ from .request_checks import SiteOrigins
 
 if TYPE_CHECKING:
     import httpx
-    from websockets.asyncio.client import connect
+    from websockets.asyncio.client import ClientConnection, connect
 
 logger = logging.getLogger("consent_banner.proxy")
 
@@ -471,7 +471,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _relay_websocket(upstream: Any, receive: Receive, send: Send) -> None:
+async def _relay_websocket(upstream: ClientConnection, receive: Receive, send: Send) -> None:
     """Messages both ways until one side closes; its close code (and reason) is passed to the other."""
     from websockets.exceptions import ConnectionClosed
 
@@ -495,7 +495,7 @@ async def _relay_websocket(upstream: Any, receive: Receive, send: Send) -> None:
                     await send({"type": "websocket.send", "bytes": data})
         except ConnectionClosed:
             pass
-        frame = upstream.close_rcvd
+        frame = upstream.protocol.close_rcvd
         code = frame.code if frame is not None else 1006
         reason = frame.reason if frame is not None else ""
         await send({"type": "websocket.close", "code": _UNSENDABLE_CLOSE.get(code, code), "reason": reason})
