@@ -154,7 +154,11 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
 
 async def test_django_asgi(gate: ResponseGate) -> None:
     """R2, R3, R30, R35 under Django's ASGI handler (mixed-case header names, streaming)."""
+    from django.test import override_settings
+
     app = _django_app()
-    async with client(gated(app, gate, consent()), base_url="http://testserver") as c:
-        assert_gated(await c.get("/"))
-        assert_gated(await c.get("/stream"))
+    # Django is configured once per process, maybe by another test module: this module's URLconf.
+    with override_settings(ROOT_URLCONF=__name__):
+        async with client(gated(app, gate, consent()), base_url="http://testserver") as c:
+            assert_gated(await c.get("/"))
+            assert_gated(await c.get("/stream"))
