@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from .signing import sign
+from .signing import ed25519_message, sign
 
 CHECKPOINT_EVERY = 10_000  # records between periodic checkpoints
 CHECKPOINT_INTERVAL = 3600  # seconds: a checkpoint at least hourly while records come in
@@ -62,10 +62,30 @@ class Checkpoint:
     mac: str
     n: int | None = None
     prev: str | None = None
+    # Schema 4: the Ed25519 signature (keys.py) by key `sig_key_id`; a rotation checkpoint is also
+    # signed, over the same message, by the key before it (`prior_key_id`).
+    sig_key_id: str | None = None
+    sig: str | None = None
+    prior_key_id: str | None = None
+    prior_sig: str | None = None
 
     @property
     def count(self) -> int:
         return self.seq
+
+    def ed25519_message(self) -> bytes:
+        """What `sig` (and `prior_sig`) sign: signing.ed25519_message of this checkpoint."""
+        return ed25519_message(
+            f"checkpoint/{self.reason}",
+            self.log_id,
+            self.seq,
+            self.hash,
+            self.at,
+            self.n,
+            self.prev or "",
+            self.sig_key_id or "",
+            self.prior_key_id,
+        )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -82,6 +102,9 @@ class Checkpoint:
             data["n"] = self.n
         if self.prev is not None:
             data["prev"] = self.prev
+        for name in ("sig_key_id", "sig", "prior_key_id", "prior_sig"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
         return data
 
     @classmethod
@@ -97,6 +120,7 @@ class Checkpoint:
             mac=str(data["mac"]),
             n=int(n) if n is not None else None,
             prev=str(prev) if prev is not None else None,
+            **{k: _text(data.get(k)) for k in ("sig_key_id", "sig", "prior_key_id", "prior_sig")},
         )
 
     def valid(self, keys: Mapping[str, bytes]) -> bool | None:
@@ -108,6 +132,10 @@ class Checkpoint:
             key, self.log_id, self.seq, self.hash, self.at, self.reason, self.n, self.prev
         )
         return hmac.compare_digest(expected, self.mac)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class CheckpointLink(NamedTuple):

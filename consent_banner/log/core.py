@@ -13,6 +13,7 @@ import logging
 import secrets
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -31,13 +32,14 @@ from .checkpoints import (
     checkpoint_mac,
 )
 from .head import HeadState, SignedHead, trusted_state
+from .keys import LogKeys, SigningKey
 from .plan import All, Exec, Insert, One, Part, Plan
 from .queries import Queries
 from .reads import LogReads
 from .records import BlockedAttempt, Decision, LoggedRecord, format_at, prepare, purge_record
 from .results import PurgeResult
 from .schema import SCHEMA_VERSION, Dialect, migrations
-from .signing import head_mac, key_id
+from .signing import ed25519_message, head_mac, key_id
 from .writer import GroupCommitWriter, WriterStats
 
 logger = logging.getLogger("consent_banner.log")
@@ -64,6 +66,7 @@ class LogCore(LogReads):
         *,
         hmac_key: bytes | None,
         previous_hmac_keys: Sequence[bytes] = (),
+        log_keys: LogKeys | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         max_batch: int = 1000,
@@ -87,6 +90,10 @@ class LogCore(LogReads):
         self._version_cache: Memo[int, tuple[Mapping[str, Any], str, str]] = Memo(256)
         self._blocked_since_prune = 0
         self._state: HeadState | None = None  # the head as this process last wrote (or checked) it
+        # The Ed25519 keys (CONSENT_LOG_SIGNING_KEY): the newest signs the head and each checkpoint
+        # beside the HMAC; none given, the log keeps the HMAC alone (as before schema 4).
+        self.log_keys = log_keys or LogKeys()
+        self._signer = self.log_keys.signer
         self.writer: GroupCommitWriter[Item, Written, BlockedAttempt] = GroupCommitWriter(
             self._commit, side_commit=self._commit_blocked, max_batch=max_batch
         )
@@ -171,19 +178,32 @@ class LogCore(LogReads):
 
     def _adopt_plan(self) -> Plan[None]:
         """At start: re-sign the head with the newest key when a listed older key (or the previous
-        release's format) signed it, so it still verifies once that key is removed."""
+        release's format) signed it, so it still verifies once that key is removed; sign it with the
+        log signing key when it is not yet (rotating, with a checkpoint both keys sign, from an older
+        one this server holds)."""
         head, last, cp_seq, cp_at = yield from self._read_state()
         keys = self.keys or {}
         problem = head.problem(keys)
         state = None
-        if head.resign_reason(keys, self._key_id) is not None:
+        step = head.ed25519_step(self.log_keys)
+        if isinstance(step, str):
+            problem = problem or step
+        signer = self._signer
+        unsigned = signer is not None and head.sig_key_id != signer.kid
+        if problem is None and (unsigned or head.resign_reason(keys, self._key_id) is not None):
             chain = (yield from self._chain()) if head.needs_chain(last) else None
             try:
                 state = trusted_state(head, last, chain, keys, cp_seq, cp_at)
             except LogUnavailable as e:
                 problem = str(e)
             else:
-                yield self._move_head(state, head.at or self._now())
+                at = head.at or self._now()
+                if isinstance(step, SigningKey):
+                    at = self._now()
+                    _, state = yield from self._insert_checkpoint(
+                        state, state.seq, state.hash, at, "rotation", prior=step
+                    )
+                yield self._move_head(state, at)
         if problem is not None:
             logger.error("the consent log %s cannot be written: %s", self.name, problem)
         return None, state
@@ -386,19 +406,58 @@ class LogCore(LogReads):
         if state is not None and state.is_head(head):
             return state._replace(cp_seq=cp_seq, cp_at=cp_at)
         chain = (yield from self._chain()) if head.needs_chain(last) else None
-        return trusted_state(head, last, chain, self.keys or {}, cp_seq, cp_at)
+        state = trusted_state(head, last, chain, self.keys or {}, cp_seq, cp_at)
+        step = head.ed25519_step(self.log_keys)
+        if isinstance(step, str):
+            raise LogUnavailable(
+                f"the consent log will not write after a head it cannot trust: {step}; "
+                "run `consent-banner log verify`"
+            )
+        if isinstance(step, SigningKey):  # another process still signed with the older key
+            at = self._now()
+            _, state = yield from self._insert_checkpoint(
+                state, state.seq, state.hash, at, "rotation", prior=step
+            )
+            yield self._move_head(state, at)
+        return state
 
     def _insert_checkpoint(
-        self, state: HeadState, seq: int, hash_: str, at: str, reason: str
+        self, state: HeadState, seq: int, hash_: str, at: str, reason: str, prior: SigningKey | None = None
     ) -> Part[tuple[Checkpoint, HeadState]]:
         """The next checkpoint of the chain after `state`, stored; and the state with it (then move
-        the head to that state: the head signs the chain's new tip)."""
+        the head to that state: the head signs the chain's new tip). Signed with the HMAC and, when
+        a log signing key is set, with Ed25519; `prior`: a rotation, which the older key signs too."""
         key = self._require_key()
         assert self._key_id is not None
         n, prev = state.checkpoints + 1, state.tip
         mac = checkpoint_mac(key, self.log_id, seq, hash_, at, reason, n, prev)
         cp = Checkpoint(self.log_id, seq, hash_, at, reason, self._key_id, mac, n, prev)
-        yield Exec(self.sql.insert_checkpoint, (seq, hash_, at, reason, self._key_id, mac, n, prev))
+        if self._signer is not None:
+            prior_kid = prior.kid if prior is not None else None
+            cp = replace(cp, sig_key_id=self._signer.kid, prior_key_id=prior_kid)
+            message = cp.ed25519_message()
+            cp = replace(
+                cp,
+                sig=self._signer.sign(message),
+                prior_sig=prior.sign(message) if prior is not None else None,
+            )
+        yield Exec(
+            self.sql.insert_checkpoint,
+            (
+                seq,
+                hash_,
+                at,
+                reason,
+                self._key_id,
+                mac,
+                n,
+                prev,
+                cp.sig_key_id,
+                cp.sig,
+                cp.prior_key_id,
+                cp.prior_sig,
+            ),
+        )
         newest = seq >= (state.cp_seq or 0)  # of two at one record, the later signed counts
         return cp, state._replace(
             checkpoints=n,
@@ -409,10 +468,15 @@ class LogCore(LogReads):
 
     def _signed_head(
         self, seq: int, hash_: str, at: str, tip: str
-    ) -> tuple[int, str, str, str | None, str, str]:
-        """(seq, hash, at, key_id, mac, checkpoints): the head row, signed with the newest key."""
+    ) -> tuple[int, str, str, str | None, str, str, str | None, str | None]:
+        """(seq, hash, at, key_id, mac, checkpoints, sig_key_id, sig): the head row, signed with the
+        newest HMAC key and the log signing key (when set)."""
         mac = head_mac(self._require_key(), self.log_id, seq, hash_, at, tip)
-        return (seq, hash_, at, self._key_id, mac, tip)
+        signer = self._signer
+        if signer is None:
+            return (seq, hash_, at, self._key_id, mac, tip, None, None)
+        sig = signer.sign(ed25519_message("head", self.log_id, seq, hash_, at, None, tip, signer.kid))
+        return (seq, hash_, at, self._key_id, mac, tip, signer.kid, sig)
 
     def _move_head(self, state: HeadState, at: str) -> Exec:
         return Exec(self.sql.move_head, self._signed_head(state.seq, state.hash, at, state.tip))

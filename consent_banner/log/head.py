@@ -16,7 +16,8 @@ from typing import NamedTuple
 from ..errors import LogUnavailable
 from .chain import GENESIS
 from .checkpoints import CheckpointLink, checkpoint_link
-from .signing import head_mac
+from .keys import LogKeys, SigningKey
+from .signing import ed25519_message, head_mac
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,21 @@ class SignedHead:
     key_id: str | None
     mac: str | None
     checkpoints: str | None = None
+    sig_key_id: str | None = None  # schema 4: the Ed25519 key that signed it, and its signature
+    sig: str | None = None
+
+    def ed25519_message(self) -> bytes:
+        """What `sig` signs: signing.ed25519_message of this head (its prev: the checkpoints' tip)."""
+        return ed25519_message(
+            "head",
+            self.log_id,
+            self.seq,
+            self.hash,
+            self.at or "",
+            None,
+            self.checkpoints or "",
+            self.sig_key_id or "",
+        )
 
     def problem(self, keys: Mapping[str, bytes]) -> str | None:
         """Why this head cannot be trusted under `keys` (key id -> key), or None: a listed key signed it."""
@@ -51,6 +67,44 @@ class SignedHead:
         if not hmac.compare_digest(expected, self.mac):
             return "the head's signature does not match it: it was changed without the key"
         return None
+
+    def ed25519_step(self, keys: LogKeys) -> str | SigningKey | None:
+        """What a writer holding `keys` does about this head's Ed25519 signature: a problem (text)
+        when it must not write after it; the older key it holds and rotates from (a rotation
+        checkpoint both sign); None when it signs on (or keeps the HMAC alone, having no key).
+
+        A head signed by a key the writer does not hold privately stops it: signing on alone would
+        change the log's key with no link between the two (or, without any key, sign the next
+        checkpoints with the HMAC alone, which public verification refuses)."""
+        kid, signer = self.sig_key_id, keys.signer
+        if kid is None:
+            return None
+        if signer is None:
+            return (
+                f"the head is signed with the log signing key {kid} (Ed25519): set "
+                "CONSENT_LOG_SIGNING_KEY, or what is signed after it would carry the HMAC alone"
+            )
+        public = keys.public.get(kid)
+        if public is None:
+            return (
+                f"the head is signed by log key {kid}, which is not listed "
+                "(CONSENT_LOG_SIGNING_KEY or CONSENT_LOG_PUBLIC_KEYS): it cannot be trusted"
+            )
+        if not public.verify(self.sig, self.ed25519_message()):
+            return (
+                f"the head's Ed25519 signature (key {kid}) does not match it: it was changed without the key"
+            )
+        if kid == signer.kid:
+            return None
+        held = keys.held(kid)
+        if held is None:
+            return (
+                f"the head is signed by log key {kid}, which this server holds only as a public key: "
+                "a rotation checkpoint is signed by both keys, so start once with "
+                f"CONSENT_LOG_SIGNING_KEY=<key {kid}>,<the new key> (then list the old one in "
+                "CONSENT_LOG_PUBLIC_KEYS)"
+            )
+        return held
 
     def resign_reason(self, keys: Mapping[str, bytes], newest_key_id: str | None) -> str | None:
         """Why a writer should sign this head again when it opens the log, or None.

@@ -55,7 +55,7 @@ _APPEND_IF_HEAD = (
     f"ok AS (SELECT 1 FROM h WHERE seq = ${_N + 1} AND hash = ${_N + 2} AND checkpoints = ${_N + 3}), "
     f"ins AS ({_INSERTS['records', False]} WHERE EXISTS (SELECT 1 FROM ok)), "
     f"upd AS (UPDATE head SET seq = ${_N + 4}, hash = ${_N + 5}, at = ${_N + 6}, key_id = ${_N + 7}, "
-    f"mac = ${_N + 8} WHERE id = 1 AND EXISTS (SELECT 1 FROM ok)) "
+    f"mac = ${_N + 8}, sig_key_id = ${_N + 9}, sig = ${_N + 10} WHERE id = 1 AND EXISTS (SELECT 1 FROM ok)) "
     "SELECT EXISTS (SELECT 1 FROM ok)"
 )
 
@@ -189,7 +189,7 @@ class PostgresLog(LogCore):
         signed = self._signed_head(new_seq, new_head, at, state.tip)
         async with self._open_pool().acquire() as conn:
             done = await conn.fetchval(
-                _APPEND_IF_HEAD, *_arrays(rows), state.seq, state.hash, state.tip, *signed[:5]
+                _APPEND_IF_HEAD, *_arrays(rows), state.seq, state.hash, state.tip, *signed[:5], *signed[6:]
             )
         if not done:
             return None

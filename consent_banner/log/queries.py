@@ -15,8 +15,8 @@ from .records import GPC_ACTION
 from .schema import SCHEMA_VERSION, TABLES, Dialect, sql_type
 
 RECORD_COLS = ", ".join(ROW_COLUMNS)
-CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev"
-HEAD_COLS = "seq, hash, at, key_id, mac, checkpoints"
+CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev, sig_key_id, sig, prior_key_id, prior_sig"
+HEAD_COLS = "seq, hash, at, key_id, mac, checkpoints, sig_key_id, sig"
 # One scan gives every figure of the stats but the distinct consent ids: by day, action and choice.
 _GROUPS = (
     "SELECT substr(at, 1, 10), action, granted, denied, count(*), min(at), max(at) "
@@ -79,10 +79,10 @@ class Queries:
         self.chain_links = "SELECT n, prev, mac FROM checkpoints WHERE n IS NOT NULL ORDER BY n"
         self.move_head = (
             f"UPDATE head SET seq = {p(1)}, hash = {p(2)}, at = {p(3)}, key_id = {p(4)}, mac = {p(5)}, "
-            f"checkpoints = {p(6)} WHERE id = 1"
+            f"checkpoints = {p(6)}, sig_key_id = {p(7)}, sig = {p(8)} WHERE id = 1"
         )
         self.insert_head = (
-            f"INSERT INTO head (id, {HEAD_COLS}) VALUES (1, {', '.join(p(i) for i in range(1, 7))})"
+            f"INSERT INTO head (id, {HEAD_COLS}) VALUES (1, {', '.join(p(i) for i in range(1, 9))})"
         )
         self.checkpoint_at = (
             f"SELECT {CHECKPOINT_COLS} FROM checkpoints "
@@ -90,7 +90,7 @@ class Queries:
             "ORDER BY coalesce(n, 0) DESC LIMIT 1"
         )
         self.insert_checkpoint = (
-            f"INSERT INTO checkpoints ({CHECKPOINT_COLS}) VALUES ({', '.join(p(i) for i in range(1, 9))})"
+            f"INSERT INTO checkpoints ({CHECKPOINT_COLS}) VALUES ({', '.join(p(i) for i in range(1, 13))})"
         )
         # --- purge
         self.first_kept = f"SELECT min(seq) FROM records WHERE at >= {p(1)}"

@@ -14,7 +14,9 @@ from .canonical import ROW_COLUMNS
 
 # 2: the checkpoint chain signed by the head; GPC recorded once. 3: the reporting client's network per
 # blocked attempt (`log blocked --suggest` counts distinct clients; rows of before count as unknown).
-SCHEMA_VERSION = 3
+# 4: Ed25519 signatures of the head and the checkpoints (key id and signature; a rotation checkpoint
+# also the key before it and its signature), beside the HMAC, which stays as it was.
+SCHEMA_VERSION = 4
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -57,6 +59,8 @@ TABLES = (
             _text("key_id", null=True),
             _text("mac", null=True),
             _text("checkpoints", null=True, since=2),
+            _text("sig_key_id", null=True, since=4),  # the Ed25519 key's id (keys.thumbprint)
+            _text("sig", null=True, since=4),  # its signature, base64url (signing.ed25519_message)
         ),
     ),
     Table(
@@ -70,6 +74,10 @@ TABLES = (
             _text("mac"),
             Column("n", "bigint", null=True, since=2),
             _text("prev", null=True, since=2),
+            _text("sig_key_id", null=True, since=4),
+            _text("sig", null=True, since=4),
+            _text("prior_key_id", null=True, since=4),  # a rotation checkpoint: the key before,
+            _text("prior_sig", null=True, since=4),  # which signs the same message
         ),
         key="PRIMARY KEY (seq, reason)",
     ),
@@ -210,6 +218,8 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
         ],
         # Outside the hash chain: the blocked table is best-effort reports, so no record changes.
         3: [*added_columns(3, dialect)],
+        # New nullable columns only: no record, no HMAC and no earlier signature changes.
+        4: [*added_columns(4, dialect)],
     }
 
 

@@ -1,8 +1,9 @@
-"""The log's keys and signatures: an HMAC key derived from a server key, named by a short id.
+"""The log's signatures: the HMAC by a key derived from a server key, and the Ed25519 message.
 
-The head and every checkpoint carry an HMAC by the server key. Keys come from the caller (the
-environment or the command line), never from the database: a signature whose key id names no
-listed key proves nothing, or anyone could sign one.
+The head and every checkpoint carry an HMAC by the server key, and, when CONSENT_LOG_SIGNING_KEY
+is set (keys.py), an Ed25519 signature anyone can check with the public key. Keys come from the
+caller (the environment or the command line), never from the database: a signature whose key id
+names no listed key proves nothing, or anyone could sign one.
 """
 
 from __future__ import annotations
@@ -51,3 +52,30 @@ def head_mac(key: bytes, log_id: str, seq: int, head_hash: str, at: str, checkpo
     """The head's signature: from schema 2 on it covers the checkpoint chain's tip too (None: the
     previous release's head, which did not)."""
     return sign(key, "head", log_id, seq, head_hash, at, prev=checkpoints)
+
+
+ED25519_DOMAIN = "consent-banner/ed25519/1"
+
+
+def ed25519_message(
+    kind: str,
+    log_id: str,
+    seq: int,
+    head_hash: str,
+    at: str,
+    n: int | None,
+    prev: str,
+    kid: str,
+    prior_kid: str | None = None,
+) -> bytes:
+    """What an Ed25519 signature of the log covers: everything the HMAC (version 2) covers, and the
+    signing key's id; a rotation checkpoint also names the key before it (`prior_kid`), and both
+    keys sign this same message, so each vouches for the other.
+
+    kind: "head" or "checkpoint/<reason>"; n: the checkpoint's place (None for the head); prev: the
+    checkpoint chain before it (for the head: the chain's tip). Every field is drawn from an
+    alphabet without "|" (hex, digits, ISO time, base64url, a fixed reason), so the joined text
+    has one reading. Domain-separated from the HMAC messages (consent-banner/1, /2) and versioned.
+    """
+    fields = (ED25519_DOMAIN, kind, log_id, str(seq), head_hash, at, "" if n is None else str(n), prev)
+    return "|".join((*fields, kid, prior_kid or "")).encode("ascii")

@@ -319,7 +319,7 @@ async def test_the_previous_release_log_answers_blocked_and_verifies(
     assert first.exit_code == 0 and first.output.strip() == "no blocked attempts reported", first.output
     lg = await open_log(legacy_url, hmac_key=None)
     try:
-        assert await lg.schema_version() == 3
+        assert await lg.schema_version() == 4
     finally:
         await lg.close()
     lg = await open_log(legacy_url, hmac_key=derive_hmac_key(NEW_SECRET))

@@ -101,9 +101,9 @@ def test_migrate_creates_then_reports_up_to_date(setup: tuple[Path, str]) -> Non
     """Schema created and migrated by the library, with a version number."""
     cfg, _ = setup
     first = invoke(cfg, "migrate")
-    assert first.exit_code == 0 and first.output.strip() == "schema version 3 (created)"
+    assert first.exit_code == 0 and first.output.strip() == "schema version 4 (created)"
     again = invoke(cfg, "migrate")
-    assert again.output.strip() == "schema version 3 (up to date)"
+    assert again.output.strip() == "schema version 4 (up to date)"
 
 
 def test_read_commands_do_not_create_a_missing_log(setup: tuple[Path, str]) -> None:

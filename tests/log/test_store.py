@@ -271,4 +271,4 @@ async def test_backends_implement_the_whole_protocol(log: Any) -> None:
 
     assert isinstance(log, ConsentLog)
     assert len(log.log_id) == 32
-    assert await log.schema_version() == 3
+    assert await log.schema_version() == 4

@@ -81,7 +81,7 @@ async def test_previous_release_log_is_upgraded_in_place(legacy_url: str) -> Non
     before = await stored(legacy_url)
     lg = await open_log(legacy_url, hmac_key=NEW, previous_hmac_keys=[OLD])
     try:
-        assert lg.migrated_from == 1 and await lg.schema_version() == 3
+        assert lg.migrated_from == 1 and await lg.schema_version() == 4
         assert await stored(legacy_url) == before
         result = await lg.verify()
         assert result.ok, result.message
@@ -181,7 +181,7 @@ async def test_log_migrate_upgrades_the_previous_release_and_keeps_every_hash(
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
     runner = CliRunner()
     migrated = await asyncio.to_thread(runner.invoke, log_group, ["migrate", "--config", str(config)])
-    assert migrated.exit_code == 0 and "schema version 3 (was 1)" in migrated.output, migrated.output
+    assert migrated.exit_code == 0 and "schema version 4 (was 1)" in migrated.output, migrated.output
     assert await stored(legacy_url) == before
     verified = await asyncio.to_thread(runner.invoke, log_group, ["verify", "--config", str(config)])
     assert verified.exit_code == 0, verified.output
