@@ -45,6 +45,7 @@ from ..request_checks import SiteOrigins
 from .cookies import CookieRules
 from .csp import NONCE_PLACEHOLDER, REPORT_GROUP, build_policy, merge, parse_policies, serialize
 from .html import Blocked, HostRules, url_host
+from .inline import InlineRules
 from .placeholder import Placeholders
 from .send import VARY_TOKENS, Gating, PageHooks, Scope, Send
 
@@ -58,9 +59,10 @@ _MAX_CACHED = 1024  # consent-state plans and merged policies kept (distinct sta
 
 
 class Plan:
-    """What one consent state allows: services, hosts to neutralise, CSP origins."""
+    """What one consent state allows: services, hosts to neutralise, inline scripts held or
+    nonced, CSP origins."""
 
-    __slots__ = ("allowed", "hosts", "script_origins", "origins")
+    __slots__ = ("allowed", "hosts", "inline", "script_origins", "origins")
 
     def __init__(
         self,
@@ -68,10 +70,12 @@ class Plan:
         hosts: HostRules,
         script_origins: tuple[str, ...],
         origins: tuple[str, ...],
+        inline: InlineRules | None = None,
     ) -> None:
         self.script_origins = script_origins  # only what is granted: scripts are activated with the nonce
         self.allowed = allowed
         self.hosts = hosts
+        self.inline = inline  # None: no inline script is any service's business here
         self.origins = origins
 
 
@@ -200,14 +204,37 @@ class ResponseGate:
                     out[host] = self._blocked[denied]
             return out
 
-        scripts = tuple(o for s in self.config.services if s.name in allowed for o in s.origins)
-        origins = tuple(o for s in self.config.services if s.name in in_policy for o in s.origins)
-        plan = Plan(
-            allowed, HostRules(first_denied(self._exact), first_denied(self._wild)), scripts, origins
-        )
+        services = self.config.services
+        scripts = tuple(o for s in services if s.name in allowed for o in s.origins)
+        origins = tuple(o for s in services if s.name in in_policy for o in s.origins)
+        # The reload rule (inline.py): a denied loader whose origins this page's script-src lacks.
+        reload: frozenset[str] = frozenset()
+        if self.config.csp == "enforce":
+            sources = (*scripts, *(self.config.site_origins or ()))
+            reload = frozenset(
+                s.name for s in services
+                if s.loader and s.name not in allowed and not all(_covered(o, sources) for o in s.origins)
+            )
+        hosts = HostRules(first_denied(self._exact), first_denied(self._wild), reload)
+        plan = Plan(allowed, hosts, scripts, origins, self._inline_rules(allowed, hosts))
         if len(self._by_allowed) >= _MAX_CACHED:
             self._plans.clear()  # they hold plans about to be forgotten here
         return self._by_allowed.put((allowed, in_policy), plan)
+
+    def _inline_rules(self, allowed: frozenset[str], hosts: HostRules) -> InlineRules | None:
+        """The inline scripts of services in a consent state (inline.py): those of a service not
+        allowed are neutralised; where a policy is sent, those holding an allowed service's
+        signature get the nonce (its origins alone vouch for no script: a reflected one naming a
+        necessary CDN would run for everyone)."""
+        denied: list[tuple[str, Blocked]] = []
+        granted: list[str] = []
+        for s in self.config.services:
+            if s.name not in allowed:
+                denied.extend((sig, self._blocked[s.name]) for sig in s.inline)
+            elif self.csp_header is not None:
+                granted.extend(s.inline)
+        rules = InlineRules(hosts, denied, granted)
+        return rules if rules else None
 
     def csp(
         self,
@@ -263,3 +290,15 @@ class ResponseGate:
                 "a compressed text/html response was passed through without rewriting its trackers: "
                 "put the compression middleware outside ConsentMiddleware"
             )
+
+
+def _covered(origin: str, sources: tuple[str, ...]) -> bool:
+    """Whether a script-src listing `sources` admits scripts from `origin` (both as the config
+    writes them, scheme://host[:port]): the same origin, or a `*.` source over one of its subdomains."""
+    if origin in sources:
+        return True
+    scheme, _, rest = origin.partition("://")
+    return any(
+        src.startswith(scheme + "://*.") and rest.endswith(src[len(scheme) + 3 :].removeprefix("*"))
+        for src in sources
+    )

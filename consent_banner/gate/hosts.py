@@ -36,11 +36,16 @@ _SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "needles", "suspect", "memo", "_labels")
+    __slots__ = ("exact", "wildcard", "reload", "needles", "suspect", "memo", "_labels", "_script_labels")
 
-    def __init__(self, exact: dict[str, Blocked], wildcard: dict[str, Blocked]) -> None:
+    def __init__(
+        self, exact: dict[str, Blocked], wildcard: dict[str, Blocked], reload: frozenset[str] = frozenset()
+    ) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
         self.wildcard = wildcard  # "example.net" (from *.example.net) -> Blocked
+        # The denied loaders whose scripts, activated here, would build scripts this page's
+        # policy refuses: their neutralised scripts ask for a reload (inline.py, the reload rule).
+        self.reload = reload
         # What a tag naming one of these hosts must contain (lower case): a cheap first test.
         self.needles = (*(h.encode() for h in exact), *(b"." + h.encode() for h in wildcard))
         # What makes a tag worth decoding: a needle as written, or a byte that may spell one otherwise.
@@ -48,6 +53,7 @@ class HostRules:
         # The tags HtmlRewriter rewrote under these rules (see HtmlRewriter._rewrite), unmarked.
         self.memo: Memo[tuple[bytes, bytes, bool, str], tuple[bytes, bool]] = Memo(MAX_MEMO, _memo_weight)
         self._labels: dict[str, bytes] = {}  # per denied service: its data-consent-* labels (few)
+        self._script_labels: dict[str, bytes] = {}  # the same for a script: with the reload rule
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.wildcard)
@@ -77,6 +83,18 @@ class HostRules:
             found = self._labels[blocked.service] = (
                 b' data-consent-category="' + cat + b'" data-consent-service="' + svc + b'"'
             )
+        return found
+
+
+    def script_labels(self, blocked: Blocked) -> bytes:
+        """The labels of a script neutralised for `blocked`: with ``data-consent-reload=""`` when it
+        is a loader this page's script-src would not let build its scripts."""
+        found = self._script_labels.get(blocked.service)
+        if found is None:
+            found = self.labels(blocked)
+            if blocked.service in self.reload:
+                found += b' data-consent-reload=""'
+            self._script_labels[blocked.service] = found
         return found
 
 

@@ -55,6 +55,7 @@ from collections.abc import Callable
 from ..memo import Memo
 from .hosts import Blocked, HostRules
 from .inject import MAX_HOLD, Inject, Mark
+from .inline import InlineRules, InlineScripts
 from .markup import (
     BEFORE,
     BLANK,
@@ -101,7 +102,6 @@ from .markup import (
 )
 from .neutralise import MAX_MEMO_TAG
 from .pages import NOT_REPLAYED, PAGES, SEEN, PageKey, Recorder, replayable
-from .rawtext import RawText
 from .runs import known_runs
 from .tree import MAX_DEPTH
 from .urls import url_host
@@ -120,7 +120,7 @@ def _seen_weight(tag: bytes, rewritten: bytes) -> int:
     return len(tag) + len(rewritten)
 
 
-class HtmlRewriter(RawText):
+class HtmlRewriter(InlineScripts):
     """Rewrites one HTML response body, chunk by chunk."""
 
     def __init__(
@@ -132,8 +132,12 @@ class HtmlRewriter(RawText):
         placeholder: Callable[[Blocked, str | None], str] | None = None,
         mark: Callable[[], str] | None = None,
         scripting: bool = True,
+        inline: InlineRules | None = None,
     ) -> None:
         self._hosts = hosts if hosts else None  # None: nothing to neutralise
+        self._inline_rules = inline if inline else None  # None: inline scripts stream as they are
+        self._held_script: list[bytes] | None = None  # an inline script held until decided (inline.py)
+        self._held_size = 0
         self._inject = inject
         self._charset = charset
         self._placeholder = placeholder
@@ -221,10 +225,10 @@ class HtmlRewriter(RawText):
         """`feed(body) + finish()`: the rest of the response is `body`. A whole body given to a fresh
         rewriter is replayed when the same body was rewritten twice before in the same consent
         state (`pages.py`): what differs per response is filled in, nothing is read again."""
-        if self._hosts is None or not self._fresh or not body:
+        if (self._hosts is None and self._inline_rules is None) or not self._fresh or not body:
             return self.feed(body) + self.finish()
         key: PageKey = (
-            self._hosts, body, self._charset, self._scripting,
+            self._hosts, self._inline_rules, body, self._charset, self._scripting,
             self._inject is not None, self._placeholder is not None, self._mark is not None,
         )
         found = PAGES.get(key)
@@ -259,6 +263,7 @@ class HtmlRewriter(RawText):
             buf, self._buf = self._buf + (self._tag_closer() if self._marker_at is None else b""), b""
         marker = self._marker_at
         self._scan(buf, final=True)
+        self._release_script(complete=True)  # one the input ends in, with no text left to read
         if at_end:  # a tag that only that closer ended is ours, not the page's: its marker is not
             self._marker_at = marker
         if self._buf:  # never lose a byte, whatever state the scan stopped in
@@ -613,7 +618,8 @@ class HtmlRewriter(RawText):
         if sent is None and name != b"head":  # the parser drops a <head> past the prolog; an
             self._note_marker(low, start, end, name)  # over-long tag is not read whole
         rewritten = self._rewrite(b"", name, tag, low, start)
-        emit(rewritten)
+        if name != b"script" or sent is not None or not self._hold_script(rewritten):
+            emit(rewritten)  # else an inline script, held until its text is known (inline.py)
         if name == b"template":
             self._templates.append(len(frames))
         switch = SWITCH.get(name)
@@ -623,7 +629,7 @@ class HtmlRewriter(RawText):
                     return end
                 self._nested = nested = HtmlRewriter(
                     self._hosts, None, charset=self._charset, placeholder=self._placeholder,
-                    mark=self._mark and self._shared_mark, scripting=False,
+                    mark=self._mark and self._shared_mark, scripting=False, inline=self._inline_rules,
                 )
                 # it starts where this one stands
                 nested._foreign = [(*f[:3], dict(f[3])) for f in frames]

@@ -49,11 +49,15 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .css import rewrite_css
 from .hosts import Blocked, HostRules
 from .markup import JS_TYPES, LIST_ATTRS, SVG_URL_ATTRS, URL_ATTRS, Attr, edit_tag, parse_attrs
 from .urls import attr_text, decode, encode, srcset_urls, unescape
+
+if TYPE_CHECKING:
+    from .inline import InlineRules
 
 MAX_MEMO_TAG = 512  # the longest tag remembered per consent state, in bytes
 
@@ -69,6 +73,7 @@ class TagRewriter:
     _mark_attr: bytes | None  # its attribute, once drawn
     _lang: str | None  # the page's <html lang>, the placeholders' language
     _uncertain: bool  # maybe HTML where SVG/MathML is followed (see OpenElements)
+    _inline_rules: InlineRules | None  # the inline scripts of services (inline.py), for a srcdoc
 
     def _rewrite(self, ns: bytes, name: bytes, tag: bytes, low: bytes, start: int) -> bytes:
         """The start tag `tag` (namespace `ns`: b"" for HTML), its fetches of denied hosts neutralised."""
@@ -124,8 +129,10 @@ class TagRewriter:
             return (edit_tag(tag, attrs, edits, b"") if edits else tag), False
         renames = {a: b"data-consent-" + a for a in names}
         assert self._hosts is not None
-        extra = self._hosts.labels(blocked) + (self._marked() if mark else b"")
-        if name == b"script" and not ns:
+        is_script = name == b"script" and not ns  # its labels may ask for a reload (inline.py)
+        labels = self._hosts.script_labels(blocked) if is_script else self._hosts.labels(blocked)
+        extra = labels + (self._marked() if mark else b"")
+        if is_script:
             renames[b"type"] = b"data-consent-type"
             extra = b' type="text/plain"' + extra
         elif name == b"iframe" and not ns and not any(a[0] == b"hidden" for a in attrs):
@@ -192,7 +199,7 @@ class TagRewriter:
 
             nested = HtmlRewriter(
                 self._hosts, None, charset=self._charset, placeholder=self._placeholder,
-                mark=self._mark and self._shared_mark,
+                mark=self._mark and self._shared_mark, inline=self._inline_rules,
             )
             data = encode(text, self._charset)
             out = nested.feed(data) + nested.finish()

@@ -23,6 +23,7 @@ from ..memo import Memo
 
 if TYPE_CHECKING:
     from .hosts import Blocked, HostRules
+    from .inline import InlineRules
 
 MAX_PAGE = 512 * 1024  # the largest body remembered, in bytes
 MAX_PAGES = 4 * 1024 * 1024  # bytes of pages remembered, entries weighed by _weight (then all forgotten)
@@ -33,8 +34,9 @@ _PART = 48  # bytes a part of a template costs beside its bytes
 _HOLE = "cbhole" + secrets.token_hex(16)  # ASCII: the same bytes in every charset the rewriter reads
 _HOLES = re.compile(re.escape(_HOLE.encode()) + rb"([mhb]|p[0-9]+)\.")
 
-# (rules, body, charset, scripting, injects, has placeholders, marks) -> the rewrite, with holes
-PageKey = tuple["HostRules", bytes, str, bool, bool, bool, bool]
+# (rules, inline script rules, body, charset, scripting, injects, has placeholders, marks) -> the
+# rewrite, with holes
+PageKey = tuple["HostRules | None", "InlineRules | None", bytes, str, bool, bool, bool, bool]
 
 
 class Template:
@@ -112,7 +114,7 @@ def replayable(body: bytes) -> bool:
 def _weight(key: PageKey, found: Template) -> int:
     # Not its bytes alone: a page that reflects a query parameter makes small distinct bodies, each
     # entry costing its key, template and parts (tracemalloc: about 400 bytes, and 48 a part) too.
-    return _ENTRY + len(key[1]) + found.size + _PART * len(found.parts)
+    return _ENTRY + len(key[2]) + found.size + _PART * len(found.parts)
 
 
 NOT_REPLAYED = Template(b"", None, [])  # remembered for a body that is rewritten afresh every time

@@ -323,7 +323,8 @@ class GatedSend:
     def _wants_rewrite(self, xhtml: bool) -> bool:
         # The banner is HTML, not XML: an XHTML page is rewritten and gated, but gets no banner.
         inject = self._hooks.inject if self._hooks is not None and not xhtml else None
-        return bool((self._gate.rewrites and self._plan.hosts) or inject is not None)
+        plan = self._plan
+        return bool((self._gate.rewrites and (plan.hosts or plan.inline)) or inject is not None)
 
     def _policy_headers(
         self, message: Message, app_csp: list[bytes], endpoints: list[bytes], *, granted_only: bool
@@ -364,12 +365,14 @@ class GatedSend:
             # (an <img> inside <style>): only what is granted may load there either.
             self._policy_headers(held, *deferred, granted_only=codec is None or self._xhtml)
         if codec is not None and self._rewrite:
+            rewrites = self._gate.rewrites
             self._rewriter = HtmlRewriter(
-                self._plan.hosts if self._gate.rewrites else None,
+                self._plan.hosts if rewrites else None,
                 None if self._xhtml else hooks.inject,
                 charset=codec,
                 placeholder=self._placeholder,
                 mark=hooks.nonce,
+                inline=self._plan.inline if rewrites else None,
             )
             headers = held["headers"]
             headers[:] = [(k, v) for k, v in headers if k.lower() != b"content-length"]
