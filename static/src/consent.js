@@ -13,6 +13,10 @@
  * Strict CSP: no string evaluation, no inline handlers or styles; activated scripts carry the
  * page's nonce. ES2020, no dependencies. Everything it needs comes from data-* attributes of
  * its own <script> element and of the banner's root element (see consent_banner/banner.py).
+ *
+ * Every byte counts (tests/test_banner.py: 4 KB gzipped with the stylesheet): functions are arrow
+ * constants (all are defined before boot() calls any), and what esbuild cannot shorten (property
+ * names, selectors, event names) is written once where it can be.
  */
 ((window, document) => {
   "use strict";
@@ -59,24 +63,19 @@
     category === "necessary" ||
     (state.decided && state.categories.includes(category) && state.services[service] !== false);
 
-  // Embedded mode keeps the signed token as a first-party cookie of the page.
-  function storedToken() {
-    const cookie = document.cookie.split("; ").find((c) => c.startsWith(cookieName + "="));
-    return cookie && cookie.slice(cookieName.length + 1);
-  }
-
   // One call to the consent routes: a decision (POST, answered with JSON) or the banner (GET,
   // answered with HTML). Embedded: no third-party cookie (fetch sends cookies to its own origin
   // only, and keeps none from another); the token goes in a header. Whatever
   // goes wrong (no network, a refusal, an answer that is not JSON) throws an Error naming the call
   // and the cause, with the server's own explanation when it gave one (a 403 names the origin).
-  async function request(path, body) {
+  const request = async (path, body) => {
     const method = body ? "POST" : "GET";
     const url = server + prefix + path;
     const headers = {};
-    const token = server && storedToken();
+    // Embedded mode keeps the signed token as a first-party cookie of the page.
+    const token = server && document.cookie.split("; ").find((c) => c.startsWith(cookieName + "="));
     if (body) headers["Content-Type"] = "application/json";
-    if (token) headers["X-Consent-Token"] = token;
+    if (token) headers["X-Consent-Token"] = token.slice(cookieName.length + 1);
     try {
       const response = await fetch(url, {
         method,
@@ -88,10 +87,10 @@
     } catch (error) {
       throw Error(`${method} ${url}: ${error.message}`);
     }
-  }
+  };
 
   // Records one decision ("accept_all", "reject_all" or "custom") and applies it to the page.
-  async function decide(action) {
+  const decide = async (action) => {
     const body = { language: root.dataset.lang, source, gpc: !!navigator.globalPrivacyControl };
     let path = "";
     if (action === "reject_all" && state.decided) {
@@ -136,11 +135,11 @@
     // others (the browser reports its error and goes on).
     document.dispatchEvent(new CustomEvent("consent:change", { detail: api.get() }));
     if (reload) location.reload();
-  }
+  };
 
   // Google Consent Mode v2: one call per decision, pushed as gtag.js does.
   // data-consent-mode lists "signal:category" pairs, e.g. "analytics_storage:analytics".
-  function pushConsentMode(kind) {
+  const pushConsentMode = (kind) => {
     const dataLayer = (window.dataLayer = window.dataLayer || []);
     if (typeof window.gtag !== "function") {
       window.gtag = function () {
@@ -153,7 +152,7 @@
       signals[signal] = allows(category) ? "granted" : "denied";
     }
     window.gtag("consent", kind, signals);
-  }
+  };
 
   // Whether the consent now allows a tag or placeholder the gate neutralised.
   const mayActivate = (el, data = el.dataset) =>
@@ -161,7 +160,7 @@
     allows(data.consentCategory, data.consentService || data.consentPlaceholder);
 
   // Gives back what the gate neutralised, now that it is allowed.
-  function activate() {
+  const activate = () => {
     // Scripts: a <script type="text/plain"> becomes a real one. They run one after the other,
     // in document order, as the parser would have run them.
     let queue = Promise.resolve();
@@ -195,28 +194,25 @@
     queue.catch(report); // a held script that throws while made live stops those after it (order)
 
     // Other tags: every URL attribute the gate renamed data-consent-NAME gets its name back.
+    // An iframe the gate hid behind its placeholder (data-consent-hidden) is shown again.
     for (const el of selectAll("[data-consent-category]:not(script,[data-consent-placeholder])")) {
       if (!mayActivate(el)) continue;
-      for (const attribute of [...el.attributes]) {
-        const name = attribute.name.slice(13); // after "data-consent-"
-        if (/^data-consent-/.test(attribute.name) && !/^(category|service|hidden)$/.test(name)) {
-          el.setAttribute(name, attribute.value);
-          el.removeAttribute(attribute.name);
+      for (const { name, value } of [...el.attributes]) {
+        const original = name.slice(13); // after "data-consent-"
+        if (/^data-consent-/.test(name) && !/^(category|service)$/.test(original)) {
+          el.removeAttribute(name);
+          if (original === "hidden") el.hidden = false;
+          else el.setAttribute(original, value);
         }
-      }
-      // an iframe the gate hid behind its placeholder
-      if (el.hasAttribute("data-consent-hidden")) {
-        el.hidden = false;
-        el.removeAttribute("data-consent-hidden");
       }
     }
 
     // The placeholders ("Allow <category>") of what is now allowed.
     for (const el of selectAll("[data-consent-placeholder]")) if (mayActivate(el)) el.remove();
-  }
+  };
 
   // The dialog's switches show the current choices (undecided: all off); what GPC denies is locked.
-  function syncSwitches() {
+  const syncSwitches = () => {
     const deniedByGpc = splitWords(root.dataset.gpcDenied);
     for (const input of selectAll("[data-cb-category]:not([value=necessary]),[data-cb-service]", root)) {
       const category = input.dataset.cbOf || input.value;
@@ -224,24 +220,24 @@
       input.disabled = gpcApplies() && deniedByGpc.includes(category);
     }
     for (const notice of selectAll("[data-cb-gpc]", root)) notice.hidden = !gpcApplies();
-  }
+  };
 
   // The message that a decision was not recorded, in the live regions of the banner and the dialog
   // (role="alert"): emptied when the visitor tries again, so that a second failure is a new text,
   // announced again.
   const clearError = () => selectAll("[data-cb-error]", root).forEach((region) => (region.textContent = ""));
 
-  function openDialog() {
+  const openDialog = () => {
     if (dialog.open) return;
     clearError();
     opener = document.activeElement;
     source = state.decided ? "settings" : "dialog";
     syncSwitches();
     dialog.showModal();
-  }
+  };
 
   // Takes over the server-rendered banner: its forms post JSON from now on.
-  function mount(el) {
+  const mount = (el) => {
     root = el;
     dialog = inRoot("dialog");
     settings = inRoot("[data-cb-settings]");
@@ -253,7 +249,7 @@
 
     root.addEventListener("submit", (event) => {
       const button = event.submitter;
-      if (!button || button.name !== "action") return;
+      if (button?.name !== "action") return;
       event.preventDefault();
       if (!dialog.contains(button)) source = "banner";
       record(button.value);
@@ -269,17 +265,15 @@
       if (ofCategory && target.checked) inRoot("#cb-c-" + ofCategory).checked = true;
     });
 
-    // Focus stays in the dialog; Escape closes it natively, recording nothing.
+    // Focus stays in the dialog: its first and last controls are always its Close button and its
+    // last action button, so Tab from the last goes to the first and Shift+Tab back. Escape closes
+    // it natively, recording nothing.
     dialog.addEventListener("keydown", (event) => {
-      if (event.key !== "Tab") return;
-      const focusable = selectAll("a[href],button,input:not(:disabled),summary", dialog).filter(
-        (el) => el.getClientRects().length,
-      );
-      const first = focusable[0];
-      const last = focusable[focusable.length - 1];
-      if (document.activeElement === (event.shiftKey ? first : last)) {
+      const buttons = selectAll("button", dialog);
+      const [from, to] = event.shiftKey ? [buttons[0], buttons.pop()] : [buttons.pop(), buttons[0]];
+      if (event.key === "Tab" && document.activeElement === from) {
         event.preventDefault();
-        (event.shiftKey ? last : first).focus();
+        to.focus();
       }
     });
     dialog.addEventListener("close", () => {
@@ -299,12 +293,12 @@
         request("/state").then((now) => now !== JSON.stringify(state) && location.reload(), report);
       }
     });
-  }
+  };
 
   // Over the focused element the button fades out (and lets clicks through) until focus moves on
   // or the page scrolls it clear; it stays where it is, so nothing jumps. Never for itself, nor
   // for <body>.
-  function dodge() {
+  const dodge = () => {
     const focused = document.activeElement;
     const a = settings.getBoundingClientRect();
     const b = focused.getBoundingClientRect();
@@ -317,14 +311,14 @@
         a.top < b.bottom &&
         b.top < a.bottom,
     );
-  }
+  };
 
   // Records a decision once at a time. When it cannot be recorded (refused, the log down, no
   // network, an answer that is not ours) the visitor stays undecided and is told so where they
   // are: in the dialog when it is open, else in the banner, else (a decided visitor allowing from
   // a placeholder) in the dialog, opened for it. Its buttons try again. A form
   // post instead would pass the same checks and fail the same way, landing on a JSON answer.
-  function record(action) {
+  const record = (action) => {
     if (busy) return;
     busy = 1;
     clearError();
@@ -336,11 +330,11 @@
         region.textContent = region.dataset.cbError;
       })
       .finally(() => (busy = 0));
-  }
+  };
 
   // Open and close buttons, and the gate's placeholders, whose "Allow <category>" grants that
   // category on top of the current choices.
-  function onClick(event) {
+  const onClick = (event) => {
     const target = event.target.closest?.("[data-cb-open],[data-cb-close],[data-consent-allow]");
     if (!target || !root) return;
     const category = target.dataset.consentAllow;
@@ -356,12 +350,12 @@
       record("custom");
     } else if (target.hasAttribute("data-cb-close")) dialog.close();
     else openDialog();
-  }
+  };
 
   // Embedded mode: the banner, its stylesheet and the state come from the consent server. The
   // server picks the language as it does for its own pages: the page's <html lang> when it has
   // texts for it, else the Accept-Language the browser sends.
-  async function loadEmbedded() {
+  const loadEmbedded = async () => {
     const html = await request("/banner?lang=" + encodeURIComponent(document.documentElement.lang));
     const template = document.createElement("template");
     template.innerHTML = html; // the first element: text around it aside
@@ -380,7 +374,7 @@
     mount(el);
     const hasDefault = (window.dataLayer || []).some((a) => a[0] === "consent" && a[1] === "default");
     if (!hasDefault) pushConsentMode("default");
-  }
+  };
 
   const api = (window.consentBanner = {
     show: () => root && openDialog(),
@@ -389,19 +383,19 @@
       event === "change" && document.addEventListener("consent:change", (e) => listener(e.detail)),
   });
 
-  function boot() {
+  const boot = () => {
     if (server) {
       prefix = new URL(script.src).pathname.replace(/\/consent\.js$/, "");
       loadEmbedded().catch(report); // no banner: the page stays as it is, undecided
     } else {
       // The last banner root before this script: one reflected into the page comes earlier.
       const el = selectAll("[data-consent-root]")
-        .filter((candidate) => candidate.compareDocumentPosition(script) & Node.DOCUMENT_POSITION_FOLLOWING)
+        .filter((candidate) => candidate.compareDocumentPosition(script) & 4) // DOCUMENT_POSITION_FOLLOWING
         .pop();
       if (el) mount(el);
     }
     document.addEventListener("click", onClick);
-  }
+  };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
   else boot();
