@@ -43,8 +43,8 @@ def nonce_of(r: httpx.Response) -> str:
 def test_django_views_get_the_consent_through_an_asgi_client_with_lifespan(
     django_app: ConsentMiddleware,
 ) -> None:
-    """The client runs the lifespan, which Django refuses; the middleware answers it and closes its
-    log at shutdown. Every kind of view reads the same consent."""
+    """R35: the client runs the lifespan, which Django refuses; the middleware answers it and closes
+    its log at shutdown. Every kind of view reads the same consent, and its response is private."""
     with TestClient(django_app, base_url=ORIGIN) as c:
         assert c.get("/whoami").json() == {"decided": False, "analytics": False, "marketing": False}
         for path in COLLECT_PATHS:
@@ -64,6 +64,8 @@ def test_django_views_get_the_consent_through_an_asgi_client_with_lifespan(
 def test_a_django_template_carries_the_policys_nonce_and_the_page_is_gated(
     django_app: ConsentMiddleware,
 ) -> None:
+    """R2, R3 under Django: trackers neutralised, the banner injected, the app's marketing cookie
+    dropped; `{{ csp_nonce }}` is the nonce of the policy sent with the page, a new one each time."""
     with TestClient(django_app, base_url=ORIGIN) as c:
         r = c.get("/?utm_source=mail")
         nonce = nonce_of(r)

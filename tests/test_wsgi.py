@@ -58,7 +58,7 @@ def set_cookies(r: httpx.Response) -> dict[str, str]:
 async def test_views_read_the_consent_and_requires_consent_gates_them(
     client: httpx.AsyncClient, framework: str
 ) -> None:
-    """get_consent on Flask's and Django's WSGI request; @requires_consent answers 204 in the
+    """R35: get_consent on Flask's and Django's WSGI request; @requires_consent answers 204 in the
     framework's response class, and either way the response is private (the mark reached the gate
     through the environ)."""
     r = await client.get("/whoami")
@@ -79,6 +79,8 @@ async def test_views_read_the_consent_and_requires_consent_gates_them(
 
 
 async def test_the_page_is_gated_and_its_template_has_the_policys_nonce(client: httpx.AsyncClient) -> None:
+    """R2, R3 under WSGI: trackers neutralised, the banner injected, the app's marketing cookie dropped;
+    the app's own inline script carries the nonce of the policy sent with it."""
     r = await client.get("/?utm_source=mail")
     policy = r.headers["content-security-policy"]
     nonce = re.search(r"'nonce-([^']+)'", policy)
@@ -96,6 +98,8 @@ async def test_the_page_is_gated_and_its_template_has_the_policys_nonce(client: 
 async def test_the_apps_marketing_cookie_passes_once_granted_and_is_expired_on_reject(
     client: httpx.AsyncClient,
 ) -> None:
+    """R3, R16 under WSGI: the app's HttpOnly marketing cookie passes once granted; after Reject all
+    the request that still carries it gets it expired."""
     await decide(client, "accept_all")
     granted = await client.get("/?utm_source=mail")
     assert "_ads" in set_cookies(granted) and "HttpOnly" in set_cookies(granted)["_ads"]
@@ -152,5 +156,8 @@ async def test_a_bare_wsgi_app_reads_the_consent_from_its_environ(config: Consen
     mw = ConsentMiddleware(WSGIMiddleware(bare), config=config)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url=ORIGIN) as c:
         r = await c.get("/")
+        # A visitor's header cannot stand in for the scope: a2wsgi names headers HTTP_*.
+        forged = await c.get("/", headers={"asgi.scope": "x", "wsgi.version": "x"})
     await mw.close()
     assert r.text == "undecided" and "private" in r.headers["cache-control"]
+    assert forged.text == "undecided"
