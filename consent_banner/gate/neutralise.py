@@ -87,7 +87,9 @@ class TagRewriter:
         styled = low.find(b"style", start, end) >= 0
         if not names and not styled:
             return tag
-        if hosts.suspect.search(low, start, end) is None:
+        if hosts.suspect.search(low, start, end) is None and not (
+            name == b"iframe" and self._inline_rules is not None and low.find(b"srcdoc", start, end) >= 0
+        ):  # a srcdoc document's inline scripts may hold a denied service's signature (inline.py)
             return tag  # names no denied host in any spelling: the common case, decided without parsing
         if name == b"iframe" and not ns:  # its placeholder and srcdoc depend on the page
             return self._neutralise(ns, name, tag, names, mark=True)[0]
