@@ -480,6 +480,11 @@ class ConsentConfig(_Model):
                 problems.append(f"gpc_denies: {c!r} is not a category")
             elif c == NECESSARY:
                 problems.append("gpc_denies: 'necessary' cannot be denied")
+        if self.inline_scripts == "nonce" and not self.rewrite_html:
+            problems.append(
+                "inline_scripts: 'nonce' gives scripts the nonce as the gate rewrites the page: "
+                "it needs rewrite_html = true"
+            )
         if self.cookie.same_site == "none" and not self.cookie.secure:
             problems.append("cookie.same_site: 'none' needs cookie.secure = true")
         problems += self._texts_problems()
