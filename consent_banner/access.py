@@ -136,7 +136,8 @@ def requires_consent(category: str, *, service: str | None = None) -> Callable[[
         if isinstance(endpoint, type):
             raise TypeError(
                 f"@requires_consent decorates a view function, not the class {endpoint.__qualname__}: "
-                'decorate its methods (a Django view: @method_decorator(requires_consent(...), name="dispatch"))'
+                "decorate its methods (a Django view: "
+                '@method_decorator(requires_consent(...), name="dispatch"))'
             )
 
         def refusal(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any | None]:
