@@ -142,7 +142,7 @@ class LogReads(ABC):
             async with self._session() as db:
                 origins = await db.fetch(self.sql.blocked_origins)
                 directives = await db.fetch(self.sql.blocked_directives)
-                scripts = dict(await db.fetch(self.sql.blocked_script_clients))
+                scripts: dict[str, int] = dict(await db.fetch(self.sql.blocked_script_clients))
         by_origin: dict[str, dict[str, int]] = {}
         for origin, directive, n in directives:
             by_origin.setdefault(origin, {})[directive] = int(n)
