@@ -68,6 +68,10 @@ def upstream_app(seen: Seen, port: int) -> Starlette:
         r.set_cookie("booking_session", "s1", httponly=True)  # necessary
         return r
 
+    async def long_page(request: Request) -> HTMLResponse:
+        filler = "<p>row</p>" * (int(request.query_params["kb"]) * 1024 // 10)
+        return HTMLResponse(PAGE.replace("<p>shop</p>", filler))
+
     async def gzipped(request: Request) -> Response:  # compresses whatever it was asked
         return Response(
             gzip.compress(PAGE.encode()), media_type="text/html", headers={"content-encoding": "gzip"}
@@ -139,6 +143,7 @@ def upstream_app(seen: Seen, port: int) -> Starlette:
             Route("/headers", headers, methods=["GET", "POST"]),
             Route("/{any:path}/headers", headers),
             Route("/page", page),
+            Route("/long", long_page),
             Route("/gzip", gzipped),
             Route("/br", brotli),
             Route("/redirect", redirect),
@@ -320,6 +325,16 @@ def test_the_gate_acts_on_the_upstreams_page(site: str) -> None:
     assert "_ads" not in names and "booking_session" in names
     assert 'type="text/plain"' in r.text and 'id="cb-banner"' in r.text
     assert "content-security-policy" in r.headers
+
+
+def test_a_page_of_known_length_reaches_the_gate_whole_and_a_longer_one_streams(site: str) -> None:
+    """Up to 512 KB the gate gets the page in one message (so it can replay a page it rewrote
+    before) and sets the rewritten length; a longer page streams through it chunk by chunk."""
+    short = httpx.get(f"{site}/long", params={"kb": 100})
+    assert short.headers["content-length"] == str(len(short.content)) and 'type="text/plain"' in short.text
+    long = httpx.get(f"{site}/long", params={"kb": 600})
+    assert "content-length" not in long.headers and long.headers["transfer-encoding"] == "chunked"
+    assert 'type="text/plain"' in long.text and len(long.content) > 600 * 1024
 
 
 def test_compressed_html_is_decompressed_so_the_gate_reads_it(site: str) -> None:
