@@ -31,12 +31,13 @@ from ..durations import parse_duration
 from ..errors import ConsentBannerError, MissingSecretKey
 from . import derive_hmac_key, hmac_keys_from_secrets, open_log
 from .checkpoints import Checkpoint
-from .export import FORMATS, read_rows, stream
+from .export import FORMATS, stream, stream_export
 from .filters import RecordFilter, parse_day, valid_action
+from .keys import LogKeys, read_public_key_files
+from .offline import ExportError, read_pins, verify_export
 from .protocol import ConsentLog
 from .results import PurgeResult, VerifyResult
 from .signing import key_id
-from .verify import ChainVerifier
 
 T = TypeVar("T")
 
@@ -68,7 +69,10 @@ def _keys(required: bool) -> tuple[bytes | None, list[bytes]]:
 async def _open(config_path: Path, *, need_key: bool = False, create: bool = False) -> ConsentLog:
     config = ConsentConfig.from_toml(config_path)
     key, old = _keys(need_key)
-    return await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=create)
+    # The log signing key (Ed25519) signs what a writer writes; a reader checks with its public half.
+    return await open_log(
+        config.log, hmac_key=key, previous_hmac_keys=old, create=create, log_keys=LogKeys.from_env()
+    )
 
 
 def _filter(since: str | None, until: str | None, action: str | None, consent_id: str | None) -> RecordFilter:
@@ -163,11 +167,18 @@ async def export(
                 else None
             )
             try:
-                async for text in stream(lg.iter_chunks(flt), fmt):
+                # NDJSON carries the checkpoints and the signed head it was taken at (one snapshot),
+                # for `log verify --export` with the public key alone.
+                texts = (
+                    stream_export(lg.export_chunks(flt), await lg.schema_version())
+                    if fmt == "ndjson"
+                    else stream(lg.iter_chunks(flt), fmt)
+                )
+                async for text in texts:
                     out.write(escape_controls(text, newlines=True) if on_terminal else text)
                     if bar is not None:
                         n = text.count("\n")
-                        bar.update(n - 1 if written == 0 and fmt == "csv" else n)
+                        bar.update(0 if written == 0 and fmt == "ndjson" else n - 1 if written == 0 else n)
                     written += 1
             finally:
                 if bar is not None:
@@ -184,42 +195,46 @@ def _print_verify(result: VerifyResult, as_json: bool) -> None:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(shown(result.message))
+        if result.signatures:
+            click.echo(shown(result.signatures))
         for note in result.notes:
             click.echo(f"note: {shown(note)}", err=True)
     if not result.ok:
         sys.exit(1)
 
 
-# What a hand-edited or truncated file raises while it is read; named with its line or record.
-_MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
-
-
-def _malformed(option: str, where: str, what: str, e: Exception) -> click.BadParameter:
-    why = f"{e.args[0]!r} is missing" if isinstance(e, KeyError) else str(e)
-    return click.BadParameter(shown(f"{where}: not {what} ({why})"), param_hint=[option])
-
-
-def _read_checkpoints(path: Path) -> list[Checkpoint]:
-    pins: list[Checkpoint] = []
-    n = 1  # the line being read, to name a malformed one
+def _read_pins(path: Path) -> list[Checkpoint]:
     try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    pins.append(Checkpoint.from_json(json.loads(line)))
-                n += 1
-    except _MALFORMED as e:
-        raise _malformed("--pins", f"{path}, line {n}", "a checkpoint (`log checkpoints`)", e) from None
-    return pins
+        return read_pins(path)
+    except ExportError as e:
+        raise click.BadParameter(shown(f"{path}, {e}"), param_hint=["--pins"]) from None
+
+
+def _public_keys(files: tuple[Path, ...]) -> LogKeys:
+    """The log's public keys verify checks Ed25519 signatures with: from --public-key files when
+    given, else from CONSENT_LOG_SIGNING_KEY and CONSENT_LOG_PUBLIC_KEYS (never from the log)."""
+    if files:
+        return LogKeys(retired=tuple(read_public_key_files(files)))
+    return LogKeys.from_env()
 
 
 @log.command()
 @config_option
 @click.option(
+    "--export",
     "--file",
     "file_",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Verify an export (CSV or NDJSON) instead of the database.",
+    help="Verify an export (`log export --format ndjson`: with its checkpoints and signed head; or CSV) "
+    "instead of the database: no database, and with --public-key no secret either.",
+)
+@click.option(
+    "--public-key",
+    "public_key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A PEM file of the log's public key ({prefix}/log-key, `log pubkey`); repeat for a retired "
+    "one. Instead of CONSENT_LOG_SIGNING_KEY and CONSENT_LOG_PUBLIC_KEYS.",
 )
 @click.option(
     "--pins",
@@ -239,22 +254,34 @@ def _read_checkpoints(path: Path) -> list[Checkpoint]:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_run
 async def verify(
-    config_path: Path, file_: Path | None, pinned: Path | None, cli_keys: tuple[str, ...], as_json: bool
+    config_path: Path,
+    file_: Path | None,
+    public_key_files: tuple[Path, ...],
+    pinned: Path | None,
+    cli_keys: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Recompute the hash chain: "N records, chain intact, head H", or the first bad record and why.
 
     With the server keys (CONSENT_SECRET_KEYS or --key) the head must be signed by one of them, and
     the checkpoints must form the chain the head signs. Exits with status 1 when anything fails.
     """
-    pins = _read_checkpoints(pinned) if pinned else []
-    keys = _verify_keys(cli_keys)
+    pins = _read_pins(pinned) if pinned else []
+    public = _public_keys(public_key_files)
+    # With the public key alone an export needs no secret; a secret given too checks the HMACs.
+    keys = [] if public_key_files and not cli_keys else _verify_keys(cli_keys)
     if file_ is not None:
-        result = _verify_file(file_, pins, _key_map(keys) if keys else None)
+        try:
+            result = verify_export(
+                file_, pins=pins, keys=_key_map(keys) if keys else None, public_keys=public.public or None
+            )
+        except ExportError as e:
+            raise click.BadParameter(shown(f"{file_}, {e}"), param_hint=["--export"]) from None
         _print_verify(result, as_json)
         return
     config = ConsentConfig.from_toml(config_path)
     # Opened with no key to sign with: verifying never writes (and so never re-signs) the head.
-    lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, create=False)
+    lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, create=False, log_keys=public)
     try:
         result = await lg.verify(pins)
     finally:
@@ -275,24 +302,6 @@ def _verify_keys(cli_keys: tuple[str, ...]) -> list[bytes]:
 
 def _key_map(keys: list[bytes]) -> dict[str, bytes]:
     return {key_id(k): k for k in keys}
-
-
-def _verify_file(path: Path, pins: list[Checkpoint], keys: dict[str, bytes] | None) -> VerifyResult:
-    n = 1  # the record being read, to name a malformed one
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = read_rows(f)
-            first = next(rows, None)
-            anchored = first is None or first[0] == 1 or bool(pins)
-            v = ChainVerifier(checkpoints=pins, keys=keys, anchored=anchored)
-            more = first is not None and v.feed(first)
-            while more:
-                n += 1
-                row = next(rows, None)
-                more = row is not None and v.feed(row)
-    except _MALFORMED as e:
-        raise _malformed("--file", f"{path}, record {n}", "a record of a log export", e) from None
-    return v.finish()
 
 
 @log.command()
@@ -377,7 +386,9 @@ async def migrate(config_path: Path) -> None:
     """Create the log's schema, or bring it to this version's."""
     config = ConsentConfig.from_toml(config_path)
     key, old = _keys(False)
-    lg = await open_log(config.log, hmac_key=key, previous_hmac_keys=old, create=True)
+    lg = await open_log(
+        config.log, hmac_key=key, previous_hmac_keys=old, create=True, log_keys=LogKeys.from_env()
+    )
     try:
         before, after = lg.migrated_from, await lg.schema_version()
     finally:

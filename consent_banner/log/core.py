@@ -94,6 +94,7 @@ class LogCore(LogReads):
         # beside the HMAC; none given, the log keeps the HMAC alone (as before schema 4).
         self.log_keys = log_keys or LogKeys()
         self._signer = self.log_keys.signer
+        self.public_keys = self.log_keys.public or None
         self.writer: GroupCommitWriter[Item, Written, BlockedAttempt] = GroupCommitWriter(
             self._commit, side_commit=self._commit_blocked, max_batch=max_batch
         )

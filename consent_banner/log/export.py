@@ -1,8 +1,13 @@
 """CSV and NDJSON forms of the log, streamed, and reading them back (for offline verification).
 
 Both forms carry every stored column, so an auditor can recompute the hash chain from an export
-alone (`consent-banner log verify --file export.ndjson`). CSV cells hold the stored text as is
+alone (`consent-banner log verify --export export.ndjson`). CSV cells hold the stored text as is
 (categories comma-joined, services as JSON); NDJSON lines hold the same values as JSON types.
+
+An NDJSON export opens with lines that carry a `type` (docs/export-format.md): a header, the
+banner versions, the checkpoints and the signed head it was taken at, so whoever holds the file
+and the log's public key verifies it with no database and no secret. Record lines are as they
+always were and carry no `type`: a record line starts with `{"seq":`, every other with `{"type":`.
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
 from ..memo import Memo
-from .canonical import ROW_COLUMNS
+from .canonical import ROW_COLUMNS, Row
+from .head import SignedHead
 from .records import LoggedRecord
+from .results import LogState
 
 FORMATS = ("csv", "ndjson")
+EXPORT_FORMAT = "consent-banner/log-export"
+EXPORT_VERSION = 2  # 1: record lines only (before schema 4); 2: typed lines before them
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 
 _LIST_JSON: Memo[str, str] = Memo(4096)  # the few distinct category lists, as JSON arrays
@@ -68,6 +77,60 @@ def ndjson_line(row: tuple[Any, ...]) -> str:
         f'"version_id":{_s(version_id)},"ip":{_s(ip)},"browser":{_s(browser)},"detail":{detail or "null"},'
         f'"prev_hash":{_s(prev_hash)},"hash":{_s(h)}}}\n'
     )
+
+
+def state_lines(state: LogState, schema: int) -> str:
+    """The typed lines an NDJSON export opens with: header, banner versions, checkpoints, head."""
+    header = {
+        "type": "header",
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "log_id": state.log_id,
+        "schema": schema,
+        "complete": state.head is not None,  # the whole log, held against its head
+    }
+    lines = [header]
+    lines += [{"type": "version", "id": vid, "payload": text} for vid, text in sorted(state.versions.items())]
+    lines += [{"type": "checkpoint", **cp.to_json()} for cp in state.checkpoints]
+    if state.head is not None:
+        lines.append(head_json(state.head))
+    return "".join(json.dumps(line, ensure_ascii=True, separators=(",", ":")) + "\n" for line in lines)
+
+
+def head_json(head: SignedHead) -> dict[str, Any]:
+    """The signed head as an export line (and a pins file line)."""
+    data: dict[str, Any] = {
+        "type": "head",
+        "log_id": head.log_id,
+        "seq": head.seq,
+        "hash": head.hash,
+        "at": head.at,
+        "key_id": head.key_id,
+        "mac": head.mac,
+        "checkpoints": head.checkpoints,
+    }
+    if head.sig_key_id is not None:
+        data["sig_key_id"], data["sig"] = head.sig_key_id, head.sig
+    return data
+
+
+def head_from_json(data: dict[str, Any]) -> SignedHead:
+    """A head line back; KeyError/ValueError/TypeError when it is not one."""
+    opt = {k: None if data.get(k) is None else str(data[k]) for k in ("at", "key_id", "mac", "checkpoints")}
+    sig = {k: None if data.get(k) is None else str(data[k]) for k in ("sig_key_id", "sig")}
+    return SignedHead(str(data["log_id"]), _int(data["seq"]), str(data["hash"]), **opt, **sig)
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a whole number")
+    return value
+
+
+async def stream_export(parts: AsyncIterator[LogState | list[Row]], schema: int) -> AsyncIterator[str]:
+    """Text chunks of an NDJSON export from export_chunks(): the typed lines, then the records."""
+    async for part in parts:
+        yield state_lines(part, schema) if isinstance(part, LogState) else "".join(map(ndjson_line, part))
 
 
 def csv_header() -> str:

@@ -22,9 +22,10 @@ from .canonical import Row
 from .checkpoints import Checkpoint
 from .filters import ALL_RECORDS, RecordFilter
 from .head import SignedHead
+from .keys import PublicKey
 from .queries import Queries
 from .records import LoggedRecord
-from .results import BlockedOrigin, BlockedSummary, LogStats, VerifyResult
+from .results import BlockedOrigin, BlockedSummary, LogState, LogStats, VerifyResult
 from .verify import ChainVerifier
 
 VERIFY_CHUNK = 5000  # rows fetched at a time while verifying
@@ -42,6 +43,7 @@ class LogReads(ABC):
 
     log_id: str = ""
     keys: dict[str, bytes] | None = None  # key id -> HMAC key, for checking signatures
+    public_keys: dict[str, PublicKey] | None = None  # key id -> the log's Ed25519 public keys
     sql: Queries
     read_errors: ClassVar[tuple[type[BaseException], ...]] = ()  # the driver's own errors
 
@@ -116,6 +118,25 @@ class LogReads(ABC):
             async for r in rows:
                 yield LoggedRecord.from_row(r)
 
+    async def export_chunks(
+        self, flt: RecordFilter = ALL_RECORDS, *, chunk: int = 5000
+    ) -> AsyncGenerator[LogState | list[Row], None]:
+        """What an NDJSON export carries, in one snapshot: first the log's signed state (its head,
+        checkpoints and banner versions), then its raw rows in chunks, as iter_chunks. A filtered
+        export gets the rows alone: a part of the chain cannot be held against the head."""
+        sql, params = self.sql.rows(flt)
+        with self._reading():
+            async with self._session() as s:
+                if flt == ALL_RECORDS:
+                    heads = await s.fetch(self.sql.head)
+                    cps = [Checkpoint(self.log_id, *r) for r in await s.fetch(self.sql.checkpoints)]
+                    versions: dict[str, str] = dict(await s.fetch(self.sql.versions))
+                    head = SignedHead(self.log_id, *heads[0]) if heads else None
+                    yield LogState(self.log_id, head, cps, versions)
+                async with contextlib.aclosing(s.chunks(sql, params, chunk)) as chunks:
+                    async for rows in chunks:
+                        yield rows
+
     async def stats(self, flt: RecordFilter = ALL_RECORDS) -> LogStats:
         s = LogStats()
         with self._reading():
@@ -164,6 +185,7 @@ class LogReads(ABC):
                 v = ChainVerifier(
                     checkpoints=cps,
                     keys=self.keys,
+                    public_keys=self.public_keys,
                     head=SignedHead(self.log_id, *heads[0]) if heads else None,
                     head_required=True,
                     versions=versions,
@@ -172,6 +194,6 @@ class LogReads(ABC):
                 )
                 async with contextlib.aclosing(db.chunks(self.sql.all_records, (), VERIFY_CHUNK)) as chunks:
                     async for rows in chunks:
-                        if not all(map(v.feed, rows)):
+                        if not v.feed_all(rows):
                             break
         return v.finish()

@@ -8,6 +8,7 @@ from typing import Any
 
 from .chain import GENESIS
 from .checkpoints import Checkpoint
+from .head import SignedHead
 from .records import SYSTEM_ACTIONS, LoggedRecord
 
 
@@ -108,6 +109,18 @@ class PurgeResult:
     record: LoggedRecord  # the purge's own record in the chain
 
 
+@dataclass(frozen=True)
+class LogState:
+    """The log's signed state in one snapshot, as an export carries it before its records: the head
+    (None: a filtered export, or none read), every checkpoint in the order signed, the banner
+    versions (id -> stored payload text)."""
+
+    log_id: str
+    head: SignedHead | None
+    checkpoints: list[Checkpoint]
+    versions: dict[str, str]
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -121,6 +134,7 @@ class VerifyResult:
     checkpoints: int = 0  # checkpoints compared with the chain
     anchor: int | None = None  # seq of the purge checkpoint the chain starts from, if any
     notes: list[str] = field(default_factory=list)
+    signatures: str | None = None  # what vouched for the log: "signatures: Ed25519, log key ..." or HMAC
 
     @property
     def message(self) -> str:
@@ -143,5 +157,6 @@ class VerifyResult:
             "checkpoints": self.checkpoints,
             "anchor": self.anchor,
             "notes": list(self.notes),
+            "signatures": self.signatures,
             "message": self.message,
         }

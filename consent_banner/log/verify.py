@@ -9,8 +9,10 @@ It tells apart (R22):
 - inserted:   a record that the next record's link steps over;
 - reordered:  a record whose link points at a record that comes after it;
 - rewritten:  the chain is self-consistent but disagrees with a signed checkpoint or head;
-- signature:  the head is not signed by a key listed now (CONSENT_SECRET_KEYS or --key), or a
-              checkpoint carries a signature a listed key did not make;
+- signature:  the head is not signed by a key listed now (CONSENT_SECRET_KEYS or --key; the log's
+              public keys: --public-key, CONSENT_LOG_SIGNING_KEY, CONSENT_LOG_PUBLIC_KEYS), a
+              checkpoint carries a signature a listed key did not make, or the log's Ed25519 key
+              changed without a rotation checkpoint both keys signed;
 - checkpoints: the checkpoint chain lost, gained or changed a checkpoint;
 - version:    a banner version was changed, or a record points at one that is not stored.
 """
@@ -27,7 +29,10 @@ from .canonical import Row
 from .chain import GENESIS, record_hash
 from .checkpoints import Checkpoint, checkpoint_link
 from .head import SignedHead
+from .keys import PublicKey
 from .results import VerifyResult
+
+PIN = "pin"  # the reason of a pinned head (seq and hash an auditor kept): trusted as the auditor's own
 
 
 class _Failed(Exception):
@@ -42,7 +47,9 @@ class ChainVerifier:
         self,
         *,
         checkpoints: Iterable[Checkpoint] = (),
-        keys: Mapping[str, bytes] | None = None,  # key id -> HMAC key; None: signatures not checked
+        keys: Mapping[str, bytes] | None = None,  # key id -> HMAC key; None: HMACs not checked
+        public_keys: Mapping[str, PublicKey] | None = None,  # key id -> Ed25519 key; None: not checked
+        require_public: bool = False,  # True: the head must carry an Ed25519 signature (offline)
         head: SignedHead | None = None,  # given: `checkpoints` are all the log's own, a chain
         pins: Iterable[Checkpoint] = (),  # checkpoints kept outside the log, from `log checkpoints`
         versions: Mapping[str, str] | None = None,  # version id -> stored payload text
@@ -51,6 +58,11 @@ class ChainVerifier:
         head_required: bool = False,  # True: the rows are a database's, whose head row must be there
     ) -> None:
         self._keys = keys
+        self._public = public_keys
+        self._require_public = require_public
+        self._ed_key: str | None = None  # the log's Ed25519 key at the checkpoint being walked
+        self._ed_since: int | None = None  # the checkpoint from which it signs
+        self._ed_first: str | None = None  # the first Ed25519 key of the log, for the summary
         self._head = head
         self._head_required = head_required
         self._versions = versions
@@ -71,7 +83,7 @@ class ChainVerifier:
         self._versions_ok: set[str] = set()
         self._vouched = 0  # the last record a signed checkpoint was compared with
         notes = self._result.notes
-        if keys is None:
+        if keys is None and public_keys is None:
             notes.append("signatures not checked: no server key available (set CONSENT_SECRET_KEYS)")
         try:
             stored = list(checkpoints)
@@ -109,26 +121,103 @@ class ChainVerifier:
                     f"checkpoint {cp.n} (at record {cp.seq}) does not follow the checkpoints before it: "
                     "one of them was deleted, changed or inserted",
                 )
+            self._walk_keys(cp)
             tip = checkpoint_link(tip, cp.mac)
         return tip
 
+    def _walk_keys(self, cp: Checkpoint) -> None:
+        """The log's Ed25519 key along its checkpoints, in the order they were signed: it changes only
+        at a rotation checkpoint that names the key before it and that both keys signed, and once a
+        checkpoint is signed with it, every later one is (its signature was not removed)."""
+        if self._public is None:
+            return
+        where = f"checkpoint {cp.n} (at record {cp.seq})"
+        kid, current = cp.sig_key_id, self._ed_key
+        if kid is not None:  # a key nobody listed, or a forged signature, is named before the sequence
+            self._ed_valid(kid, cp.sig, cp.ed25519_message(), f"the {where}", cp.seq)
+        if kid is None:
+            if current is not None:
+                raise _Failed(
+                    cp.seq,
+                    "signature",
+                    f"{where} carries no Ed25519 signature, though the log signs with key {current} since "
+                    f"checkpoint {self._ed_since}: its signature was removed, or it was made without the key",
+                )
+            return
+        if cp.prior_key_id is not None:
+            if current is not None and cp.prior_key_id != current:
+                raise _Failed(
+                    cp.seq,
+                    "signature",
+                    f"{where} rotates from log key {cp.prior_key_id}, but the log signs with key {current} "
+                    f"since checkpoint {self._ed_since}",
+                )
+            self._ed_valid(
+                cp.prior_key_id, cp.prior_sig, cp.ed25519_message(), where + ", the old key's signature"
+            )
+        elif current is not None and kid != current:
+            raise _Failed(
+                cp.seq,
+                "signature",
+                f"{where} is signed by log key {kid}, but the log signs with key {current} since "
+                f"checkpoint {self._ed_since}, and no rotation checkpoint signed by both links them",
+            )
+        if kid != current:
+            self._ed_key, self._ed_since = kid, cp.n
+            self._ed_first = self._ed_first or kid
+
+    def _ed_valid(self, kid: str, sig: str | None, message: bytes, what: str, seq: int | None = None) -> None:
+        """The Ed25519 signature `sig` by key `kid` of `message`, or _Failed naming the key."""
+        assert self._public is not None
+        key = self._public.get(kid)
+        if key is None:
+            raise _Failed(
+                seq,
+                "signature",
+                f"{what} is by log key {kid}, which is not listed (--public-key, CONSENT_LOG_SIGNING_KEY or "
+                "CONSENT_LOG_PUBLIC_KEYS): it cannot be trusted",
+            )
+        if not key.verify(sig, message):
+            raise _Failed(
+                seq, "signature", f"{what} (log key {kid}) does not match: it was changed or forged"
+            )
+
     def _add_checkpoint(self, cp: Checkpoint, kind: str = "checkpoint") -> None:
+        if cp.reason == PIN and not cp.mac:  # a head the auditor pinned: their own, compared as it is
+            if cp.log_id and self._log_id is not None and cp.log_id != self._log_id:
+                raise _Failed(
+                    cp.seq, "signature", f"the pinned head at record {cp.seq} belongs to another log"
+                )
+            self._checkpoints.setdefault(cp.seq, []).append(cp)
+            return
         if self._log_id is not None and cp.log_id != self._log_id:
             raise _Failed(cp.seq, "signature", f"the {kind} at record {cp.seq} belongs to another log")
+        checked: bool | None = None  # whether a listed key made it: its HMAC, or its Ed25519 signature
+        if self._public is not None and cp.sig_key_id is not None:
+            self._ed_valid(
+                cp.sig_key_id, cp.sig, cp.ed25519_message(), f"the {kind} at record {cp.seq}", cp.seq
+            )
+            checked = True
         if self._keys is not None:
             valid = cp.valid(self._keys)
             if valid is False:
                 raise _Failed(
                     cp.seq, "signature", f"the {kind} at record {cp.seq} is not signed by the server key"
                 )
-            if valid is None:
-                self._result.notes.append(
-                    f"{kind} at record {cp.seq} ({cp.reason}) is signed by key {cp.key_id!r}, which is not "
-                    "listed: not checked"
-                )
-                if cp.reason == "purge":
-                    self._unchecked_purges.setdefault(cp.seq, cp)
-                return
+            checked = checked or valid
+        elif self._public is None:
+            checked = True  # no key at all: compared as they are (the note above says so)
+        if not checked:
+            self._result.notes.append(
+                f"{kind} at record {cp.seq} ({cp.reason}) is signed by key {cp.key_id!r}, which is not "
+                "listed: not checked"
+                if self._keys is not None
+                else f"{kind} at record {cp.seq} ({cp.reason}) carries only an HMAC, which needs the server "
+                "key: not checked by itself (the signed head covers it through the checkpoint chain)"
+            )
+            if cp.reason == "purge":
+                self._unchecked_purges.setdefault(cp.seq, cp)
+            return
         self._checkpoints.setdefault(cp.seq, []).append(cp)
 
     def _add_pin(self, pin: Checkpoint, stored: list[Checkpoint] | None) -> None:
@@ -159,6 +248,11 @@ class ChainVerifier:
             self._check(previous, self._buffered)
         return self._failed is None
 
+    def feed_all(self, rows: Iterable[Row]) -> bool:
+        """Feed rows until one fails (the rest are not read); False once a failure is found."""
+        feed = self.feed
+        return all(map(feed, rows))
+
     def finish(self) -> VerifyResult:
         if self._failed is None and self._buffered is not None:
             self._check(self._buffered, None)
@@ -169,6 +263,7 @@ class ChainVerifier:
             except _Failed as f:
                 self._failed = f
         r = self._result
+        r.signatures = self.signatures()
         if self._failed is not None:
             r.ok = False
             r.bad_seq, r.problem, r.reason = self._failed.seq, self._failed.problem, self._failed.reason
@@ -315,6 +410,47 @@ class ChainVerifier:
 
     # --- the end of the chain --------------------------------------------------------------------
 
+    def _check_head_ed25519(self, head: SignedHead) -> None:
+        if self._public is None:
+            return
+        current = self._ed_key
+        if head.sig_key_id is None:
+            if current is not None or self._require_public:
+                raise _Failed(
+                    None,
+                    "signature",
+                    "the head carries no Ed25519 signature"
+                    + (f", though the log signs with key {current}" if current else "")
+                    + ": nothing vouches for it to whoever holds only the public key",
+                )
+            return
+        if current is not None and head.sig_key_id != current:
+            raise _Failed(
+                None,
+                "signature",
+                f"the head is signed by log key {head.sig_key_id}, but the log signs with key {current} "
+                f"since checkpoint {self._ed_since}, and no rotation checkpoint links them",
+            )
+        self._ed_valid(head.sig_key_id, head.sig, head.ed25519_message(), "the head's signature")
+        self._ed_first = self._ed_first or head.sig_key_id
+        self._ed_key = head.sig_key_id
+
+    def signatures(self) -> str:
+        """What vouched for the log, in one line (`log verify` prints it)."""
+        head = self._head
+        kid = head.sig_key_id if head is not None else None
+        if self._public is not None and kid is not None and self._ed_key == kid:
+            rotated = f", rotated from key {self._ed_first}" if self._ed_first not in (None, kid) else ""
+            return f"signatures: Ed25519, log key {kid}{rotated} (checked with the public key alone)"
+        if self._keys is not None:
+            if kid is not None:
+                return (
+                    f"signatures: HMAC (server secret); the Ed25519 signatures (log key {kid}) were not "
+                    "checked: give the public key (--public-key, or CONSENT_LOG_SIGNING_KEY)"
+                )
+            return "signatures: HMAC (server secret) — set CONSENT_LOG_SIGNING_KEY for public verification"
+        return "signatures: not checked (no key: CONSENT_SECRET_KEYS, --key or --public-key)"
+
     def _check_tail(self) -> None:
         r = self._result
         if self._unconfirmed_anchor is not None:
@@ -339,6 +475,13 @@ class ChainVerifier:
         head = self._head
         if head is None and self._head_required:
             raise _Failed(None, "missing", "the head row is missing")
+        if head is None and self._require_public:
+            raise _Failed(
+                None,
+                "signature",
+                "no signed head: a filtered or CSV export, or one whose head line was removed, carries "
+                "nothing the public key can check (export the whole log as NDJSON)",
+            )
         if head is None:
             # An export carries no signed head: whoever holds a copy can rewrite records and
             # recompute every hash after them. Only pinned checkpoints vouch for a file's records.
@@ -356,6 +499,7 @@ class ChainVerifier:
             problem = head.problem(self._keys)
             if problem is not None:
                 raise _Failed(None, "signature", problem)
+        self._check_head_ed25519(head)
         if head.checkpoints is None:
             r.notes.append(
                 "the head has the previous release's signature, which does not cover the checkpoints "

@@ -133,14 +133,18 @@ def test_ndjson_export_round_trips_and_verifies_offline(setup: tuple[Path, str],
     records = fill(url)
     out = tmp_path / "log.ndjson"
     assert invoke(cfg, "export", "--format", "ndjson", "--output", str(out)).exit_code == 0
-    lines = out.read_text().splitlines()
+    # The typed lines (header, versions, checkpoints, head) come first; record lines start {"seq":
+    typed, lines = [], []
+    for line in out.read_text().splitlines():
+        (lines if line.startswith('{"seq":') else typed).append(line)
+    assert [json.loads(t)["type"] for t in typed][:1] == ["header"]
     assert [LoggedRecord.from_json(json.loads(line)) for line in lines] == records
     ok = invoke(cfg, "verify", "--file", str(out))
     assert ok.exit_code == 0 and ok.output.startswith(f"12 records, chain intact, head {records[-1].hash}")
     tampered = [json.loads(line) for line in lines]
     tampered[4]["granted"] = ["necessary", "analytics", "marketing"]
     tampered[4]["denied"] = []
-    out.write_text("".join(json.dumps(t) + "\n" for t in tampered))
+    out.write_text("".join(t + "\n" for t in typed) + "".join(json.dumps(t) + "\n" for t in tampered))
     bad = CliRunner().invoke(log_group, ["verify", "--config", str(cfg), "--file", str(out)])
     assert bad.exit_code == 1 and bad.output.startswith("record 5: changed")
 
@@ -179,7 +183,10 @@ def test_verify_reports_intact_and_then_the_bad_record(setup: tuple[Path, str]) 
     records = fill(url)
     ok = invoke(cfg, "verify")
     assert ok.exit_code == 0
-    assert ok.output.strip() == f"12 records, chain intact, head {records[-1].hash}"
+    assert ok.output.splitlines() == [
+        f"12 records, chain intact, head {records[-1].hash}",
+        "signatures: HMAC (server secret) — set CONSENT_LOG_SIGNING_KEY for public verification",
+    ]
 
     async def tamper() -> None:
         async with RawDB(url) as raw:
