@@ -45,7 +45,7 @@ from ..request_checks import SiteOrigins
 from .cookies import CookieRules
 from .csp import NONCE_PLACEHOLDER, REPORT_GROUP, build_policy, merge, parse_policies, serialize
 from .html import Blocked, HostRules, url_host
-from .inline import InlineRules
+from .inline import NONCE, InlineRules
 from .placeholder import Placeholders
 from .send import VARY_TOKENS, Gating, PageHooks, Scope, Send
 
@@ -62,7 +62,7 @@ class Plan:
     """What one consent state allows: services, hosts to neutralise, inline scripts held or
     nonced, CSP origins."""
 
-    __slots__ = ("allowed", "hosts", "inline", "script_origins", "origins")
+    __slots__ = ("allowed", "hosts", "inline", "inline_app_policy", "script_origins", "origins")
 
     def __init__(
         self,
@@ -71,11 +71,15 @@ class Plan:
         script_origins: tuple[str, ...],
         origins: tuple[str, ...],
         inline: InlineRules | None = None,
+        inline_app_policy: InlineRules | None = None,
     ) -> None:
         self.script_origins = script_origins  # only what is granted: scripts are activated with the nonce
         self.allowed = allowed
         self.hosts = hosts
         self.inline = inline  # None: no inline script is any service's business here
+        # The same for a response whose app sends its own script-src: under inline_scripts = "nonce",
+        # without the nonce for a script matching no service (the app's rules stand).
+        self.inline_app_policy = inline_app_policy
         self.origins = origins
 
 
@@ -116,6 +120,9 @@ class ResponseGate:
                 if s.name not in table.setdefault(key, []):
                     table[key].append(s.name)
         self._strict_undecided = config.csp_undecided == "strict"
+        # inline_scripts = "nonce": the page's inline scripts matching no service get the nonce, where
+        # a policy is sent at all (without one nothing refuses them).
+        self._nonce_unmatched = config.inline_scripts == "nonce" and self.csp_header is not None
         self._plans: Memo[object, Plan] = Memo(_MAX_CACHED)
         self._plan_of: Memo[int, tuple[Consent, Plan]] = Memo(_MAX_CACHED)
         self._by_allowed: Memo[tuple[frozenset[str], frozenset[str]], Plan] = Memo(_MAX_CACHED)
@@ -216,7 +223,11 @@ class ResponseGate:
                 if s.loader and s.name not in allowed and not all(_covered(o, sources) for o in s.origins)
             )
         hosts = HostRules(first_denied(self._exact), first_denied(self._wild), reload)
-        plan = Plan(allowed, hosts, scripts, origins, self._inline_rules(allowed, hosts))
+        inline = self._inline_rules(allowed, hosts)
+        nonced = inline
+        if self._nonce_unmatched:  # inline_scripts = "nonce": a script matching no service too
+            nonced = (inline or InlineRules(hosts, ())).with_unmatched(NONCE)
+        plan = Plan(allowed, hosts, scripts, origins, nonced, inline)
         if len(self._by_allowed) >= _MAX_CACHED:
             self._plans.clear()  # they hold plans about to be forgotten here
         return self._by_allowed.put((allowed, in_policy), plan)

@@ -165,6 +165,23 @@ def parse_policies(value: str) -> list[Policy]:
     return policies
 
 
+# The directives that decide whether a <script> element runs (script-src-elem's fallback chain).
+_SCRIPT_ELEMENT = _FALLBACK["script-src-elem"]
+
+
+def governs_scripts(values: list[bytes]) -> bool:
+    """Whether the app's own policy header values decide which script elements run: one of its
+    policies has script-src-elem, script-src or default-src. Then the gate gives no nonce to the
+    page's inline scripts under `inline_scripts = "nonce"`: the merged policy keeps both sides'
+    nonces, so ours would admit scripts the app's rules refuse."""
+    return any(
+        name in policy
+        for v in values
+        for policy in parse_policies(v.decode("latin-1"))
+        for name in _SCRIPT_ELEMENT
+    )
+
+
 def serialize(policy: Policy) -> str:
     return "; ".join(" ".join((name, *values)) if values else name for name, values in policy.items())
 

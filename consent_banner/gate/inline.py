@@ -35,9 +35,10 @@ of text. Past that it decides on what it holds: a denied service's signature the
 script; otherwise it streams on as written, with no nonce, whatever comes later (a script too long
 to read is vouched for by nobody: under the enforced policy it is refused, under `csp = "off"` it
 runs). Scripts the browser does not run are not held: those with `src` (their text is never run), a
-data block (`application/json`, `text/plain`...), `importmap`, `speculationrules`, an SVG `<script>`
+data block (`application/json`, `text/plain`...; CSP does not apply to one), an SVG `<script>`
 (SVG content, which is not raw text), and any `<script>` inside `<noscript>` when the nested
-rewriter reads it as markup (scripting off: nothing in it runs).
+rewriter reads it as markup (scripting off: nothing in it runs). `importmap` and
+`speculationrules` are held only under `inline_scripts = "nonce"` (RULE_TYPES).
 
 The reload rule: a neutralised script (inline or external) of a `loader = true` service whose
 origins are not all in this page's enforced `script-src` (`'self'` by `site_origins`, and the
@@ -50,6 +51,7 @@ load any vendor, and any nonced script anything).
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Literal
@@ -68,6 +70,13 @@ if TYPE_CHECKING:
 MAX_INLINE = 256 * 1024
 
 NONCE: Final = "nonce"  # the verdict: give the script the page's nonce
+# Inline scripts that are no JavaScript yet are checked against script-src: an import map and
+# speculation rules. Held only where a script matching no service gets the nonce
+# (`inline_scripts = "nonce"`): the site's own then get it too; one naming a denied service
+# (speculation rules would prefetch from the vendor) is left without it, refused, and not
+# neutralised: an import map added after the first module import is an error, so there is nothing
+# to activate after consent.
+RULE_TYPES = frozenset({"importmap", "speculationrules"})
 Verdict = Blocked | Literal["nonce"] | None
 
 _HOST_CHAR = rb"[A-Za-z0-9-]"
@@ -160,6 +169,12 @@ class InlineRules:
     def __bool__(self) -> bool:
         return self._any is not None or self.unmatched is not None
 
+    def with_unmatched(self, unmatched: Verdict) -> InlineRules:
+        """The same rules, giving `unmatched` to a script that matches no service."""
+        twin = copy.copy(self)
+        twin.unmatched = unmatched
+        return twin
+
     def verdict(self, text: bytes) -> Verdict:
         """Blocked (neutralise it for that service), NONCE (give it the page's nonce), or None."""
         if self._any is None:
@@ -217,14 +232,21 @@ def nonced(tag: bytes, mark: bytes) -> bytes:
     return edit_tag(tag, attrs, edits, mark)
 
 
-def runs_inline(tag: bytes, charset: str) -> bool:
-    """Whether an HTML `<script ...>` start tag is an inline script the browser runs: no `src`,
-    and a JavaScript type (the first `type` counts, as in `neutralise.py`)."""
+def inline_type(tag: bytes, charset: str) -> str | None:
+    """The type of an HTML `<script ...>` start tag without `src`, as the browser compares it
+    (trimmed, lower case; "" when it has none: the first `type` counts, as in `neutralise.py`);
+    None for a script with `src`."""
     attrs = parse_attrs(tag, len(b"<script"))
     if any(a[0] == b"src" for a in attrs):
-        return False
+        return None
     kind = next((a[5] for a in attrs if a[0] == b"type"), None)
-    return kind is None or attr_text(kind, charset).strip(" \t\n\f\r").lower() in JS_TYPES
+    return "" if kind is None else attr_text(kind, charset).strip(" \t\n\f\r").lower()
+
+
+def runs_inline(tag: bytes, charset: str) -> bool:
+    """Whether an HTML `<script ...>` start tag is an inline script the browser runs: no `src`,
+    and a JavaScript type."""
+    return inline_type(tag, charset) in JS_TYPES
 
 
 class InlineScripts(RawText):
@@ -240,7 +262,11 @@ class InlineScripts(RawText):
 
     def _hold_script(self, tag: bytes) -> bool:
         """At an HTML `<script>` start tag (already rewritten): whether it is held here."""
-        if self._inline_rules is None or not self._scripting or not runs_inline(tag, self._charset):
+        rules = self._inline_rules
+        if rules is None or not self._scripting:
+            return False
+        kind = inline_type(tag, self._charset)
+        if kind not in JS_TYPES and (kind not in RULE_TYPES or rules.unmatched != NONCE):
             return False
         self._held_script, self._held_size = [tag], 0
         return True
@@ -274,7 +300,10 @@ class InlineScripts(RawText):
         tag, text = held[0], b"".join(held[1:])
         verdict = rules.verdict(text) if complete else rules.denied(text)
         if isinstance(verdict, Blocked):
-            tag = neutralised(tag, rules.labels(verdict), self._marked())
+            # An import map or speculation rules naming a denied service stay without the nonce
+            # (refused), not neutralised: nothing could activate them later (RULE_TYPES).
+            if inline_type(tag, self._charset) not in RULE_TYPES:
+                tag = neutralised(tag, rules.labels(verdict), self._marked())
         elif verdict == NONCE and self._mark is not None:
             tag = nonced(tag, self._marked())
         self._out.append(tag)

@@ -18,10 +18,12 @@ from ..paths import root_path
 from . import caching
 from .caching import VARY_TOKENS
 from .charset import MAX_HEAD, body_codec, enough, header_codec
+from .csp import governs_scripts
 from .html import Blocked, HtmlRewriter, Inject
 
 if TYPE_CHECKING:
     from . import Plan, ResponseGate
+    from .inline import InlineRules
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -372,12 +374,20 @@ class GatedSend:
                 charset=codec,
                 placeholder=self._placeholder,
                 mark=hooks.nonce,
-                inline=self._plan.inline if rewrites else None,
+                inline=self._inline_rules(deferred) if rewrites else None,
             )
             headers = held["headers"]
             headers[:] = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         self._busy = self._rewriter is not None
         return held
+
+    def _inline_rules(self, deferred: tuple[list[bytes], list[bytes]] | None) -> InlineRules | None:
+        """The plan's inline script rules; where the app's own policy (its header of the kind the gate
+        sends, in `deferred`) decides which scripts run, those that nonce no unmatched script."""
+        plan = self._plan
+        if plan.inline is not plan.inline_app_policy and deferred and governs_scripts(deferred[0]):
+            return plan.inline_app_policy
+        return plan.inline
 
     def _placeholder(self, blocked: Blocked, html_lang: str | None) -> str:
         # In the page's language, as its banner; with the nonce: the script honours only the gate's "Allow".
