@@ -56,8 +56,20 @@ def cli() -> None:
 
 
 @cli.command()
-def keygen() -> None:
-    """Print a new signing key for CONSENT_SECRET_KEYS."""
+@click.option(
+    "--log",
+    "log_key",
+    is_flag=True,
+    help="A log signing key for CONSENT_LOG_SIGNING_KEY instead (Ed25519, one line: ed25519:<seed>); "
+    "`consent-banner log pubkey` prints its public key.",
+)
+def keygen(log_key: bool) -> None:
+    """Print a new signing key for CONSENT_SECRET_KEYS (or, with --log, for CONSENT_LOG_SIGNING_KEY)."""
+    if log_key:
+        from .log.keys import SigningKey
+
+        click.echo(SigningKey.generate().line())
+        return
     click.echo(secrets.token_urlsafe(32))
 
 
