@@ -34,6 +34,7 @@ from .gate.html import Inject
 from .gate.inject import FRAGMENT_HEADERS, FRAGMENT_VARY, asks_fragment
 from .gate.send import Gating
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
+from .log.keys import LogKeys
 from .metrics import Metrics
 from .paths import public_path, root_path, route_path
 from .request_checks import OriginPolicy, SiteOrigins
@@ -85,6 +86,9 @@ class ConsentMiddleware:
         self._own_domain = "." + cfg.cookie.domain.lstrip(".") if cfg.cookie.domain else None
         # The log's head and checkpoints are HMAC-signed with keys derived from the signing keys.
         self._log_key, self._previous_log_keys = hmac_keys_from_secrets(keys)
+        # And with Ed25519 (CONSENT_LOG_SIGNING_KEY), so anyone with the public key verifies; a
+        # malformed key stops the start here, naming the variable.
+        self.log_keys = LogKeys.from_env()
         self._log: ConsentLog | None = None
         self._log_lock = asyncio.Lock()
         self.metrics = Metrics(lambda: self._log)  # a scrape reads the log's writer, never opens it
@@ -107,6 +111,7 @@ class ConsentMiddleware:
             decisions=self.decisions,
             log=self.log,
             metrics=self.metrics,
+            log_keys=self.log_keys,
         )
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
@@ -231,6 +236,7 @@ class ConsentMiddleware:
                             self.config.log,
                             hmac_key=self._log_key,
                             previous_hmac_keys=self._previous_log_keys,
+                            log_keys=self.log_keys,
                         )
                     except OSError as e:
                         raise LogUnavailable(f"the consent log cannot be opened: {e}") from e

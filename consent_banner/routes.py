@@ -2,8 +2,9 @@
 
 Dispatch by path and method, CORS for the configured `allowed_origins`, and the endpoints that are
 not decisions: the visitor's state, the banner fragment and declaration for embedding sites, the
-script and stylesheet, the receipt, CSP violation reports, the audit view mounted at `/audit`, and
-the operators' `/health` (`health.py`) and `/metrics` (`metrics.py`, which every endpoint counts into).
+script and stylesheet, the receipt, CSP violation reports, the log's public keys (`/log-key`,
+`log_key.py`), the audit view mounted at `/audit`, and the operators' `/health` (`health.py`) and
+`/metrics` (`metrics.py`, which every endpoint counts into).
 Decisions and withdrawals are `decisions.py`'s. The log is the middleware's: it is handed down as a
 function that opens it on first use, and a log that fails answers 503 (fail closed).
 """
@@ -31,6 +32,8 @@ from .gate.caching import private
 from .gate.csp import MAX_REPORT_BYTES, parse_reports
 from .health import Health
 from .log import BlockedAttempt, InvalidDecision, truncate_ip
+from .log.keys import LogKeys
+from .log_key import LogKeyEndpoint
 from .metrics import Metrics, metrics_app, refusal_reason
 from .paths import root_path, route_path
 from .ratelimit import ClientBudget, Rate
@@ -66,6 +69,7 @@ class ConsentRoutes:
         decisions: Decisions,
         log: OpenLog,
         metrics: Metrics | None = None,
+        log_keys: LogKeys | None = None,
     ) -> None:
         self.config = config
         self.codec = codec
@@ -93,6 +97,7 @@ class ConsentRoutes:
             "/receipt": ("GET", self.receipt),
             "/csp-report": ("POST", self.csp_report),
             "/health": ("GET", Health(log).endpoint),
+            "/log-key": ("GET", LogKeyEndpoint(log_keys or LogKeys()).endpoint),
         }
 
     # --- dispatch -------------------------------------------------------------------------------
