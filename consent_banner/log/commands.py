@@ -459,3 +459,25 @@ async def checkpoints(config_path: Path, make_new: bool, output: str) -> None:
         click.echo(text, nl=False)
     else:
         Path(output).write_text(text, encoding="utf-8")
+
+
+@log.command()
+@click.option(
+    "--line", "as_line", is_flag=True, help="The one-line form CONSENT_LOG_PUBLIC_KEYS lists, not PEM."
+)
+@click.option("--all", "all_keys", is_flag=True, help="Every key, the retired ones too, each after its id.")
+@_run
+async def pubkey(as_line: bool, all_keys: bool) -> None:
+    """The log's public key (of CONSENT_LOG_SIGNING_KEY) as PEM: what an auditor passes to
+    `log verify --public-key`, and what `{prefix}/log-key` serves."""
+    keys = LogKeys.from_env()
+    signer = keys.signer
+    if signer is None:
+        raise click.ClickException(
+            "CONSENT_LOG_SIGNING_KEY is not set: make a log signing key with `consent-banner keygen --log`"
+        )
+    chosen = sorted(keys.public.values(), key=lambda k: k.kid != signer.kid) if all_keys else [signer.public]
+    if as_line:
+        click.echo("".join(k.line() + "\n" for k in chosen), nl=False)
+    else:
+        click.echo(keys.pem() if all_keys else signer.public.pem(), nl=False)
