@@ -257,8 +257,8 @@ class Banner:
             # The JSON holds only validated signal names and "granted"/"denied": nothing to escape.
             uet = ""
             if self._uet is not None:
-                # UET's consent mode (ad_storage only), in the same nonce'd script; the update after a
-                # decision is not sent (the browser script has no byte left for it).
+                # UET's consent mode (ad_storage only), in the same nonce'd script; the browser script
+                # sends the update after a decision (data-uet on the banner root).
                 name, category = self._uet
                 on = self._granted(consent, category) if consent.services.get(name, True) else "denied"
                 ad = json.dumps({"ad_storage": on}, separators=(",", ":"))
@@ -406,6 +406,9 @@ class Banner:
                 # csp_undecided = "strict": the undecided page's enforced policy admits only what is
                 # granted, so the script reloads the page after a decision that grants more
                 "strict": "1" if cfg.csp_undecided == "strict" and cfg.csp == "enforce" else "",
+                # Microsoft UET declared: its ad_storage follows its category and switch (as in the
+                # head script), sent by the script after each decision; absent otherwise (no uetq)
+                **({"uet": f"ad_storage:{self._uet[1]}:{self._uet[0]}"} if self._uet is not None else {}),
             },
         }
 

@@ -111,13 +111,17 @@
     }
 
     // While the page's policy admits only what was granted (a decided visitor, or an undecided
-    // one under csp_undecided = "strict"), granting more needs a fresh page. Embedded pages have
-    // no gate policy to widen.
+    // one under csp_undecided = "strict"), granting more needs a fresh page; so does a loader the
+    // gate marked data-consent-reload, now allowed: what it loads comes from origins this page's
+    // policy refuses. Embedded pages have no gate policy to widen. The page that comes back is
+    // decided, and nothing reloads it again: only a decision made on it can.
     const grantedBefore = (state.decided || root.dataset.strict) && state.categories;
     const { token: _token, max_age: _maxAge, ...newState } = answer;
-    const reload =
-      grantedBefore && !server && newState.categories.some((c) => !grantedBefore.includes(c));
     state = newState;
+    const reload =
+      !server &&
+      ((grantedBefore && state.categories.some((c) => !grantedBefore.includes(c))) ||
+        selectAll("[data-consent-reload]").some(mayActivate));
 
     // The banner goes; the settings button takes its place (and the focus, if it was inside).
     const banner = inRoot("#cb-banner");
@@ -137,27 +141,32 @@
     if (reload) location.reload();
   };
 
-  // Google Consent Mode v2: one call per decision, pushed as gtag.js does.
-  // data-consent-mode lists "signal:category" pairs, e.g. "analytics_storage:analytics".
+  // Google Consent Mode v2: one call per decision, pushed as gtag.js does; Microsoft UET's consent
+  // mode too, when the page declares UET. Each attribute lists "signal:category[:service]", e.g.
+  // data-consent-mode="analytics_storage:analytics ..." and data-uet="ad_storage:marketing:bing".
   const pushConsentMode = (kind) => {
     const dataLayer = (window.dataLayer = window.dataLayer || []);
+    const signals = (pairs) => {
+      const granted = {};
+      for (const pair of splitWords(pairs)) {
+        const [signal, category, service] = pair.split(":");
+        granted[signal] = allows(category, service) ? "granted" : "denied";
+      }
+      return granted;
+    };
     if (typeof window.gtag !== "function") {
       window.gtag = function () {
         dataLayer.push(arguments);
       };
     }
-    const signals = {};
-    for (const pair of splitWords(root.dataset.consentMode)) {
-      const [signal, category] = pair.split(":");
-      signals[signal] = allows(category) ? "granted" : "denied";
-    }
-    window.gtag("consent", kind, signals);
+    window.gtag("consent", kind, signals(root.dataset.consentMode));
+    if (root.dataset.uet) (window.uetq = window.uetq || []).push("consent", kind, signals(root.dataset.uet));
   };
 
   // Whether the consent now allows a tag or placeholder the gate neutralised.
-  const mayActivate = (el, data = el.dataset) =>
+  const mayActivate = (el) =>
     writtenByGate(el) &&
-    allows(data.consentCategory, data.consentService || data.consentPlaceholder);
+    allows(el.dataset.consentCategory, el.dataset.consentService || el.dataset.consentPlaceholder);
 
   // Gives back what the gate neutralised, now that it is allowed.
   const activate = () => {
