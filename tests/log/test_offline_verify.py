@@ -28,7 +28,9 @@ async def signed_log(log_url: str, decision: MakeDecision, n: int = 25, **option
     """A log signed with LOG_KEY: n decisions, a periodic checkpoint every 10 records."""
     lg = await open_log(log_url, hmac_key=KEY, log_keys=LogKeys((LOG_KEY,)), checkpoint_every=10, **options)
     for i in range(n):
-        await lg.append(decision(consent_id=f"visitor-{i:014d}", action="accept_all" if i % 2 else "reject_all"))
+        await lg.append(
+            decision(consent_id=f"visitor-{i:014d}", action="accept_all" if i % 2 else "reject_all")
+        )
     return lg
 
 
@@ -71,7 +73,9 @@ async def test_export_verifies_offline_with_only_the_public_key(
     assert result.ok, result.message
     assert result.message == in_db.message and result.records == 25
     assert result.checkpoints >= 2  # the periodic checkpoints at 10 and 20 were compared with the chain
-    assert result.signatures == f"signatures: Ed25519, log key {LOG_KEY.kid} (checked with the public key alone)"
+    assert (
+        result.signatures == f"signatures: Ed25519, log key {LOG_KEY.kid} (checked with the public key alone)"
+    )
     kinds = [json.loads(line).get("type") for line in lines if line.startswith('{"type":')]
     assert kinds[0] == "header" and kinds[-1] == "head" and "checkpoint" in kinds and "version" in kinds
     assert len(records(lines)) == 25 and records(lines) == list(range(len(lines) - 25, len(lines)))
@@ -153,14 +157,18 @@ async def test_a_checkpoint_forged_with_another_key_is_named(exported: tuple[Pat
     assert OTHER_KEY.kid in result.message and "not listed" in result.message
 
 
-async def test_a_checkpoint_whose_signature_was_removed_is_named(exported: tuple[Path, list[str], Any]) -> None:
+async def test_a_checkpoint_whose_signature_was_removed_is_named(
+    exported: tuple[Path, list[str], Any],
+) -> None:
     path, lines, _ = exported
     i = [i for i, line in enumerate(lines) if '"type":"checkpoint"' in line][-1]
     data = json.loads(lines[i])
     del data["sig"], data["sig_key_id"]
     lines[i] = json.dumps(data, separators=(",", ":")) + "\n"
     result = verify_export(rewrite(path, lines), public_keys=PUBLIC)
-    assert not result.ok and result.problem == "signature" and "carries no Ed25519 signature" in result.message
+    assert (
+        not result.ok and result.problem == "signature" and "carries no Ed25519 signature" in result.message
+    )
 
 
 async def test_a_changed_checkpoint_fails_its_signature(exported: tuple[Path, list[str], Any]) -> None:
@@ -187,7 +195,9 @@ async def test_a_head_from_another_log_is_named(
     assert not result.ok and result.problem == "signature" and "another log" in result.message
 
 
-async def test_an_export_without_its_head_fails_with_the_public_key(exported: tuple[Path, list[str], Any]) -> None:
+async def test_an_export_without_its_head_fails_with_the_public_key(
+    exported: tuple[Path, list[str], Any],
+) -> None:
     """Dropping the head line (or every typed line) leaves nothing the public key checks: it fails."""
     path, lines, _ = exported
     no_head = [line for line in lines if '"type":"head"' not in line]
@@ -234,6 +244,8 @@ def test_a_malformed_export_is_named_by_its_line(tmp_path: Path) -> None:
     from consent_banner.log.offline import ExportError
 
     bad = tmp_path / "bad.ndjson"
-    bad.write_text('{"type":"header","format":"consent-banner/log-export","version":2,"log_id":"x"}\n{"seq":1}\n')
+    bad.write_text(
+        '{"type":"header","format":"consent-banner/log-export","version":2,"log_id":"x"}\n{"seq":1}\n'
+    )
     with pytest.raises(ExportError, match=r"line 2: not a line of a log export \('detail' is missing\)"):
         verify_export(bad, public_keys=PUBLIC)
