@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 PHP = os.environ.get("PHP", "php")
 KEY = "e2e-proxy-key-0123456789-0123456789-abcdef"
 ADS = "https://ads.example.com"
+TAGS = "https://tags.example.net"
 
 CONSENT_TOML = """\
 policy_revision = "2026-12-01"
@@ -63,6 +63,15 @@ provider = "Ads Inc"
 purpose = "Measures campaigns"
 origins = ["{ads}"]
 cookies = [{{ name = "_ads", lifetime = "90 days" }}]
+
+[[services]]
+name = "tags"
+category = "marketing"
+provider = "Tags Inc"
+purpose = "Loads campaign tags"
+origins = ["{tags}"]
+inline = ["adsq"]  # the inline loader's signature
+loader = true      # it builds a <script src>
 """
 
 
@@ -117,7 +126,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     kind: str = request.param
     tmp = tmp_path_factory.mktemp(f"proxy-{kind}")
     config = tmp / "consent.toml"
-    config.write_text(CONSENT_TOML.format(log=tmp / "consent-log.db", ads=ADS))
+    config.write_text(CONSENT_TOML.format(log=tmp / "consent-log.db", ads=ADS, tags=TAGS))
     up_port, port = free_port(), free_port()
     env = {**os.environ, "CONSENT_SECRET_KEYS": KEY}
     env.pop("FORWARDED_ALLOW_IPS", None)
@@ -158,6 +167,7 @@ def visit(site: Proxied, new_context: Any) -> Iterator[tuple[BrowserContext, Pag
         route.fulfill(status=200, content_type="text/javascript", body=f"window.{flag} = true;")
 
     context.route(f"{ADS}/**", tracker)
+    context.route(f"{TAGS}/**", tracker)
     yield context, context.new_page()
 
 
@@ -192,6 +202,12 @@ def test_nothing_runs_or_stays_before_consent(site: Proxied, visit: tuple[Browse
     assert site.tracker_requests == []
     assert page.evaluate("window.adsTracker") is None
     assert page.evaluate("typeof window.adsq") == "undefined"  # the inline loader did not run
+    # Held as the gate holds the tracker's tag, to run after consent; the loader with a reload, as
+    # it builds a <script src> this page's policy would refuse.
+    expect(page.locator('script[type="text/plain"]')).to_have_count(2)
+    loader = page.locator('script[type="text/plain"][data-consent-reload]')
+    expect(loader).to_have_count(1)
+    assert "adsq" in loader.inner_text(), loader.inner_text()
     jar = cookies(context, site)
     assert "_ads" not in jar
     if site.kind == "php":
@@ -219,29 +235,47 @@ def test_reject_all_expires_the_marketing_cookie_and_keeps_the_session(
     assert actions == ["reject_all"]
 
 
-def test_accept_all_runs_the_tracker_without_a_reload_and_lets_the_cookie_through(
+def test_accept_all_runs_the_tracker_without_a_reload(
     site: Proxied, visit: tuple[BrowserContext, Page]
 ) -> None:
-    context, page = visit
-    page.goto(site.url + "/")
+    """On a page with the tracker's <script src> and no loader, Accept all runs it where it stands."""
+    _, page = visit
+    page.goto(site.url + ("/news.php" if site.kind == "php" else "/news.html"))
     page.wait_for_timeout(200)
     assert site.tracker_requests == []
     page.evaluate("window.__sameDocument = true")
     banner_button(page, "Accept all")
     page.wait_for_function("window.adsTracker === true && window.__sameDocument === true", timeout=5000)
-    assert f"{ADS}/t.js" in site.tracker_requests
+    assert site.tracker_requests == [f"{ADS}/t.js"]
     consent_id = page.evaluate("consentBanner.get().consent_id")
     actions = [r["action"] for r in site.decisions() if r["consent_id"] == consent_id]
     assert actions == ["accept_all"]
-    page.reload()
+
+
+def test_accept_all_runs_the_inline_loader_after_one_reload_and_lets_the_cookie_through(
+    site: Proxied, visit: tuple[BrowserContext, Page]
+) -> None:
+    """The page with the inline loader: Accept all reloads it once (the loader's <script src> needs
+    the decided page's policy), then the tracker, the loader and its script run, and PHP's HttpOnly
+    marketing cookie, now granted, reaches the browser; the session goes on."""
+    context, page = visit
+    page.goto(site.url + "/")
+    page.wait_for_timeout(200)
+    assert site.tracker_requests == []
+    navigations: list[str] = []
+    page.on("framenavigated", lambda f: navigations.append(f.url) if f == page.main_frame else None)
+    with page.expect_navigation():
+        banner_button(page, "Accept all")
+    page.wait_for_function("window.adsTracker === true && window.adsLoader === true", timeout=5000)
+    assert len(navigations) == 1
+    assert {f"{ADS}/t.js", f"{TAGS}/loader.js"} <= set(site.tracker_requests)
     jar = cookies(context, site)
-    if site.kind == "php":  # granted now: PHP's HttpOnly marketing cookie reaches the browser
+    if site.kind == "php":
         assert jar["_ads"]["value"] == "campaign-7" and jar["_ads"]["httpOnly"] is True
         expect(page.locator("#visits")).to_have_text("Visits this session: 2")
-    deadline = time.monotonic() + 5
-    while page.evaluate("window.adsTracker") is not True and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
-    assert page.evaluate("window.adsTracker") is True  # decided: the tag is served as written
+    consent_id = page.evaluate("consentBanner.get().consent_id")
+    actions = [r["action"] for r in site.decisions() if r["consent_id"] == consent_id]
+    assert actions == ["accept_all"]
 
 
 def test_the_consent_endpoints_are_the_proxys_own(site: Proxied, visit: tuple[BrowserContext, Page]) -> None:
