@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from .catalog import catalog
 from .catalog import resolve as resolve_preset
 from .display import mask_passwords
 from .durations import lifetime_parts, parse_duration, parse_lifetime
@@ -171,6 +172,8 @@ CONSENT_MODE_SIGNALS = (
     "personalization_storage",
     "security_storage",
 )
+# The signals of advertising (GPC denies the categories that carry them: `advertising_categories`).
+AD_SIGNALS = ("ad_storage", "ad_user_data", "ad_personalization")
 # What `necessary` (granted before any decision) may claim: storage a site needs to work at all.
 NECESSARY_CONSENT_MODE = ("functionality_storage", "security_storage")
 
@@ -341,6 +344,11 @@ class ConsentConfig(_Model):
     # may be the proxy's); None: the request's own scheme and Host (see request_checks.SiteOrigins).
     site_origins: tuple[SiteOrigin, ...] | None = None
     gpc_denies: tuple[str, ...] | None = None  # None: ["marketing"] when defined
+    # GPC also denies every category carrying Google Consent Mode's ad_* signals or an advertising
+    # preset (`advertising_categories`), whatever it is called: GPC is an opt-out of sale and sharing
+    # for targeted advertising (CCPA/CPRA). false: only `gpc_denies` (warned about at start). Left out
+    # of the hash when true: configs without it keep theirs.
+    gpc_denies_advertising: bool = Field(default=True, exclude_if=lambda v: v)
     cookie: CookieSettings = Field(default_factory=CookieSettings)
     categories: dict[str, Category]
     services: tuple[Service, ...] = ()
@@ -480,6 +488,14 @@ class ConsentConfig(_Model):
                 problems.append(f"gpc_denies: {c!r} is not a category")
             elif c == NECESSARY:
                 problems.append("gpc_denies: 'necessary' cannot be denied")
+        kept = sorted(self.advertising_categories - self.gpc_denied)
+        if kept and not problems:
+            logger.warning(
+                "gpc_denies_advertising = false: under Global Privacy Control %s stay%s granted, with "
+                "Google Consent Mode's ad_* signals: GPC is an opt-out of sale and sharing (CCPA/CPRA)",
+                ", ".join(repr(c) for c in kept),
+                "s" if len(kept) == 1 else "",
+            )
         if self.inline_scripts == "nonce" and not self.rewrite_html:
             problems.append(
                 "inline_scripts: 'nonce' gives scripts the nonce as the gate rewrites the page: "
@@ -545,9 +561,37 @@ class ConsentConfig(_Model):
 
     @cached_property
     def gpc_denied(self) -> frozenset[str]:
-        if self.gpc_denies is not None:
-            return frozenset(self.gpc_denies)
-        return frozenset({"marketing"} & set(self.categories))
+        """What Global Privacy Control denies: `gpc_denies` (else `marketing`), and every advertising
+        category unless `gpc_denies_advertising = false`."""
+        named = frozenset(self.gpc_denies) if self.gpc_denies is not None else frozenset({"marketing"})
+        if self.gpc_denies_advertising:
+            named |= self.advertising_categories
+        return named & frozenset(self.optional_categories)
+
+    @cached_property
+    def advertising_categories(self) -> frozenset[str]:
+        """The optional categories that carry advertising: whose `consent_mode` lists an ad_* signal;
+        without that key, that hold a service whose preset needs one (Google Ads, Meta... and
+        Microsoft UET, whose ad_storage is its own), or that are called `marketing` (the signals'
+        default). Wider than the Consent Mode map (banner.consent_mode_map), never narrower: under
+        GPC denying too much is the safe side."""
+        presets = catalog()
+        found = set()
+        for name, cat in self.categories.items():
+            if name == NECESSARY:
+                continue
+            if cat.consent_mode is not None:
+                if any(signal in AD_SIGNALS for signal in cat.consent_mode):
+                    found.add(name)
+                continue
+            if name == "marketing" or any(
+                signal in AD_SIGNALS
+                for s in self.services_in(name)
+                if s.preset in presets
+                for signal in presets[s.preset].consent_mode
+            ):
+                found.add(name)
+        return frozenset(found)
 
     @cached_property
     def services_by_name(self) -> dict[str, Service]:
