@@ -8,6 +8,12 @@ Every command reads the log URL from `--config` (consent.toml's `log` key; a rel
 path is taken from the current directory, as the server does). The key that signs the chain
 comes from CONSENT_SECRET_KEYS; without it the read commands still work but cannot check
 signatures, and purge refuses.
+
+The read commands (export, verify, stats, blocked, checkpoints without --new) open the log
+read-only: they write nothing, take no lock and change no schema, so they run with read-only
+database credentials, on a SQLite file in a read-only directory, and on a log of an older schema.
+Only `migrate` changes a schema; purge and `checkpoints --new` write and, on an older schema,
+say to run `log migrate` first.
 """
 
 from __future__ import annotations
@@ -66,12 +72,19 @@ def _keys(required: bool) -> tuple[bytes | None, list[bytes]]:
         return None, []
 
 
-async def _open(config_path: Path, *, need_key: bool = False, create: bool = False) -> ConsentLog:
+async def _open(config_path: Path, *, write: bool = False) -> ConsentLog:
+    """The log to read (read-only, the keys only check signatures) or, with `write`, to write (the
+    server key required; an older schema refused with "run consent-banner log migrate")."""
     config = ConsentConfig.from_toml(config_path)
-    key, old = _keys(need_key)
+    key, old = _keys(write)
     # The log signing key (Ed25519) signs what a writer writes; a reader checks with its public half.
     return await open_log(
-        config.log, hmac_key=key, previous_hmac_keys=old, create=create, log_keys=LogKeys.from_env()
+        config.log,
+        hmac_key=key,
+        previous_hmac_keys=old,
+        create=False,
+        read_only=not write,
+        log_keys=LogKeys.from_env(),
     )
 
 
@@ -92,9 +105,9 @@ def _day(text: str | None, option: str, *, end: bool = False) -> datetime | None
 
 
 async def _with_log(
-    config_path: Path, body: Callable[[ConsentLog], Awaitable[T]], *, need_key: bool = False
+    config_path: Path, body: Callable[[ConsentLog], Awaitable[T]], *, write: bool = False
 ) -> T:
-    log = await _open(config_path, need_key=need_key)
+    log = await _open(config_path, write=write)
     try:
         return await body(log)
     finally:
@@ -280,8 +293,8 @@ async def verify(
         _print_verify(result, as_json)
         return
     config = ConsentConfig.from_toml(config_path)
-    # Opened with no key to sign with: verifying never writes (and so never re-signs) the head.
-    lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, create=False, log_keys=public)
+    # Read-only: verifying never writes (and so never re-signs) the head, nor takes a lock.
+    lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, read_only=True, log_keys=public)
     try:
         result = await lg.verify(pins)
     finally:
@@ -364,7 +377,7 @@ async def purge(config_path: Path, older_than: str | None, yes: bool) -> None:
     async def body(lg: ConsentLog) -> PurgeResult:
         return await lg.purge(timedelta(days=days))
 
-    result = await _with_log(config_path, body, need_key=True)
+    result = await _with_log(config_path, body, write=True)
     if result.removed and result.checkpoint is not None:  # a purge that removed records has its anchor
         click.echo(
             f"removed {result.removed} records (up to record {result.through_seq}, older than "
@@ -383,11 +396,17 @@ def _period_source(older_than: str | None) -> str:
 @config_option
 @_run
 async def migrate(config_path: Path) -> None:
-    """Create the log's schema, or bring it to this version's."""
+    """Create the log's schema, or bring it to this version's (the only command that changes a schema;
+    run it with credentials that may change tables, once, after an upgrade of consent-banner)."""
     config = ConsentConfig.from_toml(config_path)
     key, old = _keys(False)
     lg = await open_log(
-        config.log, hmac_key=key, previous_hmac_keys=old, create=True, log_keys=LogKeys.from_env()
+        config.log,
+        hmac_key=key,
+        previous_hmac_keys=old,
+        create=True,
+        migrate=True,
+        log_keys=LogKeys.from_env(),
     )
     try:
         before, after = lg.migrated_from, await lg.schema_version()
@@ -453,7 +472,7 @@ async def checkpoints(config_path: Path, make_new: bool, output: str) -> None:
             await lg.checkpoint("manual")
         return list(await lg.checkpoints())
 
-    cps = await _with_log(config_path, body, need_key=make_new)
+    cps = await _with_log(config_path, body, write=make_new)
     text = "".join(json.dumps(cp.to_json()) + "\n" for cp in cps)
     if output == "-":
         click.echo(text, nl=False)

@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from ..errors import InvalidDecision, LogError, LogUnavailable
+from ..errors import InvalidDecision, LogError, LogNeedsMigration, LogUnavailable
 from ..memo import Memo
 from .batch import Item, Outcome, Written, gpc_ids, has_gpc, settle_gpc, written_settled
 from .canonical import Row, version_id_for
@@ -60,6 +60,7 @@ class LogCore(LogReads):
 
     dialect: Dialect
     migrated_from: int | None = None  # the schema version found when this process opened the log
+    read_only: bool  # a reader (open_log(..., read_only=True)): no writer, no write lock, no DDL
 
     def __init__(
         self,
@@ -71,9 +72,13 @@ class LogCore(LogReads):
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         max_batch: int = 1000,
         clock: Callable[[], datetime] | None = None,
+        read_only: bool = False,
     ) -> None:
         if hmac_key is not None and not isinstance(hmac_key, bytes | bytearray):
             raise TypeError("hmac_key must be bytes (see consent_banner.log.derive_hmac_key)")
+        self.read_only = read_only
+        if read_only and hmac_key is not None:  # a reader signs nothing: the key only checks signatures
+            previous_hmac_keys, hmac_key = (hmac_key, *previous_hmac_keys), None
         self._hmac_key = bytes(hmac_key) if hmac_key is not None else None
         self._key_id = key_id(self._hmac_key) if self._hmac_key is not None else None
         keys = [k for k in (self._hmac_key, *previous_hmac_keys) if k is not None]
@@ -104,7 +109,15 @@ class LogCore(LogReads):
     @abstractmethod
     async def _transact(self, plan: Plan[T]) -> T:
         """Run `plan` in one transaction under the write lock; remember the state it leaves once
-        committed. LogUnavailable when the log is closed or stays locked."""
+        committed. LogUnavailable when the log is closed or stays locked; LogError when it was
+        opened read-only (`_refuse_read_only`)."""
+
+    def _refuse_read_only(self) -> None:
+        if self.read_only:
+            raise LogError(
+                f"the consent log {self.name} was opened read-only: it cannot write (open it with the "
+                "server key to write; `consent-banner log migrate` to change its schema)"
+            )
 
     @abstractmethod
     async def _commit(self, items: list[Item]) -> list[Written]:
@@ -121,12 +134,50 @@ class LogCore(LogReads):
     # --- opening ---------------------------------------------------------------------------------
 
     async def _open_core(self, migrate: bool) -> None:
-        """Create or upgrade the schema, read the log's id, and adopt its head (inside `open`)."""
-        if migrate:
-            self.migrated_from, _ = await self._transact(self._migrate_plan())
+        """A writer's opening (inside `open`): create the schema of a new log, or upgrade an older
+        one when `migrate` (only `log migrate` asks: else LogNeedsMigration); read the log's id and
+        adopt its head."""
+        self.migrated_from, _ = await self._transact(self._migrate_plan(upgrade=migrate))
         await self._transact(self._meta_plan())
         if self._hmac_key is not None:
             await self._transact(self._adopt_plan())
+
+    async def _open_read_only_core(self) -> None:
+        """A reader's opening (inside `open`, once its read connection is made): the schema version
+        and the log's id, read in one snapshot; nothing written, no lock taken, no DDL. An older
+        schema is read as it is (see Queries); a newer one, or none, is refused."""
+        version = await self._read_plan(self._schema_version_plan())
+        if version == 0:
+            rights = " (or this database user may not see it)" if self.dialect == "postgres" else ""
+            raise LogError(
+                f"there is no consent log {self.name}{rights}: `consent-banner log migrate` creates one"
+            )
+        if version > SCHEMA_VERSION:
+            raise LogError(
+                f"the consent log's schema is version {version}; this consent-banner reads up to "
+                f"{SCHEMA_VERSION}: upgrade consent-banner"
+            )
+        self.migrated_from = version
+        self.sql = Queries(self.dialect, schema=version)
+        await self._read_plan(self._meta_plan())
+
+    async def _read_plan(self, plan: Plan[T]) -> T:
+        """Run a plan that only reads (One and All steps) in one read session: how a reader, which
+        has no write transaction, runs the core's plans. A write step is refused, never run."""
+        with self._reading():
+            async with self._session() as s:
+                try:
+                    step = next(plan)
+                    while True:
+                        if not isinstance(step, One | All):
+                            raise LogError(
+                                f"the consent log {self.name} was opened read-only: it cannot write"
+                            )
+                        rows = await s.fetch(step.sql, step.params)
+                        step = plan.send((rows[0] if rows else None) if isinstance(step, One) else rows)
+                except StopIteration as done:
+                    value, _ = done.value
+        return value  # type: ignore[no-any-return]
 
     def _meta_plan(self) -> Plan[None]:
         if (yield from self._schema_version_part()) == 0:
@@ -146,13 +197,16 @@ class LogCore(LogReads):
         return (yield from self._schema_version_part()), None
 
     async def schema_version(self) -> int:
+        if self.read_only:
+            return await self._read_plan(self._schema_version_plan())
         return await self._transact(self._schema_version_plan())
 
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the schema; (version before, version after)."""
-        return await self._transact(self._migrate_plan())
+        return await self._transact(self._migrate_plan(upgrade=True))
 
-    def _migrate_plan(self) -> Plan[tuple[int, int]]:
+    def _migrate_plan(self, *, upgrade: bool) -> Plan[tuple[int, int]]:
+        """Create a new log's schema; bring an older one to this version's only when `upgrade`."""
         if self.sql.migration_lock:
             yield Exec(self.sql.migration_lock)
         before = yield from self._schema_version_part()
@@ -160,6 +214,12 @@ class LogCore(LogReads):
             raise LogError(
                 f"the consent log's schema is version {before}; this consent-banner knows up to "
                 f"{SCHEMA_VERSION}: upgrade consent-banner"
+            )
+        if 0 < before < SCHEMA_VERSION and not upgrade:
+            # Creating a log is not migrating one: a new log is made at once (demos, a first start).
+            raise LogNeedsMigration(
+                f"the consent log {self.name} is at schema {before}; this consent-banner writes schema "
+                f"{SCHEMA_VERSION}: run `consent-banner log migrate` (it keeps every record and hash)"
             )
         for version in range(before + 1, SCHEMA_VERSION + 1):
             for statement in self._migrations[version]:

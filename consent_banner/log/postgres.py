@@ -6,6 +6,11 @@ every write locks it (`SELECT ... FOR UPDATE`) inside its transaction, links its
 head it read, and moves the head. A batch is inserted with one statement over `unnest()` arrays.
 While no other server has written since this one did, the whole batch (lock, check, insert, move
 the head) is one statement: one round trip (`_APPEND_IF_HEAD`).
+
+A log opened read-only (verify, export, stats, blocked, the audit view) creates no schema, takes no
+lock and runs every statement in transactions the server itself keeps read-only
+(`default_transaction_read_only`): it works under a role that may only SELECT (USAGE on the schema,
+SELECT on its tables).
 """
 
 from __future__ import annotations
@@ -112,26 +117,28 @@ class PostgresLog(LogCore):
 
     # --- opening -------------------------------------------------------------------------------
 
-    async def open(self, *, migrate: bool = True) -> PostgresLog:
+    async def open(self, *, migrate: bool = False) -> PostgresLog:
         if asyncpg is None:  # pragma: no cover - depends on the install
             raise LogError("PostgreSQL needs asyncpg: pip install 'consent-banner[postgres]'")
+        settings = {"search_path": self.schema, "lock_timeout": LOCK_TIMEOUT}
+        if self.read_only:
+            # The server refuses any write in these sessions, whatever the role may do.
+            settings["default_transaction_read_only"] = "on"
         try:
-            conn = await asyncpg.connect(self.dsn, timeout=10)
-            try:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            except asyncpg.UniqueViolationError:  # two servers creating it at once
-                pass
-            finally:
-                await conn.close()
+            if not self.read_only:
+                await self._create_schema()
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=10,
                 command_timeout=60,
-                server_settings={"search_path": self.schema, "lock_timeout": LOCK_TIMEOUT},
+                server_settings=settings,
             )
-            await self._open_core(migrate)
+            if self.read_only:
+                await self._open_read_only_core()
+            else:
+                await self._open_core(migrate)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
             await self._close_driver()
             raise LogUnavailable(f"cannot open the consent log in PostgreSQL: {e}") from e
@@ -140,6 +147,15 @@ class PostgresLog(LogCore):
             raise
         self.writer.start()
         return self
+
+    async def _create_schema(self) -> None:
+        conn = await asyncpg.connect(self.dsn, timeout=10)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        except asyncpg.UniqueViolationError:  # two servers creating it at once
+            pass
+        finally:
+            await conn.close()
 
     async def _close_driver(self) -> None:
         pool, self._pool = self._pool, None
@@ -155,6 +171,7 @@ class PostgresLog(LogCore):
     # --- writing -------------------------------------------------------------------------------
 
     async def _transact(self, plan: Plan[T]) -> T:
+        self._refuse_read_only()
         async with self._open_pool().acquire() as conn, conn.transaction():
             try:
                 step = next(plan)
@@ -240,5 +257,5 @@ async def _execute(conn: Any, step: Step) -> object:
     return None
 
 
-async def open_postgres(url: str, *, migrate: bool = True, **kwargs: Any) -> PostgresLog:
+async def open_postgres(url: str, *, migrate: bool = False, **kwargs: Any) -> PostgresLog:
     return await PostgresLog(url, **kwargs).open(migrate=migrate)

@@ -14,6 +14,10 @@ power cut, not only a process crash (R23). Group commit is what makes that affor
 
 Readers use their own aiosqlite connections: WAL lets them read a consistent snapshot while the
 writer appends, and a long export or verify gets a fresh connection of its own.
+
+A log opened read-only (`open_log(..., read_only=True)`: verify, export, stats, blocked, the audit
+view) has no writer at all: no thread, no lock, no DDL. Its connections open the file with
+`mode=ro`, so nothing is written, not even the -wal and -shm files; see `_read_only_target`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -88,6 +93,7 @@ class SQLiteLog(LogCore):
         )
         self._w = WriterThread()
         self._reader: aiosqlite.Connection | None = None
+        self._reader_stamp: _Stamp | None = None  # the file as the shared reader opened it immutable
         # A shared cache locks whole tables: in memory, reads wait until no write is open.
         self._mem_lock = asyncio.Lock()
 
@@ -99,12 +105,17 @@ class SQLiteLog(LogCore):
 
     async def _connect(self) -> aiosqlite.Connection:
         """A reader's connection, read-only (the writer's is made by _connect_writer, on its thread)."""
+        return (await self._connect_stamped())[0]
+
+    async def _connect_stamped(self) -> tuple[aiosqlite.Connection, _Stamp | None]:
+        """A reader's connection, and the file's stamp when it was opened immutable."""
+        target, stamp = self._read_only_target() if self.read_only else (self._target, None)
         pending = aiosqlite.connect(
-            self._target,
+            target,
             isolation_level=None,
             timeout=BUSY_TIMEOUT_MS / 1000,
             iter_chunk_size=2000,
-            uri=self.memory,
+            uri=self.memory or self.read_only,
         )
         try:
             db = await pending
@@ -119,7 +130,37 @@ class SQLiteLog(LogCore):
         except BaseException:
             await db.close()
             raise
-        return db
+        return db, stamp
+
+    def _read_only_target(self) -> tuple[str, _Stamp | None]:
+        """The URI a read-only log opens: `mode=ro`, which never writes the file. While a -wal file
+        exists it holds committed records not yet in the main file, and SQLite reads it (through the
+        -shm that its writer made). Without one, `immutable=1` as well: plain `mode=ro` would create
+        the -wal and -shm (and cannot in a read-only directory), while immutable reads the main file
+        alone, which then is the whole log. Immutable means no locks, so the file's stamp is kept: a
+        writer arriving later (its -wal appears, or the file changes) is noticed (`_unchanged`)."""
+        path = Path(self.path).resolve()
+        uri = f"file:{quote(str(path))}?mode=ro"
+        if Path(f"{path}-wal").exists():
+            return uri, None
+        return uri + "&immutable=1", _stamp(path)
+
+    async def _open_read_only(self) -> SQLiteLog:
+        if self.memory:
+            raise LogError("an in-memory log is read through the log that made it, not opened read-only")
+        p = Path(self.path)
+        if not p.is_file():
+            raise LogError(f"there is no consent log at {p.resolve()}")
+        try:
+            self._reader, self._reader_stamp = await self._connect_stamped()
+            await self._open_read_only_core()
+        except sqlite3.Error as e:
+            await self._close_driver()
+            raise LogUnavailable(f"cannot open the consent log {self.path} read-only: {e}") from e
+        except BaseException:
+            await self._close_driver()
+            raise
+        return self
 
     def _connect_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -136,7 +177,9 @@ class SQLiteLog(LogCore):
             raise
         return conn
 
-    async def open(self, *, create: bool = True, migrate: bool = True) -> SQLiteLog:
+    async def open(self, *, create: bool = True, migrate: bool = False) -> SQLiteLog:
+        if self.read_only:
+            return await self._open_read_only()
         if not self.memory:
             p = Path(self.path)
             if not create and not p.exists():
@@ -176,6 +219,7 @@ class SQLiteLog(LogCore):
 
     async def _transact(self, plan: Plan[T]) -> T:
         """Run `plan` on the writer's thread, in one transaction, in one trip."""
+        self._refuse_read_only()
         if self.memory:
             async with self._mem_lock:
                 return await self._w.run(self._run, plan)
@@ -229,6 +273,8 @@ class SQLiteLog(LogCore):
     async def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         """A short query on the shared reader."""
         db = self._open_reader()
+        if self._reader_stamp is not None and not _unchanged(self.path, self._reader_stamp):
+            db = await self._reopen_reader()
         if self.memory:
             async with self._mem_lock:
                 return cast(list[Row], await db.execute_fetchall(sql, params))
@@ -239,6 +285,14 @@ class SQLiteLog(LogCore):
             raise LogUnavailable("the consent log is closed")
         return self._reader
 
+    async def _reopen_reader(self) -> aiosqlite.Connection:
+        """The shared reader anew: it was opened immutable and a writer has come since."""
+        old, self._reader = self._reader, None
+        if old is not None:
+            await old.close()
+        self._reader, self._reader_stamp = await self._connect_stamped()
+        return self._reader
+
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[_Session]:
         """A connection of its own inside one read transaction: a consistent view for long reads."""
@@ -247,7 +301,7 @@ class SQLiteLog(LogCore):
             async with self._mem_lock:
                 yield _Session(shared)
             return
-        db = await self._connect()
+        db, stamp = await self._connect_stamped()
         try:
             await db.execute("BEGIN")
             yield _Session(db)
@@ -255,6 +309,13 @@ class SQLiteLog(LogCore):
             with contextlib.suppress(Exception):
                 await db.execute("COMMIT")
             await db.close()
+        if stamp is not None and not _unchanged(self.path, stamp):
+            # Read without locks (immutable) while a writer came and changed the file: what was read
+            # may mix two states. Say so rather than report it (a verify would call it tampering).
+            raise LogUnavailable(
+                f"the consent log {self.path} was written to while it was read (no write-ahead log "
+                "existed when the read began): read it again"
+            )
 
 
 # --- running a plan's steps --------------------------------------------------------------------------
@@ -325,8 +386,25 @@ def _execute(conn: sqlite3.Connection, step: Step) -> object:
     return None
 
 
-async def open_sqlite(url: str, *, create: bool = True, **kwargs: Any) -> SQLiteLog:
+_Stamp = tuple[int, int, int, int]  # the file's device, inode, size and modification time (ns)
+
+
+def _stamp(path: Path | str) -> _Stamp:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _unchanged(path: str, stamp: _Stamp) -> bool:
+    """Whether a file opened immutable is still all there is: no -wal since, the same bytes."""
+    resolved = Path(path).resolve()
+    try:
+        return not Path(f"{resolved}-wal").exists() and _stamp(resolved) == stamp
+    except OSError:
+        return False
+
+
+async def open_sqlite(url: str, *, create: bool = True, migrate: bool = False, **kwargs: Any) -> SQLiteLog:
     path = path_from_url(url)
     if path != ":memory:":
         path = os.fspath(Path(path))
-    return await SQLiteLog(path, **kwargs).open(create=create)
+    return await SQLiteLog(path, **kwargs).open(create=create, migrate=migrate)

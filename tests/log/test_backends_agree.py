@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from consent_banner.errors import LogUnavailable
+from consent_banner.errors import LogNeedsMigration, LogUnavailable
 from consent_banner.log import Checkpoint, Decision, RecordFilter, derive_hmac_key, open_log
 from consent_banner.log.commands import log as log_group
+from consent_banner.log.schema import SCHEMA_VERSION
 
 from .conftest import KEY, PG_DSN, drop_pg_schema, needs_postgres, pg_schema_url
 from .rawdb import RawDB
@@ -210,8 +211,9 @@ async def test_pins_keep_a_periodic_and_a_purge_checkpoint_at_one_record(
 async def test_a_log_of_schema_2_verifies_and_goes_on(
     schema2_url: tuple[str, Path], decision: MakeDecision
 ) -> None:
-    """A log written just before this refactor verifies unchanged, opens to write (its head
-    re-signed by the newest key), takes new records after its head, and still verifies."""
+    """A log written just before this refactor verifies unchanged (read as it is: a reader changes no
+    schema), is refused by a writer until `log migrate`, then opens to write (its head re-signed by
+    the newest key), takes new records after its head, and still verifies."""
     url, _ = schema2_url
     async with RawDB(url) as raw:
         before = await raw.fetch("SELECT seq, prev_hash, hash FROM records ORDER BY seq")
@@ -219,12 +221,16 @@ async def test_a_log_of_schema_2_verifies_and_goes_on(
     try:
         result = await reader.verify()
         assert result.ok and result.records == 19 and result.head == SCHEMA2_HEAD, result.message
-        assert reader.migrated_from == 2  # and now 3: the blocked table's client column
+        assert reader.migrated_from == 2 and await reader.schema_version() == 2
     finally:
         await reader.close()
-    lg = await open_log(url, hmac_key=SCHEMA2_KEYS[0], previous_hmac_keys=SCHEMA2_KEYS[1:])
+    keys = {"hmac_key": SCHEMA2_KEYS[0], "previous_hmac_keys": SCHEMA2_KEYS[1:]}
+    with pytest.raises(LogNeedsMigration, match="run `consent-banner log migrate`"):
+        await open_log(url, **keys)
+    await (await open_log(url, **keys, migrate=True)).close()  # what `log migrate` does
+    lg = await open_log(url, **keys)
     try:
-        assert lg.migrated_from == 3
+        assert lg.migrated_from == SCHEMA_VERSION
         record = await lg.append(decision())
         assert (record.seq, record.prev_hash) == (30, SCHEMA2_HEAD)
         assert (await lg.verify()).ok

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent_banner.config import ConsentConfig
-from consent_banner.errors import ConfigError
+from consent_banner.errors import ConfigError, LogNeedsMigration
 from consent_banner.log import BlockedAttempt, BlockedOrigin, derive_hmac_key, open_log
 from consent_banner.log.commands import log as log_group
 from consent_banner.scan.blocked import declarable, suggest_blocked
@@ -74,6 +74,17 @@ async def report(url: str, *attempts: tuple[str, int | None]) -> None:
         await lg.flush()
     finally:
         await lg.close()
+
+
+async def migrate(config: Path) -> None:
+    """`consent-banner log migrate`: the one thing that brings an older log to this schema."""
+    done = await asyncio.to_thread(CliRunner().invoke, log_group, ["migrate", "--config", str(config)])
+    assert done.exit_code == 0 and "schema version" in done.output, done.output
+
+
+async def schema_of(url: str) -> str:
+    async with RawDB(url) as raw:
+        return str(await raw.fetchval("SELECT value FROM meta WHERE key = 'schema_version'"))
 
 
 async def cli(config: Path, *args: str) -> Result:
@@ -275,8 +286,9 @@ async def test_a_schema_2_log_answers_blocked_with_unknown_clients_and_verifies(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Its two reports (no client) are listed with 0 clients, left out of --suggest unless
-    --min-clients 0; a report after the upgrade carries its client; no record or hash changes."""
+    """Read as it is (no schema change): its two reports (no client) are listed with 0 clients, left
+    out of --suggest unless --min-clients 0; after `log migrate` a report carries its client; no
+    record or hash changes."""
     url, _ = schema2_url
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{'o' * 40},{'s' * 40}")
     async with RawDB(url) as raw:
@@ -293,6 +305,10 @@ async def test_a_schema_2_log_answers_blocked_with_unknown_clients_and_verifies(
     everything = await cli(config, "--suggest", "--min-clients", "0")
     assert tomllib.loads(everything.output)["services"][0]["origins"] == ["https://ads.example"]
     assert "inline (script-src: 1; 0 client networks, page /)" in prose(everything.output)
+    assert await schema_of(url) == "2"
+    with pytest.raises(LogNeedsMigration):
+        await report(url, ("https://ads.example", 3))
+    await migrate(config)
     await report(url, ("https://ads.example", 3))
     after = await cli(config, "--suggest")
     assert "https://ads.example (script-src-elem: 4; 3 client networks" in prose(after.output)
@@ -311,17 +327,18 @@ async def test_the_previous_release_log_answers_blocked_and_verifies(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Schema 1: `log blocked` upgrades it (to 3), answers, takes reports with clients, and the
-    chain verifies with the head it had."""
+    """Schema 1: `log blocked` answers it as it is (read-only: still schema 1); after `log migrate` it
+    takes reports with clients, and the chain verifies with the head it had."""
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
     config = site(tmp_path, legacy_url)
     first = await cli(config)
     assert first.exit_code == 0 and first.output.strip() == "no blocked attempts reported", first.output
     lg = await open_log(legacy_url, hmac_key=None)
     try:
-        assert await lg.schema_version() == 4
+        assert await lg.schema_version() == 1
     finally:
         await lg.close()
+    await migrate(config)
     lg = await open_log(legacy_url, hmac_key=derive_hmac_key(NEW_SECRET))
     try:
         for client in NETWORKS:

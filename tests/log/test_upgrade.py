@@ -1,4 +1,5 @@
-"""Logs written by the previous release (schema 1) still verify, and are upgraded in place on open.
+"""Logs written by the previous release (schema 1) still verify as they are, and are upgraded in
+place by `consent-banner log migrate`, the only thing that changes a schema (a writer refuses).
 
 The fixtures were written by consent-banner at commit 28d2195 (see tests/fixtures/make_legacy_log.py):
 31 records of which 1..10 purged behind a signed purge checkpoint, periodic checkpoints under an
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from consent_banner.errors import LogNeedsMigration
 from consent_banner.log import Decision, derive_hmac_key, open_log
+from consent_banner.log.schema import SCHEMA_VERSION
 
 from .conftest import PG_DSN, drop_pg_schema, needs_postgres, pg_schema_url
 from .rawdb import RawDB
@@ -75,13 +78,27 @@ async def test_previous_release_log_verifies(legacy_url: str, keys: list[bytes])
     assert any("previous release's signature" in note for note in result.notes), result.notes
 
 
-async def test_previous_release_log_is_upgraded_in_place(legacy_url: str) -> None:
-    """Opened to write: the schema becomes 3, the head is re-signed in the new format, no record or
-    hash changes, and the log goes on (new checkpoints chain after the old ones)."""
+async def schema_of(url: str) -> str:
+    async with RawDB(url) as raw:
+        return str(await raw.fetchval("SELECT value FROM meta WHERE key = 'schema_version'"))
+
+
+async def test_previous_release_log_is_upgraded_in_place_by_migrate_only(legacy_url: str) -> None:
+    """Opened to write (a server, a purge): refused with "run consent-banner log migrate", nothing
+    changed. Migrated (what `log migrate` does): the schema is current, the head re-signed in the new
+    format, no record or hash changes, and the log goes on (new checkpoints chain after the old ones)."""
     before = await stored(legacy_url)
+    with pytest.raises(LogNeedsMigration, match=r"is at schema 1; .*run `consent-banner log migrate`"):
+        await open_log(legacy_url, hmac_key=NEW, previous_hmac_keys=[OLD])
+    assert await schema_of(legacy_url) == "1" and await stored(legacy_url) == before
+    migrated = await open_log(legacy_url, hmac_key=NEW, previous_hmac_keys=[OLD], migrate=True)
+    try:
+        assert migrated.migrated_from == 1 and await migrated.schema_version() == SCHEMA_VERSION
+    finally:
+        await migrated.close()
     lg = await open_log(legacy_url, hmac_key=NEW, previous_hmac_keys=[OLD])
     try:
-        assert lg.migrated_from == 1 and await lg.schema_version() == 4
+        assert lg.migrated_from == SCHEMA_VERSION
         assert await stored(legacy_url) == before
         result = await lg.verify()
         assert result.ok, result.message
@@ -158,8 +175,9 @@ async def test_previous_release_log_verifies_from_the_command_line(tmp_path: Pat
 async def test_log_migrate_upgrades_the_previous_release_and_keeps_every_hash(
     legacy_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`consent-banner log migrate` on the previous release's log, on each backend: schema 2, every
-    record and hash as it was, and the log verifies after as before."""
+    """`consent-banner log migrate` on the previous release's log, on each backend: before it the
+    log verifies as it is and a writer (`checkpoints --new`) says to run it; after it, the current
+    schema, every record and hash as it was, the log verifies as before and the writer works."""
     from click.testing import CliRunner
 
     from consent_banner.log.commands import log as log_group
@@ -180,9 +198,24 @@ async def test_log_migrate_upgrades_the_previous_release_and_keeps_every_hash(
     )
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
     runner = CliRunner()
-    migrated = await asyncio.to_thread(runner.invoke, log_group, ["migrate", "--config", str(config)])
-    assert migrated.exit_code == 0 and "schema version 4 (was 1)" in migrated.output, migrated.output
+
+    def invoke(*args: str) -> Any:
+        return asyncio.to_thread(runner.invoke, log_group, [*args, "--config", str(config)])
+
+    # Before: the readers read it as it is; a writer refuses and says what to run; nothing changes.
+    verified = await invoke("verify")
+    assert verified.exit_code == 0 and verified.output.startswith(f"21 records, chain intact, head {HEAD}")
+    refused = await invoke("checkpoints", "--new")
+    assert refused.exit_code == 1, refused.output
+    assert "is at schema 1" in refused.output and "run `consent-banner log migrate`" in refused.output
+    assert await schema_of(legacy_url) == "1" and await stored(legacy_url) == before
+    migrated = await invoke("migrate")
+    assert migrated.exit_code == 0, migrated.output
+    assert f"schema version {SCHEMA_VERSION} (was 1)" in migrated.output, migrated.output
     assert await stored(legacy_url) == before
-    verified = await asyncio.to_thread(runner.invoke, log_group, ["verify", "--config", str(config)])
+    verified = await invoke("verify")
     assert verified.exit_code == 0, verified.output
     assert verified.output.startswith(f"21 records, chain intact, head {HEAD}")
+    # After: the writer works.
+    written = await invoke("checkpoints", "--new")
+    assert written.exit_code == 0 and '"seq": 31' in written.output, written.output

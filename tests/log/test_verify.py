@@ -330,8 +330,11 @@ async def test_a_wiped_log_is_not_signed_again_at_start(
 
 
 async def test_creating_a_log_needs_the_key(log_url: str) -> None:
-    """A new log's head is signed from the start, so an unsigned empty head always means a wipe."""
+    """A new log's head is signed from the start, so an unsigned empty head always means a wipe.
+    Without a key a log is opened to read, and a reader creates nothing."""
     with pytest.raises(LogError, match="needs the server key"):
+        await open_log(log_url, hmac_key=None, migrate=True)
+    with pytest.raises(LogError, match="there is no consent log"):
         await open_log(log_url, hmac_key=None)
 
 

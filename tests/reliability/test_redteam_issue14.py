@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import logging
 import re
 import string
 import tomllib
@@ -20,12 +21,15 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from consent_banner import ConsentConfig, routes
+from consent_banner.cli import cli
 from consent_banner.log import core as log_core
+from consent_banner.log.schema import TABLES
 
 from ..conftest import ORIGIN, make_app
 from ..log.rawdb import RawDB
@@ -279,31 +283,46 @@ def test_no_form_post_or_header_makes_the_failure_page_unsafe(
     assert pages and 403 in seen  # the examples reached the page, not only the JSON
 
 
-async def test_two_workers_upgrading_a_schema_2_log_while_reports_arrive(site: Path) -> None:  # noqa: F811
-    """A schema-2 log (no client network per report) opened by two workers at once, each taking
-    reports as it opens: one upgrades, the other finds it done; no report is lost or refused, old
-    rows count as an unknown network, new ones by their network."""
+async def test_two_workers_on_a_schema_2_log_wait_for_log_migrate_then_take_reports(
+    site: Path,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A schema-2 log (no client network per report) opened by two workers at once while reports
+    arrive: neither changes the schema (only `log migrate` does): each answers 503 and says to run
+    it, and nothing is written. After `log migrate` both take reports; old rows count as an unknown
+    network, new ones by their network."""
     config = ConsentConfig.from_toml(site)
     await post_from(config, [("192.0.2.1", "/", "https://old.example/x.js", "img-src")])
     async with RawDB(config.log) as raw:  # back to schema 2, as the previous release left it
-        await raw.execute("ALTER TABLE blocked DROP COLUMN client")
+        for table, column in [(t.name, c.name) for t in TABLES for c in t.columns if c.since > 2]:
+            await raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         await raw.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     apps = [make_app(config), make_app(config)]
 
-    async def worker(n: int) -> None:
+    async def worker(n: int, status: int) -> None:
         for k in range(3):
             transport = httpx.ASGITransport(app=apps[n], client=(f"198.51.{n * 3 + k}.9", 40000))
             async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as c:
                 body = [{"type": "csp-violation", "body": {"documentURL": f"{ORIGIN}/", "blockedURL": CDN}}]
                 body[0]["body"]["effectiveDirective"] = "img-src"
                 r = await c.post("/_consent/csp-report", json=body, headers=REPORT_HEADERS)
-                assert r.status_code == 204
+                assert r.status_code == status
 
     try:
-        await asyncio.gather(worker(0), worker(1))
+        with caplog.at_level(logging.ERROR, logger="consent_banner"):
+            await asyncio.gather(worker(0, 503), worker(1, 503))
+        said = [m for m in caplog.messages if "schema 2" in m and "run `consent-banner log migrate`" in m]
+        assert said, caplog.messages
+        async with RawDB(config.log) as raw:
+            assert await raw.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "2"
+            assert await raw.fetchval("SELECT count(*) FROM blocked") == 1
+        migrated = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["log", "migrate", "--config", str(site)], catch_exceptions=False
+        )
+        assert migrated.exit_code == 0 and "(was 2)" in migrated.output, migrated.output
+        await asyncio.gather(worker(0, 204), worker(1, 204))
         for app in apps:
             await (await app.log()).flush()
-        assert sorted([(await app.log()).migrated_from for app in apps]) == [2, 3]  # one upgraded it
     finally:
         for app in apps:
             await app.close()
