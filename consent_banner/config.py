@@ -339,6 +339,9 @@ class ConsentConfig(_Model):
     languages: tuple[str, ...] = ("en",)
     prefix: str = DEFAULT_PREFIX
     log: str = DEFAULT_LOG
+    # The log as the audit view reads it, opened read-only (e.g. as a PostgreSQL role that may only
+    # SELECT); None: `log`, read-only all the same. Not in the hash: no banner depends on it.
+    audit_log: str | None = Field(default=None, exclude=True)
     allowed_origins: tuple[Origin, ...] = ()
     # Where the site is served, as the browser sees it (behind a proxy the request's scheme and Host
     # may be the proxy's); None: the request's own scheme and Host (see request_checks.SiteOrigins).
@@ -410,9 +413,11 @@ class ConsentConfig(_Model):
             raise ValueError(f"{v!r}: the prefix is a path such as '/_consent', without a trailing '/'")
         return v
 
-    @field_validator("log")
+    @field_validator("log", "audit_log")
     @classmethod
-    def _log(cls, v: str) -> str:
+    def _log(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         shown = repr(mask_passwords(v))  # the URL may carry the database password: never echo it
         if not v.startswith(("sqlite:///", "postgresql://", "postgres://", "memory://")):
             raise ValueError(f"{shown}: use sqlite:///path/to/file.db or postgresql://user@host/db")
