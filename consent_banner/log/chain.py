@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from .canonical import Row, canonical, encode, tail
+from .canonical import COLUMNS, Row, canonical, encode, tail
 from .records import Prepared
 
 GENESIS = "0" * 64  # prev_hash of the first record ever written
@@ -41,8 +41,16 @@ def link_rows(prepared: Sequence[Prepared], at: str, seq0: int, prev_hash: str) 
 
 
 def record_hash(prev_hash: str, columns: Sequence[Any]) -> str:
-    """The hash of a record with these stored columns (COLUMNS order) after `prev_hash`."""
+    """The hash of a record with these stored columns (COLUMNS order) after `prev_hash`.
+
+    The canonical bytes are built as link_rows builds them (tail(), which encodes the few distinct
+    middle columns once) when every value is text or NULL, as every stored value is; anything
+    else (a hand-edited export) goes through canonical() itself, so it hashes what it is."""
     prev = prev_hash if isinstance(prev_hash, str) else str(prev_hash)
-    return hashlib.sha256(
-        HASH_PREFIX + prev.encode("utf-8", "backslashreplace") + b"\x00" + canonical(columns)
-    ).hexdigest()
+    try:
+        if len(columns) != len(COLUMNS):
+            raise TypeError("not a record's columns")
+        body = ("[" + encode(columns[0]) + tail(columns[1:])).encode("ascii")
+    except (TypeError, AttributeError):
+        body = canonical(columns)
+    return hashlib.sha256(HASH_PREFIX + prev.encode("utf-8", "backslashreplace") + b"\x00" + body).hexdigest()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..memo import Memo
 from .canonical import Row, detail_text, services_text
 from .checkpoints import Checkpoint
 from .export import EXPORT_FORMAT, head_from_json, read_rows
@@ -49,11 +50,19 @@ class ExportState:
     typed: bool = False  # the file has a header (an export of schema 4 on); False: records only
 
 
+# The few distinct per-service choices of a site, stored text by their items: re-serialised once.
+_SERVICES: Memo[tuple[tuple[Any, Any], ...], str] = Memo(4096)
+
+
 def record_row(line: str) -> Row:
     """A record line as the raw row (ROW_COLUMNS order) its hash covers: the stored text, rebuilt
     exactly as the log stores it (categories comma-joined, services and detail as canonical JSON)."""
     d = json.loads(line)
-    detail = d["detail"]
+    detail, services = d["detail"], d["services"]
+    key = tuple(services.items())
+    stored = _SERVICES.get(key)
+    if stored is None:
+        stored = _SERVICES.put(key, services_text(services))
     return (
         d["seq"],
         d["at"],
@@ -61,7 +70,7 @@ def record_row(line: str) -> Row:
         d["action"],
         ",".join(d["granted"]),
         ",".join(d["denied"]),
-        services_text(d["services"]),
+        stored,
         d["revision"],
         d["language"],
         d["source"],
