@@ -4,9 +4,11 @@ ASGI handler raises on it), passed through to one that does, whose startup failu
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.testclient import TestClient
@@ -15,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from consent_banner import ConsentConfig, ConsentMiddleware
 
 from .conftest import ORIGIN
+from .support.servers import free_port
 
 
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,3 +71,30 @@ def test_an_app_that_read_its_startup_and_then_raised_still_fails(config: Consen
     mw = ConsentMiddleware(crashing, config=config)
     with pytest.raises(ConnectionError, match="cannot reach the cache"), TestClient(mw, base_url=ORIGIN):
         pass
+
+
+def test_uvicorn_refuses_to_start_an_app_whose_startup_failed(config: ConsentConfig) -> None:
+    """The same through a server: with lifespan "on", uvicorn exits at startup instead of serving."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        raise RuntimeError("the database is down")
+        yield
+
+    mw = ConsentMiddleware(Starlette(lifespan=lifespan), config=config)
+    server = uvicorn.Server(uvicorn.Config(mw, port=free_port(), log_level="critical", lifespan="on"))
+    exits: list[object] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except SystemExit as e:  # uvicorn's own way to say the startup failed
+            exits.append(e.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(15)
+    stopped = not thread.is_alive()
+    server.should_exit = True  # a server that started after all is stopped, then the test fails
+    thread.join(15)
+    assert stopped and not server.started and exits == [3]  # uvicorn's STARTUP_FAILURE
