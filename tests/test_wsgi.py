@@ -65,7 +65,7 @@ async def test_views_read_the_consent_and_requires_consent_gates_them(
     assert r.json() == {"decided": False, "analytics": False, "marketing": False}
     assert "private" in r.headers["cache-control"] and "Cookie" in r.headers["vary"]
     # Django's every kind of view (async ones run by Django's WSGI handler in an event loop of its own).
-    views = {"/collect": "flask"} if framework == "flask" else COLLECT_PATHS
+    views = {"/collect": "flask", "/collect/async": "flask async"} if framework == "flask" else COLLECT_PATHS
     for path in views:
         refused = await client.get(path)
         assert refused.status_code == 204 and refused.content == b"", (path, refused.text)

@@ -182,6 +182,11 @@ def flask_app() -> Flask:
     def collect() -> Any:
         return {"counted": "flask"}
 
+    @app.get("/collect/async")
+    @requires_consent("analytics")
+    async def collect_async() -> Any:  # Flask runs it in an event loop of its own (asgiref)
+        return {"counted": "flask async"}
+
     @app.get("/stream")
     def stream() -> Any:
         return app.response_class(stream_parts(), mimetype="text/plain")
