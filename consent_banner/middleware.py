@@ -5,7 +5,8 @@ A pure ASGI middleware (no BaseHTTPMiddleware): `__init__` does every costly thi
 requests under the prefix to the endpoints (`routes.ConsentRoutes`, a plain ASGI app), and hands the
 app a `send` wrapped by the response gate. WebSocket handshakes get the consent too, and their
 ``Set-Cookie`` headers go through the same cookie rules. The middleware owns the consent log: it
-opens it on first use, hands the endpoints the function that does so, and closes it on shutdown.
+opens it on first use, hands the endpoints the function that does so, and closes it on shutdown
+(answering the lifespan itself for an app that does not speak it, as Django's ASGI handler).
 See DESIGN.md, "The flow of one request".
 """
 
