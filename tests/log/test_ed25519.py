@@ -415,3 +415,47 @@ def test_keygen_log_and_pubkey_and_verify_export_from_the_command_line(
         cli, ["log", "verify", "--export", str(out), "--public-key", str(tmp_path / "bad.pem")]
     )
     assert refused.exit_code == 1 and "this is a private key" in refused.output
+
+
+# --- the previous releases' logs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["legacy-log-v1.db", "schema2-log.db"])
+async def test_a_previous_release_log_migrates_signs_on_and_verifies_offline(
+    fixture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decision: MakeDecision
+) -> None:
+    """Upgrades lose nothing: a log of a previous release (its HMACs under the old and new server
+    keys) migrated to schema 4 still verifies with the secrets; with a log signing key from then on,
+    its whole export verifies with the public key alone, the older checkpoints noted as HMAC only."""
+    import asyncio
+    import shutil
+
+    from consent_banner.log import derive_hmac_key
+    from consent_banner.log.commands import log as log_group
+    from consent_banner.log.offline import verify_export
+
+    old, new = "o" * 40, "s" * 40
+    db = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent.parent / "fixtures" / fixture, db)
+    toml = tmp_path / "consent.toml"
+    toml.write_text(
+        f'policy_revision = "1"\ncontroller = "x"\nprivacy_policy_url = "/p"\nlog = "sqlite:///{db}"\n'
+        '[categories.necessary]\nlabel = "N"\n'
+    )
+    monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{old},{new}")
+    migrated = await asyncio.to_thread(CliRunner().invoke, log_group, ["migrate", "--config", str(toml)])
+    assert migrated.exit_code == 0 and "schema version 4" in migrated.output, migrated.output
+    url = f"sqlite:///{db}"
+    lg = await open_log(
+        url, hmac_key=derive_hmac_key(new), previous_hmac_keys=[derive_hmac_key(old)], log_keys=LogKeys((A,))
+    )
+    try:
+        await append(lg, decision, 2, start=900)
+        in_db = await lg.verify()
+        await export_to(lg, tmp_path / "x.ndjson")
+    finally:
+        await lg.close()
+    assert in_db.ok, in_db.message
+    offline = verify_export(tmp_path / "x.ndjson", public_keys=public(A))
+    assert offline.ok and offline.message == in_db.message, offline.message
+    assert any("carries only an HMAC" in note for note in offline.notes)
