@@ -36,10 +36,12 @@ from consent_banner.consent import new_consent_id
 from consent_banner.log import GENESIS, Decision, derive_hmac_key, open_log, record_hash
 from consent_banner.log.canonical import ROW_COLUMNS, version_id_for
 from consent_banner.log.checkpoints import CHECKPOINT_EVERY, checkpoint_link, checkpoint_mac
+from consent_banner.log.keys import LogKeys, SigningKey
 from consent_banner.log.records import format_at, prepare
 from consent_banner.log.signing import head_mac, key_id
 
 KEY = derive_hmac_key("bench-secret-key-0123456789-0123456789")
+SIGNED = LogKeys((SigningKey(bytes(range(32))),))  # CONSENT_LOG_SIGNING_KEY: Ed25519 beside the HMAC
 PG_ENV = "CONSENT_TEST_POSTGRES_DSN"
 VERSION = {
     "language": "en",
@@ -381,6 +383,17 @@ def report_appends(
     print(f"  group / raw         {g / raw:>10.2f} of the physical limit")
 
 
+def report_signed(group: tuple[float, Any], signed: tuple[float, Any], target: int | None) -> None:
+    """Group commit with the log signing key set: the head (every commit) and each checkpoint also
+    signed with Ed25519."""
+    (g, _), (e, ew) = group, signed
+    ok = f"   [{verdict(e >= target)}]" if target else ""
+    print(
+        f"  same, Ed25519 too   {e:>10,.0f} decisions/s  ({e / g:.2f} of the HMAC alone; "
+        f"{ew.cpu_rate:,.0f} per CPU-second){ok}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000, help="records for export/verify")
@@ -404,12 +417,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
         t = Path(tmp)
         group = asyncio.run(append_rate(f"sqlite:///{t / 'group.db'}", decisions, args.concurrency))
+        signed = asyncio.run(
+            append_rate(f"sqlite:///{t / 'signed.db'}", decisions, args.concurrency, log_keys=SIGNED)
+        )
         randoms = asyncio.run(
             append_rate(f"sqlite:///{t / 'random.db'}", decisions, args.concurrency, random_id)
         )
         single = asyncio.run(append_rate(f"sqlite:///{t / 'single.db'}", args.single, 50, max_batch=1))
         raw = raw_sqlite_rate(str(t / "raw.db"), decisions)
         report_appends("SQLite", group, randoms, single, raw, args.concurrency, TARGET_APPEND)
+        report_signed(group, signed, TARGET_APPEND)
         for f in t.glob("*.db*"):
             f.unlink()
         big = t / "big.db"
