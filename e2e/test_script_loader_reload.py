@@ -101,7 +101,7 @@ def session(page: Page, key: str) -> int:
 def test_accept_reloads_once_and_the_loader_then_runs_with_its_children(
     page: Page, url: str, visit: dict[str, list[str]]
 ) -> None:
-    """Accept all grants the marked loader: the decision is recorded, consent:change fires, and the page
+    """R2: Accept all grants the marked loader: the decision is recorded, consent:change fires, and the page
     reloads once instead of activating it (its library would be refused here). The page that comes back
     runs the loader and its library once, and reloads no more."""
     page.goto(url + "/")
@@ -124,7 +124,7 @@ def test_accept_reloads_once_and_the_loader_then_runs_with_its_children(
 
 
 def test_reject_does_not_reload(page: Page, url: str, visit: dict[str, list[str]]) -> None:
-    """Reject all grants nothing: no reload, the loader stays inert, its vendor is never asked."""
+    """R2, R16: Reject all grants nothing: no reload, the loader stays inert, its vendor is never asked."""
     page.goto(url + "/")
     page.get_by_role("button", name="Reject all").click()
     expect(page.get_by_role("button", name="Cookie settings")).to_be_visible()
@@ -136,7 +136,7 @@ def test_reject_does_not_reload(page: Page, url: str, visit: dict[str, list[str]
 
 
 def test_reflected_markup_cannot_ask_for_a_reload(page: Page, url: str, visit: dict[str, list[str]]) -> None:
-    """A neutralised loader's labels without the page's nonce (reflected into the page) are not the
+    """R36: a neutralised loader's labels without the page's nonce (reflected into the page) are not the
     gate's: Accept all reloads nothing and runs nothing of it."""
     page.goto(url + "/reflected")
     hostile = page.locator("script[data-consent-reload]")

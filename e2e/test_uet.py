@@ -70,7 +70,7 @@ def wait_for_calls(page: Page, count: int) -> list[list[Any]]:
 
 
 def test_uet_update_follows_every_decision(page: Page, url: str) -> None:
-    """R30, R31: UET's default is denied; Accept all sends its update granted, withdrawing (Reject all
+    """R30, R31, R16: UET's default is denied; Accept all sends its update granted, withdrawing (Reject all
     in the settings) its update denied, each once and in order, on the same page."""
     page.goto(url + "/")
     assert uet_calls(page) == [DENIED]
