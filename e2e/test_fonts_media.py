@@ -2,8 +2,9 @@
 parties too"; R2).
 
 A theme page with what themes paste: Google Fonts' stylesheet link and its preconnect, an `@import`
-and an `@font-face` of Google's hosts in a `<style>`, and a `<video src>` and `<audio src>` of a media
-service. Google Fonts (its preset) is a `functional` service, the media host a `marketing` one. The
+and an `@font-face` of Google's hosts in a `<style>`, and videos and an audio of a media service (by
+`src`, and by `<source>` with a caption `<track>`). Google Fonts (its preset) is a `functional`
+service, the media host a `marketing` one. The
 vendors are stood in for by Playwright routing, which answers with real bytes and content types and
 records every request that reaches them: a request the page never makes, or the browser refuses,
 never does. A preconnect opens a socket, not a request: its `href` is checked instead.
@@ -42,6 +43,9 @@ THEME = f"""<!doctype html>
 <p id="inter" class="inter">Set in Inter once allowed.</p><p id="local">Set in Local.</p>
 <video id="video" src="{MEDIA}/clip.webm" preload="auto" muted width="160" height="90"></video>
 <audio id="audio" src="{MEDIA}/sound.wav" preload="auto"></audio>
+<video id="video2" preload="auto" muted crossorigin="anonymous" width="160" height="90">
+<source src="{MEDIA}/clip2.webm" type="video/webm">
+<track kind="captions" src="{MEDIA}/captions.vtt" default></video>
 </main></body></html>"""
 
 # What fonts.googleapis.com answers: a rule the test can see applied, and the face it fetches.
@@ -115,10 +119,12 @@ def vendors() -> Callable[[BrowserContext], list[str]]:
                 route.fulfill(body=body, content_type="text/css", headers=CORS)
             elif u.startswith(FONTS):
                 route.fulfill(body=WOFF2, content_type="font/woff2", headers=CORS)
+            elif u.endswith(".vtt"):
+                route.fulfill(body="WEBVTT\n", content_type="text/vtt", headers=CORS)
             elif u.endswith(".wav"):
                 route.fulfill(body=wav(), content_type="audio/wav")
             else:
-                route.fulfill(body=WEBM, content_type="video/webm")
+                route.fulfill(body=WEBM, content_type="video/webm", headers=CORS)
 
         for host in HOSTS:
             context.route(f"{host}/**", answer)
@@ -187,9 +193,10 @@ def test_accept_loads_the_fonts_and_media_without_a_reload(
     new_context: Callable[..., BrowserContext], vendors: Callable, url: str
 ) -> None:
     """R2 (issue 15): Accept all activates the stylesheet link (its rule applies, its font is fetched),
-    the preconnect, the video and the audio on the page where it is clicked, without a reload (before,
-    the undecided page's style-src, font-src and media-src refused them). The `<style>`'s @import and
-    @font-face were made inert on the server: they load from the next page on."""
+    the preconnect, the video, the audio and a caption track on the page where it is clicked, without
+    a reload (before, the undecided page's style-src, font-src and media-src refused them). The `<style>`'s @import and
+    @font-face were made inert on the server, and a `<source>` given its URL back does not make its
+    video load again (only inserting one does): they load from the next page on."""
     context = new_context()
     seen = vendors(context)
     page = context.new_page()
@@ -201,6 +208,7 @@ def test_accept_loads_the_fonts_and_media_without_a_reload(
     wait_until(page, lambda: reached(seen, f"{FONTS}/s/inter"), "the Inter font")
     wait_until(page, lambda: reached(seen, f"{MEDIA}/clip.webm"), "the video")
     wait_until(page, lambda: reached(seen, f"{MEDIA}/sound.wav"), "the audio")
+    wait_until(page, lambda: reached(seen, f"{MEDIA}/captions.vtt"), "the track")
     expect(page.locator("#pre")).to_have_attribute("href", FONTS)
     assert page.evaluate("window.loadMarker") == 1  # the same document: no reload
 
@@ -208,6 +216,7 @@ def test_accept_loads_the_fonts_and_media_without_a_reload(
     settled(page)
     wait_until(page, lambda: reached(seen, f"{FONTS_CSS}/css2?family=Roboto"), "the @import")
     wait_until(page, lambda: reached(seen, f"{FONTS}/s/local"), "the @font-face")
+    wait_until(page, lambda: reached(seen, f"{MEDIA}/clip2.webm"), "the <source>")
     expect(page.locator("#local")).to_have_css("letter-spacing", "3px")
 
 
