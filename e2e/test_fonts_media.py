@@ -194,9 +194,9 @@ def test_accept_loads_the_fonts_and_media_without_a_reload(
 ) -> None:
     """R2 (issue 15): Accept all activates the stylesheet link (its rule applies, its font is fetched),
     the preconnect, the video, the audio and a caption track on the page where it is clicked, without
-    a reload (before, the undecided page's style-src, font-src and media-src refused them). The `<style>`'s @import and
-    @font-face were made inert on the server, and a `<source>` given its URL back does not make its
-    video load again (only inserting one does): they load from the next page on."""
+    a reload (before, the undecided page's style-src, font-src and media-src refused them). The
+    `<style>`'s @import and @font-face were made inert on the server, and a `<source>` given its URL
+    back does not make its video load again (only inserting one does): they load from the next page."""
     context = new_context()
     seen = vendors(context)
     page = context.new_page()
