@@ -13,6 +13,7 @@ See DESIGN.md, "The flow of one request".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from .banner import Banner
 from .config import NECESSARY, ConsentConfig
 from .consent import Consent, ConsentCodec, secret_keys_from_env
 from .decisions import Decisions
-from .errors import LogUnavailable
+from .errors import LogError, LogUnavailable
 from .formtoken import FormTokens
 from .gate import ResponseGate
 from .gate.caching import private, unconditional
@@ -92,6 +93,8 @@ class ConsentMiddleware:
         self.log_keys = LogKeys.from_env()
         self._log: ConsentLog | None = None
         self._log_lock = asyncio.Lock()
+        self._audit_reader: ConsentLog | None = None  # the log as the audit view reads it
+        self._audit_lock = asyncio.Lock()
         self.metrics = Metrics(lambda: self._log)  # a scrape reads the log's writer, never opens it
         self.decisions = Decisions(
             cfg,
@@ -113,6 +116,7 @@ class ConsentMiddleware:
             log=self.log,
             metrics=self.metrics,
             log_keys=self.log_keys,
+            audit_log=self.audit_log,
         )
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
@@ -243,11 +247,42 @@ class ConsentMiddleware:
                         raise LogUnavailable(f"the consent log cannot be opened: {e}") from e
         return self._log
 
+    async def audit_log(self) -> ConsentLog:
+        """The log as the audit view reads it, opened read-only on first use (`audit_log`, else `log`):
+        the auditor's pages never write, lock or migrate, may use credentials that only SELECT, and
+        still answer while the writer cannot (a schema waiting for `log migrate`). An in-memory log
+        has no second connection to it: there the audit view reads through the writer's."""
+        url = self.config.audit_log or self.config.log
+        if url.startswith("memory://"):
+            return await self.log()
+        if self._audit_reader is None:
+            if self.config.audit_log is None:
+                # The app's own log: opened by its writer first, which creates it when new (as a first
+                # request would); a writer refused (an older schema) still leaves it to read.
+                with contextlib.suppress(LogError):
+                    await self.log()
+            async with self._audit_lock:
+                if self._audit_reader is None:
+                    try:
+                        self._audit_reader = await open_log(
+                            url,
+                            hmac_key=None,
+                            previous_hmac_keys=[self._log_key, *self._previous_log_keys],
+                            read_only=True,
+                            log_keys=self.log_keys,
+                        )
+                    except OSError as e:
+                        raise LogUnavailable(f"the consent log cannot be opened to read: {e}") from e
+        return self._audit_reader
+
     async def close(self) -> None:
         """Close the log (done on ASGI lifespan shutdown; call it where the server sends none)."""
         if self._log is not None:
             await self._log.close()
             self._log = None
+        if self._audit_reader is not None:
+            await self._audit_reader.close()
+            self._audit_reader = None
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app's lifespan, or ours when the app does not speak the protocol.

@@ -70,6 +70,7 @@ class ConsentRoutes:
         log: OpenLog,
         metrics: Metrics | None = None,
         log_keys: LogKeys | None = None,
+        audit_log: OpenLog | None = None,
     ) -> None:
         self.config = config
         self.codec = codec
@@ -78,6 +79,7 @@ class ConsentRoutes:
         self.tokens = tokens
         self.decisions = decisions
         self.origins = decisions.origins
+        self.audit_log = audit_log or log  # what the audit view reads: a read-only log (the middleware's)
         self.log = log
         self.prefix = config.prefix
         self._audit_app: ASGIApp | None | Literal[False] = False  # False: not built yet
@@ -236,7 +238,7 @@ class ConsentRoutes:
             from .audit import build_audit_app
 
             self._audit_app = build_audit_app(
-                self.config, await self.log(), failed_logins=self._failed_logins()
+                self.config, await self.audit_log(), failed_logins=self._failed_logins()
             )
         if self._audit_app is None:
             await JSONResponse({"error": "the audit view is not enabled"}, status_code=404)(
