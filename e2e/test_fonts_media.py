@@ -48,6 +48,10 @@ THEME = f"""<!doctype html>
 <track kind="captions" src="{MEDIA}/captions.vtt" default></video>
 </main></body></html>"""
 
+# What frameworks and plugins send as a header: a preload the may-grant style-src would admit, and a
+# preconnect no policy covers. The gate drops both while the fonts are not allowed.
+LINK = f"<{FONTS_CSS}/css2?family=Preloaded>; rel=preload; as=style, <{FONTS}>; rel=preconnect"
+
 # What fonts.googleapis.com answers: a rule the test can see applied, and the face it fetches.
 INTER_CSS = f"""@font-face {{ font-family: "Inter"; font-style: normal; font-weight: 400;
   src: url({FONTS}/s/inter/v13/inter.woff2) format("woff2"); }}
@@ -97,7 +101,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
 
     async def theme(request: Request) -> Response:
-        return HTMLResponse(THEME)
+        return HTMLResponse(THEME, headers={"link": LINK})
 
     app = Starlette(routes=[Path_("/", theme)])
     with ServerThread(ConsentMiddleware(app, config=config), _free_socket()) as server:
@@ -162,11 +166,13 @@ def held(page: Page) -> None:
 def test_nothing_reaches_fonts_or_media_before_a_decision(
     new_context: Callable[..., BrowserContext], vendors: Callable, url: str
 ) -> None:
-    """R2: an undecided visitor's theme page fetches no stylesheet, font, preconnect or media."""
+    """R2: an undecided visitor's theme page fetches no stylesheet, font, preconnect or media, and
+    its Link header's preload and preconnect are gone."""
     context = new_context()
     seen = vendors(context)
     page = context.new_page()
-    page.goto(url + "/")
+    response = page.goto(url + "/")
+    assert response is not None and "link" not in response.headers
     settled(page)
     held(page)
     assert seen == []

@@ -20,6 +20,7 @@ from .caching import VARY_TOKENS
 from .charset import MAX_HEAD, body_codec, enough, header_codec
 from .csp import governs_scripts
 from .html import Blocked, HtmlRewriter, Inject
+from .linkheader import filter_link
 
 if TYPE_CHECKING:
     from . import Plan, ResponseGate
@@ -285,6 +286,10 @@ class GatedSend:
                 app_csp.append(v)
             elif gated and lk == b"reporting-endpoints":
                 endpoints.append(v)
+            elif lk == b"link" and (kind.html or kind.unlabelled) and self._gate.rewrites:
+                link = filter_link(v, self._plan.hosts)  # a preconnect to a denied host: dropped
+                if link is not None:
+                    rest.append((k, link))
             else:
                 rest.append((k, v))
         rest.extend((b"set-cookie", v) for v in set_cookies)
