@@ -31,11 +31,12 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
 class ExportError(ValueError):
-    """A line of an export or a pins file is not what it should be; `line` is its number (from 1)."""
+    """A line of an export or a pins file (a record of a CSV export) is not what it should be; `line`
+    is its number (from 1)."""
 
-    def __init__(self, line: int, message: str) -> None:
+    def __init__(self, line: int, message: str, unit: str = "line") -> None:
         self.line = line
-        super().__init__(f"line {line}: {message}")
+        super().__init__(f"{unit} {line}: {message}")
 
 
 @dataclass
@@ -156,7 +157,9 @@ def verify_export(
             try:
                 return _verify_headless(iter(counted), pins, keys, public_keys)
             except MALFORMED as e:
-                raise ExportError(counted.n + 1, f"not a record of a log export ({_why(e)})") from None
+                raise ExportError(
+                    counted.n + 1, f"not a record of a log export ({_why(e)})", "record"
+                ) from None
         f.seek(0)
         reader = ExportReader(f)
         try:

@@ -230,7 +230,7 @@ def test_malformed_export_and_pins_files_are_named_by_line_not_a_traceback(
     result = CliRunner().invoke(cli, ["log", "verify", "--file", str(export), "--config", str(toml_path)])
     assert result.exit_code == 2, result.output
     assert (
-        f"Invalid value for '--file': {export}, record 2: not a record of a log export ('at' is missing)"
+        f"Invalid value for '--export': {export}, line 2: not a line of a log export ('detail' is missing)"
         in (result.output)
     )
     csv_file = tmp_path / "export.csv"
@@ -242,5 +242,5 @@ def test_malformed_export_and_pins_files_are_named_by_line_not_a_traceback(
     pins.write_text('\n{"log_id": "x"}\n')
     result = CliRunner().invoke(cli, ["log", "verify", "--pins", str(pins), "--config", str(toml_path)])
     assert result.exit_code == 2, result.output
-    assert f"Invalid value for '--pins': {pins}, line 2: not a checkpoint" in result.output
+    assert f"Invalid value for '--pins': {pins}, line 2: not a pin (a checkpoint, a head" in result.output
     assert "Traceback" not in result.output
