@@ -26,9 +26,10 @@ prefix itself (they never reach the upstream) and gates what comes back; this ap
 - **Redirects are not followed**: the browser follows them through the gate. A ``Location`` naming
   the upstream's own origin becomes a path on this site (that address is internal, and a browser
   sent there would bypass the gate); every other ``Location`` passes.
-- **Failures.** Upstream down, refused or broken before its headers: 502; no headers within the read
-  timeout: 504; both a short page (HTML, or JSON for a client that asks for it), no traceback. A body
-  broken midway ends the connection, so a truncated download never looks complete.
+- **Failures.** A Host that is not a plain host[:port] (without `site_origins`): 400. Upstream
+  down, refused or broken before its headers: 502; no headers within the read timeout: 504; each a
+  short page (HTML, or JSON for a client that asks for it), no traceback. A body broken midway
+  ends the connection, so a truncated download never looks complete.
 - **Not relayed**: response trailers (``TE`` is dropped, so the upstream knows they are not wanted)
   and ``Expect: 100-continue`` (the ASGI server answers 100 when the body is first read).
 - **WebSockets** pass through (`websockets`), both directions, close codes relayed; the middleware
@@ -42,6 +43,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Collection, Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,8 @@ WS_HANDSHAKE = frozenset(
 )
 DECODED = frozenset({b"gzip", b"x-gzip", b"deflate"})  # decoded by httpx with the standard library
 _HTML = (b"text/html", b"application/xhtml+xml")
+# A Host this proxy passes on: a name or IPv4 address, or an IPv6 literal, and a port.
+_HOST = re.compile(rb"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014}  # "no status" is a normal close; an abnormal one, Bad Gateway
 WS_MAX_SIZE = 16 * 1024 * 1024  # bytes in one WebSocket message, uvicorn's own default
 WHOLE_PAGE = MAX_PAGE  # bytes: HTML up to this length (known) is read whole, so the gate can replay it
@@ -168,6 +172,9 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         import httpx
 
+        if self.bad_host(scope):
+            await self._failure(scope, send, 400, "was asked for a host name that is not one")
+            return
         headers = self.request_headers(scope)
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
         reader = _BodyReader(receive)
@@ -233,7 +240,7 @@ class ProxyApp:
 
     async def _failure(self, scope: Scope, send: Send, status: int, what: str) -> None:
         """A short page for a failed upstream: no traceback, no upstream address."""
-        reason = {502: "Bad Gateway", 504: "Gateway Timeout"}[status]
+        reason = {400: "Bad Request", 502: "Bad Gateway", 504: "Gateway Timeout"}[status]
         accept = _header(scope, b"accept") or b""
         if b"json" in accept.split(b",", 1)[0]:
             body = b'{"error": "the site %s", "status": %d}' % (what.encode(), status)
@@ -272,6 +279,11 @@ class ProxyApp:
             origin = self.site.origin({**scope, "scheme": scheme}) or self.site.origins[0]
             scheme, host = origin.split("://", 1)
         return scheme, host
+
+    def bad_host(self, scope: Scope) -> bool:
+        """Without `site_origins`, the Host is passed on (and quoted in ``Forwarded``): one that is not
+        a plain host[:port] (a quote, a comma, a space) could forge the upstream's reading of either."""
+        return not self.site.origins and _HOST.fullmatch(_header(scope, b"host") or b"") is None
 
     def request_headers(
         self, scope: Scope, *, drop: frozenset[bytes] = frozenset()
@@ -336,6 +348,9 @@ class ProxyApp:
         from websockets.exceptions import InvalidHandshake, InvalidStatus
 
         if (await receive())["type"] != "websocket.connect":
+            return
+        if self.bad_host(scope):
+            await self._refused(scope, send, 400, [], b"")
             return
         scheme, host = self.public(scope)
         uri = (

@@ -578,3 +578,19 @@ def test_the_command_says_which_extra_to_install_when_it_is_missing(
     monkeypatch.setitem(sys.modules, "websockets", None)  # as if not installed
     r = CliRunner().invoke(cli, ["proxy", "--upstream", "http://127.0.0.1:9", "--config", str(toml_path)])
     assert r.exit_code == 1 and "pip install 'consent-banner[proxy]'" in r.output
+
+
+@pytest.mark.parametrize(
+    "host", ['shop.example";for="6.6.6.6', "shop.example, evil.example", "a b", "x:80:1"]
+)
+def test_a_host_that_would_forge_the_forwarding_fields_is_refused(site: str, host: str) -> None:
+    """Passed on as X-Forwarded-Host and quoted in Forwarded, a Host with a quote or a comma could
+    make the upstream read another client or host: without site_origins it is a 400, never proxied."""
+    r = httpx.get(f"{site}/headers", headers={"host": host})
+    assert r.status_code == 400 and "6.6.6.6" not in r.text
+
+
+def test_a_request_without_a_host_is_refused(site: str) -> None:
+    with socket.create_connection(("127.0.0.1", int(site.rsplit(":", 1)[1]))) as s:
+        s.sendall(b"GET /headers HTTP/1.0\r\n\r\n")
+        assert s.recv(100).split(b" ", 2)[1] == b"400"
