@@ -16,7 +16,8 @@ from .canonical import ROW_COLUMNS
 # blocked attempt (`log blocked --suggest` counts distinct clients; rows of before count as unknown).
 # 4: Ed25519 signatures of the head and the checkpoints (key id and signature; a rotation checkpoint
 # also the key before it and its signature), beside the HMAC, which stays as it was.
-SCHEMA_VERSION = 4
+# 5: the webhooks' delivery cursors (outside the chain: state of the deliveries, not of the log).
+SCHEMA_VERSION = 5
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -33,6 +34,7 @@ class Table(NamedTuple):
     name: str
     columns: tuple[Column, ...]
     key: str = ""  # a table-level PRIMARY KEY (...)
+    since: int = 1  # the schema version that created it (CREATE TABLE in that migration)
 
 
 def _text(name: str, null: bool = False, since: int = 1) -> Column:
@@ -93,6 +95,26 @@ TABLES = (
             _text("client", null=True, since=3),  # truncate_ip() of the reporting client
         ),
     ),
+    # One row per webhook (its `name`): the last record delivered and acknowledged (a durable cursor
+    # over the records' seq, so a decision writes nothing for its webhooks), the lease of the process
+    # delivering now (compare-and-set: two servers do not both deliver a range), the failure state.
+    Table(
+        "webhooks",
+        (
+            _text("name")._replace(extra="PRIMARY KEY"),
+            Column("seq", "bigint"),  # the last record delivered (or skipped: not an event it takes)
+            _text("hash"),  # that record's hash: the next one must link to it
+            _text("created_at"),
+            _text("delivered_at", null=True),  # when the cursor last moved
+            _text("owner", null=True),  # the delivering process's token while it holds the lease
+            _text("lease_until", null=True),
+            Column("attempts", "int"),  # failures in a row since the last delivery
+            _text("next_attempt", null=True),  # after a failure: not before this time
+            _text("last_error", null=True),
+            _text("failed_at", null=True),
+        ),
+        since=5,
+    ),
 )
 
 _TYPES: dict[Dialect, dict[str, str]] = {
@@ -129,9 +151,15 @@ def added_columns(version: int, dialect: Dialect) -> list[str]:
     return [
         f"ALTER TABLE {t.name} ADD COLUMN{if_not} {_column(c, dialect)}"
         for t in TABLES
+        if t.since < version
         for c in t.columns
         if c.since == version
     ]
+
+
+def created_tables(version: int, dialect: Dialect) -> list[str]:
+    """CREATE TABLE for the tables `version` added."""
+    return [create_table(t, dialect, version) for t in TABLES if t.since == version]
 
 
 _INDEXES_V1 = [
@@ -208,7 +236,7 @@ _GUARDS_V2: dict[Dialect, list[str]] = {
 def migrations(dialect: Dialect) -> dict[int, list[str]]:
     """The statements that bring a log from version v-1 to v, for each v up to SCHEMA_VERSION."""
     return {
-        1: [*(create_table(t, dialect) for t in TABLES), *_INDEXES_V1, *_GUARDS_V1[dialect]],
+        1: [*created_tables(1, dialect), *_INDEXES_V1, *_GUARDS_V1[dialect]],
         2: [
             *added_columns(2, dialect),
             _UNGUARD_V2[dialect],
@@ -220,6 +248,8 @@ def migrations(dialect: Dialect) -> dict[int, list[str]]:
         3: [*added_columns(3, dialect)],
         # New nullable columns only: no record, no HMAC and no earlier signature changes.
         4: [*added_columns(4, dialect)],
+        # A new table outside the chain (webhook delivery state): no record or signature changes.
+        5: [*created_tables(5, dialect)],
     }
 
 

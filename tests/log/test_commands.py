@@ -18,6 +18,7 @@ from consent_banner.config import ConsentConfig
 from consent_banner.log import BlockedAttempt, Decision, LoggedRecord, open_log
 from consent_banner.log.commands import log as log_group
 from consent_banner.log.export import read_rows
+from consent_banner.log.schema import SCHEMA_VERSION
 
 from .conftest import KEY, SECRET, VERSION_EN
 from .rawdb import RawDB
@@ -101,9 +102,9 @@ def test_migrate_creates_then_reports_up_to_date(setup: tuple[Path, str]) -> Non
     """Schema created and migrated by the library, with a version number."""
     cfg, _ = setup
     first = invoke(cfg, "migrate")
-    assert first.exit_code == 0 and first.output.strip() == "schema version 4 (created)"
+    assert first.exit_code == 0 and first.output.strip() == f"schema version {SCHEMA_VERSION} (created)"
     again = invoke(cfg, "migrate")
-    assert again.output.strip() == "schema version 4 (up to date)"
+    assert again.output.strip() == f"schema version {SCHEMA_VERSION} (up to date)"
 
 
 def test_read_commands_do_not_create_a_missing_log(setup: tuple[Path, str]) -> None:

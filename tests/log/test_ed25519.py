@@ -17,6 +17,7 @@ from consent_banner.cli import cli
 from consent_banner.errors import LogKeyError, LogUnavailable
 from consent_banner.log import Decision, open_log
 from consent_banner.log.keys import LogKeys, PublicKey, SigningKey, parse_public_keys, thumbprint
+from consent_banner.log.schema import SCHEMA_VERSION
 
 from .conftest import KEY
 from .rawdb import RawDB
@@ -444,7 +445,7 @@ async def test_a_previous_release_log_migrates_signs_on_and_verifies_offline(
     )
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{old},{new}")
     migrated = await asyncio.to_thread(CliRunner().invoke, log_group, ["migrate", "--config", str(toml)])
-    assert migrated.exit_code == 0 and "schema version 4" in migrated.output, migrated.output
+    assert migrated.exit_code == 0 and f"schema version {SCHEMA_VERSION}" in migrated.output, migrated.output
     url = f"sqlite:///{db}"
     lg = await open_log(
         url, hmac_key=derive_hmac_key(new), previous_hmac_keys=[derive_hmac_key(old)], log_keys=LogKeys((A,))
