@@ -330,6 +330,82 @@ class Service(_Model):
         return v
 
 
+WEBHOOK_EVENTS = ("decision", "withdraw", "purge")  # what a webhook may ask for (events/payload.py)
+DEFAULT_WEBHOOK_SECRET_ENV = "CONSENT_WEBHOOK_SECRET"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class Webhook(_Model):
+    """`[[webhooks]]`: where consent events are POSTed, signed per the Standard Webhooks specification.
+
+    The secret is never in the file: `secret_env` names the environment variable that holds it, in the
+    specification's `whsec_<base64>` form (read at start, by events/signature.py)."""
+
+    url: str
+    events: tuple[Literal["decision", "withdraw", "purge"], ...] = WEBHOOK_EVENTS
+    secret_env: str = DEFAULT_WEBHOOK_SECRET_ENV
+    # The key of its delivery cursor in the log (default: the URL): name it to move the URL and keep
+    # the cursor, or to point two webhooks at one URL.
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    # Where a new webhook's cursor starts: "now" (the log's head when it first runs) or "beginning".
+    start: Literal["now", "beginning"] = "now"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v)
+            _ = parts.port
+        except ValueError as e:
+            raise ValueError(f"{mask_passwords(v)!r}: {e}") from None
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("https", "http") or not host:
+            raise ValueError(f"{mask_passwords(v)!r}: a webhook URL is https://host/path")
+        if parts.scheme == "http" and not _loopback(host):
+            # Events carry consent ids and choices: over plain http anyone on the path reads them.
+            raise ValueError(
+                f"{mask_passwords(v)!r}: use https (plain http is accepted only for a loopback receiver, "
+                "127.0.0.1, ::1 or localhost)"
+            )
+        if parts.fragment:
+            raise ValueError(f"{mask_passwords(v)!r}: a webhook URL has no #fragment")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError(f"name at least one event ({', '.join(WEBHOOK_EVENTS)})")
+        twice = sorted({e for e in v if v.count(e) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is listed twice")
+        return v
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, v: str) -> str:
+        if not _ENV_NAME.match(v):
+            raise ValueError(
+                f"{v[:80]!r} is not an environment variable name (the secret itself never goes in the "
+                f"file: name the variable that holds it, e.g. {DEFAULT_WEBHOOK_SECRET_ENV!r})"
+            )
+        return v
+
+    @property
+    def key(self) -> str:
+        """Its delivery cursor's key in the log."""
+        return self.name or self.url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ConsentConfig(_Model):
     """The whole consent configuration. See the README for every key."""
 
@@ -378,6 +454,8 @@ class ConsentConfig(_Model):
     retention: str | None = None  # e.g. "3y": `log purge` without --older-than uses it
     # request limits (per process)
     decision_rate_limit: str = "120/minute"  # decisions per client address, or "off"
+    # consent events out (events/): not in the hash, no banner depends on them
+    webhooks: tuple[Webhook, ...] = Field(default=(), exclude=True)
 
     @field_validator("policy_revision", mode="before")
     @classmethod
@@ -468,6 +546,15 @@ class ConsentConfig(_Model):
             if s.name in names:
                 problems.append(f"services[{i}].name: {s.name!r} is declared twice")
             names.add(s.name)
+        keys: set[str] = set()
+        for i, w in enumerate(self.webhooks):
+            if w.key in keys:
+                field = "name" if w.name else "url"
+                problems.append(
+                    f"webhooks[{i}].{field}: {mask_passwords(w.key)!r} is another webhook's too: each needs "
+                    "a cursor of its own (give one a `name`)"
+                )
+            keys.add(w.key)
         claimed: dict[str, str] = {}
         for name, cat in self.categories.items():
             for signal in cat.consent_mode or ():
