@@ -296,7 +296,7 @@ async def verify(
     # Read-only: verifying never writes (and so never re-signs) the head, nor takes a lock.
     lg = await open_log(config.log, hmac_key=None, previous_hmac_keys=keys, read_only=True, log_keys=public)
     try:
-        result = await lg.verify(pins)
+        result = await lg.verify(pins, require_public=bool(public_key_files))
     finally:
         await lg.close()
     _print_verify(result, as_json)

@@ -175,8 +175,10 @@ class LogReads(ABC):
         ]
         return sorted(found, key=lambda b: (-b.clients, -b.count, b.origin))
 
-    async def verify(self, pins: Sequence[Checkpoint] = ()) -> VerifyResult:
-        """Recompute the whole chain in one consistent snapshot, with checkpoints pinned elsewhere. R22."""
+    async def verify(self, pins: Sequence[Checkpoint] = (), *, require_public: bool = False) -> VerifyResult:
+        """Recompute the whole chain in one consistent snapshot, with checkpoints pinned elsewhere. R22.
+        `require_public`: the head must carry an Ed25519 signature by one of `public_keys` (an
+        auditor who gave the public key asks for nothing less)."""
         with self._reading():
             async with self._session() as db:
                 heads = await db.fetch(self.sql.head)
@@ -186,6 +188,7 @@ class LogReads(ABC):
                     checkpoints=cps,
                     keys=self.keys,
                     public_keys=self.public_keys,
+                    require_public=require_public,
                     head=SignedHead(self.log_id, *heads[0]) if heads else None,
                     head_required=True,
                     versions=versions,

@@ -460,3 +460,24 @@ async def test_a_previous_release_log_migrates_signs_on_and_verifies_offline(
     offline = verify_export(tmp_path / "x.ndjson", public_keys=public(A))
     assert offline.ok and offline.message == in_db.message, offline.message
     assert any("carries only an HMAC" in note for note in offline.notes)
+
+
+async def test_an_auditor_with_the_public_key_is_not_satisfied_by_an_hmac_only_log(
+    log_url: str, decision: MakeDecision
+) -> None:
+    """`log verify --public-key` over a database whose head carries no Ed25519 signature fails:
+    the auditor asked for a check only the public key makes, and nothing made it."""
+    lg = await open_log(log_url, hmac_key=KEY)
+    await append(lg, decision, 2)
+    await lg.close()
+    lg = await open_log(log_url, hmac_key=None, create=False, log_keys=LogKeys(retired=(A.public,)))
+    try:
+        lenient, strict = await lg.verify(), await lg.verify(require_public=True)
+    finally:
+        await lg.close()
+    assert (
+        lenient.ok
+        and lenient.signatures
+        == "signatures: not checked (no key: CONSENT_SECRET_KEYS, --key or --public-key)"
+    )
+    assert not strict.ok and strict.problem == "signature" and "no Ed25519 signature" in strict.message
