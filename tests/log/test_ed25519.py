@@ -361,7 +361,7 @@ async def test_log_key_is_404_for_an_hmac_only_log(tmp_path: Path, monkeypatch: 
 def test_keygen_log_and_pubkey_and_verify_export_from_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decision: MakeDecision
 ) -> None:
-    """keygen --log -> CONSENT_LOG_SIGNING_KEY; the server signs; `log pubkey` -> key.pem; an
+    """R22: keygen --log -> CONSENT_LOG_SIGNING_KEY; the server signs; `log pubkey` -> key.pem; an
     auditor with the export and key.pem alone (no secret, no database) verifies it."""
     import asyncio
 
@@ -425,7 +425,7 @@ def test_keygen_log_and_pubkey_and_verify_export_from_the_command_line(
 async def test_a_previous_release_log_migrates_signs_on_and_verifies_offline(
     fixture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decision: MakeDecision
 ) -> None:
-    """Upgrades lose nothing: a log of a previous release (its HMACs under the old and new server
+    """R22, upgrades lose nothing: a log of a previous release (its HMACs under the old and new server
     keys) migrated to schema 4 still verifies with the secrets; with a log signing key from then on,
     its whole export verifies with the public key alone, the older checkpoints noted as HMAC only."""
     import asyncio

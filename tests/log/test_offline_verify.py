@@ -222,7 +222,7 @@ async def test_the_head_signature_is_checked(exported: tuple[Path, list[str], An
 async def test_pinned_heads_catch_a_rewritten_history(
     exported: tuple[Path, list[str], Any], tmp_path: Path
 ) -> None:
-    """--pins: a head an auditor kept (an earlier export's head line, or seq and hash) must be on
+    """R22, --pins: a head an auditor kept (an earlier export's head line, or seq and hash) must be on
     the chain; a pinned head that is not = the history was rewritten."""
     path, lines, _ = exported
     r10 = json.loads(lines[records(lines)[9]])
