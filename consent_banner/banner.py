@@ -147,9 +147,10 @@ _CSRF, _RETURN_TO, _FORM_ID, _STATE = range(4)
 class Banner:
     """Renders the consent UI for one configuration; every method is cheap after __init__."""
 
-    def __init__(self, config: ConsentConfig, *, prefix: str) -> None:
+    def __init__(self, config: ConsentConfig, *, prefix: str, signed_receipts: bool = False) -> None:
         self.config = config
         self.prefix = prefix
+        self.signed_receipts = signed_receipts  # the log signs receipts: the dialog links the signed one
         directory = static_dir()
         self.script_path = directory / "consent.js"
         self.css_path = directory / "consent.css"
@@ -396,6 +397,7 @@ class Banner:
             "privacy_policy_url": cfg.privacy_policy_url,
             "recipients_url": self.recipients_url,
             "do_not_sell": cfg.do_not_sell_link,
+            "signed_receipt": self.signed_receipts,
             "data": {
                 "prefix": prefix,
                 "lang": language,

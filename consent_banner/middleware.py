@@ -78,7 +78,11 @@ class ConsentMiddleware:
             necessary_services=[s.name for s in cfg.services_in(NECESSARY)],
             retired_services=cfg.retired_services,
         )
-        self.banner = Banner(cfg, prefix=cfg.prefix)
+        # Ed25519 (CONSENT_LOG_SIGNING_KEY) signs the log so anyone with the public key verifies it, and
+        # the visitors' receipts (the settings dialog links the signed one); a malformed key stops the
+        # start here, naming the variable.
+        self.log_keys = LogKeys.from_env()
+        self.banner = Banner(cfg, prefix=cfg.prefix, signed_receipts=self.log_keys.signer is not None)
         self.site = SiteOrigins(cfg.site_origins)  # this site's origins as the browser sees them
         self.visitors = Visitors(cfg.cookie, self.codec, https_site=self.site.https)
         self.tokens = FormTokens(keys, cfg.cookie)
@@ -88,9 +92,7 @@ class ConsentMiddleware:
         self._own_domain = "." + cfg.cookie.domain.lstrip(".") if cfg.cookie.domain else None
         # The log's head and checkpoints are HMAC-signed with keys derived from the signing keys.
         self._log_key, self._previous_log_keys = hmac_keys_from_secrets(keys)
-        # And with Ed25519 (CONSENT_LOG_SIGNING_KEY), so anyone with the public key verifies; a
-        # malformed key stops the start here, naming the variable.
-        self.log_keys = LogKeys.from_env()
+        # And with Ed25519 (self.log_keys, above).
         self._log: ConsentLog | None = None
         self._log_lock = asyncio.Lock()
         self._audit_reader: ConsentLog | None = None  # the log as the audit view reads it

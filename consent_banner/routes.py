@@ -84,6 +84,7 @@ class ConsentRoutes:
         self.prefix = config.prefix
         self._audit_app: ASGIApp | None | Literal[False] = False  # False: not built yet
         self.metrics = metrics or Metrics()
+        self.log_keys = log_keys or LogKeys()  # the newest signing key signs the receipt's JWS too
         self._metrics_app: ASGIApp | None | Literal[False] = False  # False: not built yet
         self._logins: FailedLogins | None = None
         self._report_window = (0, 0)  # (second, count)
@@ -99,7 +100,7 @@ class ConsentRoutes:
             "/receipt": ("GET", self.receipt),
             "/csp-report": ("POST", self.csp_report),
             "/health": ("GET", Health(log).endpoint),
-            "/log-key": ("GET", LogKeyEndpoint(log_keys or LogKeys()).endpoint),
+            "/log-key": ("GET", LogKeyEndpoint(self.log_keys).endpoint),
         }
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -200,7 +201,9 @@ class ConsentRoutes:
     async def receipt(self, request: Request, consent: Consent) -> Response:
         from .audit import receipt
 
-        return await receipt(request, consent, await self.log(), self.banner)
+        return await receipt(
+            request, consent, await self.log(), self.banner, log_keys=self.log_keys, site=self.origins.site
+        )
 
     async def csp_report(self, request: Request, consent: Consent) -> Response:
         body = await read_body(request, MAX_REPORT_BYTES)
