@@ -197,7 +197,7 @@ class ProxyApp:
             await self._failure(scope, send, 502, "is not answering")
             return
         try:
-            await self._relay(scope, receive, send, response, reader.done)
+            await self._relay(scope, receive, send, response, reader.done or not has_body)
         finally:
             await response.aclose()
 

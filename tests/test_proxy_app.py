@@ -54,6 +54,7 @@ class Seen:
     def __init__(self) -> None:
         self.paths: list[str] = []
         self.ws_close: int | None = None
+        self.big_sent: list[int] = []  # per download: bytes the upstream sent before it ended
 
 
 def upstream_app(seen: Seen, port: int) -> Starlette:
@@ -90,9 +91,15 @@ def upstream_app(seen: Seen, port: int) -> Starlette:
         size = int(request.query_params["mb"]) * MB
 
         async def chunks() -> AsyncIterator[bytes]:
-            block = bytes(range(256)) * 256  # 64 KB
-            for _ in range(size // len(block)):
-                yield block
+            block, sent = bytes(range(256)) * 256, 0  # 64 KB
+            try:
+                for _ in range(size // len(block)):
+                    if await request.is_disconnected():  # uvicorn's send to a gone peer just returns
+                        break
+                    yield block
+                    sent += len(block)
+            finally:
+                seen.big_sent.append(sent)
 
         return Streaming(
             chunks(), media_type="application/octet-stream", headers={"content-length": str(size)}
@@ -484,6 +491,31 @@ def test_fifty_megabytes_stream_both_ways_at_constant_memory(site: str) -> None:
     assert up.json() == {"size": size, "sha256": expected.hexdigest()}
     assert down.headers["content-length"] == str(size) and received == size
     assert peak < 16 * MB, f"peak {peak / MB:.1f} MB"
+
+
+def test_a_client_that_leaves_mid_download_stops_the_upstream_transfer(
+    site: str, upstream: tuple[str, Seen]
+) -> None:
+    """The proxy notices the client gone and closes the upstream connection: a client that asks for
+    a huge file and hangs up costs the upstream what was read, not the whole file."""
+    seen = upstream[1]
+    before = len(seen.big_sent)
+    with httpx.Client(timeout=30) as c, c.stream("GET", f"{site}/big", params={"mb": 2000}) as r:
+        received = 0
+        for chunk in r.iter_raw():
+            received += len(chunk)
+            if received > 4 * MB:
+                break
+    deadline = time.monotonic() + 10
+    while len(seen.big_sent) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(seen.big_sent) == before + 1, "the upstream is still sending"
+    assert seen.big_sent[-1] < 200 * MB
+
+
+def test_a_head_request_gets_the_headers_and_no_body(site: str) -> None:
+    r = httpx.head(f"{site}/big", params={"mb": 1})
+    assert r.status_code == 200 and r.headers["content-length"] == str(MB) and r.content == b""
 
 
 def test_a_request_body_of_unknown_length_is_streamed_on(site: str) -> None:
