@@ -218,10 +218,12 @@ def _demo_module() -> ModuleType:
 
 
 def _add_subcommands() -> None:
+    from .audit.receipt_commands import receipt
     from .log.commands import log
     from .scan import scan  # imports Playwright only when a scan runs (the `scan` extra)
 
     cli.add_command(log)
+    cli.add_command(receipt)
     cli.add_command(scan)
 
 

@@ -42,6 +42,7 @@ MAX_TOKEN_BYTES = 4 * 1024 * 1024  # a receipt file larger than this is not one 
 # Header parameters that carry or point at a key: a verifier that used them would check the token
 # against a key its maker chose.
 KEY_HEADERS = ("jwk", "jku", "x5c", "x5u")
+LAST_SECOND = 253402300800  # 10000-01-01: an `iat` past it is no time a receipt was issued
 
 _JWS = jwt.PyJWS(algorithms=[ALG])  # the only algorithm it will ever sign or verify with
 
@@ -172,6 +173,8 @@ def _check_claims(claims: dict[str, Any]) -> None:
     for name, kind in (("iss", str), ("sub", str), ("iat", int), ("log_id", str), ("records", list)):
         if not isinstance(claims.get(name), kind):
             raise ReceiptInvalid(f"malformed payload: {name!r} is missing or not a {kind.__name__}")
+    if not 0 <= claims["iat"] < LAST_SECOND:
+        raise ReceiptInvalid(f"malformed payload: iat {claims['iat']} is not a time")
     for i, r in enumerate(claims["records"], 1):
         try:
             record = LoggedRecord.from_json({**r, "consent_id": claims["sub"]})
