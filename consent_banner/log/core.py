@@ -33,9 +33,9 @@ from .checkpoints import (
 )
 from .head import HeadState, SignedHead, trusted_state
 from .keys import LogKeys, SigningKey
+from .outbox import LogOutbox
 from .plan import All, Exec, Insert, One, Part, Plan
 from .queries import Queries
-from .reads import LogReads
 from .records import BlockedAttempt, Decision, LoggedRecord, format_at, prepare, purge_record
 from .results import PurgeResult
 from .schema import SCHEMA_VERSION, Dialect, migrations
@@ -55,7 +55,7 @@ BLOCKED_PER_CLIENT = 1000
 Committed = tuple[list[Item], list[Row], str, list[Outcome] | None, dict[str, str]]
 
 
-class LogCore(LogReads):
+class LogCore(LogOutbox):
     """A consent log (see ConsentLog) less its driver."""
 
     dialect: Dialect

@@ -17,6 +17,10 @@ from .schema import SCHEMA_VERSION, TABLES, Dialect, sql_type
 RECORD_COLS = ", ".join(ROW_COLUMNS)
 CHECKPOINT_COLS = "seq, hash, at, reason, key_id, mac, n, prev, sig_key_id, sig, prior_key_id, prior_sig"
 HEAD_COLS = "seq, hash, at, key_id, mac, checkpoints, sig_key_id, sig"
+WEBHOOK_COLS = (
+    "name, seq, hash, created_at, delivered_at, owner, lease_until, attempts, next_attempt, last_error, "
+    "failed_at"
+)
 # One scan gives every figure of the stats but the distinct consent ids: by day, action and choice.
 _GROUPS = (
     "SELECT substr(at, 1, 10), action, granted, denied, count(*), min(at), max(at) "
@@ -127,6 +131,44 @@ class Queries:
         self.migration_lock = (
             "SELECT pg_advisory_xact_lock(hashtext('consent-banner:' || current_schema()))" if pg else None
         )
+        # --- webhook delivery cursors (schema 5; log/outbox.py)
+        self.webhooks = f"SELECT {WEBHOOK_COLS} FROM webhooks ORDER BY name"
+        self.webhook_for_update = f"SELECT {WEBHOOK_COLS} FROM webhooks WHERE name = {p(1)}" + (
+            " FOR UPDATE" if pg else ""
+        )
+        self.insert_webhook = (
+            f"INSERT INTO webhooks (name, seq, hash, created_at, attempts) VALUES ({p(1)}, {p(2)}, {p(3)}, "
+            f"{p(4)}, 0) ON CONFLICT (name) DO NOTHING"
+        )
+        self.lease_webhook = f"UPDATE webhooks SET owner = {p(1)}, lease_until = {p(2)} WHERE name = {p(3)}"
+        # Compare-and-set: only the lease holder moves the cursor, and only from where it read it.
+        self.advance_webhook = (
+            f"UPDATE webhooks SET seq = {p(1)}, hash = {p(2)}, delivered_at = {p(3)}, lease_until = {p(4)}, "
+            "attempts = 0, next_attempt = NULL, last_error = NULL, failed_at = NULL "
+            f"WHERE name = {p(5)} AND owner = {p(6)} AND seq = {p(7)} RETURNING seq"
+        )
+        self.fail_webhook = (
+            f"UPDATE webhooks SET attempts = attempts + 1, next_attempt = {p(1)}, last_error = {p(2)}, "
+            f"failed_at = {p(3)}, owner = NULL, lease_until = NULL WHERE name = {p(4)} AND owner = {p(5)} "
+            "RETURNING attempts"
+        )
+        self.release_webhook = (
+            f"UPDATE webhooks SET owner = NULL, lease_until = NULL WHERE name = {p(1)} AND owner = {p(2)}"
+        )
+        self.head_position = "SELECT seq, hash FROM head WHERE id = 1"  # unlocked: a cursor's start
+        # Records after a cursor, up to an anchor (the head or a checkpoint), in seq order.
+        self.records_between = (
+            f"SELECT {RECORD_COLS} FROM records WHERE seq > {p(1)} AND seq <= {p(2)} ORDER BY seq"
+        )
+        # The first checkpoint past a cursor: the nearest signed anchor a window of records ends at.
+        self.checkpoint_after = (
+            f"SELECT {CHECKPOINT_COLS} FROM checkpoints WHERE seq > {p(1)} AND seq <= {p(2)} "
+            "ORDER BY seq, coalesce(n, 0) DESC LIMIT 1"
+        )
+        self.purge_anchor = (
+            f"SELECT {CHECKPOINT_COLS} FROM checkpoints WHERE seq = {p(1)} AND reason = 'purge' "
+            "ORDER BY coalesce(n, 0) DESC LIMIT 1"
+        )
 
     # --- reading an older schema --------------------------------------------------------------------
 
@@ -174,6 +216,14 @@ class Queries:
     def consent_ids(self, flt: RecordFilter) -> tuple[str, list[object]]:
         where, params = flt.clauses(self.p)
         return f"SELECT count(DISTINCT consent_id) FROM records{where}", params
+
+    def webhook_pending(self, after: int, actions: Sequence[str]) -> tuple[str, list[object]]:
+        """How many records after `after` have one of `actions` (what a webhook still owes)."""
+        marks = ", ".join(self.p(i) for i in range(2, len(actions) + 2))
+        return f"SELECT count(*) FROM records WHERE seq > {self.p(1)} AND action IN ({marks})", [
+            after,
+            *actions,
+        ]
 
     def _ids(self, ids: Sequence[str]) -> tuple[str, list[object]]:
         """`consent_id` in a list: one array parameter on PostgreSQL, one parameter each on SQLite."""
