@@ -101,7 +101,7 @@ def test_uet_update_follows_its_own_switch(page: Page, url: str) -> None:
 
 
 def test_pages_without_uet_get_no_uetq(page: Page, site: Site) -> None:
-    """Without a microsoft-uet service, a decision pushes Consent Mode to Google only: no uetq appears."""
+    """R31: without a microsoft-uet service, a decision pushes Consent Mode to Google only: no uetq appears."""
     page.goto(site.url + "/other")
     page.get_by_role("button", name="Accept all").click()
     page.wait_for_function("() => dataLayer.some(a => a[0] === 'consent' && a[1] === 'update')")
@@ -112,7 +112,7 @@ def test_pages_without_uet_get_no_uetq(page: Page, site: Site) -> None:
 def test_uet_tag_reloads_once_when_granted_and_bat_starts_granted(
     page: Page, context: BrowserContext, url: str
 ) -> None:
-    """UET's tag is a loader whose bat.js this page's policy refuses before a decision: Accept all
+    """R30: UET's tag is a loader whose bat.js this page's policy refuses before a decision: Accept all
     reloads the page once, and bat.js, loaded there, finds UET's consent granted before anything else."""
     fetched: list[str] = []
     documents: list[str] = []
