@@ -61,6 +61,7 @@ class LogCore(LogOutbox):
     dialect: Dialect
     migrated_from: int | None = None  # the schema version found when this process opened the log
     read_only: bool  # a reader (open_log(..., read_only=True)): no writer, no write lock, no DDL
+    _reading_schema = False  # a reader, opened: its reads follow the schema (`_follow_schema`)
 
     def __init__(
         self,
@@ -160,6 +161,24 @@ class LogCore(LogOutbox):
         self.migrated_from = version
         self.sql = Queries(self.dialect, schema=version)
         await self._read_plan(self._meta_plan())
+        self._reading_schema = True  # from now on every read checks the version first
+
+    def _follow_schema(self, found: Row | None, sql: str = "") -> str:
+        """A reader's statements for the schema version `found` (its meta row) in the snapshot being
+        read: `log migrate` may have run since the reader opened, and the statements of the old
+        version would read the new columns as NULL (a head or checkpoint then fails to verify).
+        Returns `sql`, rendered for the old version, as the new version renders it."""
+        version = int(found[0]) if found else 0
+        if version == self.sql.schema:
+            return sql
+        if not 0 < version <= SCHEMA_VERSION:
+            raise LogError(
+                f"the consent log's schema is now version {version}; this consent-banner reads 1 to "
+                f"{SCHEMA_VERSION}"
+            )
+        old, self.sql = self.sql, Queries(self.dialect, schema=version)
+        name = next((k for k, v in vars(old).items() if v == sql), None)
+        return str(getattr(self.sql, name)) if name else sql
 
     async def _read_plan(self, plan: Plan[T]) -> T:
         """Run a plan that only reads (One and All steps) in one read session: how a reader, which

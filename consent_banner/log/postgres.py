@@ -232,6 +232,8 @@ class PostgresLog(LogCore):
 
     async def _fetch(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         async with self._open_pool().acquire() as conn:
+            if self._reading_schema:  # the statements of the schema found now (see _follow_schema)
+                sql = self._follow_schema(await conn.fetchrow(self.sql.meta, "schema_version"), sql)
             return [tuple(r) for r in await conn.fetch(sql, *params)]
 
     @contextlib.asynccontextmanager
@@ -240,6 +242,8 @@ class PostgresLog(LogCore):
             self._open_pool().acquire() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
+            if self._reading_schema:
+                self._follow_schema(await conn.fetchrow(self.sql.meta, "schema_version"))
             yield _Session(conn)
 
 

@@ -275,6 +275,10 @@ class SQLiteLog(LogCore):
         db = self._open_reader()
         if self._reader_stamp is not None and not _unchanged(self.path, self._reader_stamp):
             db = await self._reopen_reader()
+        if self._reading_schema:
+            # Two statements, two snapshots: a migration between them is caught at the next read.
+            rows = await db.execute_fetchall(self.sql.meta, ("schema_version",))
+            sql = self._follow_schema(next(iter(rows), None), sql)
         if self.memory:
             async with self._mem_lock:
                 return cast(list[Row], await db.execute_fetchall(sql, params))
@@ -304,6 +308,9 @@ class SQLiteLog(LogCore):
         db, stamp = await self._connect_stamped()
         try:
             await db.execute("BEGIN")
+            if self._reading_schema:
+                rows = await db.execute_fetchall(self.sql.meta, ("schema_version",))
+                self._follow_schema(next(iter(rows), None))
             yield _Session(db)
         finally:
             with contextlib.suppress(Exception):
