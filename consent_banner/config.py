@@ -330,7 +330,8 @@ class Service(_Model):
         return v
 
 
-WEBHOOK_EVENTS = ("decision", "withdraw", "purge")  # what a webhook may ask for (events/payload.py)
+WebhookEvent = Literal["decision", "withdraw", "purge"]  # what a webhook may ask for (events/payload.py)
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("decision", "withdraw", "purge")
 DEFAULT_WEBHOOK_SECRET_ENV = "CONSENT_WEBHOOK_SECRET"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -342,7 +343,7 @@ class Webhook(_Model):
     specification's `whsec_<base64>` form (read at start, by events/signature.py)."""
 
     url: str
-    events: tuple[Literal["decision", "withdraw", "purge"], ...] = WEBHOOK_EVENTS
+    events: tuple[WebhookEvent, ...] = WEBHOOK_EVENTS
     secret_env: str = DEFAULT_WEBHOOK_SECRET_ENV
     # The key of its delivery cursor in the log (default: the URL): name it to move the URL and keep
     # the cursor, or to point two webhooks at one URL.

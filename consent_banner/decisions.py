@@ -29,7 +29,7 @@ from .config import NECESSARY, ConsentConfig
 from .consent import Consent, ConsentCodec, consent_json, new_consent_id
 from .errors import DecisionError, LogError
 from .formtoken import FORM_FIELD, FormTokens
-from .log import ConsentLog, Decision, browser_family, truncate_ip
+from .log import ConsentLog, Decision, LoggedRecord, browser_family, truncate_ip
 from .memo import Memo
 from .metrics import Metrics
 from .paths import root_path
@@ -45,6 +45,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 FORM_SEEN = "consent_banner.form"  # scope key: the form post's fields as read, for failure.py's page
 
 OpenLog = Callable[[], Awaitable[ConsentLog]]  # the log, opened on first use by its owner (the middleware)
+Recorded = Callable[[LoggedRecord], None]  # told of each durable record (Events.recorded); never blocks
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -106,8 +107,10 @@ class Decisions:
         origins: OriginPolicy,
         log: OpenLog,
         metrics: Metrics | None = None,
+        on_record: Recorded | None = None,
     ) -> None:
         self.config = config
+        self.on_record = on_record
         self.codec = codec
         self.banner = banner
         self.visitors = visitors
@@ -162,11 +165,13 @@ class Decisions:
         decision = self._decision(request, new, "gpc", self._language(None, request))
         decision = replace(decision, source="gpc")
         try:
-            await (await self.log()).append(decision)
+            logged = await (await self.log()).append(decision)
         except (LogError, OSError) as e:
             logger.error("could not record a GPC opt-out: %s", e)
             return None
         self.metrics.decided("gpc")
+        if self.on_record is not None:
+            self.on_record(logged)
         return self._cookie(scope, self.codec.encode(new))
 
     # --- recording ---------------------------------------------------------------------------------
@@ -207,8 +212,10 @@ class Decisions:
             records.append(replace(decision, action="gpc", source="gpc"))
         log = await self.log()
         for record in records:
-            await log.append(record)  # LogUnavailable → 503 by the endpoints, and no cookie (fail closed)
+            logged = await log.append(record)  # LogUnavailable → 503 by the endpoints, no cookie
             self.metrics.decided(record.action)
+            if self.on_record is not None:  # durable now: on_decision and the webhooks hear of it
+                self.on_record(logged)
         value = self.codec.encode(new)
         state = consent_json(
             new.with_gpc(self.config.gpc_denied) if consent.gpc else new, self.config.policy_revision

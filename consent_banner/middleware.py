@@ -6,7 +6,8 @@ requests under the prefix to the endpoints (`routes.ConsentRoutes`, a plain ASGI
 app a `send` wrapped by the response gate. WebSocket handshakes get the consent too, and their
 ``Set-Cookie`` headers go through the same cookie rules. The middleware owns the consent log: it
 opens it on first use, hands the endpoints the function that does so, and closes it on shutdown
-(answering the lifespan itself for an app that does not speak it, as Django's ASGI handler).
+(answering the lifespan itself for an app that does not speak it, as Django's ASGI handler), and
+with it the consent events (`events.Events`: `on_decision` and the webhook loops).
 See DESIGN.md, "The flow of one request".
 """
 
@@ -27,6 +28,7 @@ from .config import NECESSARY, ConsentConfig
 from .consent import Consent, ConsentCodec, secret_keys_from_env
 from .decisions import Decisions
 from .errors import LogError, LogUnavailable
+from .events import Events, OnDecision
 from .formtoken import FormTokens
 from .gate import ResponseGate
 from .gate.caching import private, unconditional
@@ -56,6 +58,8 @@ class ConsentMiddleware:
 
     `config` is a ConsentConfig (or a path to a consent.toml); signing keys come from the
     CONSENT_SECRET_KEYS environment variable unless `secret_keys` is given (newest last).
+    `on_decision` (sync or async) is called with each decision once it is durable in the log, as a
+    dict shaped like a line of the NDJSON export, off the visitor's path (events/callback.py).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class ConsentMiddleware:
         config: ConsentConfig | str | Path,
         *,
         secret_keys: Sequence[str] | None = None,
+        on_decision: OnDecision | None = None,
     ) -> None:
         self.app = app
         self.config = config if isinstance(config, ConsentConfig) else ConsentConfig.from_toml(config)
@@ -98,6 +103,8 @@ class ConsentMiddleware:
         self._audit_reader: ConsentLog | None = None  # the log as the audit view reads it
         self._audit_lock = asyncio.Lock()
         self.metrics = Metrics(lambda: self._log)  # a scrape reads the log's writer, never opens it
+        # on_decision and [[webhooks]]; a webhook whose secret is missing stops the start here.
+        self.events = Events(on_decision, cfg.webhooks)
         self.decisions = Decisions(
             cfg,
             self.codec,
@@ -107,6 +114,7 @@ class ConsentMiddleware:
             origins=OriginPolicy(cfg.allowed_origins, self.site),
             log=self.log,
             metrics=self.metrics,
+            on_record=self.events.recorded if self.events.wanted else None,
         )
         self.routes = ConsentRoutes(
             cfg,
@@ -247,6 +255,7 @@ class ConsentMiddleware:
                         )
                     except OSError as e:
                         raise LogUnavailable(f"the consent log cannot be opened: {e}") from e
+                    self.events.start(self.log)  # the webhooks deliver while the log is open
         return self._log
 
     async def audit_log(self) -> ConsentLog:
@@ -279,6 +288,7 @@ class ConsentMiddleware:
 
     async def close(self) -> None:
         """Close the log (done on ASGI lifespan shutdown; call it where the server sends none)."""
+        await self.events.close(self._log)  # before the log: the loops release their leases in it
         if self._log is not None:
             await self._log.close()
             self._log = None
@@ -309,6 +319,7 @@ class ConsentMiddleware:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.events.start(self.log)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()
@@ -319,6 +330,8 @@ class ConsentMiddleware:
         async def wrapped(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
                 await self.close()
+            elif message["type"] == "lifespan.startup.complete":
+                self.events.start(self.log)  # webhooks owed from before a restart go out without a request
             await send(message)
 
         return wrapped
