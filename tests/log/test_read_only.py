@@ -140,7 +140,7 @@ def lock(directory: Path) -> None:
 def test_read_commands_work_in_a_read_only_directory_and_change_no_byte(
     locked_dir: Path, made_by: str
 ) -> None:
-    """Every read command, run as `nobody` (when the tests run as root) on a log in a directory
+    """R22: every read command, run as `nobody` (when the tests run as root) on a log in a directory
     mode 0555 with files 0444: each answers, and afterwards the directory holds the same files with
     the same bytes and times (no -wal or -shm made, no migration of the previous release's schema
     1); a writer there fails, which shows the directory is really read-only."""
@@ -197,7 +197,7 @@ asyncio.run(main(sys.argv[1]))
 
 
 async def test_a_live_write_ahead_log_is_read_not_ignored(tmp_path: Path) -> None:
-    """Another process holds the log open with committed records only in its WAL (the main file
+    """R22: another process holds the log open with committed records only in its WAL (the main file
     alone has not even the tables) and an uncommitted write: a reader sees exactly the committed
     state (it must not open `immutable`, which would read the main file alone), verifies it, and
     leaves the database, its WAL and its -shm byte-identical."""
@@ -268,7 +268,7 @@ async def test_a_reader_opened_without_a_wal_follows_a_writer_that_comes_later(t
 
 
 async def test_a_reader_follows_log_migrate_run_while_it_is_open(legacy_url: str) -> None:  # noqa: F811
-    """A reader opened on the previous release's schema keeps verifying after `log migrate` ran
+    """R22: a reader opened on the previous release's schema keeps verifying after `log migrate` ran
     and the log went on (new checkpoints chained, the head re-signed): it reads the new columns
     instead of the old schema's NULLs, which would fail the head's signature."""
     keys = {"previous_hmac_keys": [KEY, *(_old_keys())]}
@@ -374,7 +374,7 @@ async def written_blocked(url: str) -> None:
 @needs_postgres
 @pytest.mark.postgres
 async def test_read_commands_work_under_a_select_only_role(select_only: str, tmp_path: Path) -> None:
-    """verify, export, stats, blocked and checkpoints as a role that may only SELECT: each answers
+    """R22: verify, export, stats, blocked and checkpoints as a role that may only SELECT: each answers
     (the reader creates no schema, takes no lock, runs no DDL); the role really cannot write."""
     import asyncpg
 
@@ -404,7 +404,7 @@ async def test_read_commands_work_under_a_select_only_role(select_only: str, tmp
 async def test_the_audit_view_reads_with_a_select_only_role(
     select_only: str, log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`audit_log` names the read-only credentials: the dashboard, the records, the chain, the
+    """R25: `audit_log` names the read-only credentials: the dashboard, the records, the chain, the
     blocked reports and both downloads answer through HTTP, while decisions still go to `log`."""
     monkeypatch.setenv("CONSENT_SECRET_KEYS", SECRET)
     monkeypatch.setenv("CONSENT_AUDIT_TOKEN", AUDIT_TOKEN)
@@ -434,7 +434,7 @@ async def test_the_server_on_an_older_log_refuses_decisions_until_log_migrate(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The previous release's log under this release's server: a decision answers 503 and the log
+    """R23: the previous release's log under this release's server: a decision answers 503 and the log
     says "run consent-banner log migrate" (the schema stays 1); the audit view, a reader, still
     verifies it. After `log migrate` the next decision is recorded after the old head."""
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
