@@ -1,7 +1,8 @@
 """`{prefix}/health`: whether this process can record a decision now, for load balancers and monitors.
 
 200 when a decision would be recorded, 503 when it would be refused (the gate fails closed): the log
-cannot be opened, its writer stopped, the write lock cannot be taken within `PROBE_TIMEOUT`, the head
+cannot be opened (`log_needs_migration` when it is of an older schema, waiting for `consent-banner
+log migrate`), its writer stopped, the write lock cannot be taken within `PROBE_TIMEOUT`, the head
 is not one this server may build on, the file is read-only, a commit failed in the last
 `FAILURE_HOLDS` seconds, or a decision has been waiting longer than `STALL_AFTER`.
 
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .decisions import OpenLog
-from .errors import LogError
+from .errors import LogError, LogNeedsMigration
 from .log import ConsentLog
 
 logger = logging.getLogger("consent_banner")
@@ -117,6 +118,9 @@ class Health:
         started = self._clock()
         try:
             log = await self._open_log()
+        except LogNeedsMigration as e:  # the operator's move, not the database's: say which
+            logger.error("health: %s", e)
+            return Verdict(False, "log_needs_migration", started, None, None)
         except (LogError, OSError) as e:
             logger.error("health: the consent log cannot be opened: %s", e)
             return Verdict(False, "log_unavailable", started, None, None)

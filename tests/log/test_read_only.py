@@ -435,7 +435,8 @@ async def test_the_server_on_an_older_log_refuses_decisions_until_log_migrate(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """R23: the previous release's log under this release's server: a decision answers 503 and the log
-    says "run consent-banner log migrate" (the schema stays 1); the audit view, a reader, still
+    says "run consent-banner log migrate" (the schema stays 1), /health names the reason
+    (log_needs_migration); the audit view, a reader, still
     verifies it. After `log migrate` the next decision is recorded after the old head."""
     monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
     monkeypatch.setenv("CONSENT_AUDIT_TOKEN", AUDIT_TOKEN)
@@ -448,6 +449,8 @@ async def test_the_server_on_an_older_log_refuses_decisions_until_log_migrate(
             assert refused.status_code == 503
             said = [m for m in caplog.messages if "run `consent-banner log migrate`" in m]
             assert said and "is at schema 1" in said[0], caplog.messages
+            health = await c.get("/_consent/health")
+            assert health.status_code == 503 and health.json()["reason"] == "log_needs_migration"
             async with RawDB(legacy_url) as raw:
                 assert await raw.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "1"
             chain = await c.get("/_consent/audit/chain", headers=BEARER)
