@@ -6,6 +6,7 @@ import importlib
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -16,8 +17,11 @@ from .config import ConsentConfig
 from .consent import ENV_SECRET_KEYS, secret_keys_from_env
 from .display import shown
 from .errors import ConfigError, MissingSecretKey
+from .log.keys import ENV_LOG_SIGNING_KEY, SigningKey
 
 DEMO_KEY_FILE = ".consent-demo-key"  # `demo` without CONSENT_SECRET_KEYS: its key, beside its log
+# `demo` without CONSENT_LOG_SIGNING_KEY: its log key (so the demo's receipts are signed), beside its log
+DEMO_LOG_KEY_FILE = ".consent-demo-log-key"
 
 
 def load_config(path: Path) -> ConsentConfig:
@@ -66,15 +70,13 @@ def cli() -> None:
 def keygen(log_key: bool) -> None:
     """Print a new signing key for CONSENT_SECRET_KEYS (or, with --log, for CONSENT_LOG_SIGNING_KEY)."""
     if log_key:
-        from .log.keys import SigningKey
-
         click.echo(SigningKey.generate().line())
         return
     click.echo(secrets.token_urlsafe(32))
 
 
-def _demo_key(path: Path) -> str:
-    """The demo's signing key: read from `path`, or made up once and written there (owner-only)."""
+def _demo_key(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
+    """The demo's signing key: read from `path`, or made up once (`make`) and written there (owner-only)."""
     try:
         key = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
@@ -83,7 +85,7 @@ def _demo_key(path: Path) -> str:
         raise click.ClickException(f"cannot read the demo key {path}: {e}") from None
     if key:
         return key
-    key = secrets.token_urlsafe(32)
+    key = make()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -118,6 +120,17 @@ def demo(host: str, port: int, config_path: Path | None) -> None:
         )
     else:
         require_keys()
+    if not os.environ.get(ENV_LOG_SIGNING_KEY):
+        # Its receipts signed, as a site with a log key has them; kept like the key above, since a log
+        # whose head this key signed refuses to go on without it.
+        os.environ[ENV_LOG_SIGNING_KEY] = _demo_key(
+            Path.cwd() / DEMO_LOG_KEY_FILE, lambda: SigningKey.generate().line()
+        )
+        click.echo(
+            f"note: {ENV_LOG_SIGNING_KEY} is not set; the demo signs its log and receipts with a key kept "
+            f"in ./{DEMO_LOG_KEY_FILE}",
+            err=True,
+        )
     generated = not (os.environ.get("CONSENT_AUDIT_TOKEN") or os.environ.get("CONSENT_AUDIT_PASSWORD"))
     if generated:
         os.environ.setdefault("CONSENT_AUDIT_USER", "auditor")

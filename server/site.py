@@ -220,7 +220,8 @@ def build_site(
             if s.provider and s.provider != config.controller
         ]
         return render(request, f"privacy_{lang}.html", title=TEXTS[lang]["privacy_title"],
-                      declaration=declaration, recipients=recipients, config=config)
+                      declaration=declaration, recipients=recipients, config=config,
+                      signed_receipts=holder["middleware"].banner.signed_receipts)
 
     @requires_consent("marketing")
     async def subscribe(request: Request) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 import warnings
@@ -437,3 +438,68 @@ def test_sign_receipt_names_its_key_and_type() -> None:
     signer = SigningKey(key.private_bytes_raw())
     token = sign_receipt({"iss": ORIGIN, "sub": "x", "iat": 1, "log_id": "l", "records": []}, signer)
     assert parts(token)[0] == {"alg": "EdDSA", "kid": signer.kid, "typ": "consent-receipt+jwt"}
+
+
+# --- the demo ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "says"), [("/privacy", "download it signed"), ("/sv/privacy", "ladda ner det signerat")]
+)
+async def test_the_demos_privacy_page_links_the_signed_receipt(
+    tmp_path: Path, signing: SigningKey, path: str, says: str
+) -> None:
+    from server.app import build
+
+    app, info = build(workdir=tmp_path)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+            page = (await c.get(path)).text
+        assert f'<a href="/_consent/receipt?format=jws" download>{says}' in page
+        assert '<a href="/_consent/log-key">' in page
+    finally:
+        await info["middleware"].close()
+
+
+async def test_the_demos_privacy_page_offers_no_signed_receipt_without_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.app import build
+
+    monkeypatch.delenv("CONSENT_LOG_SIGNING_KEY", raising=False)
+    app, info = build(workdir=tmp_path)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+            page = (await c.get("/privacy")).text
+        assert "format=jws" not in page and "/_consent/receipt" in page
+    finally:
+        await info["middleware"].close()
+
+
+def test_consent_banner_demo_signs_with_a_log_key_it_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`consent-banner demo` without CONSENT_LOG_SIGNING_KEY makes one up once and keeps it (owner
+    only) beside its log, which would refuse a second run under another key."""
+    import consent_banner.cli as cli_module
+
+    started: list[str | None] = []
+
+    class FakeSite:
+        @staticmethod
+        def run(host: str, port: int, config_path: Path | None, show_audit_password: bool = False) -> None:
+            started.append(os.environ.get("CONSENT_LOG_SIGNING_KEY"))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_module, "_demo_module", lambda: FakeSite)
+    for _ in range(2):
+        monkeypatch.delenv("CONSENT_LOG_SIGNING_KEY", raising=False)
+        result = CliRunner().invoke(cli, ["demo", "--port", "8123"])
+        assert result.exit_code == 0, result.output
+        assert "CONSENT_LOG_SIGNING_KEY is not set" in result.stderr
+    key_file = tmp_path / ".consent-demo-log-key"
+    assert started[0] and started[0].startswith("ed25519:") and started[0] == started[1]
+    assert key_file.read_text().strip() == started[0] and key_file.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("CONSENT_LOG_SIGNING_KEY", SITE_KEY.line())  # the operator's own key wins
+    assert CliRunner().invoke(cli, ["demo", "--port", "8123"]).exit_code == 0
+    assert started[2] == SITE_KEY.line()
