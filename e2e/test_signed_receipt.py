@@ -36,6 +36,7 @@ def signing_site(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_the_settings_dialog_downloads_a_receipt_that_verifies(
     signing_site: str, context: BrowserContext, tmp_path: Path
 ) -> None:
+    """R24: the visitor gets their own records, signed, from the settings dialog."""
     page = context.new_page()
     page.goto(signing_site + "/")
     expect(page.locator("#cb-dialog a[href$='format=jws']")).to_have_count(0)  # nothing to sign yet

@@ -285,6 +285,7 @@ FORGERIES = [
 
 @pytest.mark.parametrize("forgery", FORGERIES)
 def test_each_forgery_is_refused_by_name(token: str, pem: Path, tmp_path: Path, forgery: str) -> None:
+    """R24: a receipt is believed only as the site's key signed it; each forgery is refused by name."""
     forged, reason = forgeries(token)[forgery]
     result = verify(written(tmp_path, forged), pem)
     assert result.exit_code == 1, result.output
@@ -376,6 +377,7 @@ def issued_by(url: str, token: str, **changes: Any) -> str:
 def test_over_http_a_decision_downloads_a_receipt_the_command_verifies_with_the_fetched_key(
     served: Served, tmp_path: Path
 ) -> None:
+    """R24: over a real socket, and verified with nothing but what the site publishes."""
     with httpx.Client(base_url=served.url) as c:
         decided = c.post("/_consent", json={"action": "accept_all"}, headers={"origin": served.url})
         assert decided.status_code == 200
