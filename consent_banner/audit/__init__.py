@@ -12,6 +12,8 @@ Wrong or missing credentials get 401; comparisons are constant-time. Pages are s
 
 `receipt(request, consent, log, banner)` answers `GET {prefix}/receipt` (`receipt.py`): the records of
 the caller's own consent id (from their verified cookie), as HTML or JSON, and nobody else's. R24.
+With a log signing key it is also a compact JWS (`?format=jws`, `signed_receipt.py`) that anyone
+checks with the site's public key: `consent-banner receipt verify` (`receipt_commands.py`).
 """
 
 from __future__ import annotations
