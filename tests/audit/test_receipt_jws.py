@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from joserfc import jws as joserfc_jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from consent_banner import ConsentConfig, ConsentMiddleware
 from consent_banner.audit.signed_receipt import TYP, sign_receipt
@@ -505,3 +507,22 @@ def test_consent_banner_demo_signs_with_a_log_key_it_keeps(
     monkeypatch.setenv("CONSENT_LOG_SIGNING_KEY", SITE_KEY.line())  # the operator's own key wins
     assert CliRunner().invoke(cli, ["demo", "--port", "8123"]).exit_code == 0
     assert started[2] == SITE_KEY.line()
+
+
+async def test_under_a_root_path_the_links_and_the_key_address_keep_it(
+    config: ConsentConfig, signing: SigningKey
+) -> None:
+    """A site mounted at /shop: the signed download, and the key address inside it, are under /shop."""
+    mw = make_app(config)
+    shop = Starlette(routes=[Mount("/shop", app=mw)])
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=shop), base_url=ORIGIN) as c:
+            r = await c.post("/shop/_consent", json={"action": "accept_all"}, headers={"origin": ORIGIN})
+            assert r.status_code == 200
+            assert 'href="/shop/_consent/receipt?format=jws" download' in (await c.get("/shop/")).text
+            assert 'href="/shop/_consent/receipt?format=jws"' in (await c.get("/shop/_consent/receipt")).text
+            token = (await c.get("/shop/_consent/receipt?format=jws")).text
+            assert parts(token)[1]["log_key"] == f"{ORIGIN}/shop/_consent/log-key"
+            assert (await c.get("/shop/_consent/log-key")).status_code == 200
+    finally:
+        await mw.close()
