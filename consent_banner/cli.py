@@ -1,4 +1,4 @@
-"""`consent-banner`: demo, serve, proxy, keygen, presets, log ..., scan. A config is read from --config."""
+"""`consent-banner`: demo, serve, proxy, keygen, presets, log ..., receipt verify, scan (--config)."""
 
 from __future__ import annotations
 
