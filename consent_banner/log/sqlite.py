@@ -277,7 +277,7 @@ class SQLiteLog(LogCore):
             db = await self._reopen_reader()
         if self._reading_schema:
             # Two statements, two snapshots: a migration between them is caught at the next read.
-            rows = await db.execute_fetchall(self.sql.meta, ("schema_version",))
+            rows = cast(list[Row], await db.execute_fetchall(self.sql.meta, ("schema_version",)))
             sql = self._follow_schema(next(iter(rows), None), sql)
         if self.memory:
             async with self._mem_lock:
@@ -309,7 +309,7 @@ class SQLiteLog(LogCore):
         try:
             await db.execute("BEGIN")
             if self._reading_schema:
-                rows = await db.execute_fetchall(self.sql.meta, ("schema_version",))
+                rows = cast(list[Row], await db.execute_fetchall(self.sql.meta, ("schema_version",)))
                 self._follow_schema(next(iter(rows), None))
             yield _Session(db)
         finally:
