@@ -39,6 +39,7 @@ def _checkout(tmp_path: Path, uid: int) -> tuple[Path, dict[str, str]]:
         assert found is not None, tool
         (bin_dir / tool).symlink_to(found)
     _stand_in(bin_dir / "id", f"echo {uid}")
+    _stand_in(bin_dir / "php", "exit 0")  # present: the tests below miss one tool at a time
     # The stand-in apt-get records its arguments and fails the install, so the script stops there.
     log = tmp_path / "apt-get.log"
     _stand_in(bin_dir / "apt-get", f'echo "$@" >> {log}\n[ "$1" = update ]')
@@ -89,4 +90,21 @@ def test_missing_nginx_is_installed_from_debian_for_the_proxy_test(tmp_path: Pat
     calls = (tmp_path / "apt-get.log").read_text(encoding="utf-8").splitlines()
     assert calls == ["update -qq", "install -y -qq nginx"], (calls, out.stderr)
     assert "Installing Debian's nginx (for the reverse-proxy browser test)" in out.stdout
+    assert out.returncode != 0
+
+
+def test_missing_php_is_installed_from_debian_for_the_proxy_upstream_test(tmp_path: Path) -> None:
+    """e2e/test_proxy_php.py runs PHP's built-in server: `./run test` installs Debian's php-cli when missing."""
+    checkout, env = _checkout(tmp_path, uid=0)
+    (tmp_path / "bin" / "php").unlink()
+    out = subprocess.run(
+        [env["PATH"] + "/bash", str(checkout / "run"), "test"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = (tmp_path / "apt-get.log").read_text(encoding="utf-8").splitlines()
+    assert calls == ["update -qq", "install -y -qq php-cli"], (calls, out.stderr)
+    assert "Installing Debian's php-cli (for the proxy's PHP upstream test)" in out.stdout
     assert out.returncode != 0
