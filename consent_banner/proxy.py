@@ -6,7 +6,8 @@ prefix itself (they never reach the upstream) and gates what comes back; this ap
 
 - **Bodies stream both ways** at constant memory: the request body is read from ``receive`` as the
   upstream takes it, the response is relayed chunk by chunk (``aiter_raw``) with the ASGI server's
-  flow control; one httpx ``AsyncClient`` per app keeps upstream connections alive (`Limits`). An
+  flow control; one httpx ``AsyncClient`` per app keeps upstream connections alive, in pools of 8
+  (`_pools`: httpcore's per-request work grows with a pool's connections). An
   HTML page whose length is known and at most 512 KB is read whole and passed in one message: the
   gate replays a page it has rewritten before only from a whole body (`gate/pages.py`), at a
   fraction of the cost of parsing it again.
@@ -44,7 +45,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -157,7 +158,7 @@ class ProxyApp:
             connections, keepalive = self._limits
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(connect=connect, read=read, write=write, pool=connect),
-                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive),
+                transport=_pools()(connections, keepalive),
                 follow_redirects=False,
                 trust_env=False,  # never an HTTP_PROXY of the environment between us and the upstream
                 # A jar that keeps nothing: one visitor's cookie must never go out with another's request.
@@ -553,6 +554,73 @@ async def _relay_websocket(upstream: ClientConnection, receive: Receive, send: S
         error = task.exception()
         if error is not None and not isinstance(error, ConnectionClosed | OSError):
             raise error
+
+
+POOL_SIZE = 8  # connections per httpcore pool (see _pools)
+
+
+@functools.cache
+def _pools() -> Callable[[int, int], httpx.AsyncBaseTransport]:
+    """A transport over several small httpcore pools, each request to the least busy one.
+
+    httpcore's pool does work in proportion to its connections on every request (each connection
+    is asked whether it is idle, and each idle one's socket is polled to see if it expired): with 32
+    requests in flight to one pool of 32, two thirds of the proxy's CPU went there (py-spy, bench
+    `bench_proxy.py`), and in pools of 8 a request costs a third as much. Made on first use: httpx is
+    imported only then.
+    """
+    import httpx
+
+    class Pools(httpx.AsyncBaseTransport):
+        def __init__(self, connections: int, keepalive: int) -> None:
+            n = max(1, -(-connections // POOL_SIZE))
+            self._pools = [
+                httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(
+                        max_connections=-(-connections // n), max_keepalive_connections=-(-keepalive // n)
+                    )
+                )
+                for _ in range(n)
+            ]
+            self._busy = [0] * n  # requests in flight per pool, until their response is closed
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            i = min(range(len(self._pools)), key=self._busy.__getitem__)
+            self._busy[i] += 1
+            try:
+                response = await self._pools[i].handle_async_request(request)
+            except BaseException:
+                self._busy[i] -= 1
+                raise
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=_Counted(response.stream, self._busy, i),
+                extensions=response.extensions,
+            )
+
+        async def aclose(self) -> None:
+            for pool in self._pools:
+                await pool.aclose()
+
+    class _Counted(httpx.AsyncByteStream):
+        """A response body that gives its pool's place back when it is closed (once)."""
+
+        def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], i: int) -> None:
+            self._stream, self._busy, self._i, self._open = stream, busy, i, True
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._stream:
+                yield chunk
+
+        async def aclose(self) -> None:
+            if self._open:
+                self._open = False
+                self._busy[self._i] -= 1
+            await self._stream.aclose()
+
+    return Pools
 
 
 @functools.cache
