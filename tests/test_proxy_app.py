@@ -626,3 +626,25 @@ def test_a_request_without_a_host_is_refused(site: str) -> None:
     with socket.create_connection(("127.0.0.1", int(site.rsplit(":", 1)[1]))) as s:
         s.sendall(b"GET /headers HTTP/1.0\r\n\r\n")
         assert s.recv(100).split(b" ", 2)[1] == b"400"
+
+
+async def test_requests_spread_over_small_pools_and_give_their_place_back(upstream: tuple[str, Seen]) -> None:
+    """24 connections are three pools of 8; each request goes to the least busy one and is counted
+    there until its response is closed, read to the end or not, and a failed one at once."""
+    app = ProxyApp(upstream[0], max_connections=24)
+    client = app.client()
+    pools = client._transport
+    try:
+        assert len(pools._pools) == 3  # type: ignore[attr-defined]
+        async with client.stream("GET", f"{upstream[0]}/big", params={"mb": 1}) as first:
+            async with client.stream("GET", f"{upstream[0]}/big", params={"mb": 1}) as second:
+                assert pools._busy == [1, 1, 0]  # type: ignore[attr-defined]
+                async for _ in second.aiter_raw():
+                    break
+            await first.aread()
+        await asyncio.gather(*(client.get(f"{upstream[0]}/headers") for _ in range(10)))
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(f"{upstream[0]}/slow", timeout=httpx.Timeout(5, read=0.2))
+        assert pools._busy == [0, 0, 0]  # type: ignore[attr-defined]
+    finally:
+        await app.aclose()
