@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from starlette.types import ASGIApp
 
-from consent_banner import ConfigError, ConsentConfig
+from consent_banner import ConfigError, ConsentConfig, LogError
 from consent_banner.display import mask_passwords
 
 from .site import Hits, build_site
@@ -302,6 +302,31 @@ class _EachLineOnce(logging.Filter):
         return True
 
 
+async def _upgrade_own_log(url: str) -> str | None:
+    """The demo's own log brought to this release's schema, as `consent-banner log migrate` does (a
+    site's server never migrates a log: it refuses and says to run that). What to print, or None
+    when there is nothing to do (no log yet: the server creates it; or it is current)."""
+    from consent_banner.consent import secret_keys_from_env
+    from consent_banner.log import hmac_keys_from_secrets, open_log
+    from consent_banner.log.keys import LogKeys
+    from consent_banner.log.schema import SCHEMA_VERSION
+
+    try:
+        reader = await open_log(url, hmac_key=None, read_only=True)
+    except LogError:
+        return None
+    try:
+        found = await reader.schema_version()
+    finally:
+        await reader.close()
+    if found >= SCHEMA_VERSION:
+        return None
+    key, old = hmac_keys_from_secrets(secret_keys_from_env())
+    log = await open_log(url, hmac_key=key, previous_hmac_keys=old, migrate=True, log_keys=LogKeys.from_env())
+    await log.close()
+    return f"upgraded from schema {found} to {SCHEMA_VERSION}, as `consent-banner log migrate` would"
+
+
 def run(host: str, port: int, config_path: Path | None, *, show_audit_password: bool = False) -> None:
     """`consent-banner demo`: serve the site and its third parties until Ctrl-C.
 
@@ -315,6 +340,10 @@ def run(host: str, port: int, config_path: Path | None, *, show_audit_password: 
         raise SystemExit(f"consent-banner demo: {config_path}: not valid TOML: {e}") from None
     except OSError as e:
         raise SystemExit(f"consent-banner demo: cannot start on {host}:{port}: {e.strerror or e}") from None
+    try:
+        upgraded = asyncio.run(_upgrade_own_log(demo.config.log))
+    except LogError as e:
+        upgraded = f"not upgraded: {e}"
     user = os.environ.get(ENV_AUDIT_USER, "")
     password = os.environ.get(ENV_AUDIT_PASSWORD, "")
     token = os.environ.get(ENV_AUDIT_TOKEN, "").strip()
@@ -338,6 +367,8 @@ def run(host: str, port: int, config_path: Path | None, *, show_audit_password: 
     for name, origin in demo.third_parties.items():
         lines.append(f"    {name:<6} {origin}/")
     lines.append(f"  consent log     {mask_passwords(demo.config.log)}")
+    if upgraded:
+        lines.append(f"{'':18}{upgraded}")
     lines += [f"  WARNING: {w}" for w in demo.warnings]
     lines += ["Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)

@@ -466,3 +466,29 @@ async def test_the_server_on_an_older_log_refuses_decisions_until_log_migrate(
     async with RawDB(legacy_url) as raw:
         row = await raw.fetch("SELECT seq, prev_hash FROM records ORDER BY seq DESC LIMIT 1")
     assert row == [(32, LEGACY_HEAD)]
+
+
+async def test_the_demo_upgrades_its_own_log_and_leaves_a_new_one_to_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`consent-banner demo` is its log's operator: a log of the previous release found where it
+    runs is migrated at start (and said so), every hash kept; no log yet, or a current one, is left
+    as it is (the server creates a new log on its first decision)."""
+    from server.app import _upgrade_own_log  # noqa: PLC0415 (the demo, not the package)
+
+    monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{OLD_SECRET},{NEW_SECRET}")
+    url = f"sqlite:///{tmp_path / 'consent-demo.db'}"
+    assert await _upgrade_own_log(url) is None and list(tmp_path.iterdir()) == []
+    shutil.copy(FIXTURES / "legacy-log-v1.db", tmp_path / "consent-demo.db")
+    async with RawDB(url) as raw:
+        before = await raw.fetch("SELECT seq, hash FROM records ORDER BY seq")
+    said = await _upgrade_own_log(url)
+    assert said is not None and said.startswith("upgraded from schema 1 to "), said
+    assert await _upgrade_own_log(url) is None
+    writer = await open_log(url, hmac_key=derive_hmac_key(NEW_SECRET), previous_hmac_keys=_old_keys())
+    try:
+        assert (await writer.verify()).ok
+    finally:
+        await writer.close()
+    async with RawDB(url) as raw:
+        assert await raw.fetch("SELECT seq, hash FROM records ORDER BY seq") == before
