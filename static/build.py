@@ -1,6 +1,6 @@
 """Builds the shipped browser files (static/js/) from their readable sources (static/src/) with esbuild.
 
-    ./run build            rebuild static/js/consent.js and static/js/consent.css
+    ./run build            rebuild static/js/consent.js, static/js/consent.css and static/js/gpp.js
     ./run build --check    exit 1, saying how to rebuild, when a shipped file is not what its source builds to
 
 esbuild is pinned in e2e/package.json (`npm ci` in e2e/ installs it). The built files are committed, so
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "static" / "src"
 SHIPPED = ROOT / "static" / "js"
 ESBUILD = ROOT / "e2e" / "node_modules" / ".bin" / "esbuild"
-FILES = ("consent.js", "consent.css")
+# gpp.js: window.__gpp, served only to visitors under the opt-out model (consent_banner/gpp.py).
+FILES = ("consent.js", "consent.css", "gpp.js")
 # ES2020: what the script promises browsers; esbuild fails on syntax it cannot lower to it.
 OPTIONS = ("--minify", "--target=es2020", "--charset=utf8", "--legal-comments=none", "--log-level=warning")
 

@@ -550,7 +550,9 @@ def test_assets_are_hashed_and_found(banner: Banner) -> None:
 
 
 @pytest.mark.parametrize(
-    "script", [SOURCES / "consent.js", static_dir() / "consent.js"], ids=["source", "built"]
+    "script",
+    [SOURCES / "consent.js", static_dir() / "consent.js", SOURCES / "gpp.js", static_dir() / "gpp.js"],
+    ids=["source", "built", "gpp source", "gpp built"],
 )
 def test_script_is_strict_csp_compatible(script: Path) -> None:
     """R36: the browser script uses no eval, no Function constructor, no string timers, no inline styles,

@@ -6,6 +6,7 @@ compared) and encodes the same field values itself, which must give our string b
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import shutil
@@ -17,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from consent_banner import gpp
+from consent_banner.banner import static_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "e2e"
@@ -183,3 +185,15 @@ def test_mspa_settings_that_contradict_themselves_are_refused_naming_the_key(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         gpp.GppSettings(**keys)
+
+
+GPP_BUDGET = 2 * 1024  # bytes: static/js/gpp.js as shipped, gzipped as served
+
+
+def test_the_gpp_script_fits_its_own_budget(record_property: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Budget: window.__gpp as shipped, at most 2 KB gzipped, apart from the core script's 4 KB (issue 17)."""
+    size = len(gzip.compress((static_dir() / "gpp.js").read_bytes(), 9))
+    record_property("gzipped_bytes", size)
+    with capsys.disabled():
+        print(f"\ngpp.js gzipped: {size} bytes (budget {GPP_BUDGET})")
+    assert size <= GPP_BUDGET

@@ -37,11 +37,12 @@ def test_wheel_carries_package_data_and_serves_it(tmp_path: Path) -> None:
     assert any(n.startswith("consent_banner/templates/banner/") for n in names)
     # the built (minified) script and stylesheet, byte for byte; their readable sources stay in the repository
     with zipfile.ZipFile(wheel) as zf:
-        for name in ("consent.js", "consent.css"):
+        for name in ("consent.js", "consent.css", "gpp.js"):
             assert zf.read(f"consent_banner/static/js/{name}") == (ROOT / "static" / "js" / name).read_bytes()
     assert {n for n in names if n.startswith("consent_banner/static/")} == {
         "consent_banner/static/js/consent.js",
         "consent_banner/static/js/consent.css",
+        "consent_banner/static/js/gpp.js",  # window.__gpp, for visitors under the opt-out model
     }
 
     target = tmp_path / "installed"
