@@ -38,6 +38,15 @@ def checkpoint_mac(
     return sign(key, f"checkpoint/{reason}", log_id, seq, head_hash, at, n=n, prev=prev)
 
 
+def rotation_reason(n: int) -> str:
+    """The reason of a rotation checkpoint, `rotation/<n>` (its own place in the chain). Checkpoints
+    are keyed by (seq, reason), and two rotations can fall on one record (`<k1>,<k2>` then
+    `<k2>,<k3>`, or back, with no decision between): a bare `rotation` would collide there and
+    leave the log unwritable. `n` is unique by construction and under every signature. Logs written
+    before say `rotation`; a verifier knows a rotation by its `prior_key_id`, never by its reason."""
+    return f"rotation/{n}"
+
+
 def checkpoint_link(tip: str, mac: str) -> str:
     """The checkpoint chain after one more checkpoint: what the head and the next checkpoint sign."""
     return hashlib.sha256(f"consent-banner/checkpoints\x00{tip}\x00{mac}".encode()).hexdigest()
@@ -57,7 +66,7 @@ class Checkpoint:
     seq: int
     hash: str
     at: str
-    reason: str  # periodic | purge | manual
+    reason: str  # periodic | purge | manual | rotation/<n> (rotation_reason; `rotation` before)
     key_id: str
     mac: str
     n: int | None = None

@@ -30,6 +30,7 @@ from .checkpoints import (
     checkpoint_due,
     checkpoint_link,
     checkpoint_mac,
+    rotation_reason,
 )
 from .head import HeadState, SignedHead, trusted_state
 from .keys import LogKeys, SigningKey
@@ -506,10 +507,13 @@ class LogCore(LogOutbox):
     ) -> Part[tuple[Checkpoint, HeadState]]:
         """The next checkpoint of the chain after `state`, stored; and the state with it (then move
         the head to that state: the head signs the chain's new tip). Signed with the HMAC and, when
-        a log signing key is set, with Ed25519; `prior`: a rotation, which the older key signs too."""
+        a log signing key is set, with Ed25519; `prior`: a rotation, which the older key signs too
+        (its reason `rotation/<n>`: rotation_reason)."""
         key = self._require_key()
         assert self._key_id is not None
         n, prev = state.checkpoints + 1, state.tip
+        if prior is not None:
+            reason = rotation_reason(n)
         mac = checkpoint_mac(key, self.log_id, seq, hash_, at, reason, n, prev)
         cp = Checkpoint(self.log_id, seq, hash_, at, reason, self._key_id, mac, n, prev)
         if self._signer is not None:

@@ -164,7 +164,9 @@ class ChainVerifier:
             )
         if kid != current:
             self._ed_key, self._ed_since = kid, cp.n
-            self._ed_first = self._ed_first or kid
+            # A log whose first signed checkpoint is a rotation (its head was signed, no checkpoint
+            # yet) began with the key before it.
+            self._ed_first = self._ed_first or cp.prior_key_id or kid
 
     def _ed_valid(self, kid: str, sig: str | None, message: bytes, what: str, seq: int | None = None) -> None:
         """The Ed25519 signature `sig` by key `kid` of `message`, or _Failed naming the key."""

@@ -186,8 +186,9 @@ async def test_rotation_is_a_checkpoint_both_keys_sign_and_the_log_verifies_acro
         cps = await lg.checkpoints()
     finally:
         await lg.close()
-    (rotation,) = [cp for cp in cps if cp.reason == "rotation"]
+    (rotation,) = [cp for cp in cps if cp.prior_key_id is not None]
     assert (rotation.prior_key_id, rotation.sig_key_id) == (A.kid, B.kid)
+    assert rotation.reason == f"rotation/{rotation.n}"  # unique per record: test_rotation_twice.py
     message = rotation.ed25519_message()
     assert A.public.verify(rotation.prior_sig, message) and B.public.verify(rotation.sig, message)
     assert [cp.sig_key_id for cp in cps if cp.n is not None and cp.n < rotation.n] == [A.kid] * (
