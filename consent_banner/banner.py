@@ -198,10 +198,13 @@ class Banner:
         """Every visible text in `language`, the config's overrides applied."""
         return dict(self.catalog.of(language))
 
-    def version(self, language: str) -> dict[str, Any]:
-        """What the visitor read, for the log's banner versions table (R20)."""
+    def version(self, language: str, model: str = "opt-in") -> dict[str, Any]:
+        """What the visitor read, for the log's banner versions table (R20): under the opt-out model
+        the notice at collection, a version of its own (`"notice": "opt-out"`)."""
         cfg = self.config
+        notice = {"notice": "opt-out"} if model == "opt-out" else {}
         return {
+            **notice,
             "language": language,
             "revision": cfg.policy_revision,
             "config_hash": cfg.config_hash,
@@ -234,7 +237,9 @@ class Banner:
 
     @staticmethod
     def _granted(consent: Consent, category: str | None) -> str:
-        if category is not None and (consent.decided or category == NECESSARY) and consent.allows(category):
+        # Under opt-out an undecided visitor's optional categories are allowed (GPC aside): granted.
+        before = consent.decided or consent.model == "opt-out" or category == NECESSARY
+        if category is not None and before and consent.allows(category):
             return "granted"
         return "denied"
 
@@ -244,6 +249,7 @@ class Banner:
         # Consent Mode follows the categories granted, under the GPC signal: remembered by those.
         key = (
             consent.decided,
+            consent.model,
             consent.granted,
             consent.gpc,
             consent.gpc_denied if consent.gpc else None,
@@ -397,6 +403,7 @@ class Banner:
             "privacy_policy_url": cfg.privacy_policy_url,
             "recipients_url": self.recipients_url,
             "do_not_sell": cfg.do_not_sell_link,
+            "notice": consent.model == "opt-out" and not consent.decided,
             "signed_receipt": self.signed_receipts,
             "data": {
                 "prefix": prefix,
@@ -489,6 +496,9 @@ def _choices(consent: Consent) -> Hashable:
     services = frozenset(consent.services.items()) if consent.services else None
     return (
         consent.decided,
+        consent.model,
+        consent.region,  # in the state the script reads
+        consent.dismissed,
         consent.granted,
         consent.gpc,
         consent.gpc_denied if consent.gpc else None,

@@ -41,6 +41,7 @@ from .catalog import resolve as resolve_preset
 from .display import mask_passwords
 from .durations import lifetime_parts, parse_duration, parse_lifetime
 from .errors import ConfigError
+from .geo import GeoSettings
 from .ratelimit import Rate, parse_rate
 from .schemes import DEFAULT_PORTS
 from .texts import RETIRED_KEYS, text_keys
@@ -455,6 +456,9 @@ class ConsentConfig(_Model):
     retention: str | None = None  # e.g. "3y": `log purge` without --older-than uses it
     # request limits (per process)
     decision_rate_limit: str = "120/minute"  # decisions per client address, or "off"
+    # jurisdictions (geo.py): the consent model by the visitor's region; None: opt-in everywhere. Left
+    # out of the hash when absent: configs without it keep theirs.
+    geo: GeoSettings | None = Field(default=None, exclude_if=lambda v: v is None)
     # consent events out (events/): not in the hash, no banner depends on them
     webhooks: tuple[Webhook, ...] = Field(default=(), exclude=True)
 

@@ -53,6 +53,16 @@ class Consent:
     # Services declared since the decision (necessary ones aside): `services` holds them as False,
     # so they stay held back (and every cache keyed on `services` follows) until the next decision.
     new_services: frozenset[str] = frozenset()
+    # The request's jurisdiction (geo.py), never in the cookie: set per request by the middleware from
+    # the region its edge names. An undecided visitor under "opt-out" is granted every optional
+    # category (`under_opt_out`); a decided one's own choice counts under either model.
+    model: str = "opt-in"
+    region: str | None = None
+    # The decision was an opt-out (action `opt_out`: "Do Not Sell or Share", or GPC under opt-out),
+    # never an affirmative consent: in the cookie ("x"), and read as undecided where the model is
+    # opt-in, so a visitor who travels to the EEA is asked for consent there.
+    opted_out: bool = False
+    dismissed: bool = False  # the opt-out notice was dismissed (its own cookie: no consent, not logged)
 
     @property
     def decided(self) -> bool:
@@ -75,6 +85,18 @@ class Consent:
 
     def with_gpc(self, denied: frozenset[str]) -> Consent:
         return replace(self, gpc=True, gpc_denied=denied)
+
+    def under(
+        self, region: str | None, model: str, optional: Iterable[str], *, dismissed: bool = False
+    ) -> Consent:
+        """This consent in a jurisdiction: an undecided visitor under "opt-out" is allowed every
+        optional category (GPC still denies its categories through `allows`); anyone else keeps what
+        they decided, and only carries the region and model."""
+        if model == "opt-out" and not self.decided:
+            return replace(self, granted=frozenset(optional), model=model, region=region, dismissed=dismissed)
+        if model != "opt-out" and self.opted_out:
+            return Consent(model=model, region=region)
+        return replace(self, model=model, region=region)
 
 
 UNDECIDED = Consent()
@@ -235,6 +257,7 @@ class ConsentCodec:
                         revision=self.revision,
                         source=max(SOURCES, key=len),
                         gpc_recorded=True,
+                        opted_out=True,
                     )
                 )
             )
@@ -261,6 +284,8 @@ class ConsentCodec:
         }
         if consent.gpc_recorded:
             payload["g"] = 1
+        if consent.opted_out:
+            payload["x"] = 1
         if self._tags is None:
             if consent.services:
                 payload["s"] = {k: int(v) for k, v in sorted(consent.services.items())}
@@ -335,6 +360,7 @@ class ConsentCodec:
             decided_at=decided_at,
             source=source if source in SOURCES else None,
             gpc_recorded=payload.get("g") == 1,
+            opted_out=payload.get("x") == 1,
         )
 
     def _known(self, payload: dict[str, object]) -> tuple[dict[str, bool], frozenset[str]] | None:
@@ -382,4 +408,6 @@ def consent_json(consent: Consent, revision: str) -> dict[str, object]:
         "services": dict(consent.services),
         "revision": revision,
         "gpc": consent.gpc,
+        "region": consent.region,
+        "model": consent.model,
     }

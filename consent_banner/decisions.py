@@ -29,13 +29,14 @@ from .config import NECESSARY, ConsentConfig
 from .consent import Consent, ConsentCodec, consent_json, new_consent_id
 from .errors import DecisionError, LogError
 from .formtoken import FORM_FIELD, FormTokens
+from .geo import OPT_IN, region_json
 from .log import ConsentLog, Decision, LoggedRecord, browser_family, truncate_ip
 from .memo import Memo
 from .metrics import Metrics
 from .paths import root_path
 from .ratelimit import ClientBudget, ProxyHint
 from .request_checks import OriginPolicy, media_type, read_body
-from .visitor import Visitors, set_cookie_header
+from .visitor import NOTICE_SUFFIX, Visitors, set_cookie_header
 
 logger = logging.getLogger("consent_banner")
 
@@ -54,7 +55,7 @@ class DecisionBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    action: Literal["accept_all", "reject_all", "custom"]
+    action: Literal["accept_all", "reject_all", "custom", "opt_out"]
     categories: list[str] = []
     services: dict[str, bool] = {}
     language: str | None = None
@@ -128,11 +129,13 @@ class Decisions:
         kind, fields = await self._read(request)
         return_to = fields.pop("return_to", None) if kind == "form" else None
         body = _validated(DecisionBody, fields)
-        granted = self._granted(body)
+        granted = self._granted(body, consent)
         source = body.source or ("form" if kind == "form" else "api" if cross is None else "banner")
-        choice = _Choice(
-            body.action, granted, self._services(body.services, granted), body.language, source, body.gpc
-        )
+        services = self._services(body.services, granted)
+        if body.action == "opt_out":
+            # "Do Not Sell or Share" turns off what GPC would and keeps every other choice as it is.
+            services = {n: v and n in self._keeps(granted) for n, v in consent.services.items()}
+        choice = _Choice(body.action, granted, services, body.language, source, body.gpc)
         return await self._record(request, consent, choice, _Reply(kind, return_to, cross))
 
     async def withdraw(self, request: Request, consent: Consent) -> Response:
@@ -174,6 +177,56 @@ class Decisions:
             self.on_record(logged)
         return self._cookie(scope, self.codec.encode(new))
 
+    async def dismiss(self, request: Request, consent: Consent) -> Response:
+        """`POST {prefix}/dismiss`: the opt-out notice goes away, remembered in a small cookie of its
+        own (`<consent cookie>_notice`) and never logged. A notice at collection asks for no
+        acknowledgement (CCPA regulations §7012), and dismissing it is no consent: the visitor stays
+        undecided under opt-out, and "Do Not Sell or Share" stays one click away in the settings."""
+        self.origins.check(request)
+        kind, fields = await self._read(request, allow_empty=True)
+        return_to = fields.get("return_to") if kind == "form" else None
+        response: Response
+        if kind == "form":
+            home = root_path(request.scope) + "/"
+            response = RedirectResponse(_same_origin_path(return_to, home), status_code=303)
+        else:
+            response = Response(status_code=204)
+        name = self.visitors.names(request.scope).consent + NOTICE_SUFFIX
+        response.headers.append(
+            "set-cookie", set_cookie_header(name, "1", self.config.cookie, max_age=self.codec.lifetime)
+        )
+        response.headers["cache-control"] = "no-store"
+        return response
+
+    async def record_opt_out_gpc(self, scope: Scope, consent: Consent) -> str | None:
+        """Under the opt-out model, the GPC signal of a visitor who has not decided is their opt-out:
+        logged once as `opt_out` with source gpc; the Set-Cookie that remembers it, or None."""
+        if self.budget is not None and self.budget.take(scope.get("client")) > 0:
+            self.metrics.rate_limited("gpc")
+            return None  # the signal still applies to this request; recorded with a later one
+        request = Request(scope)
+        new = Consent(
+            id=self.codec.stale_id(self.visitors.cookies(scope).consent) or new_consent_id(),
+            granted=frozenset(self.config.optional_categories) - self.config.gpc_denied,
+            revision=self.config.policy_revision,
+            decided_at=int(time.time()),
+            source="gpc",
+            gpc_recorded=True,
+            opted_out=True,
+            model=consent.model,
+            region=consent.region,
+        )
+        decision = self._decision(request, new, "opt_out", self._language(None, request))
+        try:
+            logged = await (await self.log()).append(decision)
+        except (LogError, OSError) as e:
+            logger.error("could not record a GPC opt-out: %s", e)
+            return None
+        self.metrics.decided("opt_out")
+        if self.on_record is not None:
+            self.on_record(logged)
+        return self._cookie(scope, self.codec.encode(new))
+
     # --- recording ---------------------------------------------------------------------------------
 
     async def _record(self, request: Request, consent: Consent, choice: _Choice, reply: _Reply) -> Response:
@@ -205,6 +258,10 @@ class Decisions:
             decided_at=int(time.time()),
             source=choice.source,
             gpc_recorded=gpc,
+            # An opt-out is no consent: where the model is opt-in it counts as no decision at all.
+            opted_out=action == "opt_out" and (not consent.decided or consent.opted_out),
+            model=consent.model,
+            region=consent.region,
         )
         decision = self._decision(request, new, action, language)
         records = [decision]
@@ -266,19 +323,32 @@ class Decisions:
             source=consent.source or "api",
             ip=truncate_ip(request.client.host if request.client else None),
             browser=browser_family(request.headers.get("user-agent")),
-            version=self._version(language),
+            version=self._version(language, consent.model),
+            detail=region_json(consent.region, consent.model),
         )
 
-    def _version(self, language: str) -> dict[str, Any]:
-        found = self._versions.get(language)
+    def _version(self, language: str, model: str = OPT_IN) -> dict[str, Any]:
+        """What the visitor was shown: the banner, or under opt-out the notice (its own version)."""
+        key = f"{language}/{model}"
+        found = self._versions.get(key)
         if found is None:
-            found = self._versions.put(language, self.banner.version(language))
+            found = self._versions.put(key, self.banner.version(language, model))
         return found
 
     # --- validation --------------------------------------------------------------------------------
 
-    def _granted(self, body: DecisionBody) -> frozenset[str]:
+    def _keeps(self, granted: frozenset[str]) -> frozenset[str]:
+        services = self.config.services
+        return frozenset(s.name for s in services if s.category in granted or s.category == NECESSARY)
+
+    def _granted(self, body: DecisionBody, consent: Consent) -> frozenset[str]:
         optional = self.config.optional_categories
+        if body.action == "opt_out":
+            if body.categories or body.services:
+                raise DecisionError(400, "opt_out takes no categories or services")
+            # What the visitor has now (under opt-out before a decision: every optional category),
+            # less what an opt-out of sale and sharing turns off.
+            return consent.granted - self.config.gpc_denied
         if body.action == "accept_all":
             if body.categories or body.services:
                 raise DecisionError(400, "accept_all takes no categories or services")

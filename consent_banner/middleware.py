@@ -31,19 +31,29 @@ from .errors import LogError, LogUnavailable
 from .events import Events, OnDecision
 from .formtoken import FormTokens
 from .gate import ResponseGate
-from .gate.caching import private, unconditional
+from .gate.caching import asks_document, private, unconditional, with_region_vary
 from .gate.cookies import expiry_headers
 from .gate.handshake import gate_handshake
 from .gate.html import Inject
 from .gate.inject import FRAGMENT_HEADERS, FRAGMENT_VARY, asks_fragment
 from .gate.send import Gating
+from .geo import OPT_OUT, Geo
 from .log import ConsentLog, hmac_keys_from_secrets, open_log
 from .log.keys import LogKeys
 from .metrics import Metrics
 from .paths import public_path, root_path, route_path
 from .request_checks import OriginPolicy, SiteOrigins
 from .routes import ConsentRoutes
-from .visitor import Visit, VisitorCookies, Visitors, own_cookie_names, request_cookies, set_cookie_header
+from .visitor import (
+    MAX_APPLIED,
+    NOTICE_SUFFIX,
+    Visit,
+    VisitorCookies,
+    Visitors,
+    own_cookie_names,
+    request_cookies,
+    set_cookie_header,
+)
 
 logger = logging.getLogger("consent_banner")
 
@@ -131,6 +141,9 @@ class ConsentMiddleware:
         self._prefix = cfg.prefix
         self._prefix_slash = cfg.prefix + "/"
         self._gpc_denied = cfg.gpc_denied
+        # [geo]: the consent model by the region the site's edge names (geo.py); None: opt-in for all.
+        self.geo = Geo(cfg.geo) if cfg.geo is not None else None
+        self._optional = frozenset(cfg.optional_categories)
         self._inject = cfg.inject
         self._page = self.page  # bound once: the gate calls it for HTML responses only
         self._visit = self.visitors.visit
@@ -149,7 +162,15 @@ class ConsentMiddleware:
         header, gpc, conditional = request_cookies(scope["headers"])
         visit = self._visit(header, scope.get("scheme") in _SECURE_SCHEMES)
         # Remembered with the reading: a returning visitor's request costs two lookups here.
-        consent, gating = visit.applied.get(gpc) or self._apply(visit, gpc)
+        if self.geo is None:
+            consent, gating = visit.applied.get(gpc) or self._apply(visit, gpc)
+        else:
+            region, model = self.geo.locate(scope["headers"])
+            consent, gating = visit.applied.get((gpc, region)) or self._apply(
+                visit, gpc, region, model, self.visitors.names(scope).consent + NOTICE_SUFFIX
+            )
+            if self.geo.vary:  # what the gate makes private depends on the region too
+                send = with_region_vary(send, self.geo.vary)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}
@@ -174,6 +195,13 @@ class ConsentMiddleware:
             cookie = await self.decisions.record_gpc(scope, consent)
             if cookie:
                 send = _adding_set_cookie(send, cookie)
+        elif gpc and consent.model == OPT_OUT and not consent.decided and asks_document(scope["headers"]):
+            # Under opt-out, GPC before any decision is the visitor's opt-out: logged once as `opt_out`
+            # (source gpc) with the navigation that brought it (not each of the page's subresources,
+            # which arrive before the cookie), and remembered in a cookie as for the decided visitor.
+            cookie = await self.decisions.record_opt_out_gpc(scope, consent)
+            if cookie:
+                send = _adding_set_cookie(send, cookie)
         if conditional and self.gate.handles_html:
             # Validators a browser kept for a page from before this release (or a consent state ago):
             # a 304 would bring back that page and its policy, so a document is answered in full.
@@ -181,18 +209,34 @@ class ConsentMiddleware:
         # What `gate.wrap_send` makes, from the gating remembered with the visit.
         await self.app(scope, receive, gating.wrap(send, scope))
 
-    def _apply(self, visit: Visit, gpc: bool) -> tuple[Consent, Gating]:
-        """The consent as it applies to a request with or without Sec-GPC, and the gate as it applies
-        to it: its plan, and the request's cookies it must expire (only those: the gate is handed a
-        dict of a few names, never a huge Cookie header's). Remembered in the visit."""
-        consent = visit.consent.with_gpc(self._gpc_denied) if gpc else visit.consent
+    def _apply(
+        self,
+        visit: Visit,
+        gpc: bool,
+        region: str | None = None,
+        model: str | None = None,
+        notice: str = "",
+    ) -> tuple[Consent, Gating]:
+        """The consent as it applies to a request with or without Sec-GPC (and, with [geo], in its
+        region's model), and the gate as it applies to it: its plan, and the request's cookies it must
+        expire (only those: the gate is handed a dict of a few names, never a huge Cookie header's).
+        Remembered in the visit, a few per visit: a cookie replayed from many regions is not."""
+        consent = visit.consent
+        key: object = gpc
+        if model is not None:
+            consent = consent.under(region, model, self._optional, dismissed=notice in visit.cookies.others)
+            key = (gpc, region)
+        if gpc:
+            consent = consent.with_gpc(self._gpc_denied)
         plan = self.gate.plan(consent)
         others = visit.cookies.others
         denied: dict[str, str] = {}
         if others:
             found = self._cookie_rules.denied_in_request(others, plan.allowed)
             denied = {name: others[name] for name, _ in found}
-        applied = visit.applied[gpc] = (consent, Gating(self.gate, plan, denied, self._page))
+        applied = (consent, Gating(self.gate, plan, denied, self._page))
+        if len(visit.applied) < MAX_APPLIED:
+            visit.applied[key] = applied
         return applied
 
     def _upkeep(self, scope: Scope, cookies: VisitorCookies, consent: Consent) -> list[bytes]:

@@ -50,7 +50,7 @@ REPORTS_PER_CLIENT = Rate(10, 1)  # and per client address: one client gets at m
 TOKEN_HEADER = "x-consent-token"
 # Endpoints whose answer is the visitor's own (their state, decision, banner, receipt): kept out of
 # shared caches (gate/caching.py). The script, stylesheet and declaration are everyone's, and cacheable.
-PER_VISITOR = frozenset({"", "/state", "/withdraw", "/banner", "/receipt"})
+PER_VISITOR = frozenset({"", "/state", "/withdraw", "/dismiss", "/banner", "/receipt"})
 
 Endpoint = Callable[[Request, Consent], Awaitable[Response]]
 
@@ -93,6 +93,7 @@ class ConsentRoutes:
             "": ("POST", decisions.decide),
             "/state": ("GET", self.state),
             "/withdraw": ("POST", decisions.withdraw),
+            "/dismiss": ("POST", decisions.dismiss),
             "/banner": ("GET", self.fragment),
             "/declaration": ("GET", self.declaration),
             "/consent.js": ("GET", self.script),

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 HOST_PREFIX = "__Host-"
 CSRF_SUFFIX = "_csrf"
+# The opt-out notice dismissed (decisions.Decisions.dismiss): no consent, not logged.
+NOTICE_SUFFIX = "_notice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class VisitorCookies(NamedTuple):
 NO_COOKIES = VisitorCookies(None, None, {})
 _SECURE_SCHEMES = frozenset({"https", "wss"})
 VISITS_BYTES = 4 * 1024 * 1024  # per kind of request: readings of Cookie headers kept, in bytes
+MAX_APPLIED = 4  # applied states kept per visit (a cookie replayed from many regions is worked out anew)
 MEMO_HEADER = 1024  # bytes: a longer header is read (and its consent verified) on every request
 _CONSENT_BYTES = 1024  # a verified Consent and its services (tracemalloc, rounded up)
 
@@ -148,7 +151,8 @@ class Visit:
         self.consent = consent
         self.until = until
         self.tidy = bool(cookies.expire or cookies.migrate_consent)  # own cookies to expire or move
-        self.applied: dict[bool, tuple[Consent, Gating]] = {}
+        # Keyed by the Sec-GPC signal, and with [geo] by (signal, region): at most MAX_APPLIED.
+        self.applied: dict[object, tuple[Consent, Gating]] = {}
 
 
 def _weight(header: bytes, visit: Visit) -> int:

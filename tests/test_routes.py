@@ -44,6 +44,8 @@ async def test_accept_all_records_once_and_sets_signed_cookie(client, config) ->
         "services": {},
         "revision": "2026-11-01",
         "gpc": False,
+        "region": None,
+        "model": "opt-in",
     }
     header = next(h for h in r.headers.get_list("set-cookie") if h.startswith("consent="))
     assert "Max-Age=15724800" in header and "SameSite=Lax" in header and "Path=/" in header
@@ -105,6 +107,8 @@ async def test_state_shape(client) -> None:
         "services": {},
         "revision": "2026-11-01",
         "gpc": False,
+        "region": None,
+        "model": "opt-in",
     }
     assert "no-store" in r.headers["cache-control"]
 

@@ -21,6 +21,7 @@ ACTION_COLORS = {
     "withdraw": "#7a4d00",
     "gpc": "#5b2c83",
     "renew": "#4a4a4a",
+    "opt_out": "#8a3b12",
 }
 
 

@@ -1,7 +1,8 @@
 """What goes out: the record as a dict shaped like a line of the NDJSON export, and the webhook events.
 
 `decision` covers what a visitor decides (accept_all, reject_all, custom), being asked again (renew)
-and the Global Privacy Control opt-out (gpc); `withdraw` and `purge` are their own. The body a
+the Global Privacy Control opt-out (gpc) and the opt-out model's "Do Not Sell or Share" (opt_out, also
+logged for GPC met before any decision there); `withdraw` and `purge` are their own. The body a
 webhook receives (Standard Webhooks' recommended shape: type, timestamp, data):
 
     {"type": "consent.decision", "timestamp": "<the record's time>", "log_id": "...", "data": {<record>}}
@@ -24,6 +25,7 @@ EVENTS: dict[str, str] = {
     "custom": "decision",
     "renew": "decision",
     "gpc": "decision",
+    "opt_out": "decision",
     "withdraw": "withdraw",
     "purge": "purge",
 }

@@ -173,6 +173,7 @@ class ResponseGate:
         services = consent.services
         key = (
             consent.decided,
+            consent.model,  # an undecided visitor's plan differs by model (geo.py): never shared
             consent.granted,
             consent.gpc_denied if consent.gpc else None,
             frozenset(services.items()) if services else None,

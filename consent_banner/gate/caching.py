@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from starlette.types import Message, Send
+
 Headers = list[tuple[bytes, bytes]]
 
 VARY_TOKENS = (b"Cookie", b"Sec-GPC")
@@ -79,6 +81,20 @@ def merge_vary(values: list[bytes]) -> bytes:
     return b", ".join(tokens)
 
 
+def asks_document(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request asks for a document: `Sec-Fetch-Dest` a document, frame, object or embed, or
+    an Accept that puts HTML first (a browser without Sec-Fetch-Dest navigating, htmx asking)."""
+    dest = accept = None
+    for k, v in headers:
+        if k == b"sec-fetch-dest":
+            dest = v
+        elif k == b"accept":
+            accept = v
+    if dest is not None and dest.strip().lower() in _DOCUMENTS:
+        return True
+    return accept is not None and accept.lstrip().lower().startswith(_HTML_FIRST)
+
+
 def unconditional(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The request's headers without ``If-None-Match``, ``If-Modified-Since`` and ``If-Range`` when
     it asks for a document (`Sec-Fetch-Dest` a document, frame, object or embed, or an Accept that
@@ -92,14 +108,25 @@ def unconditional(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes
     for the consent as it is now. A ``Range`` sent with ``If-Range`` goes too: without its condition
     it would splice bytes of one representation into another's.
     """
-    dest = accept = None
-    for k, v in headers:
-        if k == b"sec-fetch-dest":
-            dest = v
-        elif k == b"accept":
-            accept = v
-    document = dest is not None and dest.strip().lower() in _DOCUMENTS
-    if not document and not (accept is not None and accept.lstrip().lower().startswith(_HTML_FIRST)):
+    if not asks_document(headers):
         return headers
     ranged = any(k == b"if-range" for k, _ in headers)
     return [(k, v) for k, v in headers if k not in _CONDITIONAL and not (ranged and k == b"range")]
+
+
+def with_region_vary(send: Send, tokens: tuple[bytes, ...]) -> Send:
+    """A `send` that adds the region headers to the Vary of a response made private for its consent
+    state (gate/caching.py: its Vary names Sec-GPC, which only our private() adds beside Cookie):
+    a cache must not hand an opt-out visitor's page to an opt-in one. Other responses stay as they are."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or ()
+            if any(k.lower() == b"vary" and b"sec-gpc" in v.lower() for k, v in headers):
+                out = [(k, v) for k, v in headers if k.lower() != b"vary"]
+                values = [v for k, v in headers if k.lower() == b"vary"]
+                out.append((b"vary", merge_vary([*values, b", ".join(tokens)])))
+                message["headers"] = out
+        await send(message)
+
+    return wrapped

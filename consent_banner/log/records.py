@@ -22,7 +22,8 @@ from ..errors import InvalidDecision
 from ..memo import Memo
 from .canonical import Row, detail_text, services_text, sorted_dumps, tail
 
-ACTIONS = ("accept_all", "reject_all", "custom", "withdraw", "gpc", "renew")
+# opt_out: "Do Not Sell or Share" under the opt-out model (geo.py), or GPC met there before any decision
+ACTIONS = ("accept_all", "reject_all", "custom", "withdraw", "gpc", "renew", "opt_out")
 # Records the log writes about itself. They are in the chain, but are not visitor decisions.
 SYSTEM_ACTIONS = ("purge",)
 SYSTEM_CONSENT_ID = ""  # a visitor's consent id is never empty, so this one can never be a visitor's
@@ -52,7 +53,7 @@ class Decision:
     """One visitor decision, as the decision endpoints hand it to the log."""
 
     consent_id: str
-    action: str  # accept_all | reject_all | custom | withdraw | gpc | renew
+    action: str  # accept_all | reject_all | custom | withdraw | gpc | renew | opt_out
     granted: tuple[str, ...]  # categories granted, "necessary" included
     denied: tuple[str, ...]
     services: dict[str, bool]
@@ -62,6 +63,9 @@ class Decision:
     ip: str | None  # already truncated by truncate_ip()
     browser: str | None  # browser family from browser_family()
     version: dict[str, Any] | None  # banner version payload, stored once under its content hash
+    # The record's `detail`: the jurisdiction it was made in ({"region": "US-CA", "model": "opt-out"},
+    # geo.region_json), hashed with the record; None (records of earlier releases): unknown.
+    detail: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,7 @@ def prepare(d: Decision, version_id: str | None) -> Prepared:
         version_id,
         ip[:64] if ip else None,
         browser[:32] if browser else None,
-        None,
+        detail_text(d.detail) if d.detail else None,
     )
     # Positional: a NamedTuple built by keyword costs twice as much.
     return Prepared(*values, services, tail(values))
