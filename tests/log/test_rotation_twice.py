@@ -121,3 +121,36 @@ async def test_rotating_again_before_a_decision_keeps_the_log_writable_and_verif
     assert offline.exit_code == 0, offline.output
     assert offline.output.splitlines()[0] == online.output.splitlines()[0]
     assert f"log key {newest.kid}, rotated from key {K1.kid}" in offline.output
+
+
+async def test_a_rotation_checkpoint_of_before_keeps_verifying_and_a_new_one_joins_it(
+    log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgrades lose nothing: the writer of before named a rotation checkpoint plain `rotation`; such
+    a row keeps its meaning and verifies, and a second rotation on the same record, which collided
+    with it before, is now a checkpoint of its own."""
+    from consent_banner.log import core
+
+    config = tmp_path / "consent.toml"
+    config.write_text(config_text(log_url, decision_rate_limit="off"))
+    assert await start(config, (K1,), (), True) == 200
+    with monkeypatch.context() as before:
+        before.setattr(core, "rotation_reason", lambda n: "rotation")  # as the previous writer did
+        await start(config, (K1, K2), (), False)
+    await start(config, (K2, K3), (), False)
+    assert await start(config, (K3,), (K1, K2), True) == 200
+    lg = await open_log(log_url, hmac_key=None, create=False)
+    try:
+        reasons = [(cp.seq, cp.reason) for cp in await lg.checkpoints() if cp.prior_key_id]
+    finally:
+        await lg.close()
+    assert reasons == [(1, "rotation"), (1, "rotation/3")]
+    pem = tmp_path / "keys.pem"
+    pem.write_text(LogKeys(retired=(K1.public, K2.public, K3.public)).pem())
+    out = tmp_path / "log.ndjson"
+    exported = await asyncio.to_thread(
+        cli_log, "export", "--config", str(config), "--format", "ndjson", "-o", str(out)
+    )
+    assert exported.exit_code == 0, exported.output
+    offline = await asyncio.to_thread(cli_log, "verify", "--export", str(out), "--public-key", str(pem))
+    assert offline.exit_code == 0 and offline.output.startswith("2 records, chain intact"), offline.output
