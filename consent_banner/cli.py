@@ -105,8 +105,15 @@ def _demo_key(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsaf
     default=None,
     help="a consent.toml for the demo (default: the demo's own)",
 )
-def demo(host: str, port: int, config_path: Path | None) -> None:
+@click.option(
+    "--us",
+    is_flag=True,
+    help="the demo's US controller (consent-us.toml: [geo], opt-out in the US states that say so)",
+)
+def demo(host: str, port: int, config_path: Path | None, us: bool) -> None:
     """Run the demo site (office space booking) with the SQLite consent log."""
+    if us and config_path is not None:
+        raise click.UsageError("--us is the demo's own US configuration: give it or --config, not both")
     if not os.environ.get(ENV_SECRET_KEYS):
         # The log refuses to write after a head signed by a key it does not list, so a key made up
         # per run would strand the demo's log at the second run: the key is kept beside the log.
@@ -136,6 +143,8 @@ def demo(host: str, port: int, config_path: Path | None) -> None:
         os.environ.setdefault("CONSENT_AUDIT_USER", "auditor")
         os.environ["CONSENT_AUDIT_PASSWORD"] = secrets.token_urlsafe(12)
     site = _demo_module()
+    if us:
+        config_path = site.US_CONFIG
     # A password the demo made up is printed once (nobody could know it otherwise); one the
     # operator set is never echoed.
     site.run(host=host, port=port, config_path=config_path, show_audit_password=generated)

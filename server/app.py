@@ -40,6 +40,8 @@ from .site import Hits, build_site
 from .thirdparty import THIRD_PARTIES, RequestLog, build_third_party
 
 DEFAULT_CONFIG = Path(__file__).with_name("consent.toml")
+# The same company as a US controller, with [geo]: opt-out in the US states that say so (issue 17).
+US_CONFIG = Path(__file__).with_name("consent-us.toml")
 ENV_AUDIT_USER = "CONSENT_AUDIT_USER"
 ENV_AUDIT_PASSWORD = "CONSENT_AUDIT_PASSWORD"
 ENV_AUDIT_TOKEN = "CONSENT_AUDIT_TOKEN"
@@ -55,14 +57,16 @@ def load_config(
     """The demo's ConsentConfig.
 
     Without `config_path` it is server/consent.toml with the origins of the third parties set to
-    where they are served (`third_parties`, name -> origin); a file given explicitly is used as
-    is. A relative SQLite log path is taken relative to `workdir` (default: the current directory).
+    where they are served (`third_parties`, name -> origin), and so is the demo's other config
+    (US_CONFIG); any other file given explicitly is used as is. A relative SQLite log path is taken
+    relative to `workdir` (default: the current directory).
     `overrides` replaces top-level keys after loading (the tests change `policy_revision` with it).
     """
     path = config_path or DEFAULT_CONFIG
     with path.open("rb") as f:
         data = tomllib.load(f)
-    if config_path is None and third_parties:
+    own = config_path is None or config_path.resolve() in (DEFAULT_CONFIG.resolve(), US_CONFIG.resolve())
+    if own and third_parties:
         data = copy.deepcopy(data)
         for service in data.get("services", []):
             if service.get("name") in third_parties:

@@ -27,6 +27,24 @@ _GROUPS = (
     "FROM records{where} GROUP BY 1, 2, 3, 4"
 )
 
+# Decisions by the jurisdiction they were made in, read from the record's `detail` (geo.region_json:
+# {"model": ..., "region": ...}, canonical JSON, model first); a record without it (an earlier
+# release's, a GPC amendment's) has NULLs: unknown. Guarded, so a detail that is not that JSON (a
+# tampered row) reads as unknown instead of failing the whole page: SQLite's json_valid, and on
+# PostgreSQL (15 has no IS JSON) a pattern of the canonical form before the cast.
+_JURISDICTION = {
+    "sqlite": (
+        "CASE WHEN json_valid(detail) THEN json_extract(detail, '$.model') END",
+        "CASE WHEN json_valid(detail) THEN json_extract(detail, '$.region') END",
+    ),
+    "postgres": (
+        "CASE WHEN detail ~ '^[{]\"model\":\"[a-z-]{1,16}\",\"region\":(null|\"[A-Z0-9-]{1,8}\")[}]$' "
+        "THEN CAST(detail AS jsonb) ->> 'model' END",
+        "CASE WHEN detail ~ '^[{]\"model\":\"[a-z-]{1,16}\",\"region\":(null|\"[A-Z0-9-]{1,8}\")[}]$' "
+        "THEN CAST(detail AS jsonb) ->> 'region' END",
+    ),
+}
+
 
 class Queries:
     """The statements of one dialect. `schema`: the version of the log they read, when a reader
@@ -212,6 +230,15 @@ class Queries:
     def groups(self, flt: RecordFilter) -> tuple[str, list[object]]:
         where, params = flt.clauses(self.p)
         return _GROUPS.format(where=where), params
+
+    def jurisdictions(self, flt: RecordFilter) -> tuple[str, list[object]]:
+        """Decisions per (model, region, action): the stats split by jurisdiction."""
+        where, params = flt.clauses(self.p)
+        model, region = _JURISDICTION[self.dialect]
+        return (
+            f"SELECT {model}, {region}, action, count(*) FROM records{where} GROUP BY 1, 2, 3",
+            params,
+        )
 
     def consent_ids(self, flt: RecordFilter) -> tuple[str, list[object]]:
         where, params = flt.clauses(self.p)

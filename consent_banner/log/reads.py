@@ -142,6 +142,7 @@ class LogReads(ABC):
         with self._reading():
             async with self._session() as db:
                 s.add_rows(await db.fetch(*self.sql.groups(flt)))
+                s.add_jurisdictions(await db.fetch(*self.sql.jurisdictions(flt)))
                 rows = await db.fetch(*self.sql.consent_ids(replace(flt, decisions_only=True)))
         s.consent_ids = int(rows[0][0])
         return s

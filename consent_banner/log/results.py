@@ -11,6 +11,8 @@ from .checkpoints import Checkpoint
 from .head import SignedHead
 from .records import SYSTEM_ACTIONS, LoggedRecord
 
+UNKNOWN = "unknown"  # a record that does not say its jurisdiction
+
 
 @dataclass
 class LogStats:
@@ -22,6 +24,10 @@ class LogStats:
     granted: dict[str, int] = field(default_factory=dict)  # category -> decisions granting it
     denied: dict[str, int] = field(default_factory=dict)  # category -> decisions denying it
     consent_ids: int = 0
+    # Decisions per jurisdiction (geo.py; the record's detail): model -> count, and region -> model ->
+    # count, "unknown" for records that do not say (an earlier release's, a GPC amendment's).
+    by_model: dict[str, int] = field(default_factory=dict)
+    by_region: dict[str, dict[str, int]] = field(default_factory=dict)
     first_at: str | None = None
     last_at: str | None = None
 
@@ -45,7 +51,22 @@ class LogStats:
             "by_action": self.by_action,
             "per_day": self.per_day,
             "acceptance_rate": {c: round(self.acceptance_rate(c), 4) for c in self.categories},
+            "by_model": self.by_model,
+            "by_region": self.by_region,
         }
+
+    def add_jurisdictions(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Fold in rows of (model, region, action, count); NULL model or region: unknown."""
+        for model, region, action, n in rows:
+            if action in SYSTEM_ACTIONS:
+                continue
+            m = model if isinstance(model, str) else UNKNOWN
+            r = region if isinstance(region, str) else UNKNOWN
+            self.by_model[m] = self.by_model.get(m, 0) + n
+            per = self.by_region.setdefault(r, {})
+            per[m] = per.get(m, 0) + n
+        self.by_model = dict(sorted(self.by_model.items()))
+        self.by_region = dict(sorted(self.by_region.items()))
 
     def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Fold in rows of (day, action, granted, denied, count, first at, last at)."""
