@@ -197,6 +197,15 @@ class LogOutbox(LogReads):
                 problem = head.problem(keys)
                 if problem is not None:
                     return Window([], problem)
+                (first,) = (await db.fetch(self.sql.first_seq))[0]
+                if first is not None and first > after + 1:
+                    # Records the cursor had not reached were purged: go on from the purge's signed
+                    # anchor (what was purged is gone, and cannot go out any more).
+                    found = await db.fetch(self.sql.purge_anchor, (first - 1,))
+                    cp = Checkpoint(self.log_id, *found[0]) if found else None
+                    if cp is None or cp.valid(keys) is not True:
+                        return Window([], f"record {after + 1} is missing")
+                    after, after_hash = cp.seq, cp.hash
                 anchor_seq, anchor_hash = head.seq, head.hash
                 cps = await db.fetch(self.sql.checkpoint_after, (after, head.seq))
                 if cps:
@@ -209,10 +218,8 @@ class LogOutbox(LogReads):
                     for row in rows:
                         seq = int(row[0])
                         if seq != prev_seq + 1:
-                            gap = await self._purged_gap(db, seq, row[14]) if not kept else None
-                            if gap is None:
-                                return Window([], f"record {prev_seq + 1} is missing")
-                        elif row[14] != prev_hash:
+                            return Window([], f"record {prev_seq + 1} is missing")
+                        if row[14] != prev_hash:
                             return Window([], f"record {seq} does not link to record {prev_seq}")
                         if record_hash(row[14], row[1:14]) != row[15]:
                             return Window([], f"record {seq}'s hash does not match its contents")
@@ -222,14 +229,3 @@ class LogOutbox(LogReads):
                 if prev_seq != anchor_seq or prev_hash != anchor_hash:
                     return Window([], f"the records up to {anchor_seq} do not end at its signed hash")
         return Window(kept)
-
-    async def _purged_gap(self, db: Any, first: int, first_prev: str) -> bool | None:
-        """True when the records before `first` the cursor had not reached were purged: a purge
-        checkpoint signed at `first` - 1 whose hash `first` links to (undelivered, and gone)."""
-        found = await db.fetch(self.sql.purge_anchor, (first - 1,))
-        if not found:
-            return None
-        cp = Checkpoint(self.log_id, *found[0])
-        if cp.hash != first_prev or cp.valid(self.keys or {}) is not True:
-            return None
-        return True

@@ -174,6 +174,7 @@ class Queries:
             f"UPDATE webhooks SET owner = NULL, lease_until = NULL WHERE name = {p(1)} AND owner = {p(2)}"
         )
         self.head_position = "SELECT seq, hash FROM head WHERE id = 1"  # unlocked: a cursor's start
+        self.first_seq = "SELECT min(seq) FROM records"  # after a purge: where the records begin
         # Records after a cursor, up to an anchor (the head or a checkpoint), in seq order.
         self.records_between = (
             f"SELECT {RECORD_COLS} FROM records WHERE seq > {p(1)} AND seq <= {p(2)} ORDER BY seq"
