@@ -115,9 +115,9 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_a_consent_server_on_the_sites_own_origin_sets_the_cookie_for_its_whole_lifetime(
     origin: str, context: BrowserContext, page: Page
 ) -> None:
-    """The decision is same-origin: answered with Set-Cookie for the configured lifetime (182 days,
-    beyond Safari's 7-day cap on script-written cookies), without a token for the script to write;
-    the next page finds the visitor decided."""
+    """R17 in Safari too: the decision is same-origin, answered with Set-Cookie for the configured
+    lifetime (182 days, beyond Safari's 7-day cap on script-written cookies), without a token for
+    the script to write; the next page finds the visitor decided."""
     page.goto(origin + "/")
     expect(page.locator("#cb-banner")).to_be_visible()
     with page.expect_response(lambda r: r.url == f"{origin}/_consent" and r.request.method == "POST") as info:

@@ -186,9 +186,10 @@ def banner_button(page: Page, name: str) -> None:
 
 
 def test_nothing_runs_or_stays_before_consent(site: Proxied, visit: tuple[BrowserContext, Page]) -> None:
-    """Before a decision: the banner is on the upstream's page, no request reaches the tracker's host,
-    the marketing cookie the page sets (PHP's setcookie, HttpOnly) is dropped and the one the
-    browser still held is expired; PHP's session cookie, declared necessary, passes."""
+    """R1, R2, R3, R16 through the proxy: before a decision the banner is on the upstream's page,
+    no request reaches the tracker's host, the marketing cookie the page sets (PHP's setcookie,
+    HttpOnly) is dropped and the one the browser still held is expired; PHP's session cookie,
+    declared necessary, passes."""
     context, page = visit
     plant_ads_cookie(context, site)
     response = page.goto(site.url + "/")
@@ -217,6 +218,9 @@ def test_nothing_runs_or_stays_before_consent(site: Proxied, visit: tuple[Browse
 def test_reject_all_expires_the_marketing_cookie_and_keeps_the_session(
     site: Proxied, visit: tuple[BrowserContext, Page]
 ) -> None:
+    """R16, R19 through the proxy: after Reject all the HttpOnly marketing cookie the browser holds is
+    expired on the next page, nothing reaches the tracker's host, PHP's session goes on, and the
+    decision is in the log."""
     context, page = visit
     page.goto(site.url + "/")
     banner_button(page, "Reject all")

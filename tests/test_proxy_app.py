@@ -326,7 +326,8 @@ def test_the_consent_routes_are_answered_by_the_middleware_never_proxied(
 
 
 def test_the_gate_acts_on_the_upstreams_page(site: str) -> None:
-    """Undecided: the marketing cookie is dropped, the tracker neutralised, the banner injected."""
+    """R3 for any site: undecided, the upstream's marketing cookie is dropped, its tracker neutralised,
+    the banner injected."""
     r = httpx.get(f"{site}/page")
     names = [v.split("=", 1)[0] for v in r.headers.get_list("set-cookie")]
     assert "_ads" not in names and "booking_session" in names
