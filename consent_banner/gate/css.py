@@ -5,7 +5,10 @@ The Content-Security-Policy refuses such a fetch too (`img-src`, `font-src`, `st
 keeps the request from being made at all.
 
 `rewrite_css(text, denied, final)` reads the text one token at a time; with `final=False` it stops
-before a token that may go on in the next piece and says how much it consumed.
+before a token that may go on in the next piece and says how much it consumed. `split_imports`
+takes the `@import` rules a stylesheet starts with out of it (for the held copy of a `<style>`,
+`rawtext.py`: the browser's preload scanner fetches an `@import` even in a `<style>` that does not
+apply).
 """
 
 from __future__ import annotations
@@ -82,3 +85,43 @@ def rewrite_css(text: str, denied: Callable[[str], bool], *, final: bool = True)
         pos = end
     out.append(text[last:])
     return "".join(out), n
+
+
+# Between the rules a stylesheet starts with: blanks, comments, the CDO/CDC of old pages.
+_BETWEEN = re.compile(r"(?:[ \t\n\r\f]++|/\*(?:[^*]++|\*(?!/))*+\*/|<!--|-->)*+")
+_QUOTED = r"""(?:"((?:[^"\\\n]++|\\.)*+)"|'((?:[^'\\\n]++|\\.)*+)')"""
+# A plain @import: a string or url(), then ";" (a media list, layer() or supports() makes it another).
+_IMPORT = re.compile(
+    r"@import[ \t\n\r\f]*+(?:"
+    + _QUOTED
+    + r"|url\([ \t\n\r\f]*+(?:"
+    + _QUOTED
+    + r"""|((?:[^)\\"' \t\n\r\f]++|\\.)*+))[ \t\n\r\f]*+\))[ \t\n\r\f]*+;""",
+    re.I | re.S,
+)
+_STATEMENT = re.compile(r"@(?:charset|layer)[ \t\n\r\f][^;{}]*+;", re.I)  # may come before them
+_ANY_IMPORT = re.compile(r"@import", re.I)
+
+
+def split_imports(text: str) -> tuple[list[str], str] | None:
+    """The URLs of the plain `@import` rules `text` starts with, and `text` without them; None when
+    an @import in any other form (escaped, conditional, later, in a comment or string) is left."""
+    urls: list[str] = []
+    kept: list[str] = []
+    pos = 0
+    while True:
+        between = _BETWEEN.match(text, pos)
+        assert between is not None  # every part of it is optional
+        kept.append(text[pos : between.end()])
+        pos = between.end()
+        found = _IMPORT.match(text, pos)
+        if found is not None:
+            urls.append(unescape(next(g for g in found.groups() if g is not None)))
+        else:
+            found = _STATEMENT.match(text, pos)
+            if found is None:
+                break
+            kept.append(found.group())
+        pos = found.end()
+    rest = "".join(kept) + text[pos:]
+    return None if _ANY_IMPORT.search(unescape(rest)) else (urls, rest)

@@ -177,6 +177,11 @@ class HtmlRewriter(InlineScripts):
         self._css: list[bytes] = []  # CSS of a <style> that may continue in the next chunk, in pieces
         self._css_size = 0  # their size
         self._css_read = 0  # its size when last read
+        self._css_rest = False  # _css[0] is CSS read before and put back
+        self._style_copy: list[bytes] | None = None  # the <style>'s CSS for its held copy (rawtext.py)
+        self._style_copy_size = 0
+        self._style_media = b""
+        self._style_blocked: dict[str, Blocked] = {}
         self._prolog = inject is not None  # still before <head> or the first element
         self._document = False  # a doctype or <html> read in the prolog (else a fragment: inject.py)
         self._lang: str | None = None
@@ -638,6 +643,8 @@ class HtmlRewriter(InlineScripts):
             self._state = switch
             if switch != SCRIPT:
                 self._end, self._raw_name = end_tag_pattern(name), name
+            if switch == STYLE:
+                self._style_opened(tag)  # whether its CSS may get a held copy (rawtext.py)
         elif frames and name not in VOID:  # HTML inside an integration point
             opened = frames[-1][3]
             if name in opened or len(opened) < MAX_DEPTH:

@@ -3,7 +3,19 @@ RAWTEXT/RCDATA, `<style>` (its CSS rewritten) and `<noscript>` (rewritten by a n
 
 A comment or CDATA section hides its content only where the tree state says it does (`_hides`).
 The CSS of a `<style>` is rewritten (`css.py`), held while a token in it may continue in the next
-chunk. With JavaScript on, `<noscript>` is raw text; its content goes through a nested rewriter with
+chunk. A `<style>` whose CSS names one denied service (a theme's `@import` of Google Fonts, an
+`@font-face` on its host) is followed by held copies of what it loads, neutralised as the markup
+contract says (`neutralise.py`): ``</style>``, a ``<link rel="stylesheet" data-consent-import=""
+data-consent-href=URL data-consent-category=CAT data-consent-service=SVC nonce=N>`` per `@import`
+of the service (the attribute tells it from the page's own links), then
+``<style type="text/plain" data-consent-type="text/css" (the same labels)>`` and its original CSS
+without the `@import` rules, closed by the page's own `</style>`. Activation gives them back their
+`href` and type, and the browser applies them: the fonts load on the page where the service is
+allowed, without a reload. Only with one denied service (activated for one, it
+would load another's), an HTML `<style>` of CSS (no other `type`), up to MAX_STYLE_COPY bytes, in a
+page with JavaScript on and a mark.
+
+With JavaScript on, `<noscript>` is raw text; its content goes through a nested rewriter with
 scripting off (with JavaScript off it is live markup: pixels hide there). `_closers` says what
 closes the state the input stands in, for the body-end snippet (`inject.py`).
 """
@@ -13,7 +25,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from .css import rewrite_css
+from .css import rewrite_css, split_imports
+from .hosts import Blocked, HostRules
 from .markup import (
     BOGUS,
     CDATA,
@@ -29,9 +42,13 @@ from .markup import (
     SCRIPT,
     SCRIPT_STATES,
     STYLE,
+    parse_attrs,
 )
 from .tree import OpenElements
-from .urls import decode, encode
+from .urls import attr_text, decode, encode
+
+MAX_STYLE_COPY = 32 * 1024  # bytes of a <style>'s CSS kept for its held copy; a longer one gets none
+_CSS_TYPES = ("", "text/css")  # the types of a <style> browsers apply
 
 if TYPE_CHECKING:
     from .html import HtmlRewriter
@@ -47,6 +64,16 @@ class RawText(OpenElements):
     _css: list[bytes]  # CSS of a <style> that may continue in the next chunk, in pieces
     _css_size: int  # their size
     _css_read: int  # its size when last read
+    _css_rest: bool  # _css[0] is CSS read before and put back, not new input
+    # The <style> being read: its original CSS while it may get a held copy (else None), the copy's
+    # start tag, and the denied services its CSS names.
+    _style_copy: list[bytes] | None
+    _style_copy_size: int
+    _style_media: bytes  # its media attribute, for the copy and the links
+    _style_blocked: dict[str, Blocked]
+    _hosts: HostRules | None
+    _charset: str
+    _scripting: bool
 
     def _declaration(self, buf: bytes, low: bytes, start: int, final: bool) -> int:
         """`<!`: a comment, a doctype, a CDATA section (SVG/MathML only) or a bogus comment."""
@@ -141,6 +168,8 @@ class RawText(OpenElements):
         done = m is not None or final
         if self._state == STYLE:
             self._out.append(self._style_css(content, final=done))
+            if m is not None and self._style_copy is not None:
+                self._out.append(self._held_style())
         elif self._state == NOSCRIPT:
             assert self._nested is not None
             self._out.append(self._nested.feed(content))
@@ -169,18 +198,83 @@ class RawText(OpenElements):
             self._css_size += len(content)
             return b""
         data = b"".join((*self._css, content)) if self._css else content
-        self._css, self._css_size, self._css_read = [], 0, 0
+        if self._style_copy is not None:
+            self._copy_style((*self._css[1 if self._css_rest else 0 :], content))
+        self._css, self._css_size, self._css_read, self._css_rest = [], 0, 0, False
         if self._hosts is None or not data or (final and not self._hosts.suspect.search(data.lower())):
             return data
         text = decode(data, self._charset)
-        css, used = rewrite_css(text, self._denied_css_url, final=final)
+        css, used = rewrite_css(text, self._style_denied, final=final)
         if not final and len(text) - used > MAX_TAG:  # one token longer than we hold: decide it as it is
-            css, used = rewrite_css(text, self._denied_css_url, final=True)
+            css, used = rewrite_css(text, self._style_denied, final=True)
         if used == len(text):
             return data if css == text else encode(css, self._charset)
         rest = encode(text[used:], self._charset)
-        self._css, self._css_size, self._css_read = [rest], len(rest), len(rest)
+        self._css, self._css_size, self._css_read, self._css_rest = [rest], len(rest), len(rest), True
         return encode(css, self._charset)
+
+    # --- the held copy of a <style> (see the module docstring) ---
+
+    def _style_opened(self, tag: bytes) -> None:
+        """An HTML <style> start tag: whether its CSS may get a held copy, and the copy's start tag."""
+        self._style_copy, self._style_copy_size, self._style_blocked = None, 0, {}
+        if self._hosts is None or self._mark is None or not self._scripting:
+            return  # nothing to neutralise, no mark to activate it by, or no script to do it
+        attrs = parse_attrs(tag, len(b"<style"))
+        kind = next((a[5] for a in attrs if a[0] == b"type"), None)
+        if kind is not None and attr_text(kind, self._charset).strip(" \t\n\f\r").lower() not in _CSS_TYPES:
+            return  # not CSS: typed text/css, activation would make it CSS
+        media = next((a[5] for a in attrs if a[0] == b"media"), None)
+        self._style_media = b""
+        if media is not None:
+            self._style_media = (
+                b' media="' + encode(attr_text(media, self._charset), self._charset, '&"') + b'"'
+            )
+        self._style_copy = []
+
+    def _copy_style(self, pieces: tuple[bytes, ...]) -> None:
+        assert self._style_copy is not None
+        self._style_copy_size += sum(map(len, pieces))
+        if self._style_copy_size > MAX_STYLE_COPY:
+            self._style_copy = None
+        else:
+            self._style_copy.extend(pieces)
+
+    def _style_denied(self, url: str) -> bool:
+        """`_denied_css_url` for the CSS of a <style>, remembering which services it names."""
+        assert self._hosts is not None
+        found = self._hosts.url(url)
+        if found is None:
+            return False
+        self._style_blocked[found.service] = found
+        return True
+
+    def _held_style(self) -> bytes:
+        """At the end of a <style>: the end tag, a held `<link rel=stylesheet>` per @import of the
+        denied service, and the held copy's start tag and CSS without its @import rules (the
+        browser's preload scanner fetches an @import even in a <style type="text/plain">), the page's
+        own end tag to follow. Nothing when its CSS named no denied service, more than one, or an
+        @import in a form `split_imports` does not take out."""
+        copy, blocked, hosts = self._style_copy, self._style_blocked, self._hosts
+        self._style_copy, self._style_blocked = None, {}
+        if copy is None or len(blocked) != 1 or hosts is None:
+            return b""
+        split = split_imports(decode(b"".join(copy), self._charset))
+        if split is None:
+            return b""
+        imports, rest = split
+        held = hosts.labels(next(iter(blocked.values()))) + self._marked() + b">"
+        links = [
+            b'<link rel="stylesheet" data-consent-import="" data-consent-href="'
+            + encode(url, self._charset, '&"')
+            + b'"'
+            + self._style_media
+            + held
+            for url in imports
+            if hosts.url(url) is not None  # the others load from the <style> itself
+        ]
+        start = b'<style type="text/plain" data-consent-type="text/css"' + self._style_media + held
+        return b"".join((b"</style>", *links, start, encode(rest, self._charset)))
 
     def _closers(self) -> bytes | None:
         """What closes everything the tokenizer and tree state say is open here, innermost first, so
