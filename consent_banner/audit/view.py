@@ -22,8 +22,9 @@ from starlette.types import ASGIApp
 
 from ..config import ConsentConfig
 from ..errors import LogError
+from ..events.status import webhook_status
 from ..log import ACTIONS, ConsentLog, LoggedRecord, LogStats, RecordFilter
-from ..log.export import CONTENT_TYPES, stream
+from ..log.export import CONTENT_TYPES, stream, stream_export
 from ..log.filters import parse_day, valid_action
 from .charts import ACTION_COLORS, acceptance_chart, chart_period, daily_chart
 from .credentials import Credentials, FailedLogins, RequireCredentials
@@ -150,6 +151,10 @@ class AuditView:
     async def blocked(self, request: Request) -> Response:
         return self.render(request, "blocked.html", rows=await self.log.blocked(limit=500))
 
+    async def webhooks(self, request: Request) -> Response:
+        found = await webhook_status(self.log, self.config.webhooks)
+        return self.render(request, "webhooks.html", webhooks=found)
+
     async def export(self, request: Request) -> Response:
         fmt = request.path_params["fmt"]
         if fmt not in CONTENT_TYPES:
@@ -158,8 +163,16 @@ class AuditView:
         if error:
             return JSONResponse({"error": error}, status_code=400, headers={"cache-control": "no-store"})
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        # NDJSON as `log export --format ndjson` writes it: the whole log's carries its checkpoints
+        # and signed head (one snapshot), so the auditor's download verifies offline with the public
+        # key alone (`log verify --export`); a filtered one is records only, as the command's is.
+        body = (
+            stream_export(self.log.export_chunks(flt), await self.log.schema_version())
+            if fmt == "ndjson"
+            else stream(self.log.iter_chunks(flt), fmt)
+        )
         return StreamingResponse(
-            stream(self.log.iter_chunks(flt), fmt),
+            body,
             media_type=CONTENT_TYPES[fmt],
             headers={
                 "content-disposition": f'attachment; filename="consent-log-{stamp}.{fmt}"',
@@ -218,6 +231,7 @@ def build_audit_app(
             Route("/versions/{version_id}", view.version),
             Route("/chain", view.chain),
             Route("/blocked", view.blocked),
+            Route("/webhooks", view.webhooks),
             Route("/export.{fmt:str}", view.export),
             Route("/checkpoints.ndjson", view.checkpoints_ndjson),
         ],
