@@ -367,3 +367,49 @@ async def test_a_new_webhook_starts_at_the_head(toml_path: Path, receiver: Recei
     await until(lambda: len(receiver.got) == 2)
     await app.close()
     assert receiver.seqs() == [4, 5]
+
+
+async def test_the_status_shows_delivered_pending_and_failing(
+    toml_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """R37: the audit view and `consent-banner log webhooks` (read-only) show, per webhook, the record
+    delivered through, what is pending, and a failure with its error and next attempt; text from the
+    receiver and the database is escaped (HTML autoescape, control characters in the terminal)."""
+    monkeypatch.setattr(delivery, "RETRY_BASE", 60.0)  # the failure stays on record while we look
+    monkeypatch.setattr(delivery, "RETRY_CAP", 60.0)
+    monkeypatch.setenv("CONSENT_AUDIT_TOKEN", "t" * 32)
+    config = hooked(toml_path, receiver.url)
+    app = make_app(config)
+    await decide_n(app, 2)
+    await until(lambda: len(receiver.got) == 2)
+    log = await app.log()
+    receiver.fail_once = {f"msg_{log.log_id}_3"}
+    await decide_n(app, 2)
+    await until(lambda: failing(log), 10)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        page = await c.get("/_consent/audit/webhooks", headers={"authorization": "Bearer " + "t" * 32})
+    await app.close()
+    assert page.status_code == 200
+    text = page.text
+    assert receiver.url in text and ">failing<" in text and "HTTP 500 for record 3 (decision)" in text
+    assert '<a href="/_consent/audit/records/2">2</a>' in text and '<td class="num">2</td>' in text
+    from consent_banner.log.commands import log as log_group
+
+    out = await asyncio.to_thread(
+        CliRunner().invoke, log_group, ["webhooks", "--config", str(toml_path)], catch_exceptions=False
+    )
+    assert out.exit_code == 0, out.output
+    assert f"{receiver.url}: failing" in out.output
+    assert "delivered through record 2 at " in out.output and "; 2 pending" in out.output
+    assert "failed 1 times in a row" in out.output and "HTTP 500 for record 3" in out.output
+    as_json = await asyncio.to_thread(
+        CliRunner().invoke, log_group, ["webhooks", "--json", "--config", str(toml_path)]
+    )
+    (state,) = json.loads(as_json.output)
+    assert (state["state"], state["delivered_through"], state["pending"], state["attempts"]) == (
+        "failing",
+        2,
+        2,
+        1,
+    )
+    assert state["next_attempt"] > state["failed_at"]

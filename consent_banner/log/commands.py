@@ -116,7 +116,7 @@ async def _with_log(
 
 @click.group("log")
 def log() -> None:
-    """The consent log: export, verify, stats, purge, migrate, blocked."""
+    """The consent log: export, verify, stats, purge, migrate, blocked, webhooks."""
 
 
 filters = [
@@ -347,6 +347,26 @@ async def stats(config_path: Path, since: str | None, until: str | None, as_json
             f"  {escape_controls(c):<20} {s.acceptance_rate(c) * 100:6.1f}%  ({s.granted.get(c, 0)} of "
             f"{s.granted.get(c, 0) + s.denied.get(c, 0)})"
         )
+
+
+@log.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the states as JSON.")
+@_run
+async def webhooks(config_path: Path, as_json: bool) -> None:
+    """Each webhook's delivery: delivered through which record, pending, failing (read-only)."""
+    from ..events.status import describe, webhook_status
+
+    config = ConsentConfig.from_toml(config_path)
+    found = await _with_log(config_path, lambda lg: webhook_status(lg, config.webhooks))
+    if as_json:
+        click.echo(json.dumps([s.to_json() for s in found], indent=2))
+        return
+    if not found:
+        click.echo("no webhooks: add [[webhooks]] to consent.toml")
+    for s in found:
+        for line in describe(s):  # names and errors come from the database and receivers: escaped
+            click.echo(escape_controls(line))
 
 
 @log.command()
