@@ -23,7 +23,6 @@ from starlette.types import ASGIApp
 from ..config import ConsentConfig
 from ..errors import LogError
 from ..events.status import webhook_status
-from ..events.status import webhook_status
 from ..log import ACTIONS, ConsentLog, LoggedRecord, LogStats, RecordFilter
 from ..log.export import CONTENT_TYPES, stream, stream_export
 from ..log.filters import parse_day, valid_action
@@ -156,10 +155,6 @@ class AuditView:
         found = await webhook_status(self.log, self.config.webhooks)
         return self.render(request, "webhooks.html", webhooks=found)
 
-    async def webhooks(self, request: Request) -> Response:
-        found = await webhook_status(self.log, self.config.webhooks)
-        return self.render(request, "webhooks.html", webhooks=found)
-
     async def export(self, request: Request) -> Response:
         fmt = request.path_params["fmt"]
         if fmt not in CONTENT_TYPES:
@@ -236,7 +231,6 @@ def build_audit_app(
             Route("/versions/{version_id}", view.version),
             Route("/chain", view.chain),
             Route("/blocked", view.blocked),
-            Route("/webhooks", view.webhooks),
             Route("/webhooks", view.webhooks),
             Route("/export.{fmt:str}", view.export),
             Route("/checkpoints.ndjson", view.checkpoints_ndjson),
