@@ -8,6 +8,11 @@ and reports what breaks the site's own declaration (see `classify.py` for every 
 severity). Exit status: 0 when no finding is an error (warnings allowed), 1 when one is, 2 when the
 scan could not run (bad config, browser missing, start page down).
 
+`--header NAME=VALUE` (repeatable) is sent on every request, e.g. the region headers a site's CDN
+sets (`--header CF-IPCountry=US --header CF-Region-Code=CA`). Where the site then gives the opt-out
+model, the states and rules are those of opt-out (`classify.py`): GPC and "Do Not Sell or Share"
+honoured instead of nothing before consent.
+
 Python use: `report = run_scan(config, "https://example.com/", pages=5)`; `render(report, "json")`.
 Importing this package does not import Playwright: only running a scan does.
 """
@@ -20,7 +25,7 @@ import contextlib
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +46,12 @@ __all__ = ["Finding", "ScanReport", "render", "run_scan", "scan", "scan_site"]
 
 DEFAULT_BROWSER = "/usr/bin/chromium"
 DEFAULT_PAGES = 10
+# RFC 9110 field names; values without control characters (no header splitting, no NUL).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+_HEADER_VALUE = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]{0,1024}")
+# Headers the browser owns or that would change what the scan means: Chromium sets them itself,
+# Playwright refuses some, and a Cookie sent on every request would make every state one visitor.
+_NOT_SENDABLE = frozenset({"cookie", "host", "content-length", "connection", "sec-gpc", "origin"})
 
 
 class ScanFailed(click.ClickException):
@@ -59,18 +70,23 @@ async def scan_site(
     with_suggestions: bool = False,
     config_source: str | None = None,
     on_page: Callable[[PageResult | None, str], None] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> ScanReport:
-    """Crawls and checks the site at `url`; raises errors.ScanError when it cannot run at all."""
+    """Crawls and checks the site at `url`, sending `headers` on every request; raises
+    errors.ScanError when it cannot run at all."""
     from .crawl import CrawlOptions, crawl  # Playwright is needed from here on only
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    options = CrawlOptions(pages=pages, exclude=exclude, browser_path=browser_path)
+    options = CrawlOptions(
+        pages=pages, exclude=exclude, browser_path=browser_path, headers=dict(headers or {})
+    )
     result = await crawl(config, url, options, on_page)
     site_origin = origin_of(url) or url
     report = ScanReport(url=url, config=config_source, started_at=started)
+    report.model, report.region, report.headers = result.model, result.region, tuple(options.headers)
     report.pages = result.pages
     report.skipped = result.skipped
-    report.findings = findings_for(config, site_origin, result.pages)
+    report.findings = findings_for(config, site_origin, result.pages, result.model)
     if with_suggestions:
         report.suggestions = suggest(config, site_origin, result.pages)
     report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -85,6 +101,7 @@ def run_scan(
     exclude: re.Pattern[str] | None = None,
     browser_path: str = DEFAULT_BROWSER,
     with_suggestions: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> ScanReport:
     """`scan_site` for synchronous code (run on a thread of its own if this one has a loop)."""
     return _run(
@@ -95,6 +112,7 @@ def run_scan(
             exclude=exclude,
             browser_path=browser_path,
             with_suggestions=with_suggestions,
+            headers=headers,
         )
     )
 
@@ -124,6 +142,34 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
         ) from None
 
 
+def _headers(values: tuple[str, ...]) -> dict[str, str]:
+    """`--header NAME=VALUE` values as a mapping; a bad one is refused naming it."""
+    out: dict[str, str] = {}
+    for given in values:
+        name, eq, value = given.partition("=")
+        name, value = name.strip(), value.strip()
+        shown = escape_controls(given)[:80]
+        if not eq or not _HEADER_NAME.fullmatch(name):
+            raise click.BadParameter(
+                f"{shown!r}: write NAME=VALUE with an HTTP header name, e.g. CF-IPCountry=US",
+                param_hint="--header",
+            )
+        if not _HEADER_VALUE.fullmatch(value):
+            raise click.BadParameter(
+                f"{shown!r}: the value holds control characters or is over 1024 characters",
+                param_hint="--header",
+            )
+        if name.lower() in _NOT_SENDABLE:
+            raise click.BadParameter(
+                f"{shown!r}: {name} is the browser's to send (GPC is scanned on its own under opt-out)",
+                param_hint="--header",
+            )
+        if name.lower() in (n.lower() for n in out):
+            raise click.BadParameter(f"{shown!r}: {name} is given twice", param_hint="--header")
+        out[name] = value
+    return out
+
+
 @click.command()
 @click.argument("url")
 @config_option("the consent.toml the site runs with")
@@ -151,6 +197,14 @@ def _compile(pattern: str | None) -> re.Pattern[str] | None:
 )
 @click.option("--browser-path", default=DEFAULT_BROWSER, show_default=True, help="the Chromium to drive")
 @click.option("--suggest", "with_suggestions", is_flag=True, help="print TOML for what is undeclared")
+@click.option(
+    "--header",
+    "header_values",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="send this header on every request (repeatable), e.g. the region headers your CDN sets: "
+    "--header CF-IPCountry=US --header CF-Region-Code=CA",
+)
 def scan(
     url: str,
     config_path: Path,
@@ -160,10 +214,14 @@ def scan(
     output: Path | None,
     browser_path: str,
     with_suggestions: bool,
+    header_values: tuple[str, ...],
 ) -> None:
     """Check the site at URL against its consent.toml, before any decision, after Reject all and
-    after Accept all. Exits 1 when a finding is an error, 2 when the scan cannot run."""
+    after Accept all; where the site gives the opt-out model (--header), with Global Privacy Control
+    and after "Do Not Sell or Share" instead. Exits 1 when a finding is an error, 2 when the scan
+    cannot run."""
     pattern = _compile(exclude)
+    headers = _headers(header_values)
     if origin_of(url) is None:
         raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
     try:
@@ -194,6 +252,7 @@ def scan(
         with_suggestions=with_suggestions,
         config_source=str(config_path),
         on_page=on_page,
+        headers=headers,
     )
     try:
         with bar if bar is not None else contextlib.nullcontext():

@@ -25,6 +25,20 @@ undeclared. The findings, and why each has its severity:
   a campaign link).
 - R7, error: Reject all or Accept all could not be recorded on a page (decision-failed).
 
+Where the site gives the scanner the opt-out model (its `{prefix}/state` says `"model": "opt-out"`
+for the region the --header values name), the states are before any decision, with Global Privacy
+Control, and after "Do Not Sell or Share"; a category is *denied* there when GPC denies it
+(`gpc_denies`, `config.gpc_denied`):
+
+- before any decision, optional cookies, keys and hosts are allowed: no R1/R2 finding.
+- R26, error: a denied cookie or key exists, or a denied origin is contacted, with GPC on
+  (cookie-, storage-, host-despite-gpc).
+- R29, error: after "Do Not Sell or Share" a denied cookie or key appears, a denied cookie of the
+  site's own host survives (the gate expires those), or a denied origin is contacted
+  (cookie-, storage-, host-after-opt-out); warning: a denied cookie of another host, or a key,
+  written before the choice is still there (the site cannot reach it; nothing is sent to it now).
+- R7, error: "Do Not Sell or Share" could not be recorded (decision-failed).
+
 A finding names the page once per subject: a cookie seen in several states is one finding whose
 evidence lists each state.
 """
@@ -157,18 +171,27 @@ def lifetime_exceeds(real: float | None, declared: int | None) -> bool:
 # --- findings -------------------------------------------------------------------------------------
 
 
-def findings_for(config: ConsentConfig, site_origin: str, pages: Sequence[PageResult]) -> list[Finding]:
-    """Every finding for the crawled pages, page by page in crawl order, then site-wide ones."""
+def findings_for(
+    config: ConsentConfig, site_origin: str, pages: Sequence[PageResult], model: str = "opt-in"
+) -> list[Finding]:
+    """Every finding for the crawled pages, page by page in crawl order, then site-wide ones; under
+    the opt-out `model` its rules replace the opt-in ones (see the module docstring)."""
     classifier = Classifier(config, site_origin)
     findings: list[Finding] = []
     seen_services: set[str] = set()
     for page in pages:
-        findings += _cookie_findings(classifier, page, seen_services)
-        findings += _storage_findings(classifier, page, seen_services)
-        findings += _host_findings(classifier, page, seen_services)
+        # Under opt-out, optional trackers before a decision are the model, not a broken promise.
+        opt_in = model != "opt-out"
+        findings += _cookie_findings(classifier, page, seen_services, opt_in)
+        findings += _storage_findings(classifier, page, seen_services, opt_in)
+        findings += _host_findings(classifier, page, seen_services, opt_in)
+        if model == "opt-out":
+            findings += _opt_out_findings(classifier, page)
         for state in page.states.values():
             if state.decision_error:
-                action = "Reject all" if state.state == "reject" else "Accept all"
+                action = {"reject": "Reject all", "opt_out": "Do Not Sell or Share"}.get(
+                    state.state, "Accept all"
+                )
                 findings.append(
                     Finding(
                         "decision-failed",
@@ -218,7 +241,9 @@ def _cookie_evidence(state: State, c: CookieSeen) -> str:
     )
 
 
-def _cookie_findings(classifier: Classifier, page: PageResult, seen_services: set[str]) -> Iterable[Finding]:
+def _cookie_findings(
+    classifier: Classifier, page: PageResult, seen_services: set[str], opt_in: bool = True
+) -> Iterable[Finding]:
     for (name, domain), cookies in _cookies_by_subject(page).items():
         cls = classifier.cookie(name)
         subject = f"{name} ({domain})"
@@ -238,7 +263,7 @@ def _cookie_findings(classifier: Classifier, page: PageResult, seen_services: se
                 evidence,
             )
             continue
-        if cls.optional and "before" in cookies:
+        if opt_in and cls.optional and "before" in cookies:
             yield Finding(
                 "cookie-before-decision",
                 "error",
@@ -279,7 +304,9 @@ def _cookie_findings(classifier: Classifier, page: PageResult, seen_services: se
                 )
 
 
-def _storage_findings(classifier: Classifier, page: PageResult, seen_services: set[str]) -> Iterable[Finding]:
+def _storage_findings(
+    classifier: Classifier, page: PageResult, seen_services: set[str], opt_in: bool = True
+) -> Iterable[Finding]:
     for (area, key), items in _storage_by_subject(page).items():
         cls = classifier.cookie(key)
         subject = f"{area}.{key}"
@@ -308,7 +335,7 @@ def _storage_findings(classifier: Classifier, page: PageResult, seen_services: s
                 evidence,
             )
             continue
-        if cls.optional and "before" in items:
+        if opt_in and cls.optional and "before" in items:
             yield Finding(
                 "storage-before-decision",
                 "error",
@@ -342,7 +369,9 @@ def _host_evidence(state: State, h: HostSeen, *, after: bool = False) -> str:
     return f"{STATE_LABELS[state]}: {count} request(s) ({kinds}), first {h.first_url}"
 
 
-def _host_findings(classifier: Classifier, page: PageResult, seen_services: set[str]) -> Iterable[Finding]:
+def _host_findings(
+    classifier: Classifier, page: PageResult, seen_services: set[str], opt_in: bool = True
+) -> Iterable[Finding]:
     for origin, hosts in _by_subject(page, lambda state: state.hosts.items()).items():
         cls = classifier.host(origin)
         if cls.service and cls.service != FIRST_PARTY:
@@ -359,7 +388,7 @@ def _host_findings(classifier: Classifier, page: PageResult, seen_services: set[
                 tuple(_host_evidence(s, h) for s, h in hosts.items()),
             )
             continue
-        if cls.optional and "before" in hosts:
+        if opt_in and cls.optional and "before" in hosts:
             yield Finding(
                 "host-before-decision",
                 "error",
@@ -397,3 +426,103 @@ def _stale_findings(config: ConsentConfig, seen_services: set[str]) -> Iterable[
             "origins appeared on any crawled page in any state; remove it if it is gone",
             (f"declares {', '.join(declared)}",),
         )
+
+
+# --- the opt-out model ----------------------------------------------------------------------------
+
+
+def _opt_out_findings(classifier: Classifier, page: PageResult) -> Iterable[Finding]:
+    """GPC and "Do Not Sell or Share" honoured: nothing of a denied category with the signal, nor
+    set or fetched after the choice (the before state's optional trackers are allowed)."""
+    denied = classifier.config.gpc_denied
+    site_host = (urlsplit(classifier.site_origin).hostname or "").lower()
+    for (name, domain), cookies in _cookies_by_subject(page).items():
+        cls = classifier.cookie(name)
+        if cls.category not in denied:
+            continue
+        subject = f"{name} ({domain})"
+        if "gpc" in cookies:
+            yield Finding(
+                "cookie-despite-gpc",
+                "error",
+                "R26",
+                page.path,
+                subject,
+                f"{cls.category} cookie {name} (service {cls.service}) is stored although the visitor "
+                "sends Global Privacy Control",
+                (_cookie_evidence("gpc", cookies["gpc"]),),
+            )
+        c = cookies.get("opt_out")
+        if c is not None:
+            own = domain.lstrip(".").lower() == site_host
+            survives = c.existed_before_decision
+            yield Finding(
+                "cookie-after-opt-out",
+                "error" if own or not survives else "warning",
+                "R29",
+                page.path,
+                subject,
+                f"{cls.category} cookie {name} (service {cls.service}) "
+                + ("survives" if survives else "appears after")
+                + ' "Do Not Sell or Share"'
+                + ("" if own or not survives else ": another host's cookie the site cannot expire"),
+                (_cookie_evidence("opt_out", c),),
+            )
+    for (area, key), items in _storage_by_subject(page).items():
+        cls = classifier.cookie(key)
+        if cls.category not in denied:
+            continue
+        subject = f"{area}.{key}"
+        if "gpc" in items:
+            yield Finding(
+                "storage-despite-gpc",
+                "error",
+                "R26",
+                page.path,
+                subject,
+                f"{cls.category} {area} key {key} (service {cls.service}) is written although the visitor "
+                "sends Global Privacy Control",
+                (f"{STATE_LABELS['gpc']}: {area} key {key}",),
+            )
+        item = items.get("opt_out")
+        if item is not None:
+            survives = item.existed_before_decision
+            yield Finding(
+                "storage-after-opt-out",
+                "warning" if survives else "error",
+                "R29",
+                page.path,
+                subject,
+                f"{cls.category} {area} key {key} (service {cls.service}) "
+                + ("written before" if survives else "appears after")
+                + ' "Do Not Sell or Share"'
+                + (" is still there" if survives else ""),
+                (f"{STATE_LABELS['opt_out']}: {area} key {key}",),
+            )
+    for origin, hosts in _by_subject(page, lambda state: state.hosts.items()).items():
+        cls = classifier.host(origin)
+        if cls.category not in denied:
+            continue
+        if "gpc" in hosts:
+            yield Finding(
+                "host-despite-gpc",
+                "error",
+                "R26",
+                page.path,
+                origin,
+                f"{cls.category} host {origin} (service {cls.service}) is contacted although the visitor "
+                "sends Global Privacy Control",
+                (_host_evidence("gpc", hosts["gpc"]),),
+            )
+        after = hosts.get("opt_out")
+        if after is not None and after.after_decision:
+            yield Finding(
+                "host-after-opt-out",
+                "error",
+                "R29",
+                page.path,
+                origin,
+                f"{cls.category} host {origin} (service {cls.service}) is contacted after "
+                '"Do Not Sell or Share"',
+                (_host_evidence("opt_out", after, after=True),),
+            )

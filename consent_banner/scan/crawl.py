@@ -7,6 +7,12 @@ banner's `button[name=action]`; on a page without our banner the scanner posts t
 `{prefix}` with fetch from inside the page, so the Origin is the site's. After a decision the page
 is loaded again: what the next request brings (the server's cookie expiry, the gate's new CSP) is
 what the visitor lives with.
+
+Every request of every context carries the `--header` values (a CDN's region headers, so the site
+places the scanner in a jurisdiction). Before crawling, the scanner asks the site's
+`{prefix}/state` which consent model it gets; under opt-out the three states are before any
+decision, with Global Privacy Control (`Sec-GPC: 1` and `navigator.globalPrivacyControl`), and
+after "Do Not Sell or Share" (the banner's `opt_out` button, else the decision posted).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -25,7 +31,7 @@ from playwright.async_api import Error as PlaywrightError
 from ..config import ConsentConfig
 from ..errors import ScanError
 from .model import (
-    STATES,
+    STATES_BY_MODEL,
     CookieSeen,
     DecisionVia,
     HostSeen,
@@ -55,7 +61,14 @@ DECISION_TIMEOUT = 10_000  # ms for the decision's POST to be answered
 # The site's decision_rate_limit counts the scanner as one client: a refused decision (429) is
 # made again after its Retry-After, for at most this long in all, in seconds.
 RATE_LIMIT_PATIENCE = 120
-ACTIONS: dict[State, str] = {"reject": "reject_all", "accept": "accept_all"}
+ACTIONS: dict[State, str] = {"reject": "reject_all", "accept": "accept_all", "opt_out": "opt_out"}
+# Chromium sends no GPC of its own: the header for the server, the property for the page's scripts.
+GPC_HEADERS = {"Sec-GPC": "1"}
+GPC_SCRIPT = (
+    "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', "
+    "{get: () => true, configurable: true})"
+)
+STATE_TIMEOUT = 10_000  # ms for {prefix}/state to answer
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 _POST_DECISION = """async ([url, action]) => {
@@ -80,6 +93,7 @@ class CrawlOptions:
     browser_path: str = "/usr/bin/chromium"
     settle_ms: int = SETTLE_MS
     concurrency: int = 2  # pages observed at once, each in three browser contexts
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent on every request (--header)
 
 
 @dataclass
@@ -88,6 +102,8 @@ class Crawl:
 
     pages: list[PageResult] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    model: str = "opt-in"  # the consent model the site gave the scanner
+    region: str | None = None  # the region the site placed it in
 
 
 class _Recorder:
@@ -216,7 +232,12 @@ async def _observe(
     browser: Browser, url: str, state: State, prefix_url: str, options: CrawlOptions
 ) -> tuple[StateResult, int, str | None, list[str]]:
     """One fresh context on one page in one state: (result, HTTP status, why skipped, links)."""
-    context: BrowserContext = await browser.new_context()
+    sent = dict(options.headers)
+    if state == "gpc":
+        sent.update(GPC_HEADERS)
+    context: BrowserContext = await browser.new_context(extra_http_headers=sent)
+    if state == "gpc":
+        await context.add_init_script(GPC_SCRIPT)
     recorder = _Recorder()
     context.on("request", recorder.on_request)
     context.on("response", recorder.on_response)
@@ -242,6 +263,8 @@ async def _observe(
         before_storage: set[tuple[str, str]] = set()
         if state == "before":
             links = await page.evaluate(_LINKS)
+        elif state == "gpc":
+            pass  # no decision: the signal alone must turn off what it denies
         else:
             before_cookies = {(c["name"], c["domain"], c["path"]) for c in await context.cookies()}
             before_storage = {(a, k) for a, keys in (await page.evaluate(_STORAGE)).items() for k in keys}
@@ -286,6 +309,24 @@ async def _observe(
         await context.close()
 
 
+async def _jurisdiction(browser: Browser, prefix_url: str, options: CrawlOptions) -> tuple[str | None, str]:
+    """(region, model) the site gives a visitor sending the --header values, from its
+    `{prefix}/state`. A site of an earlier release (no `model` there) is opt-in; so is one whose
+    state cannot be read: the crawl then says what is wrong with the site itself."""
+    context = await browser.new_context(extra_http_headers=dict(options.headers))
+    try:
+        response = await context.request.get(prefix_url + "/state", timeout=STATE_TIMEOUT)
+        state = await response.json() if response.ok else None
+    except (PlaywrightError, ValueError):
+        state = None
+    finally:
+        await context.close()
+    if not isinstance(state, dict):
+        return None, "opt-in"
+    model, region = state.get("model"), state.get("region")
+    return (region if isinstance(region, str) else None), (model if model in STATES_BY_MODEL else "opt-in")
+
+
 def _page_key(url: str) -> str:
     """A URL without its fragment: /privacy and /privacy#recipients are one page."""
     return urldefrag(url)[0]
@@ -325,6 +366,8 @@ async def crawl(
                 f"cannot start the browser at {options.browser_path}: {str(e).splitlines()[0]}"
             ) from None
         try:
+            out.region, out.model = await _jurisdiction(browser, prefix_url, options)
+            states = STATES_BY_MODEL[out.model]
             while queue and len(out.pages) < options.pages:
                 # Breadth-first in waves of a few pages observed at once (three contexts each);
                 # results are taken in crawl order, so the report does not depend on timing.
@@ -335,13 +378,13 @@ async def crawl(
                 observed = await asyncio.gather(
                     *(
                         asyncio.gather(
-                            *(_observe(browser, url, state, prefix_url, options) for state in STATES)
+                            *(_observe(browser, url, state, prefix_url, options) for state in states)
                         )
                         for url in wave
                     )
                 )
-                for url, states in zip(wave, observed, strict=True):
-                    _, status, skipped, links = states[0]
+                for url, seen in zip(wave, observed, strict=True):
+                    _, status, skipped, links = seen[0]
                     if skipped:
                         if not out.pages and url == queued_first:
                             raise ScanError(f"the start page {url} {skipped}")
@@ -349,7 +392,7 @@ async def crawl(
                         if on_page:
                             on_page(None, url)
                         continue
-                    results = {s: r for s, (r, *_) in zip(STATES, states, strict=True)}
+                    results = {s: r for s, (r, *_) in zip(states, seen, strict=True)}
                     page = PageResult(url, _path_of(url), status, results)
                     out.pages.append(page)
                     if on_page:

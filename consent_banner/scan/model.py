@@ -14,12 +14,19 @@ from urllib.parse import urlsplit
 
 from ..schemes import DEFAULT_PORTS
 
-State = Literal["before", "reject", "accept"]
+State = Literal["before", "reject", "accept", "gpc", "opt_out"]
+# The states a page is observed in, by the consent model the site gives the scanner (its
+# `{prefix}/state`, under the --header values sent): opt-in asks for a decision before anything
+# optional; opt-out lets it run until Global Privacy Control or "Do Not Sell or Share" turns it off.
 STATES: tuple[State, ...] = ("before", "reject", "accept")
+OPT_OUT_STATES: tuple[State, ...] = ("before", "gpc", "opt_out")
+STATES_BY_MODEL: dict[str, tuple[State, ...]] = {"opt-in": STATES, "opt-out": OPT_OUT_STATES}
 STATE_LABELS: dict[State, str] = {
     "before": "before any decision",
     "reject": "after Reject all",
     "accept": "after Accept all",
+    "gpc": "with Global Privacy Control, before any decision",
+    "opt_out": 'after "Do Not Sell or Share"',
 }
 Severity = Literal["error", "warning"]
 DecisionVia = Literal["banner", "post"]  # clicked our banner's button, or posted to {prefix} from the page
@@ -205,6 +212,9 @@ class ScanReport:
     config: str | None
     started_at: str
     finished_at: str = ""
+    model: str = "opt-in"  # the consent model the site gave the scanner: which rules were checked
+    region: str | None = None  # the region the site saw in the --header values, if it names one
+    headers: tuple[str, ...] = ()  # the names of the headers sent on every request (values left out)
     pages: list[PageResult] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (url, why)
     findings: list[Finding] = field(default_factory=list)
@@ -229,6 +239,9 @@ class ScanReport:
             "config": self.config,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "model": self.model,
+            "region": self.region,
+            "headers": list(self.headers),
             "summary": {
                 "pages": len(self.pages),
                 "errors": len(self.errors),

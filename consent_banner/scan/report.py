@@ -18,7 +18,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 
 from ..display import escape_controls
-from .model import STATES, Finding, PageResult, ScanReport, State
+from .model import STATE_LABELS, STATES_BY_MODEL, Finding, PageResult, ScanReport, State
 
 CHECKS: dict[str, tuple[str, ...]] = {
     "R1/R2 before any decision": (
@@ -31,6 +31,18 @@ CHECKS: dict[str, tuple[str, ...]] = {
     "R5 lifetime as declared": ("lifetime-exceeded",),
     "R7 decision recorded": ("decision-failed",),
 }
+# Where the site gives the scanner the opt-out model (US state laws), what runs before a decision is
+# no finding; Global Privacy Control and "Do Not Sell or Share" must turn off what they deny.
+OPT_OUT_CHECKS: dict[str, tuple[str, ...]] = {
+    "R26 Global Privacy Control honoured": ("cookie-despite-gpc", "storage-despite-gpc", "host-despite-gpc"),
+    "R29 Do Not Sell or Share honoured": (
+        "cookie-after-opt-out",
+        "storage-after-opt-out",
+        "host-after-opt-out",
+    ),
+    **{k: v for k, v in CHECKS.items() if k.startswith(("R5", "R7"))},
+}
+CHECKS_BY_MODEL = {"opt-in": CHECKS, "opt-out": OPT_OUT_CHECKS}
 SITE_CHECKS: dict[str, tuple[str, ...]] = {"R5 declarations in use": ("stale-declaration",)}
 
 
@@ -67,10 +79,13 @@ def table(report: ScanReport, width: int | None = None) -> str:
     """The report for a person: findings, errors first, then what each page held in each state."""
     width = width or max(80, min(shutil.get_terminal_size((120, 24)).columns, 160))
     errors, warnings = len(report.errors), len(report.warnings)
+    states = STATES_BY_MODEL.get(report.model, STATES_BY_MODEL["opt-in"])
+    seen_as = f" as {escape_controls(report.region)}" if report.region else ""
+    sent = f" (sent {escape_controls(', '.join(report.headers))})" if report.headers else ""
     lines = [
         f"consent-banner scan of {escape_controls(report.url)}",
         f"config {escape_controls(report.config or '(given in Python)')}; {len(report.pages)} page(s), "
-        "3 states each",
+        f"{len(states)} states each; model {escape_controls(report.model)}{seen_as}{sent}",
         "",
     ]
     ordered = sorted(report.findings, key=lambda f: (f.severity != "error", report.findings.index(f)))
@@ -98,9 +113,9 @@ def table(report: ScanReport, width: int | None = None) -> str:
         lines.append("")
     else:
         lines += ["No findings: the site keeps the promises its consent.toml makes.", ""]
-    rows = [["PAGE", "HTTP", "BEFORE ANY DECISION", "AFTER REJECT ALL", "AFTER ACCEPT ALL"]]
+    rows = [["PAGE", "HTTP", *(STATE_LABELS[s].upper() for s in states)]]
     rows += [
-        [escape_controls(p.path), str(p.status), *(_state_summary(p, s) for s in STATES)]
+        [escape_controls(p.path), str(p.status), *(_state_summary(p, s) for s in states)]
         for p in report.pages
     ]
     lines += _columns(rows)
@@ -146,7 +161,8 @@ def junit(report: ScanReport) -> str:
     root = ET.Element("testsuites", name="consent-banner scan", tests="0", failures="0")
     total_tests = total_failures = 0
     groups: list[tuple[str, dict[str, tuple[str, ...]], list[Finding]]] = [
-        (p.path, CHECKS, [f for f in report.findings if f.page == p.path]) for p in report.pages
+        (p.path, CHECKS_BY_MODEL.get(report.model, CHECKS), [f for f in report.findings if f.page == p.path])
+        for p in report.pages
     ]
     groups.append(("(site)", SITE_CHECKS, [f for f in report.findings if f.page is None]))
     for name, checks, findings in groups:
