@@ -34,8 +34,10 @@ _GROUPS = (
 # PostgreSQL (15 has no IS JSON) a pattern of the canonical form before the cast.
 _JURISDICTION = {
     "sqlite": (
-        "CASE WHEN json_valid(detail) THEN json_extract(detail, '$.model') END",
-        "CASE WHEN json_valid(detail) THEN json_extract(detail, '$.region') END",
+        "CASE WHEN json_valid(detail) THEN CASE WHEN json_type(detail, '$.model') = 'text' "
+        "THEN json_extract(detail, '$.model') END END",
+        "CASE WHEN json_valid(detail) THEN CASE WHEN json_type(detail, '$.region') = 'text' "
+        "THEN json_extract(detail, '$.region') END END",
     ),
     "postgres": (
         "CASE WHEN detail ~ '^[{]\"model\":\"[a-z-]{1,16}\",\"region\":(null|\"[A-Z0-9-]{1,8}\")[}]$' "
