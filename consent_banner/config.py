@@ -593,6 +593,8 @@ class ConsentConfig(_Model):
                 ", ".join(repr(c) for c in kept),
                 "s" if len(kept) == 1 else "",
             )
+        if not problems:
+            self._warn_marketing_under_gpc()
         if self.inline_scripts == "nonce" and not self.rewrite_html:
             problems.append(
                 "inline_scripts: 'nonce' gives scripts the nonce as the gate rewrites the page: "
@@ -664,6 +666,27 @@ class ConsentConfig(_Model):
         if self.gpc_denies_advertising:
             named |= self.advertising_categories
         return named & frozenset(self.optional_categories)
+
+    def _warn_marketing_under_gpc(self) -> None:
+        # A preset the catalog files under marketing (Meta Pixel, LinkedIn, TikTok...) carries no
+        # Consent Mode signal, so `advertising_categories` cannot tell: said at start instead.
+        presets = catalog()
+        for name in self.optional_categories:
+            if name in self.gpc_denied:
+                continue
+            marketing = [
+                s.name
+                for s in self.services_in(name)
+                if s.preset in presets and presets[s.preset].category == "marketing"
+            ]
+            if marketing:
+                logger.warning(
+                    "Global Privacy Control leaves category %r granted, though it holds %s, filed under "
+                    "marketing in the catalog: add %r to gpc_denies if it shares data for advertising",
+                    name,
+                    ", ".join(repr(n) for n in marketing),
+                    name,
+                )
 
     @cached_property
     def advertising_categories(self) -> frozenset[str]:

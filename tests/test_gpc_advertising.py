@@ -131,3 +131,21 @@ async def test_opting_out_keeps_advertising_under_gpc_and_says_so(
         assert r.json()["categories"] == ["necessary", "advertising", "statistics"]
     plain = site(tmp_path).config_hash  # the default is left out of the hash: configs keep theirs
     assert site(tmp_path, gpc_denies_advertising=True).config_hash == plain
+
+
+def test_a_marketing_preset_without_ad_signals_is_named_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Meta Pixel carries no Consent Mode signal, so GPC cannot tell its category is advertising: the
+    start says so, naming the category and the service, and what to do."""
+    with caplog.at_level(logging.WARNING, logger="consent_banner"):
+        config = site(tmp_path, {"consent_mode": []})
+        config = ConsentConfig.from_dict(
+            {
+                **config.model_dump(mode="json", exclude={"services"}),
+                "services": [{"name": "fb", "preset": "meta-pixel", "category": "advertising"}],
+            }
+        )
+    assert "advertising" not in config.gpc_denied
+    assert "leaves category 'advertising' granted, though it holds 'fb'" in caplog.text
+    assert "add 'advertising' to gpc_denies" in caplog.text
