@@ -32,6 +32,7 @@ from markupsafe import Markup, escape
 from .catalog import catalog
 from .config import NECESSARY, ConsentConfig, CookieDeclaration, Service
 from .consent import Consent, consent_json
+from .gpp import state_for as gpp_state
 from .language import Languages
 from .memo import Memo
 from .splice import Markers, Spliced
@@ -158,6 +159,10 @@ class Banner:
         self.css_hash = _digest(self.css_path)
         self.script_url = f"{prefix}/consent.js?v={self.script_hash}"
         self.css_url = f"{prefix}/consent.css?v={self.css_hash}"
+        # window.__gpp (gpp.js), at the top of <head> for visitors under the opt-out model only.
+        self.gpp_path = directory / "gpp.js"
+        self.gpp_hash = _digest(self.gpp_path)
+        self.gpp_url = f"{prefix}/gpp.js?v={self.gpp_hash}"
         self.languages = Languages(config.languages)
         self.catalog = Texts(config.texts, config.controller)
         self._env = jinja2.Environment(
@@ -183,7 +188,7 @@ class Banner:
         # language and mount on a healthy site (each distinct set of switches is one), bounded
         # whatever visitors send (the root path is the server's or the router's, not theirs).
         self._roots: Memo[Hashable, Spliced] = Memo(512)
-        self._heads: Memo[Hashable, tuple[str, str, str]] = Memo(256)
+        self._heads: Memo[Hashable, tuple[str, ...]] = Memo(256)
         self._declarations: Memo[str, str] = Memo(64)
         # A decided visitor's state carries their consent id: one entry per visitor seen lately.
         self._states: Memo[Hashable, str] = Memo(4096)
@@ -245,7 +250,8 @@ class Banner:
 
     def head_html(self, consent: Consent, *, nonce: str, root_path: str = "") -> str:
         """Consent Mode default before any Google tag (R30), and the banner stylesheet (its URL under
-        `root_path`, where the app is mounted)."""
+        `root_path`, where the app is mounted); first, for a visitor under the opt-out model,
+        window.__gpp (gpp.js) with its answer."""
         # Consent Mode follows the categories granted, under the GPC signal: remembered by those.
         key = (
             consent.decided,
@@ -255,6 +261,8 @@ class Banner:
             consent.gpc_denied if consent.gpc else None,
             self._uet is not None and consent.services.get(self._uet[0], True),  # its own switch
             root_path,
+            consent.opted_out,  # these two: the GPP answer of an opt-out visitor (gpp.js)
+            consent.dismissed,
         )
         parts = self._heads.get(key)
         if parts is None:
@@ -270,18 +278,28 @@ class Banner:
                 on = self._granted(consent, category) if consent.services.get(name, True) else "denied"
                 ad = json.dumps({"ad_storage": on}, separators=(",", ":"))
                 uet = f"window.uetq=window.uetq||[];uetq.push('consent','default',{ad});"
+            gpp = gpp_state(consent, self.config)
+            # window.__gpp first, so it answers any tag below; its answer in its own element (escaped).
+            gpp_script = (
+                (
+                    f'<script src="{escape(root_path + self.gpp_url)}" nonce="',
+                    f'" data-gpp="{escape(json.dumps(gpp, separators=(",", ":")))}"></script>',
+                )
+                if gpp is not None
+                else ("",)
+            )
             parts = self._heads.put(
                 key,
                 (
-                    '<script nonce="',
+                    *gpp_script[:-1],
+                    gpp_script[-1] + '<script nonce="',
                     '">window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.push(arguments)}'
                     f"gtag('consent','default',{json.dumps(state, separators=(',', ':'))});{uet}</script>"
                     f'<link rel="stylesheet" href="{escape(root_path + self.css_url)}" nonce="',
                     '">',
                 ),
             )
-        n = escape(nonce)
-        return f"{parts[0]}{n}{parts[1]}{n}{parts[2]}"
+        return str(escape(nonce)).join(parts)  # str: Markup.join would escape the parts
 
     def body_html(
         self,
@@ -373,7 +391,8 @@ class Banner:
 
     def _state(self, consent: Consent) -> str:
         # the same shape as GET {prefix}/state, so the script has one state format
-        return json.dumps(consent_json(consent, self.config.policy_revision), separators=(",", ":"))
+        state = consent_json(consent, self.config.policy_revision, gpp_state(consent, self.config))
+        return json.dumps(state, separators=(",", ":"))
 
     def _context(
         self,

@@ -399,8 +399,11 @@ class ConsentCodec:
         return dict(sorted(choices.items())), frozenset(new)
 
 
-def consent_json(consent: Consent, revision: str) -> dict[str, object]:
-    """The public state shape of `GET /_consent/state` and the decision endpoints."""
+def consent_json(
+    consent: Consent, revision: str, gpp: Mapping[str, object] | None = None
+) -> dict[str, object]:
+    """The public state shape of `GET /_consent/state` and the decision endpoints; `gpp` is what
+    `window.__gpp` answers an opt-out visitor (gpp.py), None for everyone else."""
     return {
         "decided": consent.decided,
         "consent_id": consent.id,
@@ -410,4 +413,5 @@ def consent_json(consent: Consent, revision: str) -> dict[str, object]:
         "gpc": consent.gpc,
         "region": consent.region,
         "model": consent.model,
+        "gpp": gpp,
     }

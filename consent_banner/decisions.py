@@ -30,6 +30,7 @@ from .consent import Consent, ConsentCodec, consent_json, new_consent_id
 from .errors import DecisionError, LogError
 from .formtoken import FORM_FIELD, FormTokens
 from .geo import OPT_IN, region_json
+from .gpp import state_for as gpp_state
 from .log import ConsentLog, Decision, LoggedRecord, browser_family, truncate_ip
 from .memo import Memo
 from .metrics import Metrics
@@ -274,9 +275,8 @@ class Decisions:
             if self.on_record is not None:  # durable now: on_decision and the webhooks hear of it
                 self.on_record(logged)
         value = self.codec.encode(new)
-        state = consent_json(
-            new.with_gpc(self.config.gpc_denied) if consent.gpc else new, self.config.policy_revision
-        )
+        shown = new.with_gpc(self.config.gpc_denied) if consent.gpc else new
+        state = consent_json(shown, self.config.policy_revision, gpp_state(shown, self.config))
         response: Response
         if reply.kind == "form":
             home = root_path(request.scope) + "/"  # the app's root, wherever it is mounted

@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .gpp import GppSettings
+
 Model = Literal["opt-in", "opt-out"]
 OPT_IN: Model = "opt-in"
 OPT_OUT: Model = "opt-out"
@@ -112,6 +114,8 @@ class GeoSettings(_Model):
     subdivision_header: str | None = None  # e.g. "CF-Region-Code": "CA" for California
     default: Model = OPT_IN  # no rule matches, or the header is missing or malformed
     rules: tuple[GeoRule, ...] = ()
+    # `[geo.gpp]`: what the GPP string of opt-out visitors says beyond their choices (gpp.py).
+    gpp: GppSettings = Field(default_factory=GppSettings)
 
     @field_validator("country_header", "subdivision_header")
     @classmethod

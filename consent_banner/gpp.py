@@ -19,9 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # config imports geo, which imports this module's GppSettings
+    from .config import ConsentConfig
+    from .consent import Consent
+
+OPT_OUT_MODEL = "opt-out"  # geo.OPT_OUT: only its visitors get a GPP string
 
 # GPP section ids and versions (IAB GPP "Section Information"; `HeaderV1`, `UsNat` in @iabgpp/cmpapi).
 HEADER_ID = 3
@@ -104,15 +111,20 @@ class Gpp:
     string: str
     usnat: dict[str, Any]
 
-    def state(self, settings: GppSettings) -> dict[str, Any]:
-        """The `gpp` member of `/_consent/state`: what gpp.js needs to answer every command."""
+    def state(self, settings: GppSettings, *, shown: bool = False) -> dict[str, Any]:
+        """The `gpp` member of `/_consent/state`: what gpp.js needs to answer every command;
+        `shown`: the banner (the notice at collection) is on the page."""
         return {
             "gppString": self.string,
             "cmpId": settings.cmp_id,
+            "cmpDisplayStatus": "visible" if shown else "hidden",
             "sectionList": [USNAT_ID],
             "applicableSections": [USNAT_ID],
             "supportedAPIs": list(SUPPORTED_APIS),
-            "parsedSections": {USNAT: self.usnat},
+            # A copy: `for_visitor` answers are shared between visitors.
+            "parsedSections": {
+                USNAT: {k: list(v) if isinstance(v, list) else v for k, v in self.usnat.items()}
+            },
         }
 
 
@@ -167,10 +179,26 @@ def encode(fields: dict[str, Any]) -> str:
     return f"{header([USNAT_ID])}~{_base64url(core)}.{_base64url(gpc)}"
 
 
+@lru_cache(maxsize=64)  # two choices, two signals, one settings per configuration
 def for_visitor(*, opted_out: bool, gpc: bool, settings: GppSettings) -> Gpp:
-    """What `__gpp` answers this visitor: the string and its parsed usnat section."""
+    """What `__gpp` answers this visitor: the string and its parsed usnat section (shared: read only)."""
     fields = usnat_fields(opted_out=opted_out, gpc=gpc, settings=settings)
     return Gpp(string=encode(fields), usnat=fields)
+
+
+def state_for(consent: Consent, config: ConsentConfig) -> dict[str, Any] | None:
+    """The `gpp` member of the visitor's state: None unless the visitor is under the opt-out model.
+
+    Opted out of sale, sharing and targeted advertising when any category GPC denies (`gpc_denies`)
+    is not allowed now: after "Do Not Sell or Share", a choice that switched it off, or the GPC
+    signal itself (which `Consent.allows` applies).
+    """
+    if consent.model != OPT_OUT_MODEL or config.geo is None:
+        return None
+    opted_out = consent.opted_out or not all(consent.allows(c) for c in config.gpc_denied)
+    settings = config.geo.gpp
+    answer = for_visitor(opted_out=opted_out, gpc=consent.gpc, settings=settings)
+    return answer.state(settings, shown=not consent.decided and not consent.dismissed)
 
 
 def header(section_ids: Iterable[int]) -> str:

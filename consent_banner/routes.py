@@ -30,6 +30,7 @@ from .errors import DecisionError, LogError
 from .formtoken import FormTokens
 from .gate.caching import private
 from .gate.csp import MAX_REPORT_BYTES, parse_reports
+from .gpp import state_for as gpp_state
 from .health import Health
 from .log import BlockedAttempt, InvalidDecision, truncate_ip
 from .log.keys import LogKeys
@@ -103,6 +104,9 @@ class ConsentRoutes:
             "/health": ("GET", Health(log).endpoint),
             "/log-key": ("GET", LogKeyEndpoint(self.log_keys).endpoint),
         }
+        if config.geo is not None and config.geo.uses_opt_out:
+            # window.__gpp: only where a visitor can be under the opt-out model (gpp.py).
+            self._handlers["/gpp.js"] = ("GET", self.gpp_script)
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class ConsentRoutes:
 
     async def state(self, request: Request, consent: Consent) -> Response:
         return JSONResponse(
-            consent_json(consent, self.config.policy_revision),
+            consent_json(consent, self.config.policy_revision, gpp_state(consent, self.config)),
             headers={"cache-control": "private, no-store", "vary": "Cookie, Sec-GPC"},
         )
 
@@ -198,6 +202,9 @@ class ConsentRoutes:
 
     async def stylesheet(self, request: Request, consent: Consent) -> Response:
         return _asset(request, self.banner.css_path, self.banner.css_hash, "text/css")
+
+    async def gpp_script(self, request: Request, consent: Consent) -> Response:
+        return _asset(request, self.banner.gpp_path, self.banner.gpp_hash, "text/javascript")
 
     async def receipt(self, request: Request, consent: Consent) -> Response:
         from .audit import receipt

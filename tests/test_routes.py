@@ -46,6 +46,7 @@ async def test_accept_all_records_once_and_sets_signed_cookie(client, config) ->
         "gpc": False,
         "region": None,
         "model": "opt-in",
+        "gpp": None,  # window.__gpp's answer: opt-out visitors only (gpp.py)
     }
     header = next(h for h in r.headers.get_list("set-cookie") if h.startswith("consent="))
     assert "Max-Age=15724800" in header and "SameSite=Lax" in header and "Path=/" in header
@@ -109,6 +110,7 @@ async def test_state_shape(client) -> None:
         "gpc": False,
         "region": None,
         "model": "opt-in",
+        "gpp": None,  # window.__gpp's answer: opt-out visitors only (gpp.py)
     }
     assert "no-store" in r.headers["cache-control"]
 
