@@ -4,10 +4,10 @@
 whole gate in front of a site in any language: the middleware answers the consent routes under the
 prefix itself (they never reach the upstream) and gates what comes back; this app only carries bytes.
 
-- **Bodies stream both ways** at constant memory: the request body is read from ``receive`` as the
-  upstream takes it, the response is relayed chunk by chunk (``aiter_raw``) with the ASGI server's
-  flow control; one httpx ``AsyncClient`` per app keeps upstream connections alive, in pools of 8
-  (`_pools`: httpcore's per-request work grows with a pool's connections). An
+- **Bodies stream both ways** at constant memory (`bodies.py`): the request body is read from
+  ``receive`` as the upstream takes it, the response is relayed chunk by chunk (``aiter_raw``) with
+  the ASGI server's flow control; one httpx ``AsyncClient`` per app keeps upstream connections
+  alive, in pools of 8 (`pools.py`: httpcore's per-request work grows with a pool's connections). An
   HTML page whose length is known and at most 512 KB is read whole and passed in one message: the
   gate replays a page it has rewritten before only from a whole body (`gate/pages.py`), at a
   fraction of the cost of parsing it again.
@@ -33,31 +33,35 @@ prefix itself (they never reach the upstream) and gates what comes back; this ap
   ends the connection, so a truncated download never looks complete.
 - **Not relayed**: response trailers (``TE`` is dropped, so the upstream knows they are not wanted)
   and ``Expect: 100-continue`` (the ASGI server answers 100 when the body is first read).
-- **WebSockets** pass through (`websockets`), both directions, close codes relayed; the middleware
-  gates the handshake's cookies as for any app (`gate/handshake.py`). A handshake the upstream refuses
-  is answered with its status and headers, redirects included, never followed.
+- **WebSockets** pass through (`websocket.py`, with `websockets`), both directions, close codes
+  relayed; the middleware gates the handshake's cookies as for any app (`gate/handshake.py`). A
+  handshake the upstream refuses is answered with its status and headers, redirects included,
+  never followed.
+
+Longer than about 400 lines: the HTTP relay and every header rule it applies are one contract with
+the upstream, kept on one page; bodies, pools and the WebSocket relay are the modules beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from .gate.pages import MAX_PAGE
-from .request_checks import SiteOrigins
+from ..request_checks import SiteOrigins
+from .bodies import HTML, BodyReader, ClientGone, at_once, disconnected, pump, whole_page
+from .pools import pools
+from .websocket import WS_HANDSHAKE, WS_MAX_SIZE, no_redirects, relay_websocket
 
 if TYPE_CHECKING:
     import httpx
-    from websockets.asyncio.client import ClientConnection, connect
 
 logger = logging.getLogger("consent_banner.proxy")
 
@@ -70,17 +74,9 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"}
 )
-# The WebSocket handshake's own fields: the client library writes the upstream leg's.
-WS_HANDSHAKE = frozenset(
-    {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
-)
 DECODED = frozenset({b"gzip", b"x-gzip", b"deflate"})  # decoded by httpx with the standard library
-_HTML = (b"text/html", b"application/xhtml+xml")
 # A Host this proxy passes on: a name or IPv4 address, or an IPv6 literal, and a port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-_UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014}  # "no status" is a normal close; an abnormal one, Bad Gateway
-WS_MAX_SIZE = 16 * 1024 * 1024  # bytes in one WebSocket message, uvicorn's own default
-WHOLE_PAGE = MAX_PAGE  # bytes: HTML up to this length (known) is read whole, so the gate can replay it
 
 
 class UpstreamBroken(Exception):
@@ -158,7 +154,7 @@ class ProxyApp:
             connections, keepalive = self._limits
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(connect=connect, read=read, write=write, pool=connect),
-                transport=_pools()(connections, keepalive),
+                transport=pools()(connections, keepalive),
                 follow_redirects=False,
                 trust_env=False,  # never an HTTP_PROXY of the environment between us and the upstream
                 # A jar that keeps nothing: one visitor's cookie must never go out with another's request.
@@ -178,7 +174,7 @@ class ProxyApp:
             return
         headers = self.request_headers(scope)
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
-        reader = _BodyReader(receive)
+        reader = BodyReader(receive)
         client = self.client()
         try:
             request = client.build_request(
@@ -188,7 +184,7 @@ class ProxyApp:
                 content=reader.chunks() if has_body else None,
             )
             response = await client.send(request, stream=True)
-        except _ClientGone:
+        except ClientGone:
             return
         except httpx.ReadTimeout:
             await self._failure(scope, send, 504, "did not answer in time")
@@ -209,14 +205,14 @@ class ProxyApp:
 
         headers, decode = self.response_headers(response.headers.raw)
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        if not decode and _whole_page(headers):
-            stream = asyncio.ensure_future(_at_once(response, send))
+        if not decode and whole_page(headers):
+            stream = asyncio.ensure_future(at_once(response, send))
         else:
             stream = asyncio.ensure_future(
-                _pump(response.aiter_bytes() if decode else response.aiter_raw(), send)
+                pump(response.aiter_bytes() if decode else response.aiter_raw(), send)
             )
         # Once the request body is read, the next message is the client leaving: stop reading then.
-        gone = asyncio.ensure_future(_disconnected(receive)) if read_all else None
+        gone = asyncio.ensure_future(disconnected(receive)) if read_all else None
         try:
             await asyncio.wait(
                 [t for t in (stream, gone) if t is not None], return_when=asyncio.FIRST_COMPLETED
@@ -319,7 +315,7 @@ class ProxyApp:
             c.strip().lower() for k, v in out if k == b"content-encoding" for c in v.split(b",") if c.strip()
         ]
         codings = [c for c in codings if c != b"identity"]
-        decode = kind in _HTML and bool(codings) and all(c in DECODED for c in codings)
+        decode = kind in HTML and bool(codings) and all(c in DECODED for c in codings)
         if decode:
             out = [(k, v) for k, v in out if k not in (b"content-encoding", b"content-length")]
         return [(k, self._location(v) if k == b"location" else v) for k, v in out], decode
@@ -364,7 +360,7 @@ class ProxyApp:
             if k not in (b"host", b"accept-encoding")
         ]
         tls: dict[str, Any] = {"server_hostname": self._host} if self._scheme == "https" else {}
-        connector = _no_redirects()(
+        connector = no_redirects()(
             uri,
             additional_headers=headers,
             subprotocols=list(scope.get("subprotocols") or ()) or None,
@@ -407,7 +403,7 @@ class ProxyApp:
             ]
             kept = [(k, v) for k, v in kept if k not in _hop_by_hop(kept)]
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol, "headers": kept})
-            await _relay_websocket(upstream, receive, send)
+            await relay_websocket(upstream, receive, send)
 
     async def _refused(
         self, scope: Scope, send: Send, status: int, headers: Iterable[tuple[str, str]], body: bytes
@@ -458,180 +454,3 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if k == name:
             return bytes(v)
     return None
-
-
-class _ClientGone(Exception):
-    """The client left while its request body was being sent on."""
-
-
-class _BodyReader:
-    """The request body from `receive`, chunk by chunk, as the upstream takes it."""
-
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self.done = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            body = message.get("body", b"")
-            if body:
-                yield body
-            if not message.get("more_body", False):
-                self.done = True
-                return
-
-
-def _whole_page(headers: list[tuple[bytes, bytes]]) -> bool:
-    """An HTML page of a known length the gate may remember: passed in one message, because the gate
-    replays a page it has seen before only when it has the whole body at once (`gate/pages.py`)."""
-    kind = length = None
-    for k, v in headers:
-        if k == b"content-type":
-            kind = v.split(b";", 1)[0].strip().lower()
-        elif k == b"content-length":
-            length = v
-    return kind in _HTML and length is not None and length.isdigit() and int(length) <= WHOLE_PAGE
-
-
-async def _at_once(response: httpx.Response, send: Send) -> None:
-    await send({"type": "http.response.body", "body": await response.aread()})
-
-
-async def _pump(chunks: AsyncIterator[bytes], send: Send) -> None:
-    async for chunk in chunks:
-        if chunk:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _relay_websocket(upstream: ClientConnection, receive: Receive, send: Send) -> None:
-    """Messages both ways until one side closes; its close code (and reason) is passed to the other."""
-    from websockets.exceptions import ConnectionClosed
-
-    async def from_client() -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                await upstream.send(text if text is not None else message.get("bytes") or b"")
-            elif message["type"] == "websocket.disconnect":
-                code = int(message.get("code") or 1000)
-                await upstream.close(_UNSENDABLE_CLOSE.get(code, code), str(message.get("reason") or ""))
-                return
-
-    async def from_upstream() -> None:
-        try:
-            async for data in upstream:
-                if isinstance(data, str):
-                    await send({"type": "websocket.send", "text": data})
-                else:
-                    await send({"type": "websocket.send", "bytes": data})
-        except ConnectionClosed:
-            pass
-        frame = upstream.protocol.close_rcvd
-        code = frame.code if frame is not None else 1006
-        reason = frame.reason if frame is not None else ""
-        await send({"type": "websocket.close", "code": _UNSENDABLE_CLOSE.get(code, code), "reason": reason})
-
-    tasks = [asyncio.ensure_future(from_client()), asyncio.ensure_future(from_upstream())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
-                    await task
-    for task in done:
-        error = task.exception()
-        if error is not None and not isinstance(error, ConnectionClosed | OSError):
-            raise error
-
-
-POOL_SIZE = 8  # connections per httpcore pool (see _pools)
-
-
-@functools.cache
-def _pools() -> Callable[[int, int], httpx.AsyncBaseTransport]:
-    """A transport over several small httpcore pools, each request to the least busy one.
-
-    httpcore's pool does work in proportion to its connections on every request (each connection
-    is asked whether it is idle, and each idle one's socket is polled to see if it expired): with 32
-    requests in flight to one pool of 32, two thirds of the proxy's CPU went there (py-spy, bench
-    `bench_proxy.py`), and in pools of 8 a request costs a third as much. Made on first use: httpx is
-    imported only then.
-    """
-    import httpx
-
-    class Pools(httpx.AsyncBaseTransport):
-        def __init__(self, connections: int, keepalive: int) -> None:
-            n = max(1, -(-connections // POOL_SIZE))
-            self._pools = [
-                httpx.AsyncHTTPTransport(
-                    limits=httpx.Limits(
-                        max_connections=-(-connections // n), max_keepalive_connections=-(-keepalive // n)
-                    )
-                )
-                for _ in range(n)
-            ]
-            self._busy = [0] * n  # requests in flight per pool, until their response is closed
-
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            i = min(range(len(self._pools)), key=self._busy.__getitem__)
-            self._busy[i] += 1
-            try:
-                response = await self._pools[i].handle_async_request(request)
-            except BaseException:
-                self._busy[i] -= 1
-                raise
-            assert isinstance(response.stream, httpx.AsyncByteStream)
-            return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=_Counted(response.stream, self._busy, i),
-                extensions=response.extensions,
-            )
-
-        async def aclose(self) -> None:
-            for pool in self._pools:
-                await pool.aclose()
-
-    class _Counted(httpx.AsyncByteStream):
-        """A response body that gives its pool's place back when it is closed (once)."""
-
-        def __init__(self, stream: httpx.AsyncByteStream, busy: list[int], i: int) -> None:
-            self._stream, self._busy, self._i, self._open = stream, busy, i, True
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            async for chunk in self._stream:
-                yield chunk
-
-        async def aclose(self) -> None:
-            if self._open:
-                self._open = False
-                self._busy[self._i] -= 1
-            await self._stream.aclose()
-
-    return Pools
-
-
-@functools.cache
-def _no_redirects() -> type[connect]:
-    """`connect` without following redirects, made on first use: websockets is imported only then."""
-    from websockets.asyncio.client import connect
-
-    class NoRedirects(connect):
-        """`connect` that never follows a redirect: the browser is told it, through the gate."""
-
-        def process_redirect(self, exc: Exception) -> Exception | str:
-            return exc
-
-    return NoRedirects
