@@ -214,6 +214,8 @@
           else el.setAttribute(original, value);
         }
       }
+      // A media element picks its <source> only when loaded: a source given its URL back needs load().
+      if (el.localName === "source") el.parentNode.load?.();
     }
 
     // The placeholders ("Allow <category>") of what is now allowed.
