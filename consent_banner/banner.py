@@ -539,7 +539,8 @@ def _renew(config: ConsentConfig, consent: Consent) -> list[str]:
 
 
 def _category_on(name: str, consent: Consent | None) -> bool:
-    return consent is not None and consent.decided and consent.allows(name)
+    # Under opt-out an undecided visitor's categories are on until they opt out (geo.py).
+    return consent is not None and (consent.decided or consent.model == "opt-out") and consent.allows(name)
 
 
 def _locked_by_gpc(name: str, consent: Consent | None, gpc_denied: frozenset[str]) -> bool:
@@ -547,7 +548,8 @@ def _locked_by_gpc(name: str, consent: Consent | None, gpc_denied: frozenset[str
 
 
 def _service_on(s: Service, consent: Consent | None) -> bool:
-    return consent is not None and consent.decided and consent.allows_service(s.name, s.category)
+    before = consent is not None and (consent.decided or consent.model == "opt-out")
+    return before and consent is not None and consent.allows_service(s.name, s.category)
 
 
 def _count(text: str, n: int) -> str:

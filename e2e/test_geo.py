@@ -91,6 +91,11 @@ def test_california_runs_trackers_before_a_decision_and_the_notice_is_dismissibl
     state = v.state()
     assert (state["region"], state["model"], state["decided"]) == ("US-CA", "opt-out", False)
 
+    # The settings show what runs: every optional category on until the visitor opts out.
+    notice.get_by_role("button", name="Customise").click()
+    expect(v.page.locator("#cb-c-analytics")).to_be_checked()
+    expect(v.page.locator("#cb-c-marketing")).to_be_checked()
+    v.page.keyboard.press("Escape")
     notice.get_by_role("button", name="Close").click()
     v.page.wait_for_load_state("load")
     expect(v.page.locator("[data-cb-notice]")).to_have_count(0)

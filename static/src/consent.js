@@ -61,7 +61,7 @@
   // The same rule as Consent.allows_service on the server.
   const allows = (category, service) =>
     category === "necessary" ||
-    (state.decided && state.categories.includes(category) && state.services[service] !== false);
+    (state.categories.includes(category) && state.services[service] !== false);
 
   // One call to the consent routes: a decision (POST, answered with JSON) or the banner (GET,
   // answered with HTML). Embedded: no third-party cookie (fetch sends cookies to its own origin
@@ -222,7 +222,8 @@
     for (const el of selectAll("[data-consent-placeholder]")) if (mayActivate(el)) el.remove();
   };
 
-  // The dialog's switches show the current choices (undecided: all off); what GPC denies is locked.
+  // The dialog's switches show what is allowed now (undecided under opt-in: all off; under opt-out:
+  // what runs before a decision); what GPC denies is locked.
   const syncSwitches = () => {
     const deniedByGpc = splitWords(root.dataset.gpcDenied);
     for (const input of selectAll("[data-cb-category]:not([value=necessary]),[data-cb-service]", root)) {
