@@ -324,7 +324,7 @@ def _key_map(keys: list[bytes]) -> dict[str, bytes]:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @_run
 async def stats(config_path: Path, since: str | None, until: str | None, as_json: bool) -> None:
-    """Decisions per day by action, and the acceptance rate per category."""
+    """Decisions per day by action, the acceptance rate per category, and by region and model."""
     s = await _with_log(config_path, lambda lg: lg.stats(_filter(since, until, None, None)))
     if as_json:
         click.echo(json.dumps(s.to_json(), indent=2))
@@ -347,6 +347,14 @@ async def stats(config_path: Path, since: str | None, until: str | None, as_json
             f"  {escape_controls(c):<20} {s.acceptance_rate(c) * 100:6.1f}%  ({s.granted.get(c, 0)} of "
             f"{s.granted.get(c, 0) + s.denied.get(c, 0)})"
         )
+    if list(s.by_model) != ["unknown"]:  # a log of an earlier release says no jurisdiction at all
+        models = list(s.by_model)
+        click.echo("")
+        click.echo("by region and consent model")
+        click.echo("  region    " + "".join(f"{escape_controls(m):>10}" for m in models))
+        for region, counts in s.by_region.items():
+            figures = "".join(f"{counts.get(m, 0):>10}" for m in models)
+            click.echo(f"  {escape_controls(region):<8}{figures}")
 
 
 @log.command()

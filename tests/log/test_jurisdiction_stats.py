@@ -64,3 +64,48 @@ async def test_a_tampered_detail_reads_as_unknown(tmp_path: Any, decision: Calla
         assert not (await log.verify()).ok
     finally:
         await log.close()
+
+
+def test_log_stats_prints_the_split(
+    tmp_path: Any, monkeypatch: Any, decision: Callable[..., Decision]
+) -> None:
+    """`consent-banner log stats`: a table by region and model after the acceptance rates (escaped:
+    a region comes from the database); `--json` has by_model and by_region."""
+    import asyncio
+    import json
+    import textwrap
+
+    from click.testing import CliRunner
+
+    from consent_banner.log import open_log
+    from consent_banner.log.commands import log as log_group
+
+    from .conftest import KEY, SECRET
+    from .test_commands import TOML
+
+    monkeypatch.setenv("CONSENT_SECRET_KEYS", SECRET)
+    cfg = tmp_path / "consent.toml"
+    cfg.write_text(textwrap.dedent(TOML.format(db=tmp_path / "log.db")))
+
+    async def fill() -> None:
+        lg = await open_log(f"sqlite:///{tmp_path / 'log.db'}", hmac_key=KEY)
+        try:
+            await lg.append(decision(detail={"region": "US-CA", "model": "opt-out"}, action="opt_out"))
+            await lg.append(decision(detail={"region": "SE", "model": "opt-in"}))
+            await lg.append(decision())
+        finally:
+            await lg.close()
+
+    asyncio.run(fill())
+    out = CliRunner().invoke(log_group, ["stats", "--config", str(cfg)])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    at = lines.index("by region and consent model")
+    assert lines[at + 1].split() == ["region", "opt-in", "opt-out", "unknown"]
+    assert [line.split() for line in lines[at + 2 :]] == [
+        ["SE", "1", "0", "0"],
+        ["US-CA", "0", "1", "0"],
+        ["unknown", "0", "0", "1"],
+    ]
+    data = json.loads(CliRunner().invoke(log_group, ["stats", "--config", str(cfg), "--json"]).output)
+    assert data["by_model"] == {"opt-in": 1, "opt-out": 1, "unknown": 1}
