@@ -146,6 +146,13 @@ def test_california_gets_a_gpp_api_whose_string_iab_decodes_as_the_page_says(
     assert call(v, "hasSection", "tcfeuv2") == [False, True]
     assert call(v, "getSection", "tcfeuv2") == [None, False]
     assert call(v, "no-such-command") == [None, False]
+    # Names a caller (or a frame) makes up reach nothing inherited from Object.prototype.
+    for command, parameter in (("__proto__", None), ("constructor", None), ("toString", None)):
+        assert call(v, command, parameter) == [None, False], command
+    assert call(v, "getField", "usnat.constructor") == [None, False]
+    assert call(v, "getField", "__proto__.x") == [None, False]
+    assert call(v, "hasSection", "__proto__") == [False, True]
+    assert call(v, "getSection", "constructor") == [None, False]
     # What a caller gets is a copy: changing it changes nothing for the next caller.
     v.page.evaluate("() => { let s; __gpp('getSection', (d) => { s = d; }, 'usnat'); s.SaleOptOut = 1; }")
     assert call(v, "getField", "usnat.SaleOptOut") == [2, True]
