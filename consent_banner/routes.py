@@ -162,6 +162,9 @@ class ConsentRoutes:
         if consent.decided or not token or self.origins.cross_origin(request) is None:
             return consent
         found = self.codec.decode(token)
+        if not found.decided:
+            return consent  # undecided either way: as the middleware applied it (its model included)
+        found = found.under(consent.region, consent.model, self.config.optional_categories)
         return found.with_gpc(self.config.gpc_denied) if consent.gpc else found
 
     # --- reading ----------------------------------------------------------------------------------

@@ -496,3 +496,56 @@ async def test_every_record_says_its_jurisdiction_also_without_geo(tmp_path: Pat
         assert "CF-IPCountry" not in r.headers.get("vary", "")
     await app.close()
     assert rows(config)[0]["detail"] == '{"model":"opt-in","region":null}'
+
+
+async def test_gpc_opt_outs_without_a_cookie_are_bounded_by_the_decision_budget(tmp_path: Path) -> None:
+    """A client that never keeps the cookie and sends GPC on every navigation cannot write a record
+    per request: the opt-outs count against decision_rate_limit; over it the signal still applies."""
+    config = geo_config(tmp_path, decision_rate_limit="3/minute")
+    app = build(config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        for _ in range(10):
+            c.cookies.clear()
+            r = await c.get("/whoami", headers={**CA, **HTML, "sec-gpc": "1"})
+            assert r.json()["marketing"] is False
+    await app.close()
+    assert [r["action"] for r in rows(config)] == ["opt_out"] * 3
+
+
+async def test_one_cookie_from_many_regions_keeps_a_few_states(config: ConsentConfig) -> None:
+    """What a visit remembers per region is bounded: a cookie replayed with every region header is
+    worked out anew past a few, never kept without bound."""
+    from consent_banner.visitor import MAX_APPLIED
+
+    app = build(config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        for code in sorted(regions().countries)[:40]:
+            r = await c.get("/whoami", headers={"cf-ipcountry": code, "cookie": "theme=dark"})
+            assert r.status_code == 200
+        visit = app.visitors.visit(b"theme=dark", False)
+        assert 0 < len(visit.applied) <= MAX_APPLIED
+        assert (await c.get("/whoami", headers={**CA, "cookie": "theme=dark"})).json()["marketing"] is True
+    await app.close()
+
+
+async def test_dismissing_needs_this_sites_form_token(client: httpx.AsyncClient) -> None:
+    """The dismissal is a form post like a decision's: another site cannot make the notice go away."""
+    no_token = await client.post("/_consent/dismiss", data={"return_to": "/"}, headers={**SAME, **CA})
+    assert no_token.status_code == 403 and "consent_notice" not in no_token.headers.get("set-cookie", "")
+    other = await client.post("/_consent/dismiss", json={}, headers={"origin": "https://evil.example", **CA})
+    assert other.status_code == 403
+    ok = await client.post("/_consent/dismiss", json={}, headers={**SAME, **CA})
+    assert ok.status_code == 204 and ok.headers["set-cookie"].startswith("consent_notice=1")
+
+
+async def test_an_embedded_sites_token_is_read_under_the_visitors_model(client: httpx.AsyncClient) -> None:
+    """Embedded mode: the token the partner site keeps is a decision like the cookie, and its opt-out
+    counts as none for a visitor under opt-in there too."""
+    partner = {"origin": "http://partner.example"}
+    r = await client.post("/_consent", json={"action": "opt_out"}, headers={**partner, **CA})
+    token = r.json()["token"]
+    client.cookies.clear()
+    ca = (await client.get("/_consent/state", headers={**partner, **CA, "x-consent-token": token})).json()
+    assert ca["decided"] and ca["model"] == "opt-out" and ca["region"] == "US-CA"
+    se = (await client.get("/_consent/state", headers={**partner, **SE, "x-consent-token": token})).json()
+    assert not se["decided"] and se["model"] == "opt-in" and se["categories"] == ["necessary"]
