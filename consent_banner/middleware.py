@@ -178,16 +178,18 @@ class ConsentMiddleware:
         upkeep = self._upkeep(scope, visit.cookies, consent) if visit.tidy else None
 
         if kind == "websocket":
+            if self._ours(scope):
+                # No consent route is a WebSocket, and a path under the prefix is never the app's: a
+                # handshake there is refused (403) rather than handed to the app (a proxied upstream).
+                await send({"type": "websocket.close", "code": 1008})
+                return
             await self.app(scope, receive, self._gated_handshake(send, scope, consent, visit, upkeep))
             return
         if upkeep:
             send = _prepending_set_cookies(send, upkeep)
-        # The prefix is inside the app: after the root path when the scope's path holds one (paths.py).
-        if self._prefix in scope["path"]:
-            sub = route_path(scope)
-            if sub == self._prefix or sub.startswith(self._prefix_slash):
-                await self.routes(scope, receive, send)
-                return
+        if self._ours(scope):
+            await self.routes(scope, receive, send)
+            return
 
         if gpc and consent.decided and not consent.gpc_recorded:
             # R26/R27: the first time a decided visitor meets the signal it is logged, and the
@@ -208,6 +210,14 @@ class ConsentMiddleware:
             scope["headers"] = unconditional(scope["headers"])
         # What `gate.wrap_send` makes, from the gating remembered with the visit.
         await self.app(scope, receive, gating.wrap(send, scope))
+
+    def _ours(self, scope: Scope) -> bool:
+        """Whether the request's path is under the prefix: the consent routes', never the app's. The
+        prefix is inside the app: after the root path when the scope's path holds one (paths.py)."""
+        if self._prefix not in scope["path"]:
+            return False
+        sub = route_path(scope)
+        return sub == self._prefix or sub.startswith(self._prefix_slash)
 
     def _apply(
         self,
