@@ -57,6 +57,7 @@ def us_visitor(new_context: Callable[..., BrowserContext], us_demo: RunningDemo)
 def test_sweden_gets_the_opt_in_banner_and_nothing_runs(
     us_visitor: Callable[..., Visitor], us_demo: RunningDemo
 ) -> None:
+    """R1, R2: under opt-in nothing optional runs before a decision, whatever else the site configures."""
     v = us_visitor(SWEDEN)
     response = v.goto("/")
     assert "CF-IPCountry" in response.headers["vary"]
@@ -108,6 +109,7 @@ def test_california_runs_trackers_before_a_decision_and_the_notice_is_dismissibl
 def test_california_with_gpc_denies_marketing_and_logs_it_once(
     us_visitor: Callable[..., Visitor], us_demo: RunningDemo
 ) -> None:
+    """R26: GPC under opt-out denies marketing from the first response and is logged once."""
     v = us_visitor({**CALIFORNIA, **GPC})
     v.goto("/")
     v.wait_until("window.countwell !== undefined")  # analytics still runs under opt-out
@@ -126,6 +128,7 @@ def test_california_with_gpc_denies_marketing_and_logs_it_once(
 def test_california_then_do_not_sell_stops_marketing(
     us_visitor: Callable[..., Visitor], us_demo: RunningDemo
 ) -> None:
+    """R29: the one-click "Do Not Sell or Share" stops marketing at once."""
     v = us_visitor(CALIFORNIA)
     v.goto("/?utm_source=newsletter")
     v.settle()

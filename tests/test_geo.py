@@ -339,8 +339,8 @@ async def test_an_undecided_opt_out_visitors_trackers_and_cookies_pass(client: h
 
 
 async def test_one_cookie_header_two_regions_two_plans(config: ConsentConfig) -> None:
-    """The gate's plan and the visit's cache key on the model: a visitor's cached state never leaks to
-    another with the same Cookie header from another region, in either order."""
+    """R35: the gate's plan and the visit's cache key on the model: a visitor's cached state never
+    leaks to another with the same Cookie header from another region, in either order."""
     for first, second in ((CA, SE), (SE, CA)):
         app = build(config)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
@@ -358,8 +358,9 @@ async def test_one_cookie_header_two_regions_two_plans(config: ConsentConfig) ->
 async def test_gpc_under_opt_out_is_logged_once_as_opt_out(
     client: httpx.AsyncClient, config: ConsentConfig
 ) -> None:
-    """GPC before any decision under opt-out: one `opt_out` record (source gpc) with the navigation,
-    none for subresources, none again once the cookie remembers it; marketing stays denied after."""
+    """R26, R19: GPC before any decision under opt-out: one `opt_out` record (source gpc) with the
+    navigation, none for subresources, none again once the cookie remembers it; marketing stays
+    denied after."""
     await client.get("/whoami", headers={**CA, "sec-gpc": "1"})  # a subresource: not logged
     assert rows(config) == []
     first = await client.get("/", headers={**CA, **HTML, "sec-gpc": "1"})
@@ -377,6 +378,7 @@ async def test_gpc_under_opt_out_is_logged_once_as_opt_out(
 async def test_do_not_sell_is_one_click_and_logged_with_its_own_version(
     client: httpx.AsyncClient, config: ConsentConfig
 ) -> None:
+    """R29, R20: "Do Not Sell or Share" is one `opt_out` record, with the notice's own banner version."""
     r = await client.post("/_consent", json={"action": "opt_out"}, headers={**SAME, **CA})
     assert r.status_code == 200, r.text
     assert r.json()["categories"] == ["necessary", "analytics"] and r.json()["model"] == "opt-out"
@@ -444,6 +446,9 @@ async def test_the_notice_is_non_blocking_and_its_dismissal_is_no_decision(
 
 
 async def test_consent_mode_default_follows_the_model(client: httpx.AsyncClient) -> None:
+    """R30: the default is per visitor: granted where opt-out allows, denied where opt-in is
+    undecided, the ad signals denied under GPC."""
+
     def default(text: str) -> str:
         found = re.search(r"gtag\('consent','default',(\{[^}]*\})\)", text)
         assert found
@@ -459,6 +464,7 @@ async def test_consent_mode_default_follows_the_model(client: httpx.AsyncClient)
 
 
 async def test_responses_that_depend_on_the_region_vary_on_its_headers(client: httpx.AsyncClient) -> None:
+    """R35: every response made for a consent state varies on the region headers too."""
     for path in ("/", "/_consent/state", "/whoami"):
         vary = (await client.get(path, headers={**CA, **HTML})).headers["vary"]
         assert "CF-IPCountry" in vary and "CF-Region-Code" in vary and "Cookie" in vary, (path, vary)
@@ -476,6 +482,7 @@ async def test_hostile_region_headers_never_make_a_500(client: httpx.AsyncClient
 
 
 async def test_the_receipt_shows_region_and_model(client: httpx.AsyncClient) -> None:
+    """R24: the receipt says where each decision was made (region and model)."""
     await client.post("/_consent", json={"action": "opt_out"}, headers={**SAME, **CA})
     page_ = await client.get("/_consent/receipt", headers=CA)
     assert page_.status_code == 200
