@@ -413,3 +413,21 @@ async def test_the_status_shows_delivered_pending_and_failing(
         1,
     )
     assert state["next_attempt"] > state["failed_at"]
+
+
+def test_every_action_of_the_log_is_an_event() -> None:
+    """R37: every action the log writes goes out as one of the three events (decision covers accept,
+    reject, custom, renew, the GPC opt-out and the opt-out of sale): none is left unsent."""
+    from consent_banner.events.payload import EVENTS
+    from consent_banner.log.records import ACTIONS, SYSTEM_ACTIONS
+
+    assert set(EVENTS) == {*ACTIONS, *SYSTEM_ACTIONS}
+    assert {a for a, e in EVENTS.items() if e == "decision"} >= {
+        "accept_all",
+        "reject_all",
+        "custom",
+        "renew",
+        "gpc",
+        "opt_out",
+    }
+    assert (EVENTS["withdraw"], EVENTS["purge"]) == ("withdraw", "purge")

@@ -18,16 +18,13 @@ from typing import Any
 
 from ..log.canonical import Row
 from ..log.export import ndjson_line
+from ..log.records import ACTIONS, SYSTEM_ACTIONS
 
+# Every action of the log, by event: a visitor's action is a `decision` unless it is a withdrawal,
+# so an action added later (opt_out came with jurisdictions) goes out as one without a change here.
 EVENTS: dict[str, str] = {
-    "accept_all": "decision",
-    "reject_all": "decision",
-    "custom": "decision",
-    "renew": "decision",
-    "gpc": "decision",
-    "opt_out": "decision",
-    "withdraw": "withdraw",
-    "purge": "purge",
+    **{a: "withdraw" if a == "withdraw" else "decision" for a in ACTIONS},
+    **{a: a for a in SYSTEM_ACTIONS},  # purge
 }
 TYPE_PREFIX = "consent."
 
