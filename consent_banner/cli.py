@@ -67,10 +67,25 @@ def cli() -> None:
     help="A log signing key for CONSENT_LOG_SIGNING_KEY instead (Ed25519, one line: ed25519:<seed>); "
     "`consent-banner log pubkey` prints its public key.",
 )
-def keygen(log_key: bool) -> None:
-    """Print a new signing key for CONSENT_SECRET_KEYS (or, with --log, for CONSENT_LOG_SIGNING_KEY)."""
+@click.option(
+    "--webhook",
+    "webhook_secret",
+    is_flag=True,
+    help="A webhook secret instead (Standard Webhooks' whsec_<base64>, 32 random bytes), for the "
+    "variable a [[webhooks]] secret_env names; give the receiver the same.",
+)
+def keygen(log_key: bool, webhook_secret: bool) -> None:
+    """Print a new signing key for CONSENT_SECRET_KEYS (or, with --log, for CONSENT_LOG_SIGNING_KEY;
+    with --webhook, a webhook secret)."""
+    if log_key and webhook_secret:
+        raise click.UsageError("--log and --webhook make different keys: give one")
     if log_key:
         click.echo(SigningKey.generate().line())
+        return
+    if webhook_secret:
+        from .events.signature import new_secret
+
+        click.echo(new_secret())
         return
     click.echo(secrets.token_urlsafe(32))
 

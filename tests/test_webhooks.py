@@ -431,3 +431,19 @@ def test_every_action_of_the_log_is_an_event() -> None:
         "opt_out",
     }
     assert (EVENTS["withdraw"], EVENTS["purge"]) == ("withdraw", "purge")
+
+
+def test_keygen_webhook_prints_a_secret_the_specification_reads() -> None:
+    """`consent-banner keygen --webhook`: a whsec_ secret both our signer and standardwebhooks accept."""
+    from consent_banner.cli import cli
+    from consent_banner.events.signature import headers, parse_secret
+
+    out = CliRunner().invoke(cli, ["keygen", "--webhook"])
+    secret = out.output.strip()
+    assert out.exit_code == 0 and secret.startswith("whsec_")
+    key = parse_secret(secret, "test")
+    body = b'{"type":"consent.decision"}'
+    assert Verifier(secret).verify(body, headers(key, "msg_x_1", int(time.time()), body)) == {
+        "type": "consent.decision"
+    }
+    assert CliRunner().invoke(cli, ["keygen", "--webhook", "--log"]).exit_code == 2
