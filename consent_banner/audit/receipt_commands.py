@@ -13,8 +13,10 @@ unreadable key); 3 nothing could be checked (the published key could not be fetc
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
+import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -160,6 +162,33 @@ _opener = urllib.request.build_opener(_NoRedirects)
 
 
 def _fetch(url: str, timeout: float) -> bytes:
+    """The body at `url`, at most MAX_KEYS_BYTES, within `timeout` seconds in all.
+
+    urllib's timeout bounds each read of the socket, not the whole: a server dripping a byte a second
+    would hold us for as long as it liked. So the request runs in a thread of its own that we stop
+    waiting for at the deadline (daemon: the command ends without it; its socket timeout ends it)."""
+    outcome: list[bytes | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(_get(url, timeout))
+        except BaseException as e:  # handed to the caller, who names it
+            outcome.append(e)
+
+    worker = threading.Thread(target=fetch, name="receipt-key-fetch", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise KeyUnavailable(
+            f"cannot fetch the site's key from {url}: no answer within {timeout:g} s; nothing was "
+            "verified (give the key with --public-key)"
+        )
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _get(url: str, timeout: float) -> bytes:
     request = urllib.request.Request(url, headers={"accept": JWKS_ACCEPT, "user-agent": "consent-banner"})
     try:
         with _opener.open(request, timeout=timeout) as response:
@@ -169,8 +198,10 @@ def _fetch(url: str, timeout: float) -> bytes:
             f"cannot fetch the site's key from {url}: HTTP {e.code}; nothing was verified "
             "(give the key with --public-key)"
         ) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
+    # http.client's own errors (a status line that is not HTTP, a header line over 64 KB, over 100
+    # headers, a bad chunk) are neither OSError nor URLError: a hostile server must not make a traceback.
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
         raise KeyUnavailable(
             f"cannot fetch the site's key from {url}: {reason}; nothing was verified "
             "(give the key with --public-key)"
@@ -187,7 +218,7 @@ def _jwks(body: bytes, url: str) -> dict[str, PublicKey]:
         listed = json.loads(body)["keys"]
         if not isinstance(listed, list):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: [[[[... a million deep
         raise KeyUnavailable(f"{url} did not answer a JWK Set; nothing was verified") from None
     keys: dict[str, PublicKey] = {}
     for jwk in listed:

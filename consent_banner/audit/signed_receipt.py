@@ -107,7 +107,8 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     for name, part in zip(("header", "payload"), parts[:2], strict=True):
         try:
             value = json.loads(from_b64url(part))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        # RecursionError: [[[[... nested a million deep fits in a token's 4 MB
+        except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
             raise ReceiptInvalid(f"malformed token: its {name} is not base64url of JSON") from None
         if not isinstance(value, dict):
             raise ReceiptInvalid(f"malformed token: its {name} is not a JSON object")

@@ -1,0 +1,295 @@
+"""Red team, issue 18: the evidence features (signed receipts, offline verification of exports,
+read-only opens) attacked by whoever is not meant to win.
+
+A hostile `{prefix}/log-key` answering `consent-banner receipt verify`'s fetch (a redirect, an endless
+body, a slow drip, an answer that is not HTTP, a key set nested a million deep, thousands of keys, a
+`kid` stated for another key); a hostile token; a hostile export handed to `log verify --export`
+(nested a million deep, a 2 GB line, a byte that is not UTF-8, a leading space to reach a laxer
+reader); a log reached through a symlink. Each either fails cleanly, naming what is wrong, within
+bounded time and memory, or is refused: never a traceback, never a stale state reported as intact.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from consent_banner.audit.signed_receipt import TYP, receipt_claims, sign_receipt
+from consent_banner.cli import cli
+from consent_banner.log.keys import SigningKey, b64url
+
+SITE_KEY = SigningKey(bytes(range(7, 39)))  # the site's log key (fixed: failures name the same ids)
+ATTACKER = SigningKey(bytes(range(9, 41)))
+
+# --- receipt verify against a hostile key endpoint ------------------------------------------------
+
+Behaviour = Callable[[socket.socket], None]
+STOPPING = threading.Event()  # set when a test's servers stop: a drip still running ends
+
+
+class Hostile:
+    """A TCP server on 127.0.0.1 whose every connection is handed, after its request head was read,
+    to `behaviour`; `requests` counts the requests it got."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.requests = 0
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                sock: socket.socket = self.request
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return
+                    head += chunk
+                outer.requests += 1
+                try:
+                    behaviour(sock)
+                except OSError:
+                    pass  # the client hung up: what a bounded client does
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[[Behaviour], Hostile]]:
+    started: list[Hostile] = []
+    STOPPING.clear()
+
+    def start(behaviour: Behaviour) -> Hostile:
+        started.append(Hostile(behaviour))
+        return started[-1]
+
+    yield start
+    STOPPING.set()
+    for server in started:
+        server.stop()
+
+
+def receipt(issuer: str, key: SigningKey = SITE_KEY, kid: str | None = None) -> str:
+    """A receipt naming `issuer` and its `{issuer}/_consent/log-key`, signed by `key` (under `kid`)."""
+    claims = receipt_claims(
+        issuer=issuer,
+        consent_id="AZXa1b2c3d4e5f6g7h8i9j0k1l2m3n",
+        log_id="2890cc72eea7c9644e5470a69e4a7410",
+        log_key_url=f"{issuer}/_consent/log-key",
+        records=[],
+        issued_at=1_780_000_000,
+    )
+    if kid is None:
+        return sign_receipt(claims, key)
+    header = b64url(json.dumps({"alg": "EdDSA", "kid": kid, "typ": TYP}).encode())
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{header}.{payload}.{key.sign(f'{header}.{payload}'.encode())}"
+
+
+def verify_receipt_file(tmp_path: Path, token: str, *args: str) -> Any:
+    path = tmp_path / "receipt.jws"
+    path.write_text(token)
+    return CliRunner().invoke(cli, ["receipt", "verify", str(path), *args], catch_exceptions=False)
+
+
+def answer(body: bytes, *, status: str = "200 OK", headers: str = "") -> Behaviour:
+    def send(sock: socket.socket) -> None:
+        sock.sendall(
+            f"HTTP/1.1 {status}\r\ncontent-type: application/jwk-set+json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n{headers}\r\n".encode()
+            + body
+        )
+
+    return send
+
+
+def jwks(*jwk: dict[str, str]) -> bytes:
+    return json.dumps({"keys": list(jwk)}, separators=(",", ":")).encode()
+
+
+def test_the_genuine_key_set_verifies_over_the_test_server(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path
+) -> None:
+    """The control: the same server answering the site's JWK Set, the receipt is valid (exit 0)."""
+    site = hostile(answer(jwks(SITE_KEY.public.jwk())))
+    result = verify_receipt_file(tmp_path, receipt(site.url))
+    assert result.exit_code == 0, result.output
+    assert f"signed by key {SITE_KEY.kid} (fetched from {site.url}/_consent/log-key)" in result.stdout
+
+
+def test_a_redirect_to_another_host_is_never_followed(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path
+) -> None:
+    """R24: the receipt's key address answers 302 to a server holding the attacker's key, under
+    which the attacker signed the receipt: the redirect is not followed (exit 3, nothing verified)."""
+    elsewhere = hostile(answer(jwks(ATTACKER.public.jwk())))
+    site = hostile(answer(b"", status="302 Found", headers=f"location: {elsewhere.url}/_consent/log-key\r\n"))
+    result = verify_receipt_file(tmp_path, receipt(site.url, ATTACKER))
+    assert result.exit_code == 3, result.output
+    assert "HTTP 302" in result.stderr and "nothing was verified" in result.stderr
+    assert elsewhere.requests == 0 and "receipt valid" not in result.output
+
+
+def test_an_endless_body_is_cut_at_a_megabyte(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path
+) -> None:
+    """A key endpoint streaming without end (a 10 GB answer): read no further than 1 MB, then refused."""
+
+    def endless(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/jwk-set+json\r\n\r\n")
+        block = b" " * 65536
+        for _ in range(160_000):  # 10 GB, unless the client hangs up first
+            if STOPPING.is_set():
+                return
+            sock.sendall(block)
+
+    site = hostile(endless)
+    started = time.monotonic()
+    result = verify_receipt_file(tmp_path, receipt(site.url))
+    assert result.exit_code == 3, result.output
+    assert "answered more than 1048576 bytes: not a JWK Set" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_slow_drip_is_cut_at_the_timeout(hostile: Callable[[Behaviour], Hostile], tmp_path: Path) -> None:
+    """Slow-loris: a byte every 0.2 s never trips a per-read timeout of 1 s, so the fetch waited for
+    as long as the server cared to drip (here 30 s, a header line of 64 KB would take 3.6 hours).
+    --timeout bounds the whole fetch."""
+
+    def drip(sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(150):
+            if STOPPING.is_set():
+                return
+            sock.sendall(b"x")
+            time.sleep(0.2)
+
+    site = hostile(drip)
+    started = time.monotonic()
+    result = verify_receipt_file(tmp_path, receipt(site.url), "--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 3, result.output
+    assert "no answer within 1 s" in result.stderr and "nothing was verified" in result.stderr
+    assert elapsed < 5, f"the fetch took {elapsed:.1f} s with --timeout 1"
+
+
+def _header_lines(count: int, size: int) -> Behaviour:
+    def send(sock: socket.socket) -> None:
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-%d: %s\r\n" % (i, b"a" * size) for i in range(count))
+        )
+        sock.sendall(b"content-length: 2\r\n\r\n{}")
+
+    return send
+
+
+def _truncated(sock: socket.socket) -> None:
+    sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n" + b'{"keys":[' + b" " * 100)
+
+
+def _bad_chunk(sock: socket.socket) -> None:
+    sock.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"f" * 70000 + b"\r\n")
+
+
+# http.client leaves the socket of a response whose head it refused to the garbage collector (its
+# makefile still holds it), which warns; the command exits right after, so nothing lingers.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        pytest.param(lambda sock: sock.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n"), id="not-http"),
+        pytest.param(_header_lines(120, 10), id="too-many-headers"),
+        pytest.param(_header_lines(1, 70_000), id="header-line-too-long"),
+        pytest.param(_truncated, id="body-cut-short"),
+        pytest.param(_bad_chunk, id="chunk-size-line-too-long"),
+    ],
+)
+def test_an_answer_that_is_not_http_is_named_never_a_traceback(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path, behaviour: Behaviour
+) -> None:
+    """http.client raises its own errors (BadStatusLine, LineTooLong, "got more than 100 headers"),
+    which are neither OSError nor URLError: each escaped as a traceback. Now exit 3 with the reason,
+    as an unreachable key is; a body cut short is no JWK Set."""
+    site = hostile(behaviour)
+    result = verify_receipt_file(tmp_path, receipt(site.url))
+    assert result.exit_code == 3, result.output
+    assert f"{site.url}/_consent/log-key" in result.stderr and "nothing was verified" in result.stderr
+
+
+def test_a_key_set_nested_a_million_deep_is_refused_not_a_traceback(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path
+) -> None:
+    """Within the 1 MB bound, `{"keys":[[[[...` 500,000 deep made json.loads raise RecursionError,
+    which escaped as a traceback. Now: not a JWK Set, exit 3."""
+    site = hostile(answer(b'{"keys":' + b"[" * 500_000 + b"]" * 500_000 + b"}"))
+    result = verify_receipt_file(tmp_path, receipt(site.url))
+    assert result.exit_code == 3, result.output
+    assert "did not answer a JWK Set; nothing was verified" in result.stderr
+
+
+def test_thousands_of_keys_cost_a_fraction_of_a_second(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path
+) -> None:
+    """As many keys as fit in 1 MB (12,000, the site's last) are each read once; a set of 100,000
+    keys (8 MB) is refused by its size. Guard: held before."""
+    filler = [
+        {k: v for k, v in SigningKey(i.to_bytes(32, "big")).public.jwk().items() if k in ("kty", "crv", "x")}
+        for i in range(1, 501)
+    ]
+    many = [*(filler * 24), SITE_KEY.public.jwk()]
+    body = jwks(*many)
+    assert len(body) < 1024 * 1024
+    site = hostile(answer(body))
+    started = time.monotonic()
+    result = verify_receipt_file(tmp_path, receipt(site.url))
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 5
+    huge = hostile(answer(jwks(*(filler * 200), SITE_KEY.public.jwk())))
+    result = verify_receipt_file(tmp_path, receipt(huge.url))
+    assert result.exit_code == 3 and "answered more than 1048576 bytes" in result.stderr
+
+
+def test_a_kid_stated_for_another_key_is_not_believed(
+    hostile: Callable[[Behaviour], Hostile], tmp_path: Path
+) -> None:
+    """A kid collision: the endpoint lists the attacker's key under the site's key id (and the site's
+    own key as well), and the attacker signed the receipt naming the site's kid. The id is computed
+    from each key (RFC 7638), so the stated one names nothing: bad signature, exit 1. Guard: held."""
+    colliding = {**ATTACKER.public.jwk(), "kid": SITE_KEY.kid}
+    site = hostile(answer(jwks(colliding, SITE_KEY.public.jwk(), colliding)))
+    result = verify_receipt_file(tmp_path, receipt(site.url, ATTACKER, kid=SITE_KEY.kid))
+    assert result.exit_code == 1, result.output
+    assert "bad signature" in result.stderr and "receipt valid" not in result.output
+    alone = hostile(answer(jwks(colliding)))
+    result = verify_receipt_file(tmp_path, receipt(alone.url, ATTACKER, kid=SITE_KEY.kid))
+    assert result.exit_code == 1 and f"unknown kid {SITE_KEY.kid!r}" in result.stderr
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_a_token_nested_a_million_deep_is_malformed_not_a_traceback(tmp_path: Path, part: str) -> None:
+    """Within the 4 MB bound, a header or payload of `[[[[...` made json.loads raise RecursionError
+    before anything was checked: a traceback. Now: malformed, exit 1, and no request sent."""
+    deep = b64url(b"[" * 1_000_000 + b"]" * 1_000_000)
+    plain = b64url(json.dumps({"alg": "EdDSA", "kid": SITE_KEY.kid, "typ": TYP}).encode())
+    token = f"{deep}.{plain}.AAAA" if part == "header" else f"{plain}.{deep}.AAAA"
+    result = verify_receipt_file(tmp_path, token)
+    assert result.exit_code == 1, result.output
+    assert f"malformed token: its {part} is not base64url of JSON" in result.stderr
