@@ -447,3 +447,45 @@ def test_keygen_webhook_prints_a_secret_the_specification_reads() -> None:
         "type": "consent.decision"
     }
     assert CliRunner().invoke(cli, ["keygen", "--webhook", "--log"]).exit_code == 2
+
+
+async def test_a_receiver_that_never_answers_is_a_failure_with_a_deadline(
+    toml_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile or hung receiver (it reads the request and trickles one header byte a second, never
+    finishing) cannot hold the loop: the exchange has a deadline, the failure is recorded, decisions
+    go on; the event goes out later."""
+    monkeypatch.setattr(delivery, "TIMEOUT", 0.3)
+    monkeypatch.setattr(delivery, "RETRY_BASE", 60.0)
+    monkeypatch.setattr(delivery, "RETRY_CAP", 60.0)
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(100):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.2)  # each byte within the read timeout: only a deadline ends it
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(trickle, "127.0.0.1", port)
+    try:
+        config = hooked(toml_path, f"http://127.0.0.1:{port}/hook")
+        app = make_app(config)
+        started = time.monotonic()
+        await decide_n(app, 3)
+        assert time.monotonic() - started < 3
+        log = await app.log()
+        await until(lambda: failing(log), 10)
+        (state,) = await log.webhook_states()
+        await app.close()
+        assert state.seq == 0 and state.last_error is not None
+        assert "no answer within" in state.last_error or "Timeout" in state.last_error
+        assert time.monotonic() - started < 8
+    finally:
+        server.close()

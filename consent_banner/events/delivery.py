@@ -188,10 +188,17 @@ class Delivery:
         sent = headers(self.target.key, message_id(log_id, int(row[0])), int(time.time()), content)
         sent["user-agent"] = USER_AGENT
         try:
-            async with self.client.stream("POST", self.target.hook.url, content=content, headers=sent) as r:
-                status = r.status_code  # the body is never read: a receiver's answer is its status
+            # httpx's timeouts are per read: a receiver trickling its headers a byte at a time would
+            # hold the loop for ever without a deadline for the whole exchange.
+            async with asyncio.timeout(2 * TIMEOUT):
+                async with self.client.stream(
+                    "POST", self.target.hook.url, content=content, headers=sent
+                ) as r:
+                    status = r.status_code  # the body is never read: a receiver's answer is its status
         except httpx.HTTPError as e:
             raise Failed(f"{type(e).__name__}: {str(e)[:200] or 'no answer'}") from None
+        except TimeoutError:
+            raise Failed(f"no answer within {2 * TIMEOUT:.0f} s") from None
         if not 200 <= status < 300:
             raise Failed(f"HTTP {status} for record {row[0]} ({event_of(row[3])})")
 
