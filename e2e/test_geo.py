@@ -75,6 +75,8 @@ def test_sweden_gets_the_opt_in_banner_and_nothing_runs(
 def test_california_runs_trackers_before_a_decision_and_the_notice_is_dismissible(
     us_visitor: Callable[..., Visitor], us_demo: RunningDemo
 ) -> None:
+    """R37: under opt-out the trackers run before any decision; the notice goes when dismissed,
+    recording nothing."""
     v = us_visitor(CALIFORNIA)
     v.goto("/?utm_source=newsletter")
     notice = v.page.locator("[data-cb-notice]")
@@ -150,6 +152,7 @@ def test_california_then_do_not_sell_stops_marketing(
 
 
 def test_no_region_header_gets_the_default(us_visitor: Callable[..., Visitor], us_demo: RunningDemo) -> None:
+    """R37: no region header, the default model (opt-in): nothing runs."""
     v = us_visitor()
     v.goto("/")
     expect(v.page.locator("#cb-banner")).to_be_visible()

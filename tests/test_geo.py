@@ -166,7 +166,7 @@ def test_lower_case_places_are_read_and_groups_are_the_shipped_lists() -> None:
 
 
 def test_the_most_specific_place_wins_whatever_the_order() -> None:
-    """A subdivision over its country, a country over a group; the rules' order never matters."""
+    """R37: A subdivision over its country, a country over a group; the rules' order never matters."""
     rules = [
         {"where": ["EEA", "US"], "model": "opt-out"},
         {"where": ["SE", "US-CA"], "model": "opt-in"},
@@ -232,6 +232,7 @@ def test_a_subdivision_value_is_read_strictly(value: bytes, code: str, expected:
 
 
 def test_locate_falls_back_to_default_for_anything_malformed_or_twice_sent() -> None:
+    """R37: a missing, malformed or twice-sent header is no region: the default model."""
     geo = Geo(
         settings(
             country_header="CF-IPCountry",
@@ -294,7 +295,7 @@ async def client(config: ConsentConfig) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_state_says_region_and_model(client: httpx.AsyncClient) -> None:
-    """/_consent/state adds region and model; an opt-out visitor's categories are all allowed."""
+    """R37: /_consent/state adds region and model; an opt-out visitor's categories are all allowed."""
     state = (await client.get("/_consent/state", headers=CA)).json()
     assert state["region"] == "US-CA" and state["model"] == "opt-out" and not state["decided"]
     assert state["categories"] == ["necessary", "analytics", "marketing"]
@@ -307,6 +308,7 @@ async def test_state_says_region_and_model(client: httpx.AsyncClient) -> None:
 
 
 async def test_get_consent_allows_under_the_visitors_model(client: httpx.AsyncClient) -> None:
+    """R37: the app's get_consent(request).allows() answers under the visitor's model."""
     assert (await client.get("/whoami", headers=CA)).json() == {
         "decided": False,
         "analytics": True,
@@ -325,7 +327,7 @@ async def test_get_consent_allows_under_the_visitors_model(client: httpx.AsyncCl
 
 
 async def test_an_undecided_opt_out_visitors_trackers_and_cookies_pass(client: httpx.AsyncClient) -> None:
-    """Under opt-out, before any decision, the tags run unrewritten and the app's cookies stick; the
+    """R37: Under opt-out, before any decision, the tags run unrewritten and the app's cookies stick; the
     same request from Sweden has them neutralised and dropped."""
     ca = await client.get("/set", headers={**CA, **HTML})
     assert {c.split("=")[0] for c in ca.headers.get_list("set-cookie")} >= {"_st_ses", "_ads"}
@@ -403,7 +405,7 @@ async def test_do_not_sell_is_one_click_and_logged_with_its_own_version(
 
 
 async def test_an_opt_out_is_no_consent_where_the_model_is_opt_in(client: httpx.AsyncClient) -> None:
-    """A Californian who opted out and then visits from Sweden is asked for consent there: an
+    """R37: A Californian who opted out and then visits from Sweden is asked for consent there: an
     opt-out never passes for an opt-in."""
     await client.post("/_consent", json={"action": "opt_out"}, headers={**SAME, **CA})
     assert (await client.get("/whoami", headers=CA)).json()["decided"] is True
@@ -417,7 +419,7 @@ async def test_an_opt_out_is_no_consent_where_the_model_is_opt_in(client: httpx.
 async def test_the_notice_is_non_blocking_and_its_dismissal_is_no_decision(
     client: httpx.AsyncClient, config: ConsentConfig
 ) -> None:
-    """The opt-out notice has the one-click form and the settings; dismissing it (a form post, no
+    """R37: The opt-out notice has the one-click form and the settings; dismissing it (a form post, no
     JavaScript) hides it by its own cookie, records nothing and leaves the visitor undecided."""
     first = await client.get("/", headers={**CA, **HTML})
     assert "data-cb-notice" in first.text and 'value="opt_out"' in first.text
@@ -495,6 +497,7 @@ async def test_the_receipt_shows_region_and_model(client: httpx.AsyncClient) -> 
 
 
 async def test_every_record_says_its_jurisdiction_also_without_geo(tmp_path: Path) -> None:
+    """R37: every record of this release says its model and region, [geo] or not."""
     config = geo_config(tmp_path, "")
     app = build(config)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:

@@ -11,6 +11,7 @@ from consent_banner.log import Decision
 
 
 async def test_stats_split_by_model_and_region(log: Any, decision: Callable[..., Decision]) -> None:
+    """R37: the stats split by model and region; records that do not say are unknown."""
     await log.append(decision(detail={"region": "US-CA", "model": "opt-out"}, action="opt_out"))
     await log.append(decision(detail={"region": "US-CA", "model": "opt-out"}))
     await log.append(decision(detail={"region": "SE", "model": "opt-in"}))
