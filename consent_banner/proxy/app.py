@@ -27,7 +27,9 @@ prefix itself (they never reach the upstream) and gates what comes back; this ap
 - **Redirects are not followed**: the browser follows them through the gate. A ``Location`` naming
   the upstream's own origin becomes a path on this site (that address is internal, and a browser
   sent there would bypass the gate); every other ``Location`` passes.
-- **Failures.** A Host that is not a plain host[:port] (without `site_origins`): 400. Upstream
+- **Failures.** A Host that is not a plain host[:port] (without `site_origins`): 400. A request body
+  that stalls for the read timeout: 408, and the upstream request is abandoned (a slow client would
+  otherwise hold an upstream connection for as long as it likes). Upstream
   down, refused or broken before its headers: 502; no headers within the read timeout: 504; each a
   short page (HTML, or JSON for a client that asks for it), no traceback. A body broken midway
   ends the connection, so a truncated download never looks complete.
@@ -56,7 +58,7 @@ from urllib.parse import urlsplit
 from starlette.types import Receive, Scope, Send
 
 from ..request_checks import SiteOrigins
-from .bodies import HTML, BodyReader, ClientGone, at_once, disconnected, pump, whole_page
+from .bodies import HTML, BodyReader, ClientGone, ClientStalled, at_once, disconnected, pump, whole_page
 from .pools import pools
 from .websocket import WS_HANDSHAKE, WS_MAX_SIZE, no_redirects, relay_websocket
 
@@ -88,8 +90,9 @@ class ProxyApp:
 
     `site_origins`: the config's, to name the public Host (see the module docstring). Timeouts in
     seconds: `connect_timeout` to open a connection, `read_timeout` between bytes (also the wait for
-    the response's headers: 504 after it), `write_timeout` between bytes sent. `max_connections` to the
-    upstream at once, `keepalive` of them kept open when idle.
+    the response's headers: 504 after it; and between chunks of the client's request body: 408),
+    `write_timeout` between bytes sent. `max_connections` to the upstream at once, `keepalive` of
+    them kept open when idle.
     """
 
     def __init__(
@@ -174,7 +177,7 @@ class ProxyApp:
             return
         headers = self.request_headers(scope)
         has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in scope["headers"])
-        reader = BodyReader(receive)
+        reader = BodyReader(receive, idle=self._timeouts[1])
         client = self.client()
         try:
             request = client.build_request(
@@ -185,6 +188,9 @@ class ProxyApp:
             )
             response = await client.send(request, stream=True)
         except ClientGone:
+            return
+        except ClientStalled:
+            await self._failure(scope, send, 408, "did not receive the rest of the request in time")
             return
         except httpx.ReadTimeout:
             await self._failure(scope, send, 504, "did not answer in time")
@@ -237,7 +243,8 @@ class ProxyApp:
 
     async def _failure(self, scope: Scope, send: Send, status: int, what: str) -> None:
         """A short page for a failed upstream: no traceback, no upstream address."""
-        reason = {400: "Bad Request", 502: "Bad Gateway", 504: "Gateway Timeout"}[status]
+        reasons = {400: "Bad Request", 408: "Request Timeout", 502: "Bad Gateway", 504: "Gateway Timeout"}
+        reason = reasons[status]
         accept = _header(scope, b"accept") or b""
         if b"json" in accept.split(b",", 1)[0]:
             body = b'{"error": "the site %s", "status": %d}' % (what.encode(), status)
@@ -289,6 +296,11 @@ class ProxyApp:
         public Host and this proxy's forwarding fields in, identity encoding asked for."""
         raw: list[tuple[bytes, bytes]] = scope["headers"]
         gone = _hop_by_hop(raw) | FORWARDING | drop | {b"host", b"accept-encoding", b"expect"}
+        if any(k == b"transfer-encoding" for k, _ in raw):
+            # The server framed the body by its chunks and ignored a Content-Length beside them (a
+            # smuggler's pair): passed on, it would frame the upstream's copy instead (a 500 from httpx,
+            # or a body cut to its length). Without it httpx frames the body anew.
+            gone |= {b"content-length"}
         out = [(k, v) for k, v in raw if k not in gone and not k.startswith(b"proxy-")]
         scheme, host = self.public(scope)
         client = scope.get("client")
@@ -333,6 +345,11 @@ class ProxyApp:
         path = parts.path or "/"
         if self._base and (path == self._base.decode() or path.startswith(self._base.decode() + "/")):
             path = path[len(self._base) :] or "/"
+        if path[1:2] in ("/", "\\"):
+            # `//host/x` (or `/\\host/x`, a backslash being a slash to a browser) alone would name another
+            # host: an open redirect made of one that, unproxied, stayed on the upstream. `/.//host/x`
+            # is the same path on this site.
+            path = "/." + path
         return (
             path
             + (f"?{parts.query}" if parts.query else "")

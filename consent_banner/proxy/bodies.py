@@ -3,6 +3,7 @@ to `send` chunk by chunk (or whole, for a page the gate may replay), and the cli
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -21,16 +22,26 @@ class ClientGone(Exception):
     """The client left while its request body was being sent on."""
 
 
-class BodyReader:
-    """The request body from `receive`, chunk by chunk, as the upstream takes it."""
+class ClientStalled(Exception):
+    """The client sent nothing of its request body for the idle time."""
 
-    def __init__(self, receive: Receive) -> None:
+
+class BodyReader:
+    """The request body from `receive`, chunk by chunk, as the upstream takes it; `idle` seconds at
+    most between two chunks (ClientStalled), so a client cannot hold an upstream connection open by
+    trickling nothing (nginx's client_body_timeout)."""
+
+    def __init__(self, receive: Receive, *, idle: float | None = None) -> None:
         self._receive = receive
+        self._idle = idle
         self.done = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
-            message = await self._receive()
+            try:
+                message = await asyncio.wait_for(self._receive(), self._idle)
+            except TimeoutError:
+                raise ClientStalled from None
             if message["type"] == "http.disconnect":
                 raise ClientGone
             body = message.get("body", b"")
