@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
@@ -42,40 +42,44 @@ def _list_json(text: str | None) -> str:
     return hit
 
 
+_ascii: Callable[[str], str] = encode_basestring_ascii
+
+
 def _s(v: Any) -> str:
     return "null" if v is None else encode_basestring_ascii(v if isinstance(v, str) else str(v))
+
+
+# The columns from action to version_id take few distinct values on a site: their part of a line is
+# built once (an export's cost, and offline.record_row's, which renders each line to compare).
+_MIDDLES: Memo[tuple[Any, ...], str] = Memo(4096)
 
 
 def ndjson_line(row: tuple[Any, ...]) -> str:
     """One raw row (ROW_COLUMNS order) as a JSON line, equal to LoggedRecord.to_json() in content.
 
     Built by hand from the stored text (services and detail are stored as JSON already): an export
-    of a million records should not parse and re-serialise each one.
+    of a million records should not parse and re-serialise each one. This is the canonical spelling
+    of a record line (docs/export-format.md): the offline reader compares each line with it.
     """
-    (
-        seq,
-        at,
-        cid,
-        action,
-        granted,
-        denied,
-        services,
-        revision,
-        language,
-        source,
-        version_id,
-        ip,
-        browser,
-        detail,
-        prev_hash,
-        h,
-    ) = row
+    seq, at, cid = row[0], row[1], row[2]
+    ip, browser, detail, prev_hash, h = row[11], row[12], row[13], row[14], row[15]
+    middle_values = row[3:11]
+    middle = _MIDDLES.get(middle_values)
+    if middle is None:
+        action, granted, denied, services, revision, language, source, version_id = middle_values
+        middle = _MIDDLES.put(
+            middle_values,
+            f'"action":{_s(action)},"granted":{_list_json(granted)},"denied":{_list_json(denied)},'
+            f'"services":{services or "{}"},"revision":{_s(revision)},"language":{_s(language)},'
+            f'"source":{_s(source)},"version_id":{_s(version_id)},',
+        )
+    # at, consent_id and the hashes are never NULL: encoded directly (a call fewer each, per record).
+    ip_text = "null" if ip is None else _ascii(ip)
+    browser_text = "null" if browser is None else _ascii(browser)
     return (
-        f'{{"seq":{int(seq)},"at":{_s(at)},"consent_id":{_s(cid)},"action":{_s(action)},'
-        f'"granted":{_list_json(granted)},"denied":{_list_json(denied)},"services":{services or "{}"},'
-        f'"revision":{_s(revision)},"language":{_s(language)},"source":{_s(source)},'
-        f'"version_id":{_s(version_id)},"ip":{_s(ip)},"browser":{_s(browser)},"detail":{detail or "null"},'
-        f'"prev_hash":{_s(prev_hash)},"hash":{_s(h)}}}\n'
+        f'{{"seq":{int(seq)},"at":{_ascii(at)},"consent_id":{_ascii(cid)},{middle}'
+        f'"ip":{ip_text},"browser":{browser_text},"detail":{detail or "null"},'
+        f'"prev_hash":{_ascii(prev_hash)},"hash":{_ascii(h)}}}\n'
     )
 
 
