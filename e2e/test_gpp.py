@@ -119,6 +119,8 @@ def call(v: Visitor, command: str, parameter: Any = None) -> list[Any]:
 def test_california_gets_a_gpp_api_whose_string_iab_decodes_as_the_page_says(
     us_visitor: Callable[..., Visitor],
 ) -> None:
+    """R38: as California the page answers __gpp (ping, getSection, getField), and IAB's own library
+    decodes the page's string into the fields the page reports."""
     v = us_visitor(CALIFORNIA)
     v.context.add_init_script(IAB_STUB)
     v.goto("/")
@@ -169,6 +171,8 @@ def test_california_gets_a_gpp_api_whose_string_iab_decodes_as_the_page_says(
 
 
 def test_after_do_not_sell_the_listener_hears_the_new_string(us_visitor: Callable[..., Visitor]) -> None:
+    """R38: after "Do Not Sell or Share" an addEventListener listener hears the new string, whose
+    sale, sharing and targeted-advertising opt-outs say "opted out"."""
     v = us_visitor(CALIFORNIA)
     v.goto("/")
     before = call(v, "ping")[0]["gppString"]

@@ -106,7 +106,7 @@ def answers() -> dict[str, Any]:
 def test_iab_decodes_every_usnat_field_of_our_string_as_we_meant_it(
     answers: dict[str, Any], index: int
 ) -> None:
-    """IAB's decoder reads each usnat field of our string as the state says (issue 17)."""
+    """R38: IAB's decoder reads each usnat field of our string as the state says (issue 17)."""
     label, opted_out, gpc = CASES[index]
     ours: gpp.Gpp = answers["ours"][index]
     decoded = answers["decoded"][index]
@@ -149,7 +149,7 @@ def test_iab_decodes_every_usnat_field_of_our_string_as_we_meant_it(
     "index", range(len(CASES)), ids=[f"{c[0]}, opted out {c[1]}, gpc {c[2]}" for c in CASES]
 )
 def test_iab_encodes_the_same_fields_to_our_exact_string(answers: dict[str, Any], index: int) -> None:
-    """For the same field values IAB's encoder writes our string byte for byte (issue 17)."""
+    """R38: For the same field values IAB's encoder writes our string byte for byte (issue 17)."""
     assert answers["encoded"][index] == answers["ours"][index].string
 
 

@@ -61,7 +61,7 @@ def sale(gpp: dict[str, Any]) -> int:
 
 
 async def test_an_opt_out_visitor_state_carries_the_gpp_answer_and_others_none(us: httpx.AsyncClient) -> None:
-    """A Californian gets the usnat string ("did not opt out"; GPC subsection saying no signal);
+    """R38: A Californian gets the usnat string ("did not opt out"; GPC subsection saying no signal);
     a Swede and a visitor without the headers get `gpp: null`."""
     ca = await state(us, CALIFORNIA)
     assert ca["model"] == "opt-out"
@@ -84,7 +84,7 @@ async def test_gpc_is_an_opt_out_in_the_string_and_its_own_subsection(us: httpx.
 
 
 async def test_do_not_sell_answers_with_the_new_string_and_it_sticks(us: httpx.AsyncClient) -> None:
-    """The decision's answer carries the new `gpp` (gpp.js updates from it); the next state too."""
+    """R38: The decision's answer carries the new `gpp` (gpp.js updates from it); the next state too."""
     response = await us.post(
         "/_consent", json={"action": "opt_out"}, headers={**CALIFORNIA, "Origin": ORIGIN}
     )
