@@ -489,3 +489,31 @@ async def test_a_receiver_that_never_answers_is_a_failure_with_a_deadline(
         assert time.monotonic() - started < 8
     finally:
         server.close()
+
+
+async def test_decisions_while_a_retry_waits_cost_no_claims(
+    toml_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a failed delivery waits for its retry, the decisions coming in do not wake the loop into
+    claiming the cursor again (each claim is a write under the log's lock): one claim per wait."""
+    monkeypatch.setattr(delivery, "RETRY_BASE", 60.0)
+    monkeypatch.setattr(delivery, "RETRY_CAP", 60.0)
+    config = hooked(toml_path, receiver.url)
+    await receiver.stop()
+    app = make_app(config)
+    await decide_n(app, 1)
+    log = await app.log()
+    await until(lambda: failing(log), 10)
+    claims = 0
+    claim = log.claim_webhook
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim(*args, **kwargs)
+
+    log.claim_webhook = counting
+    await decide_n(app, 50)
+    await asyncio.sleep(0.3)
+    await app.close()
+    assert claims <= 1

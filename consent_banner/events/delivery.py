@@ -106,10 +106,13 @@ class Delivery:
         self.cursor: WebhookCursor | None = None  # while this process holds the lease
         self.sent = 0  # POSTs acknowledged by this process
         self._closing = False
+        self._wakeable = True  # whether a recorded decision ends the current wait
+        self._stop = asyncio.Event()
 
     async def run(self) -> None:
         pause = POLL
         while not self._closing:
+            self._wakeable = True
             try:
                 log = await self.log()
                 pause = await self._turn(log)
@@ -133,6 +136,8 @@ class Delivery:
             )
             if isinstance(claimed, float):  # another process delivers, or a retry is not due
                 self.cursor = None
+                # Decisions do not cut this wait short: each would cost a claim under the write lock.
+                self._wakeable = False
                 return min(max(claimed, 0.05), LEASE)
             self.cursor = c = claimed
         while not self._closing:
@@ -220,6 +225,10 @@ class Delivery:
         return mask_passwords(self.target.name)
 
     async def _sleep(self, seconds: float) -> None:
+        if not self._wakeable:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)  # only a shutdown ends it early
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), seconds)
         self.wake.clear()
@@ -228,6 +237,7 @@ class Delivery:
         """Stop after the current POST; give the lease up so another process takes over at once."""
         self._closing = True
         self.wake.set()
+        self._stop.set()
         c, self.cursor = self.cursor, None
         if c is not None and log is not None:
             with contextlib.suppress(ConsentBannerError, OSError):
@@ -287,6 +297,7 @@ class Webhooks:
         for d in self._deliveries:
             d._closing = True
             d.wake.set()
+            d._stop.set()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=5.0)
             for task in pending:
