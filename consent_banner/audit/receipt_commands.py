@@ -194,6 +194,7 @@ def _get(url: str, timeout: float) -> bytes:
         with _opener.open(request, timeout=timeout) as response:
             body: bytes = response.read(MAX_KEYS_BYTES + 1)
     except urllib.error.HTTPError as e:
+        e.close()  # it holds the answer's socket open
         raise KeyUnavailable(
             f"cannot fetch the site's key from {url}: HTTP {e.code}; nothing was verified "
             "(give the key with --public-key)"

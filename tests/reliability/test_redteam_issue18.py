@@ -11,9 +11,12 @@ bounded time and memory, or is refused: never a traceback, never a stale state r
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +28,11 @@ from click.testing import CliRunner
 
 from consent_banner.audit.signed_receipt import TYP, receipt_claims, sign_receipt
 from consent_banner.cli import cli
+from consent_banner.log import Decision
+from consent_banner.log.canonical import ROW_COLUMNS
 from consent_banner.log.keys import SigningKey, b64url
+from tests.log.conftest import VERSION_EN
+from tests.log.test_offline_verify import LOG_KEY, export_to, signed_log
 
 SITE_KEY = SigningKey(bytes(range(7, 39)))  # the site's log key (fixed: failures name the same ids)
 ATTACKER = SigningKey(bytes(range(9, 41)))
@@ -230,6 +237,7 @@ def test_an_answer_that_is_not_http_is_named_never_a_traceback(
     as an unreachable key is; a body cut short is no JWK Set."""
     site = hostile(behaviour)
     result = verify_receipt_file(tmp_path, receipt(site.url))
+    gc.collect()  # that socket's warning here, not in whichever test the collector next runs in
     assert result.exit_code == 3, result.output
     assert f"{site.url}/_consent/log-key" in result.stderr and "nothing was verified" in result.stderr
 
@@ -293,3 +301,156 @@ def test_a_token_nested_a_million_deep_is_malformed_not_a_traceback(tmp_path: Pa
     result = verify_receipt_file(tmp_path, token)
     assert result.exit_code == 1, result.output
     assert f"malformed token: its {part} is not base64url of JSON" in result.stderr
+
+
+# --- log verify --export given a hostile file -----------------------------------------------------
+
+PUBLIC_PEM = "log-key.pem"
+
+
+def _decision(**kw: Any) -> Decision:
+    base: dict[str, Any] = dict(
+        consent_id="visitor-0000000000000",
+        action="accept_all",
+        granted=("necessary", "analytics"),
+        denied=(),
+        services={"plausible": True},
+        revision="2026-01",
+        language="en",
+        source="banner",
+        ip="203.0.113.0",
+        browser="Firefox",
+        version=VERSION_EN,
+    )
+    return Decision(**{**base, **kw})
+
+
+@pytest.fixture
+async def export(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A whole-log NDJSON export of 25 signed records (checkpoints every 10), its public key beside it."""
+    lg = await signed_log(f"sqlite:///{tmp_path / 'log.db'}", _decision)
+    try:
+        path = tmp_path / "log.ndjson"
+        lines = await export_to(lg, path)
+    finally:
+        await lg.close()
+    (tmp_path / PUBLIC_PEM).write_text(LOG_KEY.public.pem())
+    return path, lines
+
+
+def verify_export_file(path: Path, *args: str) -> Any:
+    """`consent-banner log verify --export PATH --public-key KEY`, tracebacks not caught."""
+    key = path.parent / PUBLIC_PEM
+    return CliRunner().invoke(
+        cli, ["log", "verify", "--export", str(path), "--public-key", str(key), *args], catch_exceptions=False
+    )
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+DEEP = "[" * 500_000 + "]" * 500_000
+
+
+def test_the_export_verifies(export: tuple[Path, list[str]]) -> None:
+    """The control: the file as exported verifies with the public key alone."""
+    result = verify_export_file(export[0])
+    assert result.exit_code == 0, result.output
+    assert "25 records, chain intact" in result.stdout
+
+
+@pytest.mark.parametrize("where", ["record", "checkpoint", "pins"])
+def test_json_nested_a_million_deep_is_named_by_its_line(
+    export: tuple[Path, list[str]], tmp_path: Path, where: str
+) -> None:
+    """A record's detail, a checkpoint line or a pins line of `[[[[...` 500,000 deep (1 MB) made
+    json.loads raise RecursionError, which escaped as a traceback. Now named by its line (exit 2)."""
+    path, lines = export
+    args: list[str] = []
+    if where == "pins":
+        pins = write_lines(tmp_path / "pins.ndjson", [lines[-1].replace('"detail":null', f'"detail":{DEEP}')])
+        args, option, line = ["--pins", str(pins)], "--pins", 1
+    else:
+        start = '{"seq":5,' if where == "record" else '{"type":"checkpoint"'
+        i = next(n for n, text in enumerate(lines) if text.startswith(start))
+        deep = lines[i].replace('"hash":', f'"deep":{DEEP},"hash":', 1)
+        write_lines(path, [*lines[:i], deep, *lines[i + 1 :]])
+        option, line = "--export", i + 1
+    result = verify_export_file(path, *args)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.stderr and f"line {line}: " in result.stderr
+
+
+def test_a_byte_that_is_not_utf8_is_named_at_its_line(export: tuple[Path, list[str]]) -> None:
+    """The file was decoded in blocks, so a bad byte was reported at the line last read, not its own
+    (here line 16 for a byte on line 20). Now each line is decoded alone: its own number."""
+    path, lines = export
+    data = "".join(lines).encode()
+    at = data.index(b"Firefox", len("".join(lines[:19]).encode()))
+    assert data[:at].count(b"\n") == 19  # on line 20
+    path.write_bytes(data[:at] + b"\xff" + data[at + 1 :])
+    result = verify_export_file(path)
+    assert result.exit_code == 2, result.output
+    assert "line 20: " in result.stderr and "UTF-8" in result.stderr
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_named(tmp_path: Path) -> None:
+    """A CSV export's field over 128 KB made the csv module raise csv.Error, which escaped as a
+    traceback. Now the record is named (exit 2)."""
+    path = tmp_path / "log.csv"
+    path.write_text(",".join(ROW_COLUMNS) + "\n1," + "a" * 200_000 + "\n")
+    (tmp_path / PUBLIC_PEM).write_text(LOG_KEY.public.pem())
+    result = verify_export_file(path)
+    assert result.exit_code == 2, result.output
+    assert "record 1: not a record of a log export (field larger than field limit" in result.stderr
+
+
+def test_a_line_of_2_gb_is_refused_in_bounded_memory(export: tuple[Path, list[str]]) -> None:
+    """A 2 GB line (a sparse file: its header, then 2 GB of NULs without a newline) was read whole
+    into memory: under a 1 GB address-space limit, a MemoryError traceback; on a laptop, gigabytes.
+    Now a line is read up to 16 MB and refused by its number there."""
+    path, lines = export
+    with open(path, "wb") as f:
+        f.write(lines[0].encode())
+        f.truncate(len(lines[0]) + 2 * 1024**3)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))\n"
+        "from consent_banner.cli import cli\n"
+        "sys.exit(cli.main(sys.argv[1:], prog_name='consent-banner'))\n"
+    )
+    key = path.parent / PUBLIC_PEM
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script, "log", "verify", "--export", str(path), "--public-key", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "line 2: longer than 16777216 bytes" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_a_leading_space_does_not_reach_a_laxer_reader(
+    export: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file opening with a space was taken for CSV by its first character, then read by the CSV
+    reader's NDJSON fallback: the whole file held in memory, no line bound, and none of the strict
+    reading of the export reader. Records pinned by the auditor's head, one spelled with `action`
+    twice (two JSON readers read two decisions), verified. Now it is read as the export it is."""
+    monkeypatch.delenv("CONSENT_SECRET_KEYS", raising=False)
+    path, lines = export
+    pins = write_lines(tmp_path / "pins.ndjson", [lines[-1 - 25]])
+    assert pins.read_text().startswith('{"type":"head"')
+    records = lines[-25:]
+    twice = records[4].replace('"action":', '"action":"accept_all","action":', 1)
+    spaced = write_lines(tmp_path / "spaced.ndjson", [" ", *records[:4], twice, *records[5:]])
+    plain = write_lines(tmp_path / "records.ndjson", records)
+    args = ["log", "verify", "--pins", str(pins), "--export"]
+    assert CliRunner().invoke(cli, [*args, str(plain)], catch_exceptions=False).exit_code == 0
+    result = CliRunner().invoke(cli, [*args, str(spaced)], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "line 5: " in result.stderr and "the member 'action' appears twice" in result.stderr
