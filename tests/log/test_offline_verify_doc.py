@@ -50,3 +50,19 @@ def test_the_documented_example_changed_fails_both(tmp_path: Path, old: str, new
     assert not verify_export(tmp_path / "export.ndjson", public_keys=public).ok
     with pytest.raises((AssertionError, InvalidSignature)):
         doc_verifier()(changed, pem)
+
+
+def test_a_duplicate_member_is_refused_by_both(tmp_path: Path) -> None:
+    """The Strictness section, in both verifiers: a record line naming its action twice (the last one
+    the signed one, as Python's json reads it) is refused, not read as either."""
+    from consent_banner.log.offline import ExportError
+
+    export, pem = block("ndjson"), block("pem")
+    changed = export.replace('"action":"reject_all"', '"action":"accept_all","action":"reject_all"', 1)
+    assert changed != export
+    (tmp_path / "export.ndjson").write_text(changed)
+    public = {k.kid: k for k in parse_public_keys(pem, "doc")}
+    with pytest.raises(ExportError, match="line 7: .*the member 'action' appears twice"):
+        verify_export(tmp_path / "export.ndjson", public_keys=public)
+    with pytest.raises(AssertionError, match="a member appears twice"):
+        doc_verifier()(changed, pem)
