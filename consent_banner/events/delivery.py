@@ -51,6 +51,7 @@ RETRY_BASE = 1.0  # seconds before the first retry; doubled per failure in a row
 RETRY_CAP = 600.0  # seconds: retries of a failing receiver at most every 10 minutes
 TIMEOUT = 10.0  # seconds per POST (connect 5)
 USER_AGENT = "consent-banner-webhooks"
+MAX_ANSWER = 64 * 1024  # bytes of a receiver's answer read at most (more: the connection is dropped)
 
 
 def retry_delay(attempts: int) -> float:
@@ -199,7 +200,12 @@ class Delivery:
                 async with self.client.stream(
                     "POST", self.target.hook.url, content=content, headers=sent
                 ) as r:
-                    status = r.status_code  # the body is never read: a receiver's answer is its status
+                    status = r.status_code  # the receiver's answer is its status; its body is read
+                    read = 0  # (up to a bound) only so that the connection can carry the next POST
+                    async for chunk in r.aiter_raw():
+                        read += len(chunk)
+                        if read > MAX_ANSWER:
+                            break
         except httpx.HTTPError as e:
             raise Failed(f"{type(e).__name__}: {str(e)[:200] or 'no answer'}") from None
         except TimeoutError:
