@@ -236,6 +236,9 @@ def inline_type(tag: bytes, charset: str) -> str | None:
     """The type of an HTML `<script ...>` start tag without `src`, as the browser compares it
     (trimmed, lower case; "" when it has none: the first `type` counts, as in `neutralise.py`);
     None for a script with `src`."""
+    low = tag.lower()
+    if b"src" not in low and b"type" not in low:
+        return ""  # the common <script> and <script async id=...>: nothing to parse
     attrs = parse_attrs(tag, len(b"<script"))
     if any(a[0] == b"src" for a in attrs):
         return None
