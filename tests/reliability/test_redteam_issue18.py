@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import secrets
 import socket
 import socketserver
 import subprocess
@@ -28,11 +30,13 @@ from click.testing import CliRunner
 
 from consent_banner.audit.signed_receipt import TYP, receipt_claims, sign_receipt
 from consent_banner.cli import cli
-from consent_banner.log import Decision
+from consent_banner.log import Decision, open_log
 from consent_banner.log.canonical import ROW_COLUMNS
 from consent_banner.log.keys import SigningKey, b64url
-from tests.log.conftest import VERSION_EN
+from tests.log.conftest import KEY, PG_DSN, VERSION_EN, needs_postgres, pg_schema_url
 from tests.log.test_offline_verify import LOG_KEY, export_to, signed_log
+from tests.log.test_read_only import _WRITER as READ_ONLY_WRITER
+from tests.log.test_read_only import SECRET as READ_ONLY_SECRET
 
 SITE_KEY = SigningKey(bytes(range(7, 39)))  # the site's log key (fixed: failures name the same ids)
 ATTACKER = SigningKey(bytes(range(9, 41)))
@@ -454,3 +458,104 @@ def test_a_leading_space_does_not_reach_a_laxer_reader(
     result = CliRunner().invoke(cli, [*args, str(spaced)], catch_exceptions=False)
     assert result.exit_code == 2, result.output
     assert "line 5: " in result.stderr and "the member 'action' appears twice" in result.stderr
+
+
+# --- read-only opens: a symlinked SQLite file, a PostgreSQL role that can write ---------------------
+
+
+@pytest.mark.parametrize("link", ["file", "directory"])
+async def test_a_log_reached_through_a_symlink_is_read_with_its_live_wal(tmp_path: Path, link: str) -> None:
+    """R22: SQLite names the -wal after the file a symlink leads to; a reader that looked for the
+    -wal beside the link would find none, open `immutable` and report the main file alone (no
+    records at all) as the log. Another process holds 5 committed records only in the WAL: the
+    reader, given the link, reads all 5. Guard: held (the reader resolves the path first)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    db = real / "log.db"
+    if link == "file":
+        given = tmp_path / "link.db"
+        given.symlink_to(db)
+    else:
+        (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+        given = tmp_path / "linked" / "log.db"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", READ_ONLY_WRITER, str(db), READ_ONLY_SECRET],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        assert (real / "log.db-wal").exists()
+        assert Path(f"{given}-wal").exists() == (link == "directory")  # none beside a file's link
+        reader = await open_log(f"sqlite:///{given}", hmac_key=None, previous_hmac_keys=[KEY], read_only=True)
+        try:
+            result = await reader.verify()
+            assert result.ok and result.records == 5, result.message
+        finally:
+            await reader.close()
+    finally:
+        if writer.stdin is not None:
+            writer.stdin.write("\n")
+            writer.stdin.close()
+        writer.wait(timeout=30)
+        if writer.stdout is not None:
+            writer.stdout.close()
+    assert writer.returncode == 0
+
+
+@needs_postgres
+@pytest.mark.postgres
+async def test_an_audit_role_that_can_write_still_reads_read_only_and_the_real_schema(
+    tmp_path: Path,
+) -> None:
+    """R22/R25: the operator's mistake, an audit DSN whose role may write, made worse by whoever
+    holds the database: the role's own settings turn read-only transactions off and point its
+    search_path at a schema of decoy tables (a forged log that verifies on its own), and the URL
+    carries `default_transaction_read_only=off` and `options=-c default_transaction_read_only=off`.
+    The reader still reads the log's schema (the decoy's forged record is not seen) and every write
+    in its sessions is refused by the server. Guard: held (session settings from the connection)."""
+    import asyncpg
+
+    assert PG_DSN is not None
+    schema, decoy, role = (f"cbr1_{secrets.token_hex(5)}" for _ in range(3))
+    url = pg_schema_url(PG_DSN, schema)
+    lg = await signed_log(url, _decision, n=5)
+    await lg.close()
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        await admin.execute(f'GRANT ALL ON SCHEMA "{schema}" TO "{role}"')
+        await admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        await admin.execute(f'CREATE SCHEMA "{decoy}"')
+        for table in ("records", "head", "checkpoints", "versions", "meta"):
+            await admin.execute(f'CREATE TABLE "{decoy}".{table} AS SELECT * FROM "{schema}".{table}')
+        await admin.execute(f"UPDATE \"{decoy}\".records SET action = 'accept_all' WHERE seq = 1")
+        await admin.execute(f'GRANT ALL ON SCHEMA "{decoy}" TO "{role}"')
+        await admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA "{decoy}" TO "{role}"')
+        await admin.execute(f'ALTER ROLE "{role}" SET default_transaction_read_only = off')
+        await admin.execute(f'ALTER ROLE "{role}" SET search_path = "{decoy}"')
+        host = PG_DSN.split("://", 1)[1].split("@", 1)[-1]
+        hostile = (
+            f"postgresql://{role}@{host}" + ("&" if "?" in host else "?") + f"schema={schema}"
+            "&default_transaction_read_only=off&options=-c%20default_transaction_read_only%3Doff"
+        )
+        reader = await open_log(hostile, hmac_key=None, previous_hmac_keys=[KEY], read_only=True)
+        try:
+            result = await reader.verify()
+            assert result.ok and result.records == 5, result.message
+            first = await reader.records_for("visitor-00000000000000")
+            assert [r.action for r in first] == ["reject_all"]  # the log's, not the decoy's accept_all
+            async with reader._pool.acquire() as conn:  # the reader's own session
+                assert await conn.fetchval("SHOW default_transaction_read_only") == "on"
+                with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                    await conn.execute("DELETE FROM records")
+        finally:
+            await reader.close()
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{decoy}" CASCADE')
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
