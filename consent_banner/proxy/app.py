@@ -22,8 +22,9 @@ prefix itself (they never reach the upstream) and gates what comes back; this ap
   no cookie jar, so nothing one visitor is sent reaches another.
 - **Uncompressed HTML.** The upstream is asked for ``Accept-Encoding: identity`` (compression is the
   front server's job, after the gate). HTML an upstream compresses anyway with gzip or deflate is
-  decompressed here, so the gate sees and rewrites plain HTML; any other coding passes untouched
-  and the gate gives it a policy admitting only granted origins. Other bodies pass as they are.
+  decompressed here, in pieces of at most 64 KB whatever the ratio (a gzip bomb stays small), so the
+  gate sees and rewrites plain HTML; any other coding passes untouched and the gate gives it a policy
+  admitting only granted origins. Other bodies pass as they are.
 - **Redirects are not followed**: the browser follows them through the gate. A ``Location`` naming
   the upstream's own origin becomes a path on this site (that address is internal, and a browser
   sent there would bypass the gate); every other ``Location`` passes.
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import re
 from collections.abc import Collection, Iterable
@@ -58,7 +60,17 @@ from urllib.parse import urlsplit
 from starlette.types import Receive, Scope, Send
 
 from ..request_checks import SiteOrigins
-from .bodies import HTML, BodyReader, ClientGone, ClientStalled, at_once, disconnected, pump, whole_page
+from .bodies import (
+    HTML,
+    BodyReader,
+    ClientGone,
+    ClientStalled,
+    at_once,
+    disconnected,
+    inflated,
+    pump,
+    whole_page,
+)
 from .pools import pools
 from .websocket import WS_HANDSHAKE, WS_MAX_SIZE, no_redirects, relay_websocket
 
@@ -76,7 +88,7 @@ HOP_BY_HOP = frozenset(
 FORWARDING = frozenset(
     {b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"}
 )
-DECODED = frozenset({b"gzip", b"x-gzip", b"deflate"})  # decoded by httpx with the standard library
+DECODED = frozenset({b"gzip", b"x-gzip", b"deflate"})  # decoded here with zlib, in bounded pieces (bodies.py)
 # A Host this proxy passes on: a name or IPv4 address, or an IPv6 literal, and a port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -209,13 +221,13 @@ class ProxyApp:
     ) -> None:
         import httpx
 
-        headers, decode = self.response_headers(response.headers.raw)
+        headers, codings = self.response_headers(response.headers.raw)
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        if not decode and whole_page(headers):
+        if not codings and whole_page(headers):
             stream = asyncio.ensure_future(at_once(response, send))
         else:
             stream = asyncio.ensure_future(
-                pump(response.aiter_bytes() if decode else response.aiter_raw(), send)
+                pump(inflated(response.aiter_raw(), codings) if codings else response.aiter_raw(), send)
             )
         # Once the request body is read, the next message is the client leaving: stop reading then.
         gone = asyncio.ensure_future(disconnected(receive)) if read_all else None
@@ -303,8 +315,7 @@ class ProxyApp:
             gone |= {b"content-length"}
         out = [(k, v) for k, v in raw if k not in gone and not k.startswith(b"proxy-")]
         scheme, host = self.public(scope)
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
+        address = _address(scope.get("client"))
         node = f'"[{address}]"' if ":" in address else address  # RFC 7239: IPv6 quoted in brackets
         out += [
             (b"host", host.encode("latin-1")),
@@ -316,9 +327,12 @@ class ProxyApp:
         ]
         return out
 
-    def response_headers(self, raw: Iterable[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], bool]:
-        """The upstream's response fields for the client, and whether the body is to be decoded (HTML
-        compressed with gzip/deflate: the gate must read it, so it leaves uncompressed)."""
+    def response_headers(
+        self, raw: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """The upstream's response fields for the client, and the codings to decode its body from, in
+        the order applied (HTML compressed with gzip/deflate: the gate must read it, so it leaves
+        uncompressed; none for any other body)."""
         fields = [(k.lower(), v) for k, v in raw]
         gone = _hop_by_hop(fields)
         out = [(k, v) for k, v in fields if k not in gone and not k.startswith(b"proxy-")]
@@ -330,7 +344,7 @@ class ProxyApp:
         decode = kind in HTML and bool(codings) and all(c in DECODED for c in codings)
         if decode:
             out = [(k, v) for k, v in out if k not in (b"content-encoding", b"content-length")]
-        return [(k, self._location(v) if k == b"location" else v) for k, v in out], decode
+        return [(k, self._location(v) if k == b"location" else v) for k, v in out], codings if decode else []
 
     def _location(self, value: bytes) -> bytes:
         """A redirect to the upstream's own origin, as a path on this site; any other passes."""
@@ -452,6 +466,18 @@ def _upstream(url: str) -> str:
     if parts.query or parts.fragment or parts.username is not None or parts.password is not None:
         raise ValueError(f"upstream {url!r}: no user name, query or fragment")
     return url.strip().rstrip("/")
+
+
+def _address(client: Any) -> str:
+    """The client's IP address as the ASGI server resolved it, or ``unknown`` (a Unix socket, or a value
+    that is no address: uvicorn trusting every client, ``--forwarded-allow-ips '*'``, takes the first
+    X-Forwarded-For entry as it comes, and ``1.2.3.4;host=evil`` would add a field to ``Forwarded``)."""
+    try:
+        address = ipaddress.ip_address(client[0]) if client else None
+    except ValueError:
+        return "unknown"
+    # An IPv6 scope (`fe80::1%zone`) is any text at all: an address with one is not passed on.
+    return "unknown" if address is None or getattr(address, "scope_id", None) else str(address)
 
 
 def _hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

@@ -4,6 +4,7 @@ to `send` chunk by chunk (or whole, for a page the gate may replay), and the cli
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -78,3 +79,49 @@ async def pump(chunks: AsyncIterator[bytes], send: Send) -> None:
 async def disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+PIECE = 64 * 1024  # bytes of inflated body at most per message: a gzip bomb inflates a piece at a time
+
+
+async def inflated(chunks: AsyncIterator[bytes], codings: list[bytes]) -> AsyncIterator[bytes]:
+    """The body decoded from `codings` (gzip, x-gzip, deflate; in the order the upstream applied them),
+    in pieces of at most PIECE bytes. httpx inflates each chunk it reads whole: 64 KB of a gzip bomb
+    became 64 MB at once. A body that is not what it says raises httpx.DecodingError (the upstream
+    broke it: the connection is ended)."""
+    for coding in reversed(codings):
+        chunks = _inflate(chunks, coding)
+    async for piece in chunks:
+        yield piece
+
+
+async def _inflate(chunks: AsyncIterator[bytes], coding: bytes) -> AsyncIterator[bytes]:
+    import httpx
+
+    gzip = coding != b"deflate"
+    decoder = zlib.decompressobj(zlib.MAX_WBITS | 16 if gzip else zlib.MAX_WBITS)
+    started = False
+    try:
+        async for chunk in chunks:
+            if not started and chunk and not gzip and not _zlib_header(chunk):
+                decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send it
+            started = started or bool(chunk)
+            data = chunk
+            while data and not decoder.eof:
+                piece = decoder.decompress(data, PIECE)
+                data = decoder.unconsumed_tail
+                if piece:
+                    yield piece
+                while len(piece) == PIECE and not data:  # output still held back: drained piece by piece
+                    piece = decoder.decompress(b"", PIECE)
+                    if piece:
+                        yield piece
+        if started and not decoder.eof:
+            raise httpx.DecodingError(f"{coding.decode()} body: cut short")
+    except zlib.error as e:
+        raise httpx.DecodingError(f"{coding.decode()} body: {e}") from None
+
+
+def _zlib_header(data: bytes) -> bool:
+    """Whether `data` begins with a zlib header (RFC 1950): deflate as HTTP means it."""
+    return len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
