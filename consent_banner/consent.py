@@ -127,6 +127,23 @@ def secret_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     short = [i for i, k in enumerate(keys) if len(k) < 32]
     if short:
         raise MissingSecretKey(f"{ENV_SECRET_KEYS}: key #{short[0] + 1} is shorter than 32 characters")
+    from .log.keys import PUBLIC_PREFIX, SIGNING_PREFIX  # here: the log package imports this module
+
+    for i, k in enumerate(keys, 1):
+        # A log key pasted here (both variables are comma-separated lists of keys) would sign every
+        # cookie and log HMAC: the public one is published at {prefix}/log-key, so anyone could forge.
+        if k.startswith(PUBLIC_PREFIX):
+            raise MissingSecretKey(
+                f"{ENV_SECRET_KEYS}: key #{i} is the log's public key ({PUBLIC_PREFIX}...), which "
+                "{prefix}/log-key publishes; retired log keys go in CONSENT_LOG_PUBLIC_KEYS, and "
+                f"{ENV_SECRET_KEYS} takes secrets from `consent-banner keygen`"
+            )
+        if k.startswith(SIGNING_PREFIX):
+            raise MissingSecretKey(
+                f"{ENV_SECRET_KEYS}: key #{i} is a log signing key ({SIGNING_PREFIX}...): it belongs "
+                f"in CONSENT_LOG_SIGNING_KEY; {ENV_SECRET_KEYS} takes its own secrets from "
+                "`consent-banner keygen`"
+            )
     return keys
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
 
 from consent_banner.audit.signed_receipt import TYP, receipt_claims, sign_receipt
 from consent_banner.cli import cli
@@ -559,3 +560,42 @@ async def test_an_audit_role_that_can_write_still_reads_read_only_and_the_real_s
         await admin.execute(f'DROP OWNED BY "{role}"')
         await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
+
+
+# --- an operator's honest mistakes with the keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "refusal"),
+    [
+        pytest.param(
+            SITE_KEY.public.line(),
+            "key #2 is the log's public key (ed25519-pub:...), which {prefix}/log-key publishes",
+            id="the-published-public-key",
+        ),
+        pytest.param(
+            SITE_KEY.line(),
+            "key #2 is a log signing key (ed25519:...): it belongs in CONSENT_LOG_SIGNING_KEY",
+            id="the-log-signing-key",
+        ),
+    ],
+)
+def test_a_log_key_pasted_into_consent_secret_keys_is_refused(
+    config: Any, monkeypatch: pytest.MonkeyPatch, line: str, refusal: str
+) -> None:
+    """CONSENT_SECRET_KEYS and CONSENT_LOG_PUBLIC_KEYS are both comma-separated lists of keys, and
+    README's rotation says to put `ed25519-pub:...` (`log pubkey --line`) in one of them. Put in the
+    other, the published public key (55 characters, past the 32-character rule) became the secret that
+    signs every consent cookie and the log's HMACs: anyone reading {prefix}/log-key could forge a
+    cookie. The signing key put there gave one secret two jobs. Both are refused at start, naming
+    the variable and never echoing the key."""
+    from consent_banner import ConsentMiddleware
+    from consent_banner.errors import MissingSecretKey
+
+    monkeypatch.setenv("CONSENT_SECRET_KEYS", f"{'k' * 40},{line}")
+    with pytest.raises(MissingSecretKey) as e:
+        ConsentMiddleware(Starlette(), config)
+    assert str(e.value).startswith(f"CONSENT_SECRET_KEYS: {refusal}"), str(e.value)
+    assert line.split(":", 1)[1] not in str(e.value)
+    result = CliRunner().invoke(cli, ["keygen"])  # a command needing no key still runs
+    assert result.exit_code == 0
