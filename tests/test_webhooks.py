@@ -158,7 +158,7 @@ async def decide_n(app: ConsentMiddleware, n: int, action: str = "accept_all") -
 
 
 async def test_events_are_signed_and_shaped_as_the_export(toml_path: Path, receiver: Receiver) -> None:
-    """Each record goes out once, in order, as {type, timestamp, log_id, data: its export line}, signed
+    """R37: Each record goes out once, in order, as {type, timestamp, log_id, data: its export line}, signed
     so that `standardwebhooks` verifies it; webhook-id is msg_<log id>_<seq>; a withdrawal is
     consent.withdraw, the rest consent.decision."""
     config = hooked(toml_path, receiver.url)
@@ -180,7 +180,7 @@ async def test_events_are_signed_and_shaped_as_the_export(toml_path: Path, recei
 
 
 async def test_the_receiver_down_then_back_nothing_is_lost(toml_path: Path, receiver: Receiver) -> None:
-    """The issue's test: the receiver killed, 100 decisions, the app restarted and the receiver back:
+    """R37: The issue's test: the receiver killed, 100 decisions, the app restarted and the receiver back:
     every event is delivered with a valid signature, none lost; a redelivery keeps its webhook-id;
     while it was down, deciding was not slowed and the failure was recorded for the status."""
     config = hooked(toml_path, receiver.url)
@@ -227,7 +227,7 @@ async def failing(log: Any) -> bool:
 async def test_lifespan_startup_resumes_delivery_without_a_request(
     toml_path: Path, receiver: Receiver
 ) -> None:
-    """Events owed from before a restart go out once the server has started, before any request."""
+    """R37: Events owed from before a restart go out once the server has started, before any request."""
     config = hooked(toml_path, receiver.url)
     await receiver.stop()
     app = make_app(config)
@@ -259,7 +259,7 @@ async def test_lifespan_startup_resumes_delivery_without_a_request(
 async def test_a_record_inserted_behind_the_logs_back_is_never_sent(
     toml_path: Path, receiver: Receiver
 ) -> None:
-    """Whoever can write the database but holds no key inserts a record (hash-linked correctly) and moves
+    """R37: Whoever can write the database but holds no key inserts a record (hash-linked correctly) and moves
     the head over it: the chain no longer ends at a signed head, so nothing after the cursor is signed
     or sent; the failure is recorded with the reason. The genuine records before it went out."""
     config = hooked(toml_path, receiver.url)
@@ -285,7 +285,7 @@ async def test_a_record_inserted_behind_the_logs_back_is_never_sent(
 
 
 async def test_two_servers_on_one_sqlite_file_deliver_once(toml_path: Path, receiver: Receiver) -> None:
-    """Two app instances (two lease owners) on one log, deciding at once: every event arrives, and in
+    """R37: Two app instances (two lease owners) on one log, deciding at once: every event arrives, and in
     this common case none twice (one holds the lease, the cursor moves by compare-and-set)."""
     await _two_servers(hooked(toml_path, receiver.url), receiver)
 
@@ -293,6 +293,7 @@ async def test_two_servers_on_one_sqlite_file_deliver_once(toml_path: Path, rece
 @pytest.mark.postgres
 @needs_postgres
 async def test_two_servers_on_postgresql_deliver_once(toml_path: Path, receiver: Receiver) -> None:
+    """R37: the same with two servers on one PostgreSQL log (the cursor's row locked FOR UPDATE)."""
     assert PG_DSN is not None
     schema = f"cbtest_{os.urandom(6).hex()}"
     try:
@@ -317,7 +318,7 @@ async def _two_servers(config: ConsentConfig, receiver: Receiver) -> None:
 
 
 async def test_a_purge_from_the_cli_goes_out_when_a_server_runs(toml_path: Path, receiver: Receiver) -> None:
-    """`log purge` writes a purge record; no server runs then. The next server delivers it as
+    """R37: `log purge` writes a purge record; no server runs then. The next server delivers it as
     consent.purge (to a webhook that asked for purge events only)."""
     config = hooked(toml_path, receiver.url, extra='events = ["purge"]\nstart = "beginning"\n')
     app = make_app(config)
@@ -452,7 +453,7 @@ def test_keygen_webhook_prints_a_secret_the_specification_reads() -> None:
 async def test_a_receiver_that_never_answers_is_a_failure_with_a_deadline(
     toml_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hostile or hung receiver (it reads the request and trickles one header byte a second, never
+    """R37: A hostile or hung receiver (it reads the request and trickles one header byte a second, never
     finishing) cannot hold the loop: the exchange has a deadline, the failure is recorded, decisions
     go on; the event goes out later."""
     monkeypatch.setattr(delivery, "TIMEOUT", 0.3)
@@ -494,7 +495,7 @@ async def test_a_receiver_that_never_answers_is_a_failure_with_a_deadline(
 async def test_decisions_while_a_retry_waits_cost_no_claims(
     toml_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a failed delivery waits for its retry, the decisions coming in do not wake the loop into
+    """R37: While a failed delivery waits for its retry, the decisions coming in do not wake the loop into
     claiming the cursor again (each claim is a write under the log's lock): one claim per wait."""
     monkeypatch.setattr(delivery, "RETRY_BASE", 60.0)
     monkeypatch.setattr(delivery, "RETRY_CAP", 60.0)
