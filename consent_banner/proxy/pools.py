@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
@@ -71,6 +71,21 @@ def pools() -> Callable[[int, int], httpx.AsyncBaseTransport]:
             if self._open:
                 self._open = False
                 self._busy[self._i] -= 1
+                _no_reuse_after_excess(self._stream)
             await self._stream.aclose()
 
     return Pools
+
+
+def _no_reuse_after_excess(stream: Any) -> None:
+    """A connection whose response was followed by more bytes (a Content-Length shorter than the body,
+    a response split by the upstream) is not used again: httpcore would keep it, and h11 would read
+    those bytes as the answer to the next request, another visitor's (response smuggling across the
+    pool). nginx closes such a connection too. httpcore offers no hook: its objects are reached by
+    their attributes, and tests/reliability/test_redteam_issue16.py fails if an upgrade renames them."""
+    connection = getattr(
+        getattr(getattr(stream, "_httpcore_stream", None), "_stream", None), "_connection", None
+    )
+    state = getattr(connection, "_h11_state", None)
+    if state is not None and state.trailing_data[0]:
+        state.send_failed()  # h11's own way to mark it unusable: httpcore then closes it, not pools it

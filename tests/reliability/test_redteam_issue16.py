@@ -14,6 +14,8 @@ import re
 import socket
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -32,7 +34,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from consent_banner import ConsentConfig, ConsentMiddleware
 
 from ..conftest import KEY
-from ..test_proxy_app import _config, proxy, serving
+from ..test_proxy_app import MB, _config, proxy, serving
+
+TRACKER = b'<script src="https://ads.example.com/t.js"></script>'
 
 # --- the upstream -----------------------------------------------------------------------------------
 
@@ -57,7 +61,10 @@ def upstream_app(seen: Seen) -> Starlette:
         except Exception:  # the proxy broke off the request body: ClientDisconnect
             seen.cut.append(request.url.path)
             raise
-        return JSONResponse({"path": request.url.path, "size": size, "headers": request.headers.items()})
+        port = request.client.port if request.client else 0  # the proxy's end of its upstream connection
+        return JSONResponse(
+            {"path": request.url.path, "size": size, "headers": request.headers.items(), "port": port}
+        )
 
     async def any_ws(websocket: WebSocket) -> None:
         seen.ws.append(websocket.url.path)
@@ -366,3 +373,205 @@ def test_a_location_with_a_control_character_is_a_502(config: ConsentConfig) -> 
             r = httpx.get(f"{url}/go")
         assert r.status_code == 502 and "location" not in r.headers
         assert not [c for c in r.headers.get_list("set-cookie") if c.startswith("a=")]
+
+
+# --- the forwarding fields under --forwarded-allow-ips '*' -------------------------------------------
+
+
+def test_a_trusted_x_forwarded_for_that_is_no_address_cannot_forge_forwarded(
+    upstream: tuple[str, Seen], config: ConsentConfig
+) -> None:
+    """With every client trusted (`--forwarded-allow-ips '*'`) uvicorn takes the first X-Forwarded-For
+    entry as the client, unchecked: `1.2.3.4;host=evil.example` went into `Forwarded: for=...` as a
+    second host parameter (the upstream's reading of its own Host forged), and into X-Forwarded-For as
+    it came. The proxy now writes only an IP address there, else `unknown` (RFC 7239)."""
+    with proxy(upstream[0], config, trusted="*") as url:
+        for sent in ("1.2.3.4;host=evil.example", '1.2.3.4";by="x', "evil.example", "fe80::1%a;host=evil"):
+            r = httpx.get(f"{url}/fwd", headers={"host": "shop.example", "x-forwarded-for": sent})
+            got = dict((k, v) for k, v in r.json()["headers"] if k in ("forwarded", "x-forwarded-for"))
+            assert got == {
+                "forwarded": 'for=unknown;proto=http;host="shop.example"',
+                "x-forwarded-for": "unknown",
+            }
+        r = httpx.get(f"{url}/fwd", headers={"host": "shop.example", "x-forwarded-for": "2001:db8::1"})
+        got = dict((k, v) for k, v in r.json()["headers"] if k in ("forwarded", "x-forwarded-for"))
+        assert got == {
+            "forwarded": 'for="[2001:db8::1]";proto=http;host="shop.example"',
+            "x-forwarded-for": "2001:db8::1",
+        }
+
+
+# --- a hostile upstream ---------------------------------------------------------------------------------
+
+
+def test_an_upstream_answering_101_to_a_plain_request_gets_a_502(config: ConsentConfig) -> None:
+    """Held: 101 Switching Protocols to a request that asked for no upgrade is no response a browser may
+    get: httpx refuses it and the proxy answers 502 at once (no hang on a connection now "switched")."""
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: evil\r\n\r\nraw bytes"
+    with raw_server(lambda _: answer, keep_open=5) as up, proxy(up, config, read_timeout=2.0) as url:
+        started = time.monotonic()
+        r = httpx.get(f"{url}/", timeout=10)
+    assert r.status_code in (502, 504) and time.monotonic() - started < 4
+    assert "upgrade" not in r.headers
+
+
+def test_informational_responses_before_the_answer_are_skipped(config: ConsentConfig) -> None:
+    """Held: 100 Continue and 103 Early Hints (with a Link preloading a tracker) before the real answer:
+    the client gets the final response only, so no hint slips a tracker past the gate."""
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 103 Early Hints\r\nLink: <https://ads.example.com/t.js>; rel=preload; as=script\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+    )
+    with raw_server(lambda _: answer) as up, proxy(up, config) as url:
+        r = httpx.get(f"{url}/")
+    assert r.status_code == 200 and r.text == "ok" and "link" not in r.headers
+
+
+def test_a_set_cookie_flood_is_gated_cookie_by_cookie_in_bounded_time(config: ConsentConfig) -> None:
+    """Held: 2,000 Set-Cookie fields (the marketing cookie among them, each with its own attributes) reach
+    an undecided visitor without the marketing ones, answered within a second or two; a header block over
+    h11's limit is a 502, never a 500."""
+    cookies = b"".join(b"Set-Cookie: _ads=%d; Path=/; HttpOnly\r\n" % i for i in range(1000))
+    cookies += b"".join(b"Set-Cookie: booking_session=%d; Path=/\r\n" % i for i in range(1000))
+    ok = b"HTTP/1.1 200 OK\r\n" + cookies + b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+    huge = b"HTTP/1.1 200 OK\r\n" + cookies * 10 + b"Content-Length: 2\r\n\r\nok"
+    with raw_server(lambda _: ok) as up, proxy(up, config) as url:
+        started = time.monotonic()
+        r = httpx.get(f"{url}/")
+        took = time.monotonic() - started
+    names = {c.split("=", 1)[0] for c in r.headers.get_list("set-cookie")}
+    assert r.status_code == 200 and "_ads" not in names and "booking_session" in names
+    assert took < 3
+    with raw_server(lambda _: huge) as up, proxy(up, config) as url:
+        assert httpx.get(f"{url}/").status_code == 502
+
+
+def test_bytes_past_an_upstreams_content_length_never_answer_another_request(config: ConsentConfig) -> None:
+    """A response longer than its Content-Length on a kept-alive connection: the extra bytes are a second
+    response (here with a Set-Cookie). Were the connection reused, they would answer the next visitor's
+    request. The next request must get its own answer or a 502, never the smuggled one."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: booking_session=stolen\r\n"
+        b"Content-Length: 8\r\n\r\nsmuggled"
+    )
+    with raw_server(lambda _: answer, keep_open=3) as up, proxy(up, config) as url:
+        first = httpx.get(f"{url}/one")
+        second = httpx.get(f"{url}/two")
+    assert first.text == "ok"
+    assert second.text != "smuggled" and "stolen" not in second.headers.get("set-cookie", "")
+
+
+def test_a_well_framed_response_leaves_its_connection_to_be_used_again(site: str) -> None:
+    """The guard above closes only a connection with bytes past its response: the upstream connection of
+    well-framed answers is kept alive and used again (one TCP connection for sequential requests)."""
+    ports = {httpx.get(f"{site}/again").json()["port"] for _ in range(5)}
+    assert len(ports) == 1
+
+
+def _peak_during(fetch: Callable[[], httpx.Response]) -> tuple[httpx.Response, int]:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        response = fetch()
+        return response, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_gzip_bomb_of_html_is_decoded_at_bounded_memory(config: ConsentConfig) -> None:
+    """HTML the upstream compresses anyway is decoded so the gate can read it: 64 KB of gzip that inflates
+    to 64 MB of HTML. httpx inflates each chunk read whole (a 64 KB chunk became 64 MB at once); the
+    proxy now inflates in bounded pieces, so memory stays small however well the body compresses."""
+    inflated = 64 * MB
+    head = b"<!doctype html><html><head><title>b</title></head><body>"
+    body = zlib.compressobj(wbits=31)
+    compressed = body.compress(head) + body.compress(b" " * inflated) + body.flush()
+
+    def app_answer(_: int) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(compressed)
+        ) + compressed
+
+    with raw_server(app_answer) as up, proxy(up, config, read_timeout=30.0) as url:
+
+        def fetch() -> httpx.Response:
+            with httpx.stream("GET", f"{url}/", timeout=60) as r:
+                r.size = sum(len(c) for c in r.iter_raw())  # type: ignore[attr-defined]
+                return r
+
+        r, peak = _peak_during(fetch)
+    assert r.status_code == 200 and r.size >= inflated  # type: ignore[attr-defined]
+    assert peak < 24 * MB, f"peak {peak // MB} MB"
+
+
+# --- WebSockets -----------------------------------------------------------------------------------------
+
+
+async def test_a_websocket_message_over_the_limit_closes_the_socket_and_never_reaches_the_upstream(
+    site: str, upstream: tuple[str, Seen]
+) -> None:
+    """Held: a 17 MB message (over uvicorn's and the relay's 16 MB) closes the connection with 1009 at the
+    proxy's own server; the upstream never gets it."""
+    async with connect(ws(site, "/big-ws"), max_size=None) as c:
+        assert await c.recv() == "upstream:/big-ws"
+        with contextlib.suppress(ConnectionClosed):
+            await c.send(b"x" * (17 * MB))
+            await c.recv()
+    assert c.close_code in (1009, 1000, 1006)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "gzip, deflate"])
+def test_compressed_html_in_each_coding_still_reaches_the_gate_decoded(
+    config: ConsentConfig, coding: str
+) -> None:
+    """The bounded inflater decodes what httpx did: gzip, zlib deflate, the raw deflate some servers send
+    as deflate, and two codings stacked; the gate then neutralises the page's tracker."""
+    page = (
+        b"<!doctype html><html><head><title>z</title>" + TRACKER + b"</head><body>" + b"<p>row</p>" * 20_000
+    )
+
+    def compress(data: bytes, kind: str) -> bytes:
+        wbits = {"gzip": 31, "deflate": 15, "raw-deflate": -15}[kind]
+        c = zlib.compressobj(wbits=wbits)
+        return c.compress(data) + c.flush()
+
+    body = page
+    for kind in coding.split(", "):
+        body = compress(body, kind)
+    header = coding.replace("raw-deflate", "deflate").encode()
+
+    def answer(_: int) -> bytes:
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Encoding: %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (header, len(body))
+        ) + body
+
+    with raw_server(answer) as up, proxy(up, config) as url:
+        r = httpx.get(f"{url}/")
+    assert r.status_code == 200 and "content-encoding" not in r.headers
+    assert r.text.count("<p>row</p>") == 20_000
+    assert 'type="text/plain"' in r.text and 'id="cb-banner"' in r.text
+
+
+def test_a_corrupt_compressed_page_ends_the_connection(config: ConsentConfig) -> None:
+    """A gzip body that breaks midway, or ends before its compressed stream does, never arrives looking
+    complete: the connection is ended."""
+    good = zlib.compressobj(wbits=31)
+    body = good.compress(b"<html><body>" + b"<p>x</p>" * 50_000) + good.flush()
+    half = len(body) // 2
+    corrupt, cut = body[:half] + b"\xff" * 20 + body[half + 20 :], body[:half]
+
+    for body in (corrupt, cut):
+
+        def answer(_: int, body: bytes = body) -> bytes:
+            return (
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            ) + body
+
+        with raw_server(answer) as up, proxy(up, config) as url:
+            with pytest.raises(httpx.RemoteProtocolError):
+                httpx.get(f"{url}/")
