@@ -62,6 +62,11 @@ class Consent:
     # never an affirmative consent: in the cookie ("x"), and read as undecided where the model is
     # opt-in, so a visitor who travels to the EEA is asked for consent there.
     opted_out: bool = False
+    # The decision was made under the opt-out model and grants an optional category: switches that
+    # were on before the visitor touched them, under a notice at collection, are no opt-in consent
+    # (pre-ticked boxes: CJEU C-673/17 Planet49), so where the model is opt-in it is read as
+    # undecided and the visitor is asked there. In the cookie ("u"); a refusal is one everywhere.
+    granted_under_opt_out: bool = False
     dismissed: bool = False  # the opt-out notice was dismissed (its own cookie: no consent, not logged)
 
     @property
@@ -90,11 +95,12 @@ class Consent:
         self, region: str | None, model: str, optional: Iterable[str], *, dismissed: bool = False
     ) -> Consent:
         """This consent in a jurisdiction: an undecided visitor under "opt-out" is allowed every
-        optional category (GPC still denies its categories through `allows`); anyone else keeps what
-        they decided, and only carries the region and model."""
+        optional category (GPC still denies its categories through `allows`); under "opt-in" an
+        opt-out, or a grant made under "opt-out", is no decision; anyone else keeps what they decided,
+        and only carries the region and model."""
         if model == "opt-out" and not self.decided:
             return replace(self, granted=frozenset(optional), model=model, region=region, dismissed=dismissed)
-        if model != "opt-out" and self.opted_out:
+        if model != "opt-out" and (self.opted_out or self.granted_under_opt_out):
             return Consent(model=model, region=region)
         return replace(self, model=model, region=region)
 
@@ -275,6 +281,7 @@ class ConsentCodec:
                         source=max(SOURCES, key=len),
                         gpc_recorded=True,
                         opted_out=True,
+                        granted_under_opt_out=True,
                     )
                 )
             )
@@ -303,6 +310,8 @@ class ConsentCodec:
             payload["g"] = 1
         if consent.opted_out:
             payload["x"] = 1
+        if consent.granted_under_opt_out:
+            payload["u"] = 1
         if self._tags is None:
             if consent.services:
                 payload["s"] = {k: int(v) for k, v in sorted(consent.services.items())}
@@ -378,6 +387,7 @@ class ConsentCodec:
             source=source if source in SOURCES else None,
             gpc_recorded=payload.get("g") == 1,
             opted_out=payload.get("x") == 1,
+            granted_under_opt_out=payload.get("u") == 1,
         )
 
     def _known(self, payload: dict[str, object]) -> tuple[dict[str, bool], frozenset[str]] | None:

@@ -29,7 +29,7 @@ from .config import NECESSARY, ConsentConfig
 from .consent import Consent, ConsentCodec, consent_json, new_consent_id
 from .errors import DecisionError, LogError
 from .formtoken import FORM_FIELD, FormTokens
-from .geo import OPT_IN, region_json
+from .geo import OPT_IN, OPT_OUT, region_json
 from .gpp import state_for as gpp_state
 from .log import ConsentLog, Decision, LoggedRecord, browser_family, truncate_ip
 from .memo import Memo
@@ -261,6 +261,11 @@ class Decisions:
             gpc_recorded=gpc,
             # An opt-out is no consent: where the model is opt-in it counts as no decision at all.
             opted_out=action == "opt_out" and (not consent.decided or consent.opted_out),
+            # What is granted under opt-out is no opt-in consent (consent.py); "Do Not Sell or Share"
+            # keeps what the visitor had, and with it where that counts.
+            granted_under_opt_out=consent.granted_under_opt_out
+            if action == "opt_out"
+            else consent.model == OPT_OUT and bool(granted),
             model=consent.model,
             region=consent.region,
         )
