@@ -36,6 +36,7 @@ OPT_OUT: Model = "opt-out"
 MODELS: tuple[Model, ...] = (OPT_IN, OPT_OUT)
 
 REGIONS_FILE = Path(__file__).parent / "data" / "regions.toml"
+_MAX_PROBLEMS = 10  # contradictions of a [geo] table named in its error; the rest are counted
 _MAX_VALUE = 16  # bytes of a header value read at all: a longer one is malformed, never parsed
 _COUNTRY = re.compile(rb"[A-Za-z]{2}")
 _SUBDIVISION = re.compile(rb"[A-Za-z0-9]{1,3}")
@@ -147,6 +148,8 @@ class GeoSettings(_Model):
         ):
             problems.append("geo.subdivision_header: the same header as geo.country_header")
         seen: dict[str, int] = {}
+        groups = regions().groups
+        first_group: dict[tuple[str, Model], int] = {}
         for i, rule in enumerate(self.rules):
             for place in rule.where:
                 if "-" in place and self.subdivision_header is None:
@@ -160,22 +163,20 @@ class GeoSettings(_Model):
                         "with another model"
                     )
                 seen.setdefault(place, i)
-            for group in (p for p in rule.where if p in regions().groups):
-                for j, other in enumerate(self.rules[:i]):
-                    clash = [
-                        g
-                        for g in other.where
-                        if g in regions().groups
-                        and g != group
-                        and set(regions().groups[g]) & set(regions().groups[group])
-                    ]
-                    if clash and other.model != rule.model:
+            # Each group against the first rule that named each group with each model (at most two
+            # groups, two models): a table of 10,000 rules is checked in linear time, not pairwise.
+            for group in (p for p in rule.where if p in groups):
+                for (g, model), j in first_group.items():
+                    if model != rule.model and g != group and set(groups[g]) & set(groups[group]):
                         problems.append(
-                            f"geo.rules[{i}].where: {group!r} overlaps {clash[0]!r} of geo.rules[{j}], "
+                            f"geo.rules[{i}].where: {group!r} overlaps {g!r} of geo.rules[{j}], "
                             "with another model: name the countries that differ instead"
                         )
+                first_group.setdefault((group, rule.model), i)
         if problems:
-            raise ValueError("; ".join(problems))
+            # A table contradicting itself on every line is named by its first few contradictions.
+            more = f"; and {len(problems) - _MAX_PROBLEMS} more" if len(problems) > _MAX_PROBLEMS else ""
+            raise ValueError("; ".join(problems[:_MAX_PROBLEMS]) + more)
         return self
 
     @cached_property
