@@ -126,7 +126,7 @@ async def test_rotating_again_before_a_decision_keeps_the_log_writable_and_verif
 async def test_a_rotation_checkpoint_of_before_keeps_verifying_and_a_new_one_joins_it(
     log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Upgrades lose nothing: the writer of before named a rotation checkpoint plain `rotation`; such
+    """R22: upgrades lose nothing: the writer of before named a rotation checkpoint plain `rotation`; such
     a row keeps its meaning and verifies, and a second rotation on the same record, which collided
     with it before, is now a checkpoint of its own."""
     from consent_banner.log import core

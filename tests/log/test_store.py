@@ -44,13 +44,15 @@ async def test_append_returns_the_durable_record(log: Any, log_url: str, decisio
 
 
 async def test_every_action_is_a_new_record(log: Any, decision: MakeDecision) -> None:
-    """R19: accept-all, reject-all, custom, withdraw, GPC opt-out and renewal each append a record."""
+    """R19: accept-all, reject-all, custom, withdraw, GPC opt-out, renewal and the opt-out model's
+    "Do Not Sell or Share" each append a record."""
     cid = "visitor-00000000000001"
-    for action, source in zip(ACTIONS, ["banner", "banner", "dialog", "settings", "gpc", "api"], strict=True):
+    sources = ["banner", "banner", "dialog", "settings", "gpc", "api", "banner"]
+    for action, source in zip(ACTIONS, sources, strict=True):
         await log.append(decision(consent_id=cid, action=action, source=source))
     records = await log.records_for(cid)
     assert [r.action for r in records] == list(ACTIONS)
-    assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r.seq for r in records] == list(range(1, len(ACTIONS) + 1))
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
     assert {r.source for r in records} <= set(SOURCES)
 
