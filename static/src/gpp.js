@@ -12,7 +12,9 @@
  * Commands: ping, addEventListener, removeEventListener, hasSection, getSection, getField; any
  * other gets (null, false). Calls an IAB stub queued before this script ran are answered at once.
  * Frames reach the API through a frame named __gppLocator (postMessage __gppCall / __gppReturn).
- * What a caller gets is a copy: nothing it does changes what the next caller reads.
+ * What a caller gets is a copy: nothing it does changes what the next caller reads. A frame removes
+ * only the listeners it added (ids are small counters: a hostile frame would otherwise silence the
+ * page's ad library, which then never hears an opt-out); the page's own calls remove any.
  */
 ((window, document) => {
   "use strict";
@@ -20,7 +22,7 @@
   const script = document.currentScript;
   // { gppString, cmpId, cmpDisplayStatus, sectionList, applicableSections, supportedAPIs, parsedSections }
   let gpp = JSON.parse(script.dataset.gpp);
-  const listeners = new Map();
+  const listeners = new Map(); // id -> [callback, the frame's window that added it, or null]
   let lastId = 0;
   const own = (object, key) => ({}).hasOwnProperty.call(object, key);
   const copy = (value) => (value == null ? null : JSON.parse(JSON.stringify(value)));
@@ -46,11 +48,14 @@
 
   const commands = {
     ping: () => pingData(),
-    addEventListener: (callback) => {
-      listeners.set(++lastId, callback);
+    addEventListener: (callback, _, from) => {
+      listeners.set(++lastId, [callback, from]);
       return eventData("listenerRegistered", lastId, true);
     },
-    removeEventListener: (callback, id) => eventData("listenerRemoved", id, listeners.delete(Number(id))),
+    removeEventListener: (callback, id, from) => {
+      const found = listeners.get(Number(id));
+      return eventData("listenerRemoved", id, !!found && (!from || found[1] === from) && listeners.delete(Number(id)));
+    },
     hasSection: (callback, name) => own(gpp.parsedSections, String(name).split(".")[0]),
     getSection: (callback, name) => copy(section(name)),
     getField: (callback, path) => {
@@ -60,12 +65,14 @@
     },
   };
 
-  const api = (command, callback, parameter) => {
+  // `from`: the window of a frame calling by postMessage; null for the page's own calls.
+  const run = (command, callback, parameter, from) => {
     if (typeof callback !== "function") callback = () => {};
     if (!own(commands, command)) return callback(null, false);
-    const answer = commands[command](callback, parameter);
+    const answer = commands[command](callback, parameter, from);
     callback(answer, answer !== null);
   };
+  const api = (command, callback, parameter) => run(command, callback, parameter, null);
 
   // Calls made before we ran, queued by an IAB stub: `__gpp()` hands its queue over.
   let queued = [];
@@ -78,7 +85,7 @@
   if (Array.isArray(queued)) for (const args of queued) api(...args);
 
   const tell = (eventName, data) => {
-    for (const [id, callback] of listeners) callback(eventData(eventName, id, data), true);
+    for (const [id, [callback]] of listeners) callback(eventData(eventName, id, data), true);
   };
   document.addEventListener("consent:change", (event) => {
     const next = event.detail?.gpp;
@@ -100,13 +107,14 @@
     }
     const call = message?.__gppCall;
     if (!call || !event.source) return;
-    api(
+    run(
       call.command,
       (returnValue, success) => {
         const reply = { __gppReturn: { returnValue, success, callId: call.callId } };
         event.source.postMessage(typeof event.data === "string" ? JSON.stringify(reply) : reply, "*");
       },
       call.parameter,
+      event.source,
     );
   });
   const locator = () => {
