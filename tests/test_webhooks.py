@@ -518,3 +518,54 @@ async def test_decisions_while_a_retry_waits_cost_no_claims(
     await asyncio.sleep(0.3)
     await app.close()
     assert claims <= 1
+
+
+@pytest.mark.parametrize(
+    ("webhooks", "message"),
+    [
+        ([{"url": "http://crm.example/hook"}], "webhooks[0].url: 'http://crm.example/hook': use https"),
+        (
+            [{"url": "ftp://crm.example/hook"}],
+            "webhooks[0].url: 'ftp://crm.example/hook': a webhook URL is https",
+        ),
+        ([{"url": "https://:pw@/x"}], "webhooks[0].url: 'https://:***@/x': a webhook URL is https"),
+        (
+            [{"url": "https://a.example/h#x"}],
+            "webhooks[0].url: 'https://a.example/h#x': a webhook URL has no",
+        ),
+        (
+            [{"url": "https://a.example/h", "events": ["decision", "gpc"]}],
+            "webhooks[0].events[1]: Input should",
+        ),
+        ([{"url": "https://a.example/h", "events": []}], "webhooks[0].events: name at least one event"),
+        (
+            [{"url": "https://a.example/h", "events": ["purge", "purge"]}],
+            "webhooks[0].events: 'purge' is listed twice",
+        ),
+        (
+            [{"url": "https://a.example/h", "secret_env": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}],
+            "webhooks[0].secret_env: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' is not an environment variable",
+        ),
+        (
+            [{"url": "https://a.example/h"}, {"url": "https://a.example/h"}],
+            "webhooks[1].url: 'https://a.example/h' is",
+        ),
+        ([{"url": "https://a.example/h", "colour": "red"}], "webhooks[0].colour: unknown key"),
+    ],
+)
+def test_a_bad_webhook_is_refused_naming_its_key(webhooks: list[dict[str, Any]], message: str) -> None:
+    """R37: consent.toml's [[webhooks]]: https only (plain http to a loopback receiver alone), events
+    from decision/withdraw/purge, a variable's name (never the secret) in secret_env, one cursor each."""
+    base = {
+        "policy_revision": "1",
+        "controller": "x",
+        "privacy_policy_url": "/p",
+        "categories": {"necessary": {"label": "N"}},
+    }
+    with pytest.raises(ConfigError) as e:
+        ConsentConfig.from_dict({**base, "webhooks": webhooks})
+    assert message in str(e.value)
+    ok = ConsentConfig.from_dict(
+        {**base, "webhooks": [{"url": "http://[::1]:9/h"}, {"url": "https://a.example/h"}]}
+    )
+    assert ok.config_hash == ConsentConfig.from_dict(base).config_hash  # no banner depends on webhooks
