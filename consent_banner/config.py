@@ -386,7 +386,12 @@ class Webhook(_Model):
     @field_validator("secret_env")
     @classmethod
     def _secret_env(cls, v: str) -> str:
-        if not _ENV_NAME.match(v) or v.lower().startswith("whsec_"):  # whsec_...: the secret, pasted
+        if v.lower().startswith("whsec_"):  # the secret itself, pasted: never echoed into a message
+            raise ValueError(
+                "this is a secret, not the name of the environment variable holding it: put it in one "
+                f"(e.g. {DEFAULT_WEBHOOK_SECRET_ENV}) and name that here"
+            )
+        if not _ENV_NAME.match(v):
             raise ValueError(
                 f"{v[:80]!r} is not an environment variable name (the secret itself never goes in the "
                 f"file: name the variable that holds it, e.g. {DEFAULT_WEBHOOK_SECRET_ENV!r})"

@@ -544,7 +544,7 @@ async def test_decisions_while_a_retry_waits_cost_no_claims(
         ),
         (
             [{"url": "https://a.example/h", "secret_env": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}],
-            "webhooks[0].secret_env: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' is not an environment variable",
+            "webhooks[0].secret_env: this is a secret, not the name of the environment variable",
         ),
         (
             [{"url": "https://a.example/h"}, {"url": "https://a.example/h"}],
@@ -564,7 +564,7 @@ def test_a_bad_webhook_is_refused_naming_its_key(webhooks: list[dict[str, Any]],
     }
     with pytest.raises(ConfigError) as e:
         ConsentConfig.from_dict({**base, "webhooks": webhooks})
-    assert message in str(e.value)
+    assert message in str(e.value) and "MfKQ9r8G" not in str(e.value)
     ok = ConsentConfig.from_dict(
         {**base, "webhooks": [{"url": "http://[::1]:9/h"}, {"url": "https://a.example/h"}]}
     )
