@@ -30,7 +30,8 @@ prefix itself (they never reach the upstream) and gates what comes back; this ap
   sent there would bypass the gate); every other ``Location`` passes.
 - **Failures.** A Host that is not a plain host[:port] (without `site_origins`): 400. A request body
   that stalls for the read timeout: 408, and the upstream request is abandoned (a slow client would
-  otherwise hold an upstream connection for as long as it likes). Upstream
+  otherwise hold an upstream connection for as long as it likes); a client that reads nothing of a
+  response for the write timeout: the response is abandoned, the upstream transfer stopped. Upstream
   down, refused or broken before its headers: 502; no headers within the read timeout: 504; each a
   short page (HTML, or JSON for a client that asks for it), no traceback. A body broken midway
   ends the connection, so a truncated download never looks complete.
@@ -103,7 +104,8 @@ class ProxyApp:
     `site_origins`: the config's, to name the public Host (see the module docstring). Timeouts in
     seconds: `connect_timeout` to open a connection, `read_timeout` between bytes (also the wait for
     the response's headers: 504 after it; and between chunks of the client's request body: 408),
-    `write_timeout` between bytes sent. `max_connections` to the upstream at once, `keepalive` of
+    `write_timeout` between bytes sent (to the upstream, and of the response to a client that
+    stopped reading it: abandoned). `max_connections` to the upstream at once, `keepalive` of
     them kept open when idle.
     """
 
@@ -227,7 +229,11 @@ class ProxyApp:
             stream = asyncio.ensure_future(at_once(response, send))
         else:
             stream = asyncio.ensure_future(
-                pump(inflated(response.aiter_raw(), codings) if codings else response.aiter_raw(), send)
+                pump(
+                    inflated(response.aiter_raw(), codings) if codings else response.aiter_raw(),
+                    send,
+                    idle=self._timeouts[2],
+                )
             )
         # Once the request body is read, the next message is the client leaving: stop reading then.
         gone = asyncio.ensure_future(disconnected(receive)) if read_all else None
@@ -244,6 +250,11 @@ class ProxyApp:
         if stream.cancelled():
             return  # the client left
         error = stream.exception()
+        if isinstance(error, TimeoutError):
+            # The client took nothing for the write timeout: the upstream transfer is dropped (the
+            # response is closed on return) and the server ends the unfinished response.
+            logger.info("a client read nothing of %s for %s s: abandoned", scope["path"], self._timeouts[2])
+            return
         if isinstance(error, httpx.HTTPError):
             # The status and part of the body are out: ending the connection is the only honest answer.
             logger.warning(

@@ -69,10 +69,15 @@ async def at_once(response: httpx.Response, send: Send) -> None:
     await send({"type": "http.response.body", "body": await response.aread()})
 
 
-async def pump(chunks: AsyncIterator[bytes], send: Send) -> None:
+async def pump(chunks: AsyncIterator[bytes], send: Send, *, idle: float | None = None) -> None:
+    """The response body to the client as it comes; a chunk the client takes nothing of for `idle`
+    seconds (the server's flow control holds `send` while the client reads nothing) raises
+    ClientStalled, so a client that stops reading cannot hold the upstream connection (nginx's
+    send_timeout)."""
     async for chunk in chunks:
         if chunk:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async with asyncio.timeout(idle):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
 

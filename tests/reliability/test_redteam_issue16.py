@@ -16,7 +16,7 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -24,7 +24,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -49,6 +49,7 @@ class Seen:
         self.http: list[str] = []
         self.ws: list[str] = []
         self.cut: list[str] = []
+        self.big: list[int] = []  # per download: bytes the upstream sent before it ended
 
 
 def upstream_app(seen: Seen) -> Starlette:
@@ -66,6 +67,18 @@ def upstream_app(seen: Seen) -> Starlette:
             {"path": request.url.path, "size": size, "headers": request.headers.items(), "port": port}
         )
 
+    async def big(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            sent = 0
+            try:
+                while sent < 1024 * MB and not await request.is_disconnected():
+                    yield b"z" * 65536
+                    sent += 65536
+            finally:
+                seen.big.append(sent)
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
+
     async def any_ws(websocket: WebSocket) -> None:
         seen.ws.append(websocket.url.path)
         await websocket.accept()
@@ -74,6 +87,7 @@ def upstream_app(seen: Seen) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/big", big),
             Route("/{p:path}", anything, methods=["GET", "POST", "PUT"]),
             WebSocketRoute("/{p:path}", any_ws),
         ]
@@ -318,6 +332,29 @@ def test_a_request_body_that_stalls_is_answered_408_and_frees_the_upstream_conne
             break
         time.sleep(0.05)
     assert "/loris" in upstream[1].cut
+
+
+def test_a_client_that_stops_reading_a_download_frees_the_upstream_connection(
+    upstream: tuple[str, Seen], config: ConsentConfig
+) -> None:
+    """Slow loris on the way back: a client asks for a large download and reads nothing. The proxy waited
+    on the client for ever, holding an upstream connection (and the upstream's worker); a hundred such
+    clients took them all. Now a response the client takes nothing of for the write timeout (1 s here)
+    is abandoned and the upstream transfer stops, as nginx's send_timeout does."""
+    with proxy(upstream[0], config, write_timeout=1.0) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((host, int(port)))
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+            before = len(upstream[1].big)
+            deadline = time.monotonic() + 8
+            while len(upstream[1].big) == before and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(upstream[1].big) > before, (
+                "the upstream is still sending to a client that reads nothing"
+            )
+            assert upstream[1].big[-1] < 1024 * MB
 
 
 def test_a_slow_but_steady_upload_still_passes(site: str) -> None:
