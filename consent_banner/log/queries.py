@@ -33,11 +33,14 @@ _GROUPS = (
 # tampered row) reads as unknown instead of failing the whole page: SQLite's json_valid, and on
 # PostgreSQL (15 has no IS JSON) a pattern of the canonical form before the cast.
 _JURISDICTION = {
-    "sqlite": (
+    # SQLite as strict as PostgreSQL's pattern (both backends split a tampered log alike): the
+    # canonical text of a text model and a text or null region, and nothing else.
+    "sqlite": tuple(
         "CASE WHEN json_valid(detail) THEN CASE WHEN json_type(detail, '$.model') = 'text' "
-        "THEN json_extract(detail, '$.model') END END",
-        "CASE WHEN json_valid(detail) THEN CASE WHEN json_type(detail, '$.region') = 'text' "
-        "THEN json_extract(detail, '$.region') END END",
+        "AND json_type(detail, '$.region') IN ('text', 'null') AND detail = json_object('model', "
+        "json_extract(detail, '$.model'), 'region', json_extract(detail, '$.region')) "
+        f"THEN json_extract(detail, '$.{member}') END END"
+        for member in ("model", "region")
     ),
     "postgres": (
         "CASE WHEN detail ~ '^[{]\"model\":\"[a-z-]{1,16}\",\"region\":(null|\"[A-Z0-9-]{1,8}\")[}]$' "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,9 @@ from .head import SignedHead
 from .records import SYSTEM_ACTIONS, LoggedRecord
 
 UNKNOWN = "unknown"  # a record that does not say its jurisdiction
+# What a record's detail may say (geo.py: its models, an ISO 3166 code as geo.locate spells it).
+_MODELS = frozenset({"opt-in", "opt-out", UNKNOWN})  # geo.MODELS, and records that do not say
+_REGION = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?")
 
 
 @dataclass
@@ -62,6 +66,9 @@ class LogStats:
                 continue
             m = model if isinstance(model, str) else UNKNOWN
             r = region if isinstance(region, str) else UNKNOWN
+            if m not in _MODELS or (r != UNKNOWN and not _REGION.fullmatch(r)):
+                # Not what geo.region_json writes (a tampered row): never a key of the split.
+                m = r = UNKNOWN
             self.by_model[m] = self.by_model.get(m, 0) + n
             per = self.by_region.setdefault(r, {})
             per[m] = per.get(m, 0) + n

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from consent_banner.errors import ConfigError
 from consent_banner.geo import Geo, GeoSettings
 
 from ..conftest import ORIGIN, rows
+from ..log.conftest import decision, log, log_url  # the log suite's fixtures: SQLite and PostgreSQL
 from ..test_geo import CA, HTML, SAME, SE, build, geo_config
 
-TX = {"cf-ipcountry": "US", "cf-region-code": "TX"}
+__all__ = ["decision", "log", "log_url"]  # fixtures, used by name
 
 
 @pytest.fixture
@@ -351,3 +352,26 @@ def test_an_empty_or_hostile_where_is_named(tmp_path: Path) -> None:
         geo = f'[geo]\ncountry_header = "C"\n[[geo.rules]]\nwhere = {where}\nmodel = "opt-out"'
         with pytest.raises(ConfigError, match=says):
             geo_config(tmp_path, geo)
+
+
+# --- the stats split over hostile detail rows ---------------------------------------------------------
+
+
+async def test_the_stats_split_reads_hostile_details_alike_on_both_backends(
+    log: Any, decision: Callable[..., Any]
+) -> None:
+    """R37: details no release of ours writes (markup or a 1,000-character text for a region, a model
+    we do not have, a region of the wrong type) read the same on SQLite and PostgreSQL: what is not a
+    model of ours or a region code is unknown, never a key of the split (the audit page's table)."""
+    await log.append(decision(detail={"model": "opt-out", "region": "US-CA"}))
+    for detail in (
+        {"model": "opt-out", "region": "<script>alert(1)</script>"},
+        {"model": "opt-out", "region": "X" * 1000},
+        {"model": "opt-maybe", "region": "SE"},
+        {"model": "opt-out", "region": 5},
+        {"model": "opt-in", "region": "us-ca"},
+    ):
+        await log.append(decision(detail=detail))
+    stats = await log.stats()
+    assert stats.by_model == {"opt-out": 1, "unknown": 5}, stats.by_model
+    assert stats.by_region == {"US-CA": {"opt-out": 1}, "unknown": {"unknown": 5}}, stats.by_region
