@@ -81,7 +81,7 @@ async def test_what_is_granted_under_opt_out_is_no_consent_under_opt_in(
     assert granted["categories"] == ["necessary", "analytics", "marketing"]
     assert (await state(client, CA))["decided"] is True
     sweden = await state(client, SE)
-    assert sweden["decided"] is False and sweden["categories"] == ["necessary"]
+    assert sweden["decided"] is False and sweden["categories"] == ["necessary"] and sweden["gpp"] is None
     page = await client.get("/", headers={**SE, **HTML})
     assert '<script src="https://ads.example.com/px.js"></script>' not in page.text
     assert "data-cb-notice" not in page.text and 'value="accept_all"' in page.text  # the opt-in banner
@@ -135,6 +135,30 @@ async def test_gpc_switching_between_models(client: httpx.AsyncClient, config: C
     accepted = await decide(client, {**SE, "sec-gpc": "1"}, action="accept_all")
     assert accepted["categories"] == ["necessary", "analytics"]
     assert (await state(client, CA))["categories"] == ["necessary", "analytics"]  # GPC's denial stays
+
+
+async def test_visitors_without_any_cookie_share_no_region_state(config: ConsentConfig) -> None:
+    """R35 (guard): the visit cache's entry for "no Cookie header at all" is shared by every new visitor;
+    what it remembers is keyed by (GPC, region), so a Californian's plan, GPP answer or notice never
+    reaches a Swede or a Texan arriving next, in any order, with or without GPC."""
+    app = build(config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
+        for _ in range(2):
+            for region, gpc, runs, gpp in (
+                (CA, False, True, True),
+                (SE, False, False, False),
+                (CA, True, False, True),
+                ({"cf-ipcountry": "US", "cf-region-code": "TX"}, False, False, False),
+                ({}, False, False, False),
+            ):
+                c.cookies.clear()
+                headers = {**region, **HTML, **({"sec-gpc": "1"} if gpc else {})}
+                page = await c.get("/", headers=headers)
+                assert ('<script src="https://ads.example.com/px.js"></script>' in page.text) is runs
+                assert ("data-cb-notice" in page.text) is gpp and ("data-gpp=" in page.text) is gpp
+                c.cookies.clear()
+                assert ((await c.get("/_consent/state", headers=headers)).json()["gpp"] is not None) is gpp
+    await app.close()
 
 
 # --- the matrix of actions under opt-out -------------------------------------------------------------
