@@ -69,6 +69,7 @@ GPC_SCRIPT = (
     "{get: () => true, configurable: true})"
 )
 STATE_TIMEOUT = 10_000  # ms for {prefix}/state to answer
+_REGION = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?")  # "US", "US-CA": a region as geo.locate names it
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 _POST_DECISION = """async ([url, action]) => {
@@ -321,10 +322,18 @@ async def _jurisdiction(browser: Browser, prefix_url: str, options: CrawlOptions
         state = None
     finally:
         await context.close()
+    return jurisdiction_of(state)
+
+
+def jurisdiction_of(state: object) -> tuple[str | None, str]:
+    """(region, model) of a site's state as its `{prefix}/state` answered it. The site may be anyone's:
+    a region that is no code as geo.locate spells it (markup, a megabyte) is none, never a report's."""
     if not isinstance(state, dict):
         return None, "opt-in"
     model, region = state.get("model"), state.get("region")
-    return (region if isinstance(region, str) else None), (model if model in STATES_BY_MODEL else "opt-in")
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        region = None
+    return region, (model if isinstance(model, str) and model in STATES_BY_MODEL else "opt-in")
 
 
 def _page_key(url: str) -> str:

@@ -399,3 +399,28 @@ async def test_the_stats_split_reads_hostile_details_alike_on_both_backends(
     stats = await log.stats()
     assert stats.by_model == {"opt-out": 1, "unknown": 5}, stats.by_model
     assert stats.by_region == {"US-CA": {"opt-out": 1}, "unknown": {"unknown": 5}}, stats.by_region
+
+
+# --- the scanner reads a site's state ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state_", "expected"),
+    [
+        ({"model": "opt-out", "region": "US-CA"}, ("US-CA", "opt-out")),
+        ({"model": "opt-out", "region": "\x1b[2J<script>alert(1)</script>"}, (None, "opt-out")),
+        ({"model": "opt-out", "region": "X" * 1_000_000}, (None, "opt-out")),
+        ({"model": ["opt-out"], "region": 5}, (None, "opt-in")),
+        ({"model": "opt-in", "region": None}, (None, "opt-in")),
+        ("not a state", (None, "opt-in")),
+    ],
+)
+def test_the_scanner_takes_from_a_sites_state_only_a_region_code(
+    state_: object, expected: tuple[str | None, str]
+) -> None:
+    """The scanned site may be hostile: before the fix its state's `region` went into the report whole
+    (a megabyte, markup; a list for `model` raised TypeError, unhashable); now only a code as
+    geo.locate spells it is the report's region, and a model the scanner does not know is opt-in."""
+    from consent_banner.scan.crawl import jurisdiction_of
+
+    assert jurisdiction_of(state_) == expected
