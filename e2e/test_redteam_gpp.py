@@ -60,3 +60,42 @@ def test_a_frame_cannot_remove_another_partys_gpp_listener(us_visitor: Callable[
     v.wait_until("window.__events.some((e) => e[0] === 'signalStatus')")
     assert [e for e in v.page.evaluate("window.__events") if e[0] == "sectionChange"]
     assert call(v, "removeEventListener", page_listener)[0]["data"] is True
+
+
+def test_a_frame_adding_listeners_by_the_thousand_keeps_sixteen(us_visitor: Callable[..., Visitor]) -> None:
+    """R38. A hostile frame posts addEventListener 2,000 times: each listener would cost the page a
+    message per event, so one decision would have the page's main thread post 6,000 (or millions).
+    Now a frame keeps 16 and is told no for the rest; the page's own listeners are not limited, and
+    after "Do Not Sell or Share" the frame hears only its 16 listeners' events."""
+    v = us_visitor(CALIFORNIA)
+    v.goto("/")
+    v.page.evaluate("""() => { const f = document.createElement("iframe"); f.name = "hostile";
+      document.body.appendChild(f); }""")
+    frame = v.page.frame(name="hostile")
+    assert frame is not None
+    answers = frame.evaluate(
+        """(n) => new Promise((resolve) => {
+          const answers = [];
+          window.__heard = 0;
+          addEventListener("message", (e) => {
+            const r = e.data && e.data.__gppReturn;
+            if (!r) return;
+            if (r.callId.startsWith("add")) {
+              if (r.returnValue && r.returnValue.eventName !== "listenerRegistered") window.__heard++;
+              else answers.push(r.success);
+              if (answers.length === n) resolve(answers);
+            }
+          });
+          for (let i = 0; i < n; i++)
+            parent.postMessage({ __gppCall: { command: "addEventListener", callId: "add" + i } }, "*");
+        })""",
+        2000,
+    )
+    assert answers.count(True) == 16 and answers.count(False) == 1984
+    for _ in range(40):  # the page itself is not limited
+        v.page.evaluate("() => __gpp('addEventListener', () => {})")
+    v.click(DNS)
+    expect(v.page.locator("#cb-banner")).to_have_count(0)
+    v.page.wait_for_timeout(500)
+    heard = frame.evaluate("window.__heard")
+    assert 16 * 2 <= heard <= 16 * 3, heard  # sectionChange, signalStatus (and cmpDisplayStatus)

@@ -14,7 +14,9 @@
  * Frames reach the API through a frame named __gppLocator (postMessage __gppCall / __gppReturn).
  * What a caller gets is a copy: nothing it does changes what the next caller reads. A frame removes
  * only the listeners it added (ids are small counters: a hostile frame would otherwise silence the
- * page's ad library, which then never hears an opt-out); the page's own calls remove any.
+ * page's ad library, which then never hears an opt-out); the page's own calls remove any. A frame
+ * keeps at most FRAME_LISTENERS: each listener costs the page a message per event, and a frame
+ * adding a million would have the page's main thread post three million after a decision.
  */
 ((window, document) => {
   "use strict";
@@ -24,6 +26,7 @@
   let gpp = JSON.parse(script.dataset.gpp);
   const listeners = new Map(); // id -> [callback, the frame's window that added it, or null]
   let lastId = 0;
+  const FRAME_LISTENERS = 16;
   const own = (object, key) => ({}).hasOwnProperty.call(object, key);
   const copy = (value) => (value == null ? null : JSON.parse(JSON.stringify(value)));
 
@@ -49,6 +52,7 @@
   const commands = {
     ping: () => pingData(),
     addEventListener: (callback, _, from) => {
+      if (from && [...listeners.values()].filter((l) => l[1] === from).length >= FRAME_LISTENERS) return null;
       listeners.set(++lastId, [callback, from]);
       return eventData("listenerRegistered", lastId, true);
     },
