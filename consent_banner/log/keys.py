@@ -184,13 +184,29 @@ def parse_public_key(text: str, where: str) -> PublicKey:
     raise LogKeyError(f"{where}: not a public key (PEM, or {PUBLIC_PREFIX}<base64url>)")
 
 
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.S)
+_PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z ]{1,64})-----")
+MAX_KEY_FILE_BYTES = 1024 * 1024  # a key file is a few hundred bytes; `{prefix}/log-key`'s, one per key
+
+
+def _pem_blocks(text: str, where: str) -> list[str]:
+    """The PEM blocks of `text`, each BEGIN line to its END line, found in one pass (a lazy pattern
+    with a back reference searched to the end from every BEGIN: quadratic in a hostile file)."""
+    blocks: list[str] = []
+    at = 0
+    while begin := _PEM_BEGIN.search(text, at):
+        end_line = f"-----END {begin.group(1)}-----"
+        end = text.find(end_line, begin.end())
+        if end < 0:
+            raise LogKeyError(f"{where}: a PEM block without its END line ({end_line})")
+        at = end + len(end_line)
+        blocks.append(text[begin.start() : at])
+    return blocks
 
 
 def parse_public_keys(text: str, where: str) -> list[PublicKey]:
     """Every public key in `text`: PEM blocks (text between them, as `{prefix}/log-key` writes
     `# key id` lines, is explanatory text RFC 7468 allows), else one key line."""
-    blocks = [m.group(0) for m in _PEM_BLOCK.finditer(text)]
+    blocks = _pem_blocks(text, where)
     if not blocks:
         return [parse_public_key(text, where)]
     return [
@@ -205,9 +221,15 @@ def read_public_key_files(paths: Iterable[Path | str]) -> list[PublicKey]:
     keys: list[PublicKey] = []
     for path in paths:
         try:
-            text = Path(path).read_text(encoding="ascii")
+            with open(path, "rb") as f:  # bounded: the arguments swapped, an export is gigabytes
+                data = f.read(MAX_KEY_FILE_BYTES + 1)
+            text = data.decode("ascii")
         except (OSError, UnicodeDecodeError) as e:
             raise LogKeyError(f"--public-key {path}: cannot read it ({e})") from None
+        if len(data) > MAX_KEY_FILE_BYTES:
+            raise LogKeyError(
+                f"--public-key {path}: larger than {MAX_KEY_FILE_BYTES} bytes: not a public key file"
+            )
         keys.extend(parse_public_keys(text, f"--public-key {path}"))
     return keys
 

@@ -599,3 +599,52 @@ def test_a_log_key_pasted_into_consent_secret_keys_is_refused(
     assert line.split(":", 1)[1] not in str(e.value)
     result = CliRunner().invoke(cli, ["keygen"])  # a command needing no key still runs
     assert result.exit_code == 0
+
+
+# --- --public-key given a file that is no key ---------------------------------------------------------
+
+
+def test_a_public_key_file_of_2_gb_is_refused_in_bounded_memory(export: tuple[Path, list[str]]) -> None:
+    """The arguments swapped, or a hostile file: `--public-key` read its whole file (2 GB of NULs here,
+    sparse) into memory, a MemoryError traceback under a 1 GB address-space limit. A key file is a
+    few hundred bytes: read up to 1 MB, then refused naming the option and the file."""
+    path, _ = export
+    big = path.parent / "big.pem"
+    with open(big, "wb") as f:
+        f.truncate(2 * 1024**3)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))\n"
+        "from consent_banner.cli import cli\n"
+        "sys.exit(cli.main(sys.argv[1:], prog_name='consent-banner'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "log", "verify", "--export", str(path), "--public-key", str(big)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"--public-key {big}: larger than 1048576 bytes: not a public key file" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["log", "receipt"])
+def test_a_pem_file_of_unterminated_blocks_is_refused_in_linear_time(
+    export: tuple[Path, list[str]], tmp_path: Path, command: str
+) -> None:
+    """Half a megabyte of `-----BEGIN A-----` and no END: the PEM block pattern (lazy, with a back
+    reference) searched to the end of the text from every BEGIN, quadratic: 136 KB took 20 s, this
+    file would take minutes. Each block is now found once, and a BEGIN without its END is refused."""
+    path, _ = export
+    pem = tmp_path / "hostile.pem"
+    pem.write_text("-----BEGIN A-----" * 30_000)
+    args = (
+        ["log", "verify", "--export", str(path)]
+        if command == "log"
+        else ["receipt", "verify", str(write_lines(tmp_path / "r.jws", [receipt("https://site.example")]))]
+    )
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, [*args, "--public-key", str(pem)], catch_exceptions=False)
+    assert time.monotonic() - started < 5
+    assert result.exit_code != 0 and "--public-key" in result.output
+    assert "a PEM block without its END line" in result.output, result.output
