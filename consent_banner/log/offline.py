@@ -10,12 +10,13 @@ versions) are held. The format is docs/export-format.md.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from ..memo import Memo
 from .canonical import Row, detail_text, services_text
@@ -341,10 +342,10 @@ def verify_export(
     of MALFORMED) naming the line when the file is not an export."""
     with open(path, "rb") as f:
         # NDJSON by its first character after any blank: a file opening with a space or a blank line
-        # is read by the export reader all the same, never by a laxer one.
-        if f.read(4096).lstrip()[:1] != b"{":  # CSV: records only
-            return _verify_csv(path, pins, keys, public_keys)
-        f.seek(0)
+        # is read by the export reader all the same, never by a laxer one. Peeked, not read: the
+        # file may be a pipe (`--export /dev/stdin`, `<(curl ...)`), which cannot go back.
+        if f.peek(4096)[:4096].lstrip()[:1] != b"{":  # CSV: records only
+            return _verify_csv(io.TextIOWrapper(f, encoding="utf-8", newline=""), pins, keys, public_keys)
         reader = ExportReader(f)
         try:
             return _verify(reader, pins, keys, public_keys)
@@ -355,17 +356,16 @@ def verify_export(
 
 
 def _verify_csv(
-    path: Path,
+    f: TextIO,
     pins: Sequence[Checkpoint],
     keys: Mapping[str, bytes] | None,
     public_keys: Mapping[str, PublicKey] | None,
 ) -> VerifyResult:
-    with open(path, encoding="utf-8", newline="") as f:
-        counted = _Counted(read_rows(f))
-        try:
-            return _verify_headless(iter(counted), pins, keys, public_keys)
-        except MALFORMED as e:
-            raise ExportError(counted.n + 1, f"not a record of a log export ({_why(e)})", "record") from None
+    counted = _Counted(read_rows(f))
+    try:
+        return _verify_headless(iter(counted), pins, keys, public_keys)
+    except MALFORMED as e:
+        raise ExportError(counted.n + 1, f"not a record of a log export ({_why(e)})", "record") from None
 
 
 def _why(e: Exception) -> str:

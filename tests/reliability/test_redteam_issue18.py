@@ -33,7 +33,9 @@ from consent_banner.audit.signed_receipt import TYP, receipt_claims, sign_receip
 from consent_banner.cli import cli
 from consent_banner.log import Decision, open_log
 from consent_banner.log.canonical import ROW_COLUMNS
+from consent_banner.log.export import csv_header, csv_lines
 from consent_banner.log.keys import SigningKey, b64url
+from consent_banner.log.offline import record_row
 from tests.log.conftest import KEY, PG_DSN, VERSION_EN, needs_postgres, pg_schema_url
 from tests.log.test_offline_verify import LOG_KEY, export_to, signed_log
 from tests.log.test_read_only import _WRITER as READ_ONLY_WRITER
@@ -648,3 +650,27 @@ def test_a_pem_file_of_unterminated_blocks_is_refused_in_linear_time(
     assert time.monotonic() - started < 5
     assert result.exit_code != 0 and "--public-key" in result.output
     assert "a PEM block without its END line" in result.output, result.output
+
+
+def test_an_export_piped_in_is_verified(export: tuple[Path, list[str]]) -> None:
+    """An auditor who trusts nobody verifies what they download as it arrives:
+    `curl .../export | consent-banner log verify --export /dev/stdin --public-key key.pem` (or
+    `<(curl ...)`). The file was sniffed and then read again from its start, which a pipe cannot do:
+    "not seekable". Now the sniffed bytes are read on from the same stream, NDJSON and CSV alike."""
+    path, lines = export
+    key = path.parent / PUBLIC_PEM
+    csv_path = path.parent / "log.csv"
+    rows = [record_row(line) for line in lines if line.startswith('{"seq":')]
+    csv_path.write_text(csv_header() + csv_lines(rows), encoding="utf-8")
+    script = "import sys\nfrom consent_banner.cli import cli\ncli.main(sys.argv[1:])\n"
+    expected = "25 records, chain intact"
+    for source, args in ((path, ["--public-key", str(key)]), (csv_path, [])):
+        done = subprocess.run(
+            [sys.executable, "-c", script, "log", "verify", "--export", "/dev/stdin", *args],
+            input=source.read_text(),  # through a pipe, as from curl
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CONSENT_SECRET_KEYS": ""},
+        )
+        assert done.stdout.startswith(expected), (source.name, done.stdout, done.stderr[-1000:])
