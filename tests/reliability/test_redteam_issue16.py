@@ -32,7 +32,7 @@ from django.test import override_settings
 from django.urls import path
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -88,6 +88,25 @@ def upstream_app(seen: Seen) -> Starlette:
 
         return StreamingResponse(chunks(), media_type="application/octet-stream")
 
+    async def own_csp(request: Request) -> Response:
+        page = WSGI_PAGE.replace(b"</head>", b'<script nonce="upstream1">window.up = 1</script></head>')
+        policy = "script-src 'nonce-upstream1' 'strict-dynamic' https:; object-src 'none'"
+        return Response(page, media_type="text/html", headers={"content-security-policy": policy})
+
+    async def sleep(request: Request) -> Response:
+        await asyncio.sleep(float(request.query_params.get("s", "2")))
+        return Response(b"late", media_type="text/plain")
+
+    async def json_html(request: Request) -> Response:
+        return Response(WSGI_PAGE, media_type="application/json")
+
+    async def huge_ws(websocket: WebSocket) -> None:
+        seen.ws.append(websocket.url.path)
+        await websocket.accept()
+        await websocket.send_bytes(b"x" * (17 * MB))
+        with contextlib.suppress(Exception):
+            await websocket.receive()
+
     async def any_ws(websocket: WebSocket) -> None:
         seen.ws.append(websocket.url.path)
         await websocket.accept()
@@ -97,6 +116,10 @@ def upstream_app(seen: Seen) -> Starlette:
     return Starlette(
         routes=[
             Route("/big", big),
+            Route("/own-csp", own_csp),
+            Route("/sleep", sleep),
+            Route("/json-html", json_html),
+            WebSocketRoute("/huge-ws", huge_ws),
             Route("/{p:path}", anything, methods=["GET", "POST", "PUT"]),
             WebSocketRoute("/{p:path}", any_ws),
         ]
@@ -364,6 +387,24 @@ def test_a_client_that_stops_reading_a_download_frees_the_upstream_connection(
                 "the upstream is still sending to a client that reads nothing"
             )
             assert upstream[1].big[-1] < 1024 * MB
+
+
+async def test_a_client_holding_every_upstream_connection_makes_others_wait_only_the_pool_timeout(
+    upstream: tuple[str, Seen], config: ConsentConfig
+) -> None:
+    """Held, and the limit said: connections to the upstream are bounded (max_connections, 2 here), so
+    one client with that many slow requests in flight makes the next visitor wait; that visitor gets a
+    short 502 after the pool timeout (the connect timeout), never a hang, and the proxy serves again
+    once they end. Limiting connections per client is the front server's job (nginx limit_conn)."""
+    with proxy(upstream[0], config, max_connections=2, keepalive=2, connect_timeout=0.5) as url:
+        async with httpx.AsyncClient(timeout=10) as c:
+            hogs = [asyncio.ensure_future(c.get(f"{url}/sleep", params={"s": "2"})) for _ in range(2)]
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            other = await c.get(f"{url}/fast")
+            assert other.status_code == 502 and time.monotonic() - started < 1.5
+            assert [(await h).text for h in hogs] == ["late", "late"]
+            assert (await c.get(f"{url}/fast")).status_code == 200
 
 
 def test_a_slow_but_steady_upload_still_passes(site: str) -> None:
@@ -785,3 +826,39 @@ async def test_requires_consent_on_a_django_streaming_view(config: ConsentConfig
                 assert (await c.get("/gated-stream")).status_code == 204
         finally:
             await mw.close()
+
+
+# --- a hostile upstream: its own policy, HTML labelled as something else, a huge WebSocket message -------
+
+
+def test_an_upstreams_own_nonce_and_strict_dynamic_cannot_lift_the_gates_policy(site: str) -> None:
+    """Held: an upstream policy with its own nonce and 'strict-dynamic' (which would let any script its
+    nonced script loads run, trackers included) is merged into one header: both nonces kept (its inline
+    script and our banner both run), 'strict-dynamic' and its `https:` gone because our side has
+    neither, so script loading stays with the origins the visitor granted."""
+    r = httpx.get(f"{site}/own-csp")
+    policies = r.headers.get_list("content-security-policy")
+    assert len(policies) == 1
+    script = next(d for d in policies[0].split(";") if d.strip().startswith("script-src")).split()
+    ours = re.search(r'nonce="([\w-]+)"[^>]*data-consent-banner', r.text)
+    assert ours and f"'nonce-{ours.group(1)}'" in script and "'nonce-upstream1'" in script
+    assert "'strict-dynamic'" not in script and "https:" not in script and "'unsafe-inline'" not in script
+    assert "https://ads.example.com" not in script
+
+
+def test_html_labelled_as_json_passes_unchanged_and_is_not_a_page(site: str) -> None:
+    """Held: the gate rewrites what is labelled HTML; a body labelled JSON passes byte for byte under its
+    own type, which no browser renders as a page (the tracker tag in it is text), and gets no banner."""
+    r = httpx.get(f"{site}/json-html")
+    assert r.headers["content-type"] == "application/json" and r.content == WSGI_PAGE
+
+
+async def test_an_upstream_websocket_message_over_the_limit_closes_the_client_cleanly(
+    site: str, upstream: tuple[str, Seen]
+) -> None:
+    """Held: a 17 MB message from the upstream (over the relay's 16 MB) is never buffered on to the
+    client: the relay closes the upstream leg (1009) and the client's with 1014 (bad gateway)."""
+    async with connect(ws(site, "/huge-ws"), max_size=None) as c:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(c.recv(), 10)
+    assert c.close_code == 1014
