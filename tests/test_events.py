@@ -1,4 +1,4 @@
-"""`ConsentMiddleware(..., on_decision=...)`: each durable decision, as its export line, off the path. R37."""
+"""`ConsentMiddleware(..., on_decision=...)`: each durable decision, as its export line, off the path. R39."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _export_lines(config: ConsentConfig) -> list[dict[str, Any]]:
 async def test_on_decision_gets_every_kind_of_decision_as_its_export_line(
     config: ConsentConfig, tmp_path: Path, kind: str
 ) -> None:
-    """R37: Accept, reject, custom, the GPC opt-out of a decided visitor, withdraw and renew each reach the
+    """R39: Accept, reject, custom, the GPC opt-out of a decided visitor, withdraw and renew each reach the
     callable once durable, as the dict their NDJSON export line parses to, in the order recorded."""
     got: list[dict[str, Any]] = []
     threads: set[str] = set()
@@ -81,7 +81,7 @@ async def test_on_decision_gets_every_kind_of_decision_as_its_export_line(
 async def test_a_raising_callable_is_logged_and_the_decision_stands(
     config: ConsentConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """R37: An exception in on_decision is logged with the consent id; the visitor gets the cookie and the
+    """R39: An exception in on_decision is logged with the consent id; the visitor gets the cookie and the
     record stays; the next decision still reaches the callable."""
     calls: list[str] = []
 
@@ -108,7 +108,7 @@ async def test_a_raising_callable_is_logged_and_the_decision_stands(
 async def test_a_slow_callable_does_not_delay_the_answer(
     config: ConsentConfig, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R37: A callable that takes 2 s (blocking or awaiting) leaves the visitor's answer as fast as without
+    """R39: A callable that takes 2 s (blocking or awaiting) leaves the visitor's answer as fast as without
     it: it runs after the answer, off the event loop's path."""
     from consent_banner.events import callback
 
@@ -136,7 +136,7 @@ async def test_a_slow_callable_does_not_delay_the_answer(
 
 
 async def test_a_flood_is_bounded(config: ConsentConfig, caplog: pytest.LogCaptureFixture) -> None:
-    """R37: Decisions faster than the callable: the queue holds QUEUE records at most; past it a record is
+    """R39: Decisions faster than the callable: the queue holds QUEUE records at most; past it a record is
     dropped from the callable (logged with its consent id), never from the log."""
     from consent_banner.events import callback
 

@@ -1,5 +1,5 @@
 """Webhooks: consent events POSTed to a local receiver, signed per Standard Webhooks, driven by the
-log's durable cursor (at least once, never lost, ids stable across redelivery). R37.
+log's durable cursor (at least once, never lost, ids stable across redelivery). R39.
 
 The receiver is a raw asyncio HTTP/1.1 server on a free loopback port that checks every signature
 with the specification's own package (`standardwebhooks`), and can be stopped (its connections
@@ -158,7 +158,7 @@ async def decide_n(app: ConsentMiddleware, n: int, action: str = "accept_all") -
 
 
 async def test_events_are_signed_and_shaped_as_the_export(toml_path: Path, receiver: Receiver) -> None:
-    """R37: Each record goes out once, in order, as {type, timestamp, log_id, data: its export line}, signed
+    """R39: Each record goes out once, in order, as {type, timestamp, log_id, data: its export line}, signed
     so that `standardwebhooks` verifies it; webhook-id is msg_<log id>_<seq>; a withdrawal is
     consent.withdraw, the rest consent.decision."""
     config = hooked(toml_path, receiver.url)
@@ -180,7 +180,7 @@ async def test_events_are_signed_and_shaped_as_the_export(toml_path: Path, recei
 
 
 async def test_the_receiver_down_then_back_nothing_is_lost(toml_path: Path, receiver: Receiver) -> None:
-    """R37: The issue's test: the receiver killed, 100 decisions, the app restarted and the receiver back:
+    """R39: The issue's test: the receiver killed, 100 decisions, the app restarted and the receiver back:
     every event is delivered with a valid signature, none lost; a redelivery keeps its webhook-id;
     while it was down, deciding was not slowed and the failure was recorded for the status."""
     config = hooked(toml_path, receiver.url)
@@ -227,7 +227,7 @@ async def failing(log: Any) -> bool:
 async def test_lifespan_startup_resumes_delivery_without_a_request(
     toml_path: Path, receiver: Receiver
 ) -> None:
-    """R37: Events owed from before a restart go out once the server has started, before any request."""
+    """R39: Events owed from before a restart go out once the server has started, before any request."""
     config = hooked(toml_path, receiver.url)
     await receiver.stop()
     app = make_app(config)
@@ -259,7 +259,7 @@ async def test_lifespan_startup_resumes_delivery_without_a_request(
 async def test_a_record_inserted_behind_the_logs_back_is_never_sent(
     toml_path: Path, receiver: Receiver
 ) -> None:
-    """R37: Whoever can write the database but holds no key inserts a record (hash-linked correctly) and moves
+    """R39: Whoever can write the database but holds no key inserts a record (hash-linked correctly) and moves
     the head over it: the chain no longer ends at a signed head, so nothing after the cursor is signed
     or sent; the failure is recorded with the reason. The genuine records before it went out."""
     config = hooked(toml_path, receiver.url)
@@ -285,7 +285,7 @@ async def test_a_record_inserted_behind_the_logs_back_is_never_sent(
 
 
 async def test_two_servers_on_one_sqlite_file_deliver_once(toml_path: Path, receiver: Receiver) -> None:
-    """R37: Two app instances (two lease owners) on one log, deciding at once: every event arrives, and in
+    """R39: Two app instances (two lease owners) on one log, deciding at once: every event arrives, and in
     this common case none twice (one holds the lease, the cursor moves by compare-and-set)."""
     await _two_servers(hooked(toml_path, receiver.url), receiver)
 
@@ -293,7 +293,7 @@ async def test_two_servers_on_one_sqlite_file_deliver_once(toml_path: Path, rece
 @pytest.mark.postgres
 @needs_postgres
 async def test_two_servers_on_postgresql_deliver_once(toml_path: Path, receiver: Receiver) -> None:
-    """R37: the same with two servers on one PostgreSQL log (the cursor's row locked FOR UPDATE)."""
+    """R39: the same with two servers on one PostgreSQL log (the cursor's row locked FOR UPDATE)."""
     assert PG_DSN is not None
     schema = f"cbtest_{os.urandom(6).hex()}"
     try:
@@ -318,7 +318,7 @@ async def _two_servers(config: ConsentConfig, receiver: Receiver) -> None:
 
 
 async def test_a_purge_from_the_cli_goes_out_when_a_server_runs(toml_path: Path, receiver: Receiver) -> None:
-    """R37: `log purge` writes a purge record; no server runs then. The next server delivers it as
+    """R39: `log purge` writes a purge record; no server runs then. The next server delivers it as
     consent.purge (to a webhook that asked for purge events only)."""
     config = hooked(toml_path, receiver.url, extra='events = ["purge"]\nstart = "beginning"\n')
     app = make_app(config)
@@ -373,7 +373,7 @@ async def test_a_new_webhook_starts_at_the_head(toml_path: Path, receiver: Recei
 async def test_the_status_shows_delivered_pending_and_failing(
     toml_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R37: the audit view and `consent-banner log webhooks` (read-only) show, per webhook, the record
+    """R39: the audit view and `consent-banner log webhooks` (read-only) show, per webhook, the record
     delivered through, what is pending, and a failure with its error and next attempt; text from the
     receiver and the database is escaped (HTML autoescape, control characters in the terminal)."""
     monkeypatch.setattr(delivery, "RETRY_BASE", 60.0)  # the failure stays on record while we look
@@ -417,7 +417,7 @@ async def test_the_status_shows_delivered_pending_and_failing(
 
 
 def test_every_action_of_the_log_is_an_event() -> None:
-    """R37: every action the log writes goes out as one of the three events (decision covers accept,
+    """R39: every action the log writes goes out as one of the three events (decision covers accept,
     reject, custom, renew, the GPC opt-out and the opt-out of sale): none is left unsent."""
     from consent_banner.events.payload import EVENTS
     from consent_banner.log.records import ACTIONS, SYSTEM_ACTIONS
@@ -453,7 +453,7 @@ def test_keygen_webhook_prints_a_secret_the_specification_reads() -> None:
 async def test_a_receiver_that_never_answers_is_a_failure_with_a_deadline(
     toml_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R37: A hostile or hung receiver (it reads the request and trickles one header byte a second, never
+    """R39: A hostile or hung receiver (it reads the request and trickles one header byte a second, never
     finishing) cannot hold the loop: the exchange has a deadline, the failure is recorded, decisions
     go on; the event goes out later."""
     monkeypatch.setattr(delivery, "TIMEOUT", 0.3)
@@ -495,7 +495,7 @@ async def test_a_receiver_that_never_answers_is_a_failure_with_a_deadline(
 async def test_decisions_while_a_retry_waits_cost_no_claims(
     toml_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """R37: While a failed delivery waits for its retry, the decisions coming in do not wake the loop into
+    """R39: While a failed delivery waits for its retry, the decisions coming in do not wake the loop into
     claiming the cursor again (each claim is a write under the log's lock): one claim per wait."""
     monkeypatch.setattr(delivery, "RETRY_BASE", 60.0)
     monkeypatch.setattr(delivery, "RETRY_CAP", 60.0)
@@ -554,7 +554,7 @@ async def test_decisions_while_a_retry_waits_cost_no_claims(
     ],
 )
 def test_a_bad_webhook_is_refused_naming_its_key(webhooks: list[dict[str, Any]], message: str) -> None:
-    """R37: consent.toml's [[webhooks]]: https only (plain http to a loopback receiver alone), events
+    """R39: consent.toml's [[webhooks]]: https only (plain http to a loopback receiver alone), events
     from decision/withdraw/purge, a variable's name (never the secret) in secret_env, one cursor each."""
     base = {
         "policy_revision": "1",

@@ -1,4 +1,4 @@
-"""The webhooks' delivery cursors (log/outbox.py): leases, compare-and-set, verified windows. R37."""
+"""The webhooks' delivery cursors (log/outbox.py): leases, compare-and-set, verified windows. R39."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ async def test_a_new_cursor_starts_at_the_head_or_the_beginning(
 async def test_one_lease_at_a_time_and_the_cursor_moves_only_for_its_holder(
     log: Any, decision: Callable[..., Decision]
 ) -> None:
-    """R37: Two processes: the second waits while the first holds the lease; a stale holder's advance is
+    """R39: Two processes: the second waits while the first holds the lease; a stale holder's advance is
     refused (compare-and-set), so the range is not delivered twice by it."""
     mine = await log.claim_webhook("hook", "p1", lease=30, from_start=True)
     assert isinstance(mine, WebhookCursor)
@@ -57,7 +57,7 @@ async def test_one_lease_at_a_time_and_the_cursor_moves_only_for_its_holder(
 
 
 async def test_a_failure_is_kept_and_retried_later(log: Any) -> None:
-    """R37: A failed delivery keeps the cursor, counts the attempt, names the error and defers the retry."""
+    """R39: A failed delivery keeps the cursor, counts the attempt, names the error and defers the retry."""
     c = await log.claim_webhook("hook", "p1", lease=30)
     assert await log.fail_webhook(c, "HTTP 503 from the receiver", 60) == 1
     wait = await log.claim_webhook("hook", "p1", lease=30)
@@ -70,7 +70,7 @@ async def test_a_failure_is_kept_and_retried_later(log: Any) -> None:
 async def test_a_record_inserted_behind_the_logs_back_is_never_handed_out(
     log_url: str, decision: Callable[..., Decision]
 ) -> None:
-    """R37: Whoever can write the database but holds no key cannot make the outbox hand out a record: one
+    """R39: Whoever can write the database but holds no key cannot make the outbox hand out a record: one
     inserted after the head (even with a correct hash link) is past the signed head; a record edited
     or inserted inside the chain breaks it, and the window refuses everything."""
     log = await open_log(log_url, hmac_key=KEY)
