@@ -165,7 +165,7 @@ def test_a_redirect_to_another_host_is_never_followed(
 def test_an_endless_body_is_cut_at_a_megabyte(
     hostile: Callable[[Behaviour], Hostile], tmp_path: Path
 ) -> None:
-    """A key endpoint streaming without end (a 10 GB answer): read no further than 1 MB, then refused."""
+    """R24: A key endpoint streaming without end (a 10 GB answer): read no further than 1 MB, then refused."""
 
     def endless(sock: socket.socket) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/jwk-set+json\r\n\r\n")
@@ -184,7 +184,7 @@ def test_an_endless_body_is_cut_at_a_megabyte(
 
 
 def test_a_slow_drip_is_cut_at_the_timeout(hostile: Callable[[Behaviour], Hostile], tmp_path: Path) -> None:
-    """Slow-loris: a byte every 0.2 s never trips a per-read timeout of 1 s, so the fetch waited for
+    """R24: Slow-loris: a byte every 0.2 s never trips a per-read timeout of 1 s, so the fetch waited for
     as long as the server cared to drip (here 30 s, a header line of 64 KB would take 3.6 hours).
     --timeout bounds the whole fetch."""
 
@@ -239,7 +239,7 @@ def _bad_chunk(sock: socket.socket) -> None:
 def test_an_answer_that_is_not_http_is_named_never_a_traceback(
     hostile: Callable[[Behaviour], Hostile], tmp_path: Path, behaviour: Behaviour
 ) -> None:
-    """http.client raises its own errors (BadStatusLine, LineTooLong, "got more than 100 headers"),
+    """R24: http.client raises its own errors (BadStatusLine, LineTooLong, "got more than 100 headers"),
     which are neither OSError nor URLError: each escaped as a traceback. Now exit 3 with the reason,
     as an unreachable key is; a body cut short is no JWK Set."""
     site = hostile(behaviour)
@@ -252,7 +252,7 @@ def test_an_answer_that_is_not_http_is_named_never_a_traceback(
 def test_a_key_set_nested_a_million_deep_is_refused_not_a_traceback(
     hostile: Callable[[Behaviour], Hostile], tmp_path: Path
 ) -> None:
-    """Within the 1 MB bound, `{"keys":[[[[...` 500,000 deep made json.loads raise RecursionError,
+    """R24: Within the 1 MB bound, `{"keys":[[[[...` 500,000 deep made json.loads raise RecursionError,
     which escaped as a traceback. Now: not a JWK Set, exit 3."""
     site = hostile(answer(b'{"keys":' + b"[" * 500_000 + b"]" * 500_000 + b"}"))
     result = verify_receipt_file(tmp_path, receipt(site.url))
@@ -263,7 +263,7 @@ def test_a_key_set_nested_a_million_deep_is_refused_not_a_traceback(
 def test_thousands_of_keys_cost_a_fraction_of_a_second(
     hostile: Callable[[Behaviour], Hostile], tmp_path: Path
 ) -> None:
-    """As many keys as fit in 1 MB (12,000, the site's last) are each read once; a set of 100,000
+    """R24: As many keys as fit in 1 MB (12,000, the site's last) are each read once; a set of 100,000
     keys (8 MB) is refused by its size. Guard: held before."""
     filler = [
         {k: v for k, v in SigningKey(i.to_bytes(32, "big")).public.jwk().items() if k in ("kty", "crv", "x")}
@@ -285,7 +285,7 @@ def test_thousands_of_keys_cost_a_fraction_of_a_second(
 def test_a_kid_stated_for_another_key_is_not_believed(
     hostile: Callable[[Behaviour], Hostile], tmp_path: Path
 ) -> None:
-    """A kid collision: the endpoint lists the attacker's key under the site's key id (and the site's
+    """R24: A kid collision: the endpoint lists the attacker's key under the site's key id (and the site's
     own key as well), and the attacker signed the receipt naming the site's kid. The id is computed
     from each key (RFC 7638), so the stated one names nothing: bad signature, exit 1. Guard: held."""
     colliding = {**ATTACKER.public.jwk(), "kid": SITE_KEY.kid}
@@ -300,7 +300,7 @@ def test_a_kid_stated_for_another_key_is_not_believed(
 
 @pytest.mark.parametrize("part", ["header", "payload"])
 def test_a_token_nested_a_million_deep_is_malformed_not_a_traceback(tmp_path: Path, part: str) -> None:
-    """Within the 4 MB bound, a header or payload of `[[[[...` made json.loads raise RecursionError
+    """R24: Within the 4 MB bound, a header or payload of `[[[[...` made json.loads raise RecursionError
     before anything was checked: a traceback. Now: malformed, exit 1, and no request sent."""
     deep = b64url(b"[" * 1_000_000 + b"]" * 1_000_000)
     plain = b64url(json.dumps({"alg": "EdDSA", "kid": SITE_KEY.kid, "typ": TYP}).encode())
@@ -372,7 +372,7 @@ def test_the_export_verifies(export: tuple[Path, list[str]]) -> None:
 def test_json_nested_a_million_deep_is_named_by_its_line(
     export: tuple[Path, list[str]], tmp_path: Path, where: str
 ) -> None:
-    """A record's detail, a checkpoint line or a pins line of `[[[[...` 500,000 deep (1 MB) made
+    """R22: A record's detail, a checkpoint line or a pins line of `[[[[...` 500,000 deep (1 MB) made
     json.loads raise RecursionError, which escaped as a traceback. Now named by its line (exit 2)."""
     path, lines = export
     args: list[str] = []
@@ -391,7 +391,7 @@ def test_json_nested_a_million_deep_is_named_by_its_line(
 
 
 def test_a_byte_that_is_not_utf8_is_named_at_its_line(export: tuple[Path, list[str]]) -> None:
-    """The file was decoded in blocks, so a bad byte was reported at the line last read, not its own
+    """R22: The file was decoded in blocks, so a bad byte was reported at the line last read, not its own
     (here line 16 for a byte on line 20). Now each line is decoded alone: its own number."""
     path, lines = export
     data = "".join(lines).encode()
@@ -404,7 +404,7 @@ def test_a_byte_that_is_not_utf8_is_named_at_its_line(export: tuple[Path, list[s
 
 
 def test_a_csv_field_over_the_csv_modules_limit_is_named(tmp_path: Path) -> None:
-    """A CSV export's field over 128 KB made the csv module raise csv.Error, which escaped as a
+    """R22: A CSV export's field over 128 KB made the csv module raise csv.Error, which escaped as a
     traceback. Now the record is named (exit 2)."""
     path = tmp_path / "log.csv"
     path.write_text(",".join(ROW_COLUMNS) + "\n1," + "a" * 200_000 + "\n")
@@ -415,7 +415,7 @@ def test_a_csv_field_over_the_csv_modules_limit_is_named(tmp_path: Path) -> None
 
 
 def test_a_line_of_2_gb_is_refused_in_bounded_memory(export: tuple[Path, list[str]]) -> None:
-    """A 2 GB line (a sparse file: its header, then 2 GB of NULs without a newline) was read whole
+    """R22: A 2 GB line (a sparse file: its header, then 2 GB of NULs without a newline) was read whole
     into memory: under a 1 GB address-space limit, a MemoryError traceback; on a laptop, gigabytes.
     Now a line is read up to 16 MB and refused by its number there."""
     path, lines = export
@@ -444,7 +444,7 @@ def test_a_line_of_2_gb_is_refused_in_bounded_memory(export: tuple[Path, list[st
 def test_a_leading_space_does_not_reach_a_laxer_reader(
     export: tuple[Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file opening with a space was taken for CSV by its first character, then read by the CSV
+    """R22: A file opening with a space was taken for CSV by its first character, then read by the CSV
     reader's NDJSON fallback: the whole file held in memory, no line bound, and none of the strict
     reading of the export reader. Records pinned by the auditor's head, one spelled with `action`
     twice (two JSON readers read two decisions), verified. Now it is read as the export it is."""
@@ -607,7 +607,7 @@ def test_a_log_key_pasted_into_consent_secret_keys_is_refused(
 
 
 def test_a_public_key_file_of_2_gb_is_refused_in_bounded_memory(export: tuple[Path, list[str]]) -> None:
-    """The arguments swapped, or a hostile file: `--public-key` read its whole file (2 GB of NULs here,
+    """R22: The arguments swapped, or a hostile file: `--public-key` read its whole file (2 GB of NULs here,
     sparse) into memory, a MemoryError traceback under a 1 GB address-space limit. A key file is a
     few hundred bytes: read up to 1 MB, then refused naming the option and the file."""
     path, _ = export
@@ -634,7 +634,7 @@ def test_a_public_key_file_of_2_gb_is_refused_in_bounded_memory(export: tuple[Pa
 def test_a_pem_file_of_unterminated_blocks_is_refused_in_linear_time(
     export: tuple[Path, list[str]], tmp_path: Path, command: str
 ) -> None:
-    """Half a megabyte of `-----BEGIN A-----` and no END: the PEM block pattern (lazy, with a back
+    """R22: Half a megabyte of `-----BEGIN A-----` and no END: the PEM block pattern (lazy, with a back
     reference) searched to the end of the text from every BEGIN, quadratic: 136 KB took 20 s, this
     file would take minutes. Each block is now found once, and a BEGIN without its END is refused."""
     path, _ = export
@@ -653,7 +653,7 @@ def test_a_pem_file_of_unterminated_blocks_is_refused_in_linear_time(
 
 
 def test_an_export_piped_in_is_verified(export: tuple[Path, list[str]]) -> None:
-    """An auditor who trusts nobody verifies what they download as it arrives:
+    """R22: An auditor who trusts nobody verifies what they download as it arrives:
     `curl .../export | consent-banner log verify --export /dev/stdin --public-key key.pem` (or
     `<(curl ...)`). The file was sniffed and then read again from its start, which a pipe cannot do:
     "not seekable". Now the sniffed bytes are read on from the same stream, NDJSON and CSV alike."""
