@@ -297,6 +297,9 @@ class Service(_Model):
     # decision that grants it. Both left out of the hash when unset: configs without them keep theirs.
     inline: tuple[str, ...] = Field(default=(), exclude_if=lambda v: not v)
     loader: bool = Field(default=False, exclude_if=lambda v: not v)
+    # SHA-256 (hex) of inline snippets of this service the gate vouches for beyond the official ones
+    # (gate/snippets.py: a customised snippet; the refused script shows its value as data-consent-pin).
+    inline_sha256: tuple[str, ...] = Field(default=(), exclude_if=lambda v: not v)
     # A catalog entry (catalog.py) filling the keys left out; resolved before validation, so the
     # values (and the hash) are the resolved ones. Left out of dumps: a config without presets
     # keeps its hash, and the resolved values are what the hash must cover.
@@ -312,6 +315,18 @@ class Service(_Model):
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"{v!r}: service names are lower-case letters, digits, '-' and '_'")
+        return v
+
+    @field_validator("inline_sha256")
+    @classmethod
+    def _inline_sha256(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) > MAX_SIGNATURES:
+            raise ValueError(f"at most {MAX_SIGNATURES} pinned snippets per service (got {len(v)})")
+        for h in v:
+            if not re.fullmatch(r"[0-9a-f]{64}", h):
+                raise ValueError(
+                    f"{h[:80]!r}: a SHA-256 in hex (64 characters 0-9a-f), as data-consent-pin has it"
+                )
         return v
 
     @field_validator("inline")

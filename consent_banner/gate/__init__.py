@@ -48,6 +48,7 @@ from .html import Blocked, HostRules, url_host
 from .inline import NONCE, InlineRules
 from .placeholder import Placeholders
 from .send import VARY_TOKENS, Gating, PageHooks, Scope, Send
+from .snippets import Vouch
 
 __all__ = ["VARY_TOKENS", "PageHooks", "Plan", "ResponseGate"]
 
@@ -123,6 +124,13 @@ class ResponseGate:
         # inline_scripts = "nonce": the page's inline scripts matching no service get the nonce, where
         # a policy is sent at all (without one nothing refuses them).
         self._nonce_unmatched = config.inline_scripts == "nonce" and self.csp_header is not None
+        # Under an enforced policy that refuses a reflected <script> (inline_scripts = "block"), a
+        # service's signature vouches only for its official snippet or a pinned one (snippets.py);
+        # elsewhere such a script would run anyway, and the signature alone decides.
+        self._vouch = (
+            Vouch(p for s in config.services for p in s.inline_sha256)
+            if config.csp == "enforce" and config.inline_scripts == "block" else None
+        )
         self._plans: Memo[object, Plan] = Memo(_MAX_CACHED)
         self._plan_of: Memo[int, tuple[Consent, Plan]] = Memo(_MAX_CACHED)
         self._by_allowed: Memo[tuple[frozenset[str], frozenset[str]], Plan] = Memo(_MAX_CACHED)
@@ -245,7 +253,7 @@ class ResponseGate:
                 denied.extend((sig, self._blocked[s.name]) for sig in s.inline)
             elif self.csp_header is not None:
                 granted.extend(s.inline)
-        rules = InlineRules(hosts, denied, granted)
+        rules = InlineRules(hosts, denied, granted, vouch=self._vouch)
         return rules if rules else None
 
     def csp(

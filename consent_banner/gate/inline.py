@@ -19,6 +19,13 @@ browser runs, `markup.JS_TYPES`) is matched against the services of the consent 
   the signatures are the operator's word that such a script is the vendor's snippet;
 - else it is left as it is (`InlineRules.unmatched` says what a script matching no service gets).
 
+Under the enforced policy with `inline_scripts = "block"` a signature alone vouches for nothing
+(`snippets.py`): a script naming a service is nonced, or neutralised with the mark that lets consent
+activate it, only when its whole text is the vendor's official snippet or one the site pinned
+(`inline_sha256`). Else a granted service's is left as it came (refused by the policy) and a denied
+one's is neutralised without the mark (inert for ever); both carry ``data-consent-pin`` with the
+value that would pin them, so a site with a customised snippet can read it off the page.
+
 Signatures are code and match case-sensitively (`fbq(` is not `FBQ(`: JavaScript tells them
 apart, and matching more would hold the site's own scripts); hosts match case-insensitively, as a
 browser reads a URL's host, and only as a whole host name (no letter, digit or `-` right before an
@@ -59,6 +66,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from .hosts import Blocked, HostRules
 from .markup import DOUBLE, ESCAPED, JS_TYPES, SCRIPT, edit_tag, parse_attrs
 from .rawtext import RawText
+from .snippets import pin
 from .urls import attr_text
 
 if TYPE_CHECKING:
@@ -143,7 +151,7 @@ class InlineRules:
     """Which inline scripts are a denied service's, a granted one's, or nobody's, in one consent
     state (see the module docstring); built with the plan."""
 
-    __slots__ = ("_any", "_denied", "_signatures", "_hosts", "unmatched")
+    __slots__ = ("_any", "_denied", "_signatures", "_hosts", "unmatched", "vouch")
 
     def __init__(
         self,
@@ -152,10 +160,12 @@ class InlineRules:
         granted: Iterable[str] = (),
         *,
         unmatched: Verdict = None,
+        vouch: Callable[[bytes], bool] | None = None,
     ) -> None:
         """`hosts`: the state's denied hosts (and its labels); `denied`: (signature, service) of the
         services not allowed, in config order; `granted`: the signatures of the allowed services
-        whose scripts get the nonce (none when no policy is sent: nothing then needs it)."""
+        whose scripts get the nonce (none when no policy is sent: nothing then needs it); `vouch`:
+        whether a script naming a service is its snippet (snippets.Vouch; None: every such script)."""
         self._hosts = hosts
         self._signatures: dict[bytes, Blocked] = {}
         for signature, blocked in denied:
@@ -165,6 +175,7 @@ class InlineRules:
         self._denied = _pattern(signatures, needles)
         self._any = _pattern([*signatures, *granted], needles)
         self.unmatched = unmatched  # what a script matching no service gets (None: left as it is)
+        self.vouch = vouch
 
     def __bool__(self) -> bool:
         return self._any is not None or self.unmatched is not None
@@ -173,6 +184,8 @@ class InlineRules:
         """The same rules, giving `unmatched` to a script that matches no service."""
         twin = copy.copy(self)
         twin.unmatched = unmatched
+        if unmatched == NONCE:  # every inline script is vouched for: so is a service's, of any shape
+            twin.vouch = None
         return twin
 
     def verdict(self, text: bytes) -> Verdict:
@@ -302,11 +315,23 @@ class InlineScripts(RawText):
         assert rules is not None
         tag, text = held[0], b"".join(held[1:])
         verdict = rules.verdict(text) if complete else rules.denied(text)
+        # snippets.py: naming a service, only the vendor's snippet (or a pinned one) is vouched for;
+        # past the hold nothing is (no snippet is that long)
+        unvouched = (
+            verdict is not None and verdict != rules.unmatched and rules.vouch is not None
+            and not (complete and rules.vouch(text))
+        )
+        pinned = b' data-consent-pin="' + pin(text).encode() + b'"' if unvouched else b""
         if isinstance(verdict, Blocked):
             # An import map or speculation rules naming a denied service stay without the nonce
             # (refused), not neutralised: nothing could activate them later (RULE_TYPES).
             if inline_type(tag, self._charset) not in RULE_TYPES:
-                tag = neutralised(tag, rules.labels(verdict), self._marked())
+                mark = pinned if unvouched else self._marked()  # unvouched: inert for ever
+                tag = neutralised(tag, rules.labels(verdict), mark)
+        elif unvouched:  # a granted service's name in a script that is not its snippet: as it came
+            attrs = parse_attrs(tag, len(b"<script"))
+            stale = [(a[1], a[4], b"") for a in attrs if a[0] == b"data-consent-pin"]
+            tag = edit_tag(tag, attrs, stale, pinned)
         elif verdict == NONCE and self._mark is not None:
             tag = nonced(tag, self._marked())
         self._out.append(tag)

@@ -22,6 +22,7 @@ from consent_banner.gate.csp import merge, parse_policies, serialize
 from consent_banner.gate.html import HtmlRewriter
 from consent_banner.gate.inline import MAX_INLINE
 from consent_banner.gate.pages import PAGES, SEEN
+from consent_banner.gate.snippets import pin
 
 from .conftest import NONCE, OWN, client, gated
 
@@ -169,8 +170,8 @@ def test_a_granted_services_snippet_gets_the_nonce_and_a_denied_ones_stays_inert
 
 
 def test_a_granted_snippet_with_its_own_nonce_gets_the_pages() -> None:
-    out = rewrite("<script nonce=old>fbq('init', '1')</script>", decided("marketing"))
-    assert script_tags(out) == [f"<script  {MARK}>"]
+    out = rewrite(META.replace("<script>", "<script nonce=old>"), decided("marketing"))
+    assert script_tags(out)[0] == f"<script  {MARK}>"
 
 
 def test_an_allowed_services_host_alone_vouches_for_no_script() -> None:
@@ -240,7 +241,8 @@ def test_the_first_denied_service_in_the_text_labels_the_script() -> None:
     # the allowed one's signature first, a denied one's after it: still the denied one's
     out = rewrite("<script>fbq('init', 1); Chat.boot()</script>", decided("analytics"))
     assert 'data-consent-service="chat"' not in out and 'data-consent-service="meta"' in out
-    out = rewrite("<script>gtm.start; Chat.boot()</script>", decided("analytics"))
+    page = "<script>gtm.start; Chat.boot()</script>"
+    out = rewrite(page, decided("analytics"), config(inline_scripts="nonce"))
     assert 'data-consent-service="chat"' in out and "nonce=\"MARK\">" in out
 
 
@@ -250,16 +252,18 @@ def test_the_first_denied_service_in_the_text_labels_the_script() -> None:
 def test_a_reflected_snippet_loses_its_own_nonce_and_labels() -> None:
     """Markup reflected into the page that carries a signature is neutralised like the site's own,
     and whatever it brought to pass for the gate's (a nonce, data-consent-* labels, a reload, a
-    src to restore) is dropped: the only nonce on it is the gate's, and its labels are the gate's."""
+    src to restore) is dropped: its labels are the gate's. It is not the vendor's snippet, so it
+    gets no mark either (gate/snippets.py): consent never activates it."""
     page = (
         '<script nonce="guess" data-consent-category="necessary" data-consent-service="site" '
         'data-consent-src="https://evil.example/x.js" data-consent-reload data-consent-type=module>'
         "fbq('init', 1); steal()</script>"
     )
     [tag] = script_tags(rewrite(page))
-    names = ["type", "data-consent-category", "data-consent-service", "data-consent-reload", "nonce"]
+    names = ["type", "data-consent-category", "data-consent-service", "data-consent-reload"]
+    names.append("data-consent-pin")
     assert re.findall(r"[\w-]+(?==)", tag) == names
-    assert 'data-consent-service="meta"' in tag and MARK in tag and "evil" not in tag
+    assert 'data-consent-service="meta"' in tag and "nonce" not in tag and "evil" not in tag
 
 
 def test_markup_forged_as_already_neutralised_is_left_unmarked() -> None:
@@ -341,8 +345,11 @@ def test_past_the_hold_a_script_is_decided_on_what_was_held_and_streams() -> Non
     long = "<script>Chat.boot();" + filler + "</script>"
     assert rewrite(long, decided("marketing"), chunk=64 * 1024) == long
     assert 'data-consent-service="chat"' in rewrite(long, chunk=64 * 1024)
-    # a whole body is read whole: the script ends in it, and is decided on all of its text
-    assert rewrite(long, decided("marketing")).startswith(f"<script {MARK}>")
+    # a whole body is read whole: the script ends in it, and is decided on all of its text (a
+    # pinned one: a signature alone vouches for no script, gate/snippets.py)
+    chat = {**SERVICES[3], "inline_sha256": [pin(long[8:-9].encode())]}
+    pinned = config([*SERVICES[:3], chat])
+    assert rewrite(long, decided("marketing"), pinned).startswith(f"<script {MARK}>")
 
 
 def test_matching_is_linear_in_the_scripts_length() -> None:
