@@ -34,8 +34,8 @@ from consent_banner.cli import cli
 from consent_banner.log import Decision, open_log
 from consent_banner.log.canonical import ROW_COLUMNS
 from consent_banner.log.export import csv_header, csv_lines
-from consent_banner.log.keys import SigningKey, b64url
-from consent_banner.log.offline import record_row
+from consent_banner.log.keys import LogKeys, SigningKey, b64url
+from consent_banner.log.offline import record_row, verify_export
 from tests.log.conftest import KEY, PG_DSN, VERSION_EN, needs_postgres, pg_schema_url
 from tests.log.test_offline_verify import LOG_KEY, export_to, signed_log
 from tests.log.test_read_only import _WRITER as READ_ONLY_WRITER
@@ -674,3 +674,41 @@ def test_an_export_piped_in_is_verified(export: tuple[Path, list[str]]) -> None:
             env={**os.environ, "CONSENT_SECRET_KEYS": ""},
         )
         assert done.stdout.startswith(expected), (source.name, done.stdout, done.stderr[-1000:])
+
+
+async def test_two_servers_listing_the_log_keys_in_opposite_orders_keep_a_verifiable_log(
+    tmp_path: Path,
+) -> None:
+    """R22: rotation done wrong. CONSENT_SECRET_KEYS rolls out to several servers as `<new>,<old>`
+    first; done so with CONSENT_LOG_SIGNING_KEY, one server (`<old>,<new>`: the new key signs) and
+    another (`<new>,<old>`: the old one signs) share a log. Each write by the other one rotates the
+    key back (a checkpoint both keys sign): noisy, but every decision is recorded and the log
+    verifies online and offline with both public keys. Guard: held."""
+    old, new = SigningKey(bytes(range(32))), SigningKey(bytes(range(1, 33)))
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    first = await open_log(url, hmac_key=KEY, log_keys=LogKeys((old,)))
+    await first.append(_decision(consent_id="visitor-0"))
+    await first.close()
+    servers = [
+        await open_log(url, hmac_key=KEY, log_keys=LogKeys((old, new))),
+        await open_log(url, hmac_key=KEY, log_keys=LogKeys((new, old))),
+    ]
+    try:
+        for i in range(1, 7):
+            await servers[i % 2].append(_decision(consent_id=f"visitor-{i}"))
+    finally:
+        for server in servers:
+            await server.close()
+    both = LogKeys(retired=(old.public, new.public))
+    reader = await open_log(url, hmac_key=None, previous_hmac_keys=[KEY], read_only=True, log_keys=both)
+    try:
+        online = await reader.verify(require_public=True)
+        path = tmp_path / "log.ndjson"
+        lines = await export_to(reader, path)
+    finally:
+        await reader.close()
+    assert online.ok and online.records == 7, online.message
+    offline = verify_export(path, public_keys=both.public)
+    assert offline.ok and offline.message == online.message, offline.message
+    reasons = [json.loads(line)["reason"] for line in lines if line.startswith('{"type":"checkpoint"')]
+    assert sum(r.startswith("rotation") for r in reasons) >= 6  # back and forth at every write
