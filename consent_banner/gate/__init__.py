@@ -231,7 +231,7 @@ class ResponseGate:
                 s.name for s in services
                 if s.loader and s.name not in allowed and not all(_covered(o, sources) for o in s.origins)
             )
-        hosts = HostRules(first_denied(self._exact), first_denied(self._wild), reload)
+        hosts = HostRules(first_denied(self._exact), first_denied(self._wild), reload, self._paths(allowed))
         inline = self._inline_rules(allowed, hosts)
         nonced = inline
         if self._nonce_unmatched:  # inline_scripts = "nonce": a script matching no service too
@@ -240,6 +240,24 @@ class ResponseGate:
         if len(self._by_allowed) >= _MAX_CACHED:
             self._plans.clear()  # they hold plans about to be forgotten here
         return self._by_allowed.put((allowed, in_policy), plan)
+
+    def _paths(self, allowed: frozenset[str]) -> dict[str, tuple[tuple[str, Blocked | None], ...]]:
+        """The hosts claimed by an allowed and a denied service: their claimers' paths (hosts.py),
+        from each one's URL signatures (`google.com/recaptcha/api.js`), longest first."""
+        by_name = {s.name: s for s in self.config.services}
+        out: dict[str, tuple[tuple[str, Blocked | None], ...]] = {}
+        for host, names in self._exact.items():
+            if len(names) < 2 or all(n in allowed for n in names) or not any(n in allowed for n in names):
+                continue
+            paths: dict[str, Blocked | None] = {}
+            for name in names:
+                for signature in by_name[name].inline:
+                    suffix, slash, path = signature.partition("/")
+                    if slash and path and (host == suffix or host.endswith("." + suffix)):
+                        if paths.get("/" + path) is None:  # a path a denied claimer names too is its
+                            paths["/" + path] = None if name in allowed else self._blocked[name]
+            out[host] = tuple(sorted(paths.items(), key=lambda p: -len(p[0])))
+        return out
 
     def _inline_rules(self, allowed: frozenset[str], hosts: HostRules) -> InlineRules | None:
         """The inline scripts of services in a consent state (inline.py): those of a service not

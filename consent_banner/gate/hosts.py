@@ -4,6 +4,14 @@ A URL belongs to a service when its host is one of the service's origins' hosts 
 are ignored: a tracker reached over http or another port is still the tracker); `*.example.com`
 matches every subdomain. A tag is neutralised when any service claiming its host is denied, and
 is labelled with the first such service in config order.
+
+A host several services claim, some allowed and some denied in this state (the catalog's Google
+services share www.googletagmanager.com and www.google.com: GA4 and Ads load gtag.js from the
+first, reCAPTCHA, Maps and Ads use the second), is decided by the URL's path where a claimer's
+`inline` signature names one (`google.com/recaptcha/api.js`, `googletagmanager.com/gtag/js?id=AW-`):
+the longest such path the URL starts with decides; a URL no signature names, or one spelled with
+`%`, a backslash or a dot segment (the browser would read another path), is the first denied's.
+Without this, refusing marketing held the necessary reCAPTCHA and the granted GA4 as Ads'.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from ..memo import Memo
-from .urls import url_host
+from .urls import url_host, url_path
 
 MAX_MEMO = 32 * 1024  # bytes of rewritten tags remembered per consent state (then all forgotten)
 
@@ -36,12 +44,21 @@ _SUSPECT = rb"[&%\\\t\n\r\f\x00-\x08\x0b\x0e-\x1f\x80-\xff]"
 class HostRules:
     """Which hosts are denied in one consent state."""
 
-    __slots__ = ("exact", "wildcard", "reload", "needles", "suspect", "memo", "_labels", "_script_labels")
+    __slots__ = (
+        "exact", "wildcard", "reload", "paths", "needles", "suspect", "memo", "_labels", "_script_labels"
+    )
 
     def __init__(
-        self, exact: dict[str, Blocked], wildcard: dict[str, Blocked], reload: frozenset[str] = frozenset()
+        self,
+        exact: dict[str, Blocked],
+        wildcard: dict[str, Blocked],
+        reload: frozenset[str] = frozenset(),
+        paths: dict[str, tuple[tuple[str, Blocked | None], ...]] | None = None,
     ) -> None:
         self.exact = exact  # "stats.example.net" -> Blocked
+        # A denied host an allowed service claims too: its claimers' paths, longest first, each with
+        # its service's verdict (None: allowed); see the module docstring.
+        self.paths = paths or {}
         self.wildcard = wildcard  # "example.net" (from *.example.net) -> Blocked
         # The denied loaders whose scripts, activated here, would build scripts this page's
         # policy refuses: their neutralised scripts ask for a reload (inline.py, the reload rule).
@@ -72,7 +89,22 @@ class HostRules:
 
     def url(self, value: str) -> Blocked | None:
         host = url_host(value)
-        return self.denied(host) if host else None
+        if not host:
+            return None
+        found = self.denied(host)
+        if found is not None and host in self.paths:
+            return self._by_path(self.paths[host], url_path(value), found)
+        return found
+
+    @staticmethod
+    def _by_path(paths: tuple[tuple[str, Blocked | None], ...], path: str, found: Blocked) -> Blocked | None:
+        if "%" in path or "\\" in path or "/." in path:
+            return found  # spelled so that the browser may read another path: the first denied's
+        for prefix, verdict in paths:
+            rest = path[len(prefix) :]
+            if path.startswith(prefix) and (not rest or not prefix[-1].isalnum() or rest[0] in "/?#&"):
+                return verdict
+        return found
 
     def labels(self, blocked: Blocked) -> bytes:
         """The data-consent-* labels of a tag neutralised for `blocked`."""

@@ -143,8 +143,9 @@ def _pattern(signatures: Iterable[str], hosts: Iterable[str]) -> re.Pattern[byte
 
 
 def host_needles(hosts: HostRules) -> list[str]:
-    """The hosts of a consent state's denied origins as they are searched for in script text."""
-    return [*hosts.exact, *("." + h for h in hosts.wildcard)]
+    """The hosts of a consent state's denied origins as they are searched for in script text; not
+    one an allowed service claims too (hosts.py): a script naming it is decided by signatures."""
+    return [*(h for h in hosts.exact if h not in hosts.paths), *("." + h for h in hosts.wildcard)]
 
 
 class InlineRules:

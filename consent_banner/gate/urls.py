@@ -120,6 +120,14 @@ def url_host(value: str) -> str | None:
     return host_name(host)
 
 
+def url_path(value: str) -> str:
+    """What follows the authority of a URL attribute with a host (path, query, fragment), read as
+    url_host reads the host."""
+    v = value.strip(_STRIP).replace("\t", "").replace("\n", "").replace("\r", "")
+    m = _URL.match(v)
+    return v[m.end() :] if m is not None else ""
+
+
 _SRCSET_URL = re.compile(r"[\t\n\f\r ,]*+([^\t\n\f\r ]++)")
 _SRCSET_DESCRIPTORS = re.compile(r"(?:[^,(]++|\([^)]*+\)?)*+")
 

@@ -135,3 +135,89 @@ def test_vouching_costs_linear_time_on_hostile_text() -> None:
         pin(text)
         assert time.process_time() - started < 0.5
     assert normalised(b"new  Date ( )\n;") == b"new Date();"
+
+
+# --- the catalog: hosts several presets claim ----------------------------------------------------------
+
+GOOGLE = [
+    {"name": "ga", "preset": "google-analytics", "category": "analytics"},
+    {"name": "ads", "preset": "google-ads", "category": "marketing"},
+    {"name": "captcha", "preset": "recaptcha", "category": "necessary"},
+]
+GA_SRC = '<script async src="https://www.googletagmanager.com/gtag/js?id=G-1"></script>'
+ADS_SRC = '<script async src="https://www.googletagmanager.com/gtag/js?id=AW-1"></script>'
+CAPTCHA = '<script src="https://www.google.com/recaptcha/api.js"></script>'
+
+
+def held(out: str) -> bool:
+    return "data-consent-src" in out
+
+
+def test_a_hosts_shared_by_presets_of_different_categories_are_decided_by_the_urls_path() -> None:
+    """GA4 and Ads both load gtag.js from www.googletagmanager.com; reCAPTCHA, Maps and Ads share
+    www.google.com. A host was denied when any claimer was: refusing marketing held the granted GA4
+    and the necessary reCAPTCHA as Ads'. Now a claimer's URL signature decides on that host."""
+    c = config(GOOGLE)
+    analytics = decided("analytics")
+    assert not held(rewrite(GA_SRC, analytics, c)), "GA4 granted runs when Ads is refused"
+    assert held(rewrite(ADS_SRC, analytics, c)), "Ads' own gtag.js stays held"
+    for state in (UNDECIDED, decided(), analytics):
+        assert not held(rewrite(CAPTCHA, state, c)), "the necessary reCAPTCHA is never Ads'"
+        pixel = '<img src="https://www.google.com/pagead/1p">'
+        assert 'data-consent-service="ads"' in rewrite(pixel, state, c)
+    assert held(rewrite(GA_SRC, UNDECIDED, c)) and held(rewrite(ADS_SRC, decided(), c))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.google.com/recaptcha/api.js/../../pagead/1p",
+        "https://www.google.com/recaptcha/api.js/%2e%2e/pagead/1p",
+        "https://www.google.com/recaptcha%2Fapi.js",
+        "https://www.google.com\\recaptcha/api.js/..\\pagead",
+        "https://www.google.com/recaptcha/api.jsonp",
+        "https://www.google.com/pagead/1p?u=/recaptcha/api.js",
+        "https://www.google.com/pagead/1p#/recaptcha/api.js",
+    ],
+)
+def test_a_shared_hosts_path_cannot_be_spelled_into_the_allowed_claimers(url: str) -> None:
+    out = rewrite(f'<img src="{url}">', decided(), config(GOOGLE))
+    assert 'data-consent-service="ads"' in out, out
+
+
+def test_a_granted_gtm_snippet_is_not_held_for_the_ads_that_share_its_host() -> None:
+    """The GTM snippet names www.googletagmanager.com, which Ads claims too: with GTM granted and Ads
+    refused, its signatures decide (GTM's), not the shared host."""
+    c = config([{"name": "gtm", "preset": "google-tag-manager", "category": "analytics"}, *GOOGLE[1:]])
+    assert script_tags(rewrite(GTM, decided("analytics"), c))[0] == f"<script {MARK}>"
+    assert 'data-consent-service="gtm"' in rewrite(GTM, decided(), c)
+    out = rewrite("<script>gtag('config', 'AW-1')</script>", decided("analytics"), c)
+    assert 'data-consent-service="ads"' in out
+
+
+def test_no_preset_claims_a_whole_domain_that_hosts_anyones_content() -> None:
+    """Over-breadth: google-maps claimed `https://*.googleapis.com`, so granting maps put
+    storage.googleapis.com (anyone's uploaded files) into script-src: a reflected
+    `<script src=https://storage.googleapis.com/x/evil.js>` then ran. No preset claims such a
+    wildcard, nor a whole google.com."""
+    from consent_banner.catalog import catalog
+
+    broad = {
+        "*.google.com", "google.com", "*.googleapis.com", "*.googleusercontent.com", "*.appspot.com",
+        "*.facebook.com", "*.microsoft.com", "*.amazonaws.com", "*.cloudfront.net", "*.github.io",
+    }
+    for name, preset in catalog().items():
+        for origin in preset.service.get("origins", ()):
+            assert origin.split("://", 1)[1] not in broad, (name, origin)
+    maps = config([{"name": "maps", "preset": "google-maps", "category": "marketing"}])
+    gate = ResponseGate(maps, own_cookie_names=OWN)
+    plan = gate.plan(decided("marketing"))
+    policy = gate.csp(plan, [], root_path="", self_origin=None, secure=True, nonce=NONCE)
+    assert b"storage.googleapis.com" not in policy and b"*.googleapis.com" not in policy
+
+
+def test_a_maps_embed_on_the_host_ads_shares_follows_maps() -> None:
+    c = config([{"name": "maps", "preset": "google-maps", "category": "analytics"}, *GOOGLE[1:]])
+    frame = '<iframe src="https://www.google.com/maps/embed?pb=1"></iframe>'
+    assert "data-consent-src" not in rewrite(frame, decided("analytics"), c)
+    assert 'data-consent-service="maps"' in rewrite(frame, decided(), c)
