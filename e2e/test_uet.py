@@ -101,7 +101,8 @@ def test_uet_update_follows_its_own_switch(page: Page, url: str) -> None:
 
 
 def test_pages_without_uet_get_no_uetq(page: Page, site: Site) -> None:
-    """R31: without a microsoft-uet service, a decision pushes Consent Mode to Google only: no uetq appears."""
+    """R31: without a microsoft-uet service, a decision pushes Consent Mode to Google only: no uetq
+    appears."""
     page.goto(site.url + "/other")
     page.get_by_role("button", name="Accept all").click()
     page.wait_for_function("() => dataLayer.some(a => a[0] === 'consent' && a[1] === 'update')")

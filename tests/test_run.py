@@ -94,7 +94,8 @@ def test_missing_nginx_is_installed_from_debian_for_the_proxy_test(tmp_path: Pat
 
 
 def test_missing_php_is_installed_from_debian_for_the_proxy_upstream_test(tmp_path: Path) -> None:
-    """e2e/test_proxy_php.py runs PHP's built-in server: `./run test` installs Debian's php-cli when missing."""
+    """e2e/test_proxy_php.py runs PHP's built-in server: `./run test` installs Debian's php-cli when
+    missing."""
     checkout, env = _checkout(tmp_path, uid=0)
     (tmp_path / "bin" / "php").unlink()
     out = subprocess.run(
