@@ -175,7 +175,7 @@ def test_a_hosts_shared_by_presets_of_different_categories_are_decided_by_the_ur
         "https://www.google.com/recaptcha/api.js/%2e%2e/pagead/1p",
         "https://www.google.com/recaptcha%2Fapi.js",
         "https://www.google.com\\recaptcha/api.js/..\\pagead",
-        "https://www.google.com/recaptcha/api.jsonp",
+        "https://www.google.com/recaptchas/api.js",
         "https://www.google.com/pagead/1p?u=/recaptcha/api.js",
         "https://www.google.com/pagead/1p#/recaptcha/api.js",
     ],
@@ -355,3 +355,22 @@ def test_a_huge_link_header_is_filtered_in_linear_time() -> None:
     assert filter_link(big, hosts) == big.split(b", ")[0]
     assert filter_link(b'<https://cdn.example.com>; title="' + b"\\" * 65_000, hosts) is not None
     assert time.process_time() - started < 1
+
+
+@pytest.mark.parametrize(
+    ("url", "granted", "owner"),
+    [
+        ("https://www.google.com/recaptcha/enterprise.js", (), None),  # any reCAPTCHA path is its own
+        ("https://www.google.com/recaptcha/api2/anchor?k=1", (), None),
+        ("https://www.google.com/pagead/1p-conversion/1/", ("marketing",), None),  # Ads granted, Maps not
+        ("https://www.google.com/maps/embed?pb=1", ("marketing",), "maps"),
+    ],
+)
+def test_every_google_com_claimer_names_its_paths(
+    url: str, granted: tuple[str, ...], owner: str | None
+) -> None:
+    """www.google.com is claimed by three presets: each names its paths, so granting one never holds
+    another's (nor lets one pass as another's)."""
+    c = config([*GOOGLE[1:], {"name": "maps", "preset": "google-maps", "category": "analytics"}])
+    out = rewrite(f'<img src="{url}">', decided(*granted), c)
+    assert (f'data-consent-service="{owner}"' in out) if owner else "data-consent-src" not in out, out
