@@ -20,6 +20,7 @@ from starlette.routing import Route
 from test_consent_mode_config import uet_calls
 
 from consent_banner import ConsentConfig, ConsentMiddleware
+from consent_banner.gate.snippets import pin
 
 BAT = "https://bat.bing.com/bat.js"
 # UET's tag in the shape Microsoft Advertising issues it: it queues on window.uetq, then loads bat.js,
@@ -47,7 +48,9 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "cookie": {"secure": False},
             "categories": {"necessary": {"label": "Necessary"}, "advertising": {"label": "Advertising"}},
             "services": [
-                {"name": "bing", "preset": "microsoft-uet", "category": "advertising", "switch": True}
+                # a tag in UET's shape, not its verbatim snippet: pinned (gate/snippets.py)
+                {"name": "bing", "preset": "microsoft-uet", "category": "advertising", "switch": True,
+                 "inline_sha256": [pin(TAG[len("<script>") : -len("</script>")].encode())]}
             ],
         }
     )
