@@ -72,6 +72,8 @@ purpose = "Loads campaign tags"
 origins = ["{tags}"]
 inline = ["adsq"]  # the inline loader's signature
 loader = true      # it builds a <script src>
+# the loader is no preset's official snippet: pinned, as its refused <script data-consent-pin> shows
+inline_sha256 = ["866be8f965c8e74cf7c08bcd6012be074ddd0be8f94e15c00d7f98ea42116ef1"]
 """
 
 
