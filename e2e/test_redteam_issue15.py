@@ -107,7 +107,7 @@ def test_a_reflected_script_with_a_signature_never_runs_while_the_snippet_does(
 def test_a_signature_split_by_concatenation_reaches_no_vendor_before_consent(
     new_context: Callable[..., BrowserContext], nonce_site: str
 ) -> None:
-    """Under inline_scripts = "nonce" the split script matches no service and gets the nonce (the
+    """R2: under inline_scripts = "nonce" the split script matches no service and gets the nonce (the
     site chose that): it runs, but the script it builds is refused by script-src."""
     page, seen = open_page(new_context, nonce_site + "/")
     page.wait_for_function("window.__split === 1")
