@@ -66,6 +66,18 @@ async def log_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
+async def pg_log_url() -> AsyncIterator[str]:
+    """A fresh, empty log location on PostgreSQL only, for what only PostgreSQL has (roles, grants);
+    a test taking it is marked `needs_postgres` too."""
+    assert PG_DSN is not None
+    schema = f"cbtest_{secrets.token_hex(6)}"
+    try:
+        yield pg_schema_url(PG_DSN, schema)
+    finally:
+        await drop_pg_schema(PG_DSN, schema)
+
+
+@pytest.fixture
 async def log(log_url: str) -> AsyncIterator[Any]:
     lg = await open_log(log_url, hmac_key=KEY)
     try:

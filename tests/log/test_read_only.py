@@ -337,12 +337,12 @@ async def test_a_read_only_log_refuses_every_write(log_url: str) -> None:
 
 
 @pytest.fixture
-async def select_only(log_url: str) -> AsyncIterator[str]:
+async def select_only(pg_log_url: str) -> AsyncIterator[str]:
     """The log (written by the owner) and a URL to it as a new role granted only USAGE on its
     schema and SELECT on its tables; the role is dropped afterwards (a unique name per test)."""
-    if not log_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL roles")
     import asyncpg
+
+    log_url = pg_log_url
 
     await written_log(log_url)
     await written_blocked(log_url)
@@ -402,14 +402,14 @@ async def test_read_commands_work_under_a_select_only_role(select_only: str, tmp
 @needs_postgres
 @pytest.mark.postgres
 async def test_the_audit_view_reads_with_a_select_only_role(
-    select_only: str, log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    select_only: str, pg_log_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """R25: `audit_log` names the read-only credentials: the dashboard, the records, the chain, the
     blocked reports and both downloads answer through HTTP, while decisions still go to `log`."""
     monkeypatch.setenv("CONSENT_SECRET_KEYS", SECRET)
     monkeypatch.setenv("CONSENT_AUDIT_TOKEN", AUDIT_TOKEN)
     path = tmp_path / "consent.toml"
-    path.write_text(config_text(log_url, audit_log=select_only, decision_rate_limit="off"))
+    path.write_text(config_text(pg_log_url, audit_log=select_only, decision_rate_limit="off"))
     app = make_app(ConsentConfig.from_toml(path))
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as c:
