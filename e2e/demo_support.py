@@ -140,6 +140,16 @@ class Seen:
     third_party: str | None  # stats, ads, maps, chat, gtag, or None for the site itself
 
 
+def wait_until(page: Page, expression: str, timeout: float = 5.0) -> None:
+    """Polls a JS expression from Python until it is truthy. (Playwright's wait_for_function polls
+    with eval inside the page, which a gated page's CSP rightly refuses.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(f"Boolean({expression})"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {expression}")
+        page.wait_for_timeout(50)
+
+
 @dataclass
 class Visitor:
     """One browser context (own cookies) on the demo, recording every request it makes."""
@@ -174,13 +184,8 @@ class Visitor:
         self.page.wait_for_timeout(ms)
 
     def wait_until(self, expression: str, timeout: float = 5.0) -> None:
-        """Polls a JS expression from Python until it is truthy. (Playwright's wait_for_function
-        polls with eval inside the page, which the demo's CSP rightly refuses.)"""
-        deadline = time.monotonic() + timeout
-        while not self.page.evaluate(f"Boolean({expression})"):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still false after {timeout} s: {expression}")
-            self.page.wait_for_timeout(50)
+        """Polls a JS expression from Python until it is truthy (see `wait_until`)."""
+        wait_until(self.page, expression, timeout)
 
     def click(self, name: str, *, within: str = "#cb") -> None:
         self.page.locator(within).get_by_role("button", name=name, exact=True).click()

@@ -74,7 +74,9 @@ def test_audit_view_needs_credentials_and_shows_verifies_and_exports_this_run(
 
     ndjson = auditor.context.request.get(audit + "export.ndjson")
     assert ndjson.ok
-    records = [json.loads(line) for line in ndjson.text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in ndjson.text().splitlines() if line.strip()]
+    records = [r for r in lines if "type" not in r]  # the typed lines (header, checkpoints, head) first
+    assert lines[0]["type"] == "header" and any(r.get("type") == "head" for r in lines)
     assert {accepted, rejected} <= {r["consent_id"] for r in records}
     assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
     assert all(r["prev_hash"] for r in records[1:])

@@ -251,7 +251,9 @@ def test_accept_all_runs_the_tracker_without_a_reload(
     assert site.tracker_requests == []
     page.evaluate("window.__sameDocument = true")
     banner_button(page, "Accept all")
-    page.wait_for_function("window.adsTracker === true && window.__sameDocument === true", timeout=5000)
+    from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
+
+    wait_until(page, "window.adsTracker === true && window.__sameDocument === true")
     assert site.tracker_requests == [f"{ADS}/t.js"]
     consent_id = page.evaluate("consentBanner.get().consent_id")
     actions = [r["action"] for r in site.decisions() if r["consent_id"] == consent_id]
@@ -272,7 +274,9 @@ def test_accept_all_runs_the_inline_loader_after_one_reload_and_lets_the_cookie_
     page.on("framenavigated", lambda f: navigations.append(f.url) if f == page.main_frame else None)
     with page.expect_navigation():
         banner_button(page, "Accept all")
-    page.wait_for_function("window.adsTracker === true && window.adsLoader === true", timeout=5000)
+    from demo_support import wait_until
+
+    wait_until(page, "window.adsTracker === true && window.adsLoader === true")
     assert len(navigations) == 1
     assert {f"{ADS}/t.js", f"{TAGS}/loader.js"} <= set(site.tracker_requests)
     jar = cookies(context, site)
