@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import ServerThread
+from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from playwright.sync_api import BrowserContext, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -108,7 +109,7 @@ def visit(context: BrowserContext, url: str) -> Page:
     page = context.new_page()
     page.add_init_script(WATCH)
     page.goto(url)
-    page.wait_for_function("window.cdnLoaded === true || document.readyState === 'complete'")
+    wait_until(page, "window.cdnLoaded === true || document.readyState === 'complete'")
     page.eval_on_selector("#buy", "b => b.click()")  # the banner may cover it; a click is a click
     return page
 
@@ -178,7 +179,7 @@ def test_adopting_an_existing_site_from_report_only_to_enforce(
         url = f"http://127.0.0.1:{shop_sock.getsockname()[1]}/"
         with ServerThread(_shop(toml, cdn, fixed=True), shop_sock):
             page = visit(new_context(), url)
-            page.wait_for_function("document.title === 'bought'")
+            wait_until(page, "document.title === 'bought'")
             assert page.evaluate("[window.cdnLoaded, window.violations]") == [True, []]
             header = page.context.request.get(url).headers["content-security-policy"]
             assert re.search(rf"script-src [^;]*{re.escape(cdn)}", header), header

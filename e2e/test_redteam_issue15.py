@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerThread, _free_socket
+from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from playwright.sync_api import BrowserContext, Page, Route
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -96,10 +97,10 @@ def test_a_reflected_script_with_a_signature_never_runs_while_the_snippet_does(
     assert page.evaluate("window.__xss") is None and seen == []
     with page.expect_navigation():
         page.get_by_role("button", name="Accept all").click()
-    page.wait_for_function("window.__gtag === 1")
+    wait_until(page, "window.__gtag === 1")
     assert page.evaluate("typeof window.gtag") == "function"
     page.reload()
-    page.wait_for_function("window.__gtag === 1")
+    wait_until(page, "window.__gtag === 1")
     page.wait_for_timeout(300)
     assert page.evaluate("window.__xss") is None
 
@@ -110,11 +111,11 @@ def test_a_signature_split_by_concatenation_reaches_no_vendor_before_consent(
     """R2: under inline_scripts = "nonce" the split script matches no service and gets the nonce (the
     site chose that): it runs, but the script it builds is refused by script-src."""
     page, seen = open_page(new_context, nonce_site + "/")
-    page.wait_for_function("window.__split === 1")
+    wait_until(page, "window.__split === 1")
     page.wait_for_timeout(500)
     assert seen == []
     page.get_by_role("button", name="Reject all").click()
     page.reload()
-    page.wait_for_function("window.__split === 1")
+    wait_until(page, "window.__split === 1")
     page.wait_for_timeout(300)
     assert seen == []

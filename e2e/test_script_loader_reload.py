@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import ServerThread, _free_socket
+from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from playwright.sync_api import BrowserContext, Page, Request, expect
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
@@ -113,7 +114,7 @@ def test_accept_reloads_once_and_the_loader_then_runs_with_its_children(
     assert held.get_attribute("type") == "text/plain" and session(page, "loaderRuns") == 0
     with page.expect_navigation():
         page.get_by_role("button", name="Accept all").click()
-    page.wait_for_function("window.childRuns === 1")
+    wait_until(page, "window.childRuns === 1")
     page.wait_for_timeout(700)  # time enough for a second reload, were there one
     assert visit["documents"] == [url + "/", url + "/"], "exactly one reload"
     assert visit["vendor"] == [VENDOR + "/child.js"]
