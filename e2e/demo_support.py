@@ -32,6 +32,8 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Request, Response
 
+from tests.support.browser import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `server` is the repository's demo package, not an installed one
     sys.path.insert(0, str(ROOT))
@@ -138,16 +140,6 @@ class Seen:
     url: str
     resource_type: str
     third_party: str | None  # stats, ads, maps, chat, gtag, or None for the site itself
-
-
-def wait_until(page: Page, expression: str, timeout: float = 5.0) -> None:
-    """Polls a JS expression from Python until it is truthy. (Playwright's wait_for_function polls
-    with eval inside the page, which a gated page's CSP rightly refuses.)"""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(f"Boolean({expression})"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {timeout} s: {expression}")
-        page.wait_for_timeout(50)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from conftest import ServerThread
-from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from playwright.sync_api import BrowserContext, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +29,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from consent_banner import ConsentConfig, ConsentMiddleware, csp_nonce
+from tests.support.browser import wait_until  # a gated page's CSP refuses wait_for_function's eval
 
 CLI = str(Path(sys.executable).with_name("consent-banner"))
 BROWSER = "/usr/bin/chromium"

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
+from tests.support.browser import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from tests.support.servers import free_port, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,8 +252,6 @@ def test_accept_all_runs_the_tracker_without_a_reload(
     assert site.tracker_requests == []
     page.evaluate("window.__sameDocument = true")
     banner_button(page, "Accept all")
-    from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
-
     wait_until(page, "window.adsTracker === true && window.__sameDocument === true")
     assert site.tracker_requests == [f"{ADS}/t.js"]
     consent_id = page.evaluate("consentBanner.get().consent_id")
@@ -274,8 +273,6 @@ def test_accept_all_runs_the_inline_loader_after_one_reload_and_lets_the_cookie_
     page.on("framenavigated", lambda f: navigations.append(f.url) if f == page.main_frame else None)
     with page.expect_navigation():
         banner_button(page, "Accept all")
-    from demo_support import wait_until
-
     wait_until(page, "window.adsTracker === true && window.adsLoader === true")
     assert len(navigations) == 1
     assert {f"{ADS}/t.js", f"{TAGS}/loader.js"} <= set(site.tracker_requests)

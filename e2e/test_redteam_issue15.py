@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerThread, _free_socket
-from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from playwright.sync_api import BrowserContext, Page, Route
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route as Path_
 
 from consent_banner import ConsentConfig, ConsentMiddleware
+from tests.support.browser import wait_until  # a gated page's CSP refuses wait_for_function's eval
 
 GA4 = (Path(__file__).parent.parent / "tests" / "fixtures" / "snippets" / "ga4.html").read_text()
 XSS = "<script>gtag('config','G-1');window.__xss = 1;fetch('/steal?' + document.cookie)</script>"

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from conftest import ServerThread, _free_socket
-from demo_support import wait_until  # a gated page's CSP refuses wait_for_function's eval
 from playwright.sync_api import BrowserContext, Page, Request, expect
 from starlette.applications import Starlette
 from starlette.requests import Request as HttpRequest
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from consent_banner import ConsentConfig, ConsentMiddleware, csp_nonce
 from consent_banner.gate.snippets import pin
+from tests.support.browser import wait_until  # a gated page's CSP refuses wait_for_function's eval
 
 VENDOR = "https://loader.test"
 # A vendor's inline loader as site owners paste them: it builds the <script src> of its library at
